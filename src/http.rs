@@ -1,0 +1,93 @@
+//! HTTP: the router and the static assets compiled into the binary.
+//!
+//! Owns the page (`/`, `/app.js`) and the vendored socket.io-client bundle served where the
+//! official server serves it (`/socket.io/socket.io.js` and friends). Those paths sit under the
+//! engine.io prefix, so they are routed here before the Socket.IO service sees the request;
+//! everything else under `/socket.io/` goes to socketioxide.
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use socketioxide::layer::SocketIoLayer;
+
+/// One embedded file.
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../static/index.html"),
+    },
+    Asset {
+        path: "/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../static/app.js"),
+    },
+    Asset {
+        path: "/socket.io/socket.io.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../static/socket.io.js"),
+    },
+    Asset {
+        path: "/socket.io/socket.io.min.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../static/socket.io.min.js"),
+    },
+    Asset {
+        path: "/socket.io/socket.io.js.map",
+        content_type: "application/json",
+        body: include_bytes!("../static/socket.io.js.map"),
+    },
+    Asset {
+        path: "/socket.io/socket.io.min.js.map",
+        content_type: "application/json",
+        body: include_bytes!("../static/socket.io.min.js.map"),
+    },
+];
+
+/// The page may run only its own scripts; message text is never HTML, and this makes sure a
+/// slip could not run injected script either.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+fn serve(asset: &'static Asset) -> Response {
+    let mut response = (StatusCode::OK, asset.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // The assets change with the binary: let browsers revalidate rather than keep stale code.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if asset.content_type.starts_with("text/html") {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+    }
+    response
+}
+
+/// The whole HTTP surface: static assets first, then Socket.IO, then 404.
+pub fn router(socket_io: SocketIoLayer) -> Router {
+    let engine = Router::new()
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(socket_io);
+    ASSETS
+        .iter()
+        .fold(Router::new(), |router, asset| {
+            router.route(asset.path, get(move || async move { serve(asset) }))
+        })
+        .fallback_service(engine)
+}

@@ -1,0 +1,108 @@
+//! The hub: the sequencer of live delivery.
+//!
+//! Owns `last_published` (the highest id handed to live subscribers) and the broadcast channel
+//! that carries every newly stored message to every connected client's [`crate::feed::Feed`].
+//! Publishing and subscribing happen under one lock, so a subscriber learns exactly which id
+//! its live stream starts after: everything up to that id comes from the store, everything
+//! after it from the channel, with no gap and no overlap.
+//!
+//! It does not store anything (the writer publishes only after a durable commit) and it does not
+//! talk to sockets.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::broadcast;
+
+use crate::protocol::MessageId;
+
+/// A stored message as delivered to clients: `chat message (content, id)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// Its text.
+    pub content: String,
+}
+
+/// See the module docs.
+pub struct Hub {
+    /// The highest id published; guarded together with sends so subscribe sees a consistent
+    /// (position, id) pair.
+    last_published: Mutex<u64>,
+    /// Fan-out of newly stored messages. Bounded: a receiver that falls further behind than
+    /// its capacity gets `Lagged` and its feed catches up from the store instead.
+    live: broadcast::Sender<Arc<LiveMessage>>,
+}
+
+impl Hub {
+    /// A hub whose history ends at `last_id`; `capacity` messages are buffered for live
+    /// subscribers before a slow one has to fall back to the store.
+    pub fn new(last_id: u64, capacity: usize) -> Self {
+        let (live, _) = broadcast::channel(capacity.max(1));
+        Self {
+            last_published: Mutex::new(last_id),
+            live,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        // The guarded value is a plain integer updated in one step: never inconsistent.
+        self.last_published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes durably stored messages. Callers (the writer) pass them in strictly
+    /// increasing id order, each id greater than every id published before.
+    pub fn publish(&self, messages: impl IntoIterator<Item = Arc<LiveMessage>>) {
+        let mut last = self.lock();
+        for message in messages {
+            debug_assert!(message.id.0 > *last, "publish out of order");
+            *last = message.id.0;
+            // An error only means nobody is subscribed right now.
+            let _ = self.live.send(message);
+        }
+    }
+
+    /// The highest id published so far.
+    pub fn last_published(&self) -> u64 {
+        *self.lock()
+    }
+
+    /// Subscribes to live messages. Returns the id the stream starts after: the receiver gets
+    /// exactly the messages with larger ids, in order (unless it lags).
+    pub fn subscribe(&self) -> (u64, broadcast::Receiver<Arc<LiveMessage>>) {
+        let last = self.lock();
+        (*last, self.live.subscribe())
+    }
+
+    /// Number of live subscribers (connected clients' feeds).
+    pub fn subscriber_count(&self) -> usize {
+        self.live.receiver_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: u64) -> Arc<LiveMessage> {
+        Arc::new(LiveMessage {
+            id: MessageId(id),
+            content: format!("m{id}"),
+        })
+    }
+
+    #[test]
+    fn subscribe_starts_right_after_last_published() {
+        let hub = Hub::new(5, 8);
+        hub.publish([msg(6)]);
+        let (start, mut rx) = hub.subscribe();
+        assert_eq!(start, 6);
+        hub.publish([msg(7), msg(8)]);
+        assert_eq!(rx.try_recv().map(|m| m.id.0), Ok(7));
+        assert_eq!(rx.try_recv().map(|m| m.id.0), Ok(8));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(hub.last_published(), 8);
+    }
+}

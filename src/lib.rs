@@ -1,0 +1,140 @@
+//! tidings: a durable Socket.IO chat server.
+//!
+//! One process serves the chat page and a Socket.IO v4 endpoint compatible with the official
+//! tutorial's clients, and keeps every message in one embedded redb file. Every acked message
+//! is on disk; every client sees every message once, in id order, across reconnects.
+//!
+//! # Layout
+//! - [`config`]: command-line flags and environment variables.
+//! - [`protocol`]: pure wire rules: handshake auth, `chat message` validation, ack bodies.
+//! - [`record`]: pure on-disk record encoding (versioned postcard).
+//! - [`store`]: the only code touching redb: tables, dedup, id allocation, range reads.
+//! - [`writer`]: the single writer thread with group commit; publishes after each commit.
+//! - [`hub`]: the sequencer of live delivery (`last_published` + broadcast channel).
+//! - [`feed`]: one client's gap-free replay-then-live stream.
+//! - [`socket`]: the Socket.IO handlers (the only code touching socketioxide).
+//! - [`http`]: the router and the embedded static assets.
+//! - [`client`]: a small Socket.IO client used by the tests and tools.
+//!
+//! [`Server::open`] opens the database and starts the writer; [`Server::serve`] takes an
+//! already bound listener and a shutdown future, so tests bind port 0 and never sleep.
+
+pub mod client;
+pub mod config;
+pub mod feed;
+pub mod http;
+pub mod hub;
+pub mod protocol;
+pub mod record;
+pub mod socket;
+pub mod store;
+pub mod writer;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+use crate::feed::BatchLimits;
+use crate::hub::Hub;
+use crate::socket::ChatState;
+use crate::store::{Store, StoreError, StoreReader};
+use crate::writer::{WriterConfig, WriterHandle, spawn_writer};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    Writer(std::io::Error),
+    /// Serving HTTP failed.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// An opened database with its writer running, ready to serve.
+pub struct Server {
+    config: Config,
+    hub: Arc<Hub>,
+    reader: StoreReader,
+    writer: WriterHandle,
+    writer_thread: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the database named by `config` and starts the writer thread. Blocking (opens a
+    /// file); call it before serving, or from `spawn_blocking`.
+    pub fn open(config: Config) -> Result<Self, ServerError> {
+        let (reader, store_writer) = Store::open(&config.db)?;
+        let hub = Arc::new(Hub::new(
+            store_writer.last_id(),
+            config.live_buffer as usize,
+        ));
+        let (writer, writer_thread) =
+            spawn_writer(store_writer, hub.clone(), WriterConfig::default())
+                .map_err(ServerError::Writer)?;
+        Ok(Self {
+            config,
+            hub,
+            reader,
+            writer,
+            writer_thread,
+        })
+    }
+
+    /// The highest message id stored when the server was opened or since.
+    pub fn last_id(&self) -> u64 {
+        self.hub.last_published()
+    }
+
+    /// Serves HTTP and Socket.IO on `listener` until `shutdown` resolves, then closes every
+    /// socket, lets the writer finish what it was given, and closes the database.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let limits = self.config.limits();
+        // Worst case JSON escaping is 6 bytes per content byte (\u00XX), plus the frame.
+        let payload_limit =
+            ((limits.max_message_bytes + limits.max_client_offset_bytes) * 6 + 4096).max(100_000);
+        let state = ChatState {
+            hub: self.hub.clone(),
+            reader: self.reader.clone(),
+            writer: self.writer.clone(),
+            limits,
+            batch: BatchLimits {
+                max_count: self.config.replay_batch as usize,
+                ..BatchLimits::default()
+            },
+        };
+        let (layer, io) = SocketIo::builder()
+            .max_payload(payload_limit as u64)
+            .ws_max_message_size(payload_limit)
+            .ws_max_frame_size(payload_limit)
+            .with_state(state)
+            .build_layer();
+        socket::register(&io);
+        let app = http::router(layer);
+        let closing = io.clone();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing sockets");
+                closing.close().await;
+            })
+            .await;
+        self.writer.stop().await;
+        let thread = self.writer_thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        tracing::info!("stopped");
+        served.map_err(ServerError::Serve)
+    }
+}

@@ -1,0 +1,352 @@
+//! The wire protocol's pure half: handshake auth parsing, `chat message` payload validation
+//! and the ack bodies the server sends back.
+//!
+//! Everything here is a pure function over decoded JSON values: no sockets, no storage, so the
+//! socket layer, unit tests and fuzz targets all call the same code. Errors carry the message a
+//! client sees (the `connect_error` message or the ack's `error` field).
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The largest offset a JavaScript client can hold exactly (`Number.MAX_SAFE_INTEGER`).
+pub const MAX_SERVER_OFFSET: u64 = (1 << 53) - 1;
+
+/// A stored message's id: strictly increasing from 1, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct MessageId(pub u64);
+
+/// A client's idempotency key for one message (the tutorial's `clientOffset`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientOffset(pub String);
+
+/// Size limits applied to incoming messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted `content`, in UTF-8 bytes.
+    pub max_message_bytes: usize,
+    /// Largest accepted `clientOffset`, in UTF-8 bytes.
+    pub max_client_offset_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 65_536,
+            max_client_offset_bytes: 256,
+        }
+    }
+}
+
+/// Why a handshake was refused; the text becomes the client's `connect_error` message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// `auth` itself was not an object.
+    #[error("invalid auth: expected an object like {{ serverOffset: 0 }}, got {0}")]
+    NotAnObject(&'static str),
+    /// `serverOffset` was present but is not a usable offset.
+    #[error("invalid serverOffset: {0}")]
+    BadServerOffset(String),
+}
+
+/// Parses the handshake `auth` object into the offset to replay from (0 = from the start).
+///
+/// `serverOffset` may be missing, `null`, a non-negative integer up to 2^53-1, or a string of
+/// decimal digits with such a value. Anything else is refused, so a client never silently gets
+/// an empty replay because of a typo.
+pub fn parse_server_offset(auth: &Value) -> Result<u64, AuthError> {
+    let object = match auth {
+        Value::Null => return Ok(0),
+        Value::Object(object) => object,
+        other => return Err(AuthError::NotAnObject(json_type_name(other))),
+    };
+    let bad = |why: String| Err(AuthError::BadServerOffset(why));
+    let offset = match object.get("serverOffset") {
+        None | Some(Value::Null) => return Ok(0),
+        Some(Value::Number(number)) => {
+            if let Some(n) = number.as_u64() {
+                n
+            } else if let Some(n) = number.as_i64() {
+                return bad(format!("{n} is negative, expected an integer >= 0"));
+            } else {
+                let f = number.as_f64().unwrap_or(f64::NAN);
+                if f.fract() != 0.0 || !f.is_finite() {
+                    return bad(format!("{number} is not an integer"));
+                }
+                if f < 0.0 {
+                    return bad(format!("{number} is negative, expected an integer >= 0"));
+                }
+                if f > MAX_SERVER_OFFSET as f64 {
+                    return bad(format!("{number} is larger than 2^53-1"));
+                }
+                // Integral, in range: exact as a u64.
+                f as u64
+            }
+        }
+        Some(Value::String(text)) => {
+            if text.is_empty() || text.len() > 16 || !text.bytes().all(|b| b.is_ascii_digit()) {
+                let shown: String = text.chars().take(32).collect();
+                return bad(format!(
+                    "{shown:?} is not a non-negative integer (digits only)"
+                ));
+            }
+            match text.parse::<u64>() {
+                Ok(n) => n,
+                Err(e) => return bad(format!("{text:?}: {e}")),
+            }
+        }
+        Some(other) => {
+            return bad(format!(
+                "expected a non-negative integer, got {}",
+                json_type_name(other)
+            ));
+        }
+    };
+    if offset > MAX_SERVER_OFFSET {
+        return bad(format!("{offset} is larger than 2^53-1"));
+    }
+    Ok(offset)
+}
+
+/// A validated `chat message` from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatInput {
+    /// The message text (1..=max bytes).
+    pub content: String,
+    /// The idempotency key, absent for clients that send only the content.
+    pub client_offset: Option<ClientOffset>,
+}
+
+/// Why a `chat message` was rejected; the text becomes the ack's `error` field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The event carried no arguments at all.
+    #[error("missing content: expected chat message (content, clientOffset?)")]
+    MissingContent,
+    /// The arguments could not be decoded (e.g. binary attachments or invalid UTF-16).
+    #[error("undecodable arguments: {0}")]
+    Undecodable(String),
+    /// `content` was not a string.
+    #[error("content must be a string, got {0}")]
+    ContentNotString(&'static str),
+    /// `content` was the empty string.
+    #[error("content is empty")]
+    EmptyContent,
+    /// `content` exceeded the configured limit.
+    #[error("content is {size} bytes, the limit is {limit}")]
+    ContentTooLarge {
+        /// Size in UTF-8 bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// `clientOffset` was neither a string nor null.
+    #[error("clientOffset must be a string, got {0}")]
+    OffsetNotString(&'static str),
+    /// `clientOffset` was the empty string.
+    #[error("clientOffset is empty")]
+    EmptyOffset,
+    /// `clientOffset` exceeded the configured limit.
+    #[error("clientOffset is {size} bytes, the limit is {limit}")]
+    OffsetTooLarge {
+        /// Size in UTF-8 bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// More arguments than (content, clientOffset).
+    #[error("{0} arguments, expected at most 2: chat message (content, clientOffset?)")]
+    TooManyArguments(usize),
+}
+
+/// Validates the arguments of a `chat message` event (the ack callback is not among them).
+pub fn validate_chat_message(args: &[Value], limits: &Limits) -> Result<ChatInput, PayloadError> {
+    if args.len() > 2 {
+        return Err(PayloadError::TooManyArguments(args.len()));
+    }
+    let content = match args.first() {
+        None => return Err(PayloadError::MissingContent),
+        Some(Value::String(text)) => text,
+        Some(other) => return Err(PayloadError::ContentNotString(json_type_name(other))),
+    };
+    if content.is_empty() {
+        return Err(PayloadError::EmptyContent);
+    }
+    if content.len() > limits.max_message_bytes {
+        return Err(PayloadError::ContentTooLarge {
+            size: content.len(),
+            limit: limits.max_message_bytes,
+        });
+    }
+    let client_offset = match args.get(1) {
+        // JavaScript's `undefined` in an argument list arrives as null.
+        None | Some(Value::Null) => None,
+        Some(Value::String(offset)) if offset.is_empty() => {
+            return Err(PayloadError::EmptyOffset);
+        }
+        Some(Value::String(offset)) if offset.len() > limits.max_client_offset_bytes => {
+            return Err(PayloadError::OffsetTooLarge {
+                size: offset.len(),
+                limit: limits.max_client_offset_bytes,
+            });
+        }
+        Some(Value::String(offset)) => Some(ClientOffset(offset.clone())),
+        Some(other) => return Err(PayloadError::OffsetNotString(json_type_name(other))),
+    };
+    Ok(ChatInput {
+        content: content.clone(),
+        client_offset,
+    })
+}
+
+/// The body of a `chat message` ack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum AckReply {
+    /// Stored under `id` (new), or already stored under `id` (`duplicate: true`).
+    Stored {
+        /// The message's id.
+        id: MessageId,
+        /// Present and true when this was a retry of an already stored message.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
+    },
+    /// Rejected; nothing was stored. A retrying client should stop.
+    Rejected {
+        /// What was wrong.
+        error: String,
+    },
+}
+
+/// Names a JSON value's type the way a JavaScript developer would.
+pub fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn offsets_accepted() {
+        for (auth, want) in [
+            (json!(null), 0),
+            (json!({}), 0),
+            (json!({ "serverOffset": null }), 0),
+            (json!({ "serverOffset": 0 }), 0),
+            (json!({ "serverOffset": 42 }), 42),
+            (json!({ "serverOffset": 42.0 }), 42),
+            (json!({ "serverOffset": "42" }), 42),
+            (json!({ "serverOffset": MAX_SERVER_OFFSET }), MAX_SERVER_OFFSET),
+            (json!({ "serverOffset": 7, "other": true }), 7),
+        ] {
+            assert_eq!(parse_server_offset(&auth), Ok(want), "{auth}");
+        }
+    }
+
+    #[test]
+    fn offsets_refused_with_a_reason() {
+        for auth in [
+            json!({ "serverOffset": -1 }),
+            json!({ "serverOffset": 1.5 }),
+            json!({ "serverOffset": "abc" }),
+            json!({ "serverOffset": "" }),
+            json!({ "serverOffset": "-3" }),
+            json!({ "serverOffset": " 3" }),
+            json!({ "serverOffset": {} }),
+            json!({ "serverOffset": [1] }),
+            json!({ "serverOffset": true }),
+            json!({ "serverOffset": MAX_SERVER_OFFSET + 1 }),
+            json!({ "serverOffset": 1e300 }),
+            json!({ "serverOffset": "99999999999999999999" }),
+        ] {
+            let err = parse_server_offset(&auth).expect_err(&auth.to_string());
+            assert!(err.to_string().contains("serverOffset"), "{err}");
+        }
+        assert!(matches!(
+            parse_server_offset(&json!("x")),
+            Err(AuthError::NotAnObject("string"))
+        ));
+    }
+
+    #[test]
+    fn payloads() {
+        let limits = Limits {
+            max_message_bytes: 8,
+            max_client_offset_bytes: 4,
+        };
+        let ok = |content: &str, offset: Option<&str>| ChatInput {
+            content: content.into(),
+            client_offset: offset.map(|o| ClientOffset(o.into())),
+        };
+        assert_eq!(
+            validate_chat_message(&[json!("hi")], &limits),
+            Ok(ok("hi", None))
+        );
+        assert_eq!(
+            validate_chat_message(&[json!("hi"), json!("a-1")], &limits),
+            Ok(ok("hi", Some("a-1")))
+        );
+        assert_eq!(
+            validate_chat_message(&[json!("hi"), json!(null)], &limits),
+            Ok(ok("hi", None))
+        );
+        assert_eq!(
+            validate_chat_message(&[json!("12345678")], &limits),
+            Ok(ok("12345678", None))
+        );
+        use PayloadError::*;
+        for (args, want) in [
+            (vec![], MissingContent),
+            (vec![json!(42)], ContentNotString("number")),
+            (vec![json!(null)], ContentNotString("null")),
+            (vec![json!({})], ContentNotString("object")),
+            (vec![json!("")], EmptyContent),
+            (
+                vec![json!("123456789")],
+                ContentTooLarge { size: 9, limit: 8 },
+            ),
+            (vec![json!("hi"), json!(7)], OffsetNotString("number")),
+            (vec![json!("hi"), json!("")], EmptyOffset),
+            (
+                vec![json!("hi"), json!("12345")],
+                OffsetTooLarge { size: 5, limit: 4 },
+            ),
+            (vec![json!("hi"), json!("a"), json!("b")], TooManyArguments(3)),
+        ] {
+            assert_eq!(validate_chat_message(&args, &limits), Err(want), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn ack_bodies() {
+        let stored = AckReply::Stored {
+            id: MessageId(3),
+            duplicate: false,
+        };
+        assert_eq!(serde_json::to_value(&stored).ok(), Some(json!({ "id": 3 })));
+        let dup = AckReply::Stored {
+            id: MessageId(3),
+            duplicate: true,
+        };
+        assert_eq!(
+            serde_json::to_value(&dup).ok(),
+            Some(json!({ "id": 3, "duplicate": true }))
+        );
+        let rejected = AckReply::Rejected {
+            error: "content is empty".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&rejected).ok(),
+            Some(json!({ "error": "content is empty" }))
+        );
+    }
+}

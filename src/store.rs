@@ -1,0 +1,469 @@
+//! Storage: the only module that touches redb.
+//!
+//! Owns the file format above the record level: the table definitions, the schema check on
+//! open, the dedup rule for client offsets, id allocation and durable commits. [`Store::open`]
+//! hands out one [`StoreWriter`] (not `Clone`: exactly one owner appends) and a cloneable
+//! [`StoreReader`] for replay range scans. It knows nothing of sockets or broadcasting; the
+//! writer task in [`crate::writer`] decides when to append and whom to tell.
+//!
+//! redb is blocking: call these from a dedicated thread or `spawn_blocking`, never directly on
+//! the async runtime.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{
+    Database, DatabaseError, MultimapTableDefinition, MultimapTableHandle, ReadableDatabase,
+    ReadableMultimapTable, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
+
+use crate::protocol::{ChatInput, MessageId};
+use crate::record::{RecordError, StoredMessage, decode_record, encode_record};
+
+/// `id -> [format version] ++ postcard(StoredMessage)`.
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// `clientOffset -> {ids}`: every message stored with that offset. A multimap because the
+/// tutorial's offsets are not unique across clients (`undefined-0` while offline); the content
+/// decides whether a hit is a retry (same content) or a different message (stored anew).
+const CLIENT_OFFSETS: MultimapTableDefinition<&str, u64> =
+    MultimapTableDefinition::new("client_offsets");
+/// Small named counters: the schema version and the highest id ever assigned.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_SCHEMA_VERSION: &str = "schema_version";
+/// Kept beside the messages so ids are never reused, even if old rows are one day deleted.
+const META_LAST_ID: &str = "last_id";
+/// The table layout this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// A storage failure, with enough context to print as one clear line.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (usually another tidings) holds the file's lock.
+    #[error("database {path} is already in use by another process")]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The file could not be opened as a database (unreadable, corrupt, not redb).
+    #[error("cannot open database {path}: {reason}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What redb or the OS said.
+        reason: String,
+    },
+    /// The file is a redb database, but not one of ours.
+    #[error("{path} is not a tidings database (it has tables {tables:?} and no tidings metadata)")]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// The tables it holds.
+        tables: Vec<String>,
+    },
+    /// The file was written by a different schema version.
+    #[error("database {path} has schema version {found}; this build reads version {expected}")]
+    Schema {
+        /// The database file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u64,
+        /// The version this build supports.
+        expected: u64,
+    },
+    /// A read transaction failed.
+    #[error("database read failed: {0}")]
+    Read(String),
+    /// A write transaction or its commit failed; nothing of it was stored.
+    #[error("database write failed: {0}")]
+    Write(String),
+    /// A stored row does not decode.
+    #[error("stored message {id} is unreadable: {source}")]
+    Record {
+        /// The row's id.
+        id: u64,
+        /// Why it does not decode.
+        source: RecordError,
+    },
+}
+
+fn read_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Read(e.to_string())
+}
+
+fn write_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Write(e.to_string())
+}
+
+/// Entry point: opens (or creates) a database file.
+pub struct Store;
+
+impl Store {
+    /// Opens `path`, creating an empty tidings database if the file is missing or empty.
+    ///
+    /// Never overwrites or truncates an existing file: a file that is not a tidings database is
+    /// refused with an error naming what it is.
+    pub fn open(path: &Path) -> Result<(StoreReader, StoreWriter), StoreError> {
+        let shown = path.to_path_buf();
+        // redb documents that opening a file damaged outside redb may panic; turn that into
+        // an error so a bad file gives one clear line instead of a crash.
+        let opened = catch_unwind(AssertUnwindSafe(|| Database::builder().create(path)));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(StoreError::InUse { path: shown });
+            }
+            Ok(Err(e)) => {
+                return Err(StoreError::Open {
+                    path: shown,
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(StoreError::Open {
+                    path: shown,
+                    reason: "the file is corrupt (redb could not read it)".into(),
+                });
+            }
+        };
+        let last_id = init_schema(&db, path)?;
+        let db = Arc::new(db);
+        Ok((
+            StoreReader { db: db.clone() },
+            StoreWriter {
+                db,
+                next_id: last_id + 1,
+            },
+        ))
+    }
+}
+
+/// Checks (or, for a new file, writes) the schema and returns the highest id ever assigned.
+fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
+    let read = db.begin_read().map_err(read_err)?;
+    let mut tables: Vec<String> = read
+        .list_tables()
+        .map_err(read_err)?
+        .map(|t| t.name().to_string())
+        .collect();
+    tables.extend(
+        read.list_multimap_tables()
+            .map_err(read_err)?
+            .map(|t| t.name().to_string()),
+    );
+    if tables.is_empty() {
+        drop(read);
+        let write = db.begin_write().map_err(write_err)?;
+        {
+            write.open_table(MESSAGES).map_err(write_err)?;
+            write.open_multimap_table(CLIENT_OFFSETS).map_err(write_err)?;
+            let mut meta = write.open_table(META).map_err(write_err)?;
+            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
+                .map_err(write_err)?;
+            meta.insert(META_LAST_ID, 0).map_err(write_err)?;
+        }
+        write.commit().map_err(write_err)?;
+        return Ok(0);
+    }
+    let foreign = || StoreError::Foreign {
+        path: path.to_path_buf(),
+        tables: tables.clone(),
+    };
+    let meta = read.open_table(META).map_err(|_| foreign())?;
+    let version = meta
+        .get(META_SCHEMA_VERSION)
+        .map_err(read_err)?
+        .map(|v| v.value())
+        .ok_or_else(foreign)?;
+    if version != SCHEMA_VERSION {
+        return Err(StoreError::Schema {
+            path: path.to_path_buf(),
+            found: version,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    let recorded = meta
+        .get(META_LAST_ID)
+        .map_err(read_err)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    // `last()` is a descent to the rightmost leaf, not a scan.
+    let messages = read.open_table(MESSAGES).map_err(read_err)?;
+    let newest = messages
+        .last()
+        .map_err(read_err)?
+        .map(|(k, _)| k.value())
+        .unwrap_or(0);
+    Ok(recorded.max(newest))
+}
+
+/// One message read back from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    /// Its id.
+    pub id: MessageId,
+    /// Its record.
+    pub message: StoredMessage,
+}
+
+/// Read access for replays; cheap to clone, usable from any thread (blocking calls).
+#[derive(Clone)]
+pub struct StoreReader {
+    db: Arc<Database>,
+}
+
+impl StoreReader {
+    /// Reads messages with ids in `(after, up_to]`, ascending, stopping after `max_count`
+    /// rows or once `max_bytes` of content has been collected (at least one row is returned
+    /// when any exists), so a replay of any length proceeds in bounded batches.
+    pub fn read_range(
+        &self,
+        after: u64,
+        up_to: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        let mut rows = Vec::new();
+        let Some(first) = after.checked_add(1) else {
+            return Ok(rows);
+        };
+        if first > up_to {
+            return Ok(rows);
+        }
+        let read = self.db.begin_read().map_err(read_err)?;
+        let table = read.open_table(MESSAGES).map_err(read_err)?;
+        let mut bytes = 0usize;
+        for entry in table.range(first..=up_to).map_err(read_err)? {
+            let (key, value) = entry.map_err(read_err)?;
+            let id = key.value();
+            let message =
+                decode_record(value.value()).map_err(|source| StoreError::Record { id, source })?;
+            bytes += message.content.len();
+            rows.push(StoredRow {
+                id: MessageId(id),
+                message,
+            });
+            if rows.len() >= max_count || bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The highest id stored (0 when empty).
+    pub fn newest_id(&self) -> Result<u64, StoreError> {
+        let read = self.db.begin_read().map_err(read_err)?;
+        let table = read.open_table(MESSAGES).map_err(read_err)?;
+        Ok(table
+            .last()
+            .map_err(read_err)?
+            .map(|(k, _)| k.value())
+            .unwrap_or(0))
+    }
+
+    /// The number of stored messages.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let read = self.db.begin_read().map_err(read_err)?;
+        let table = read.open_table(MESSAGES).map_err(read_err)?;
+        table.len().map_err(read_err)
+    }
+}
+
+/// What happened to one appended message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored under a new id.
+    Stored(MessageId),
+    /// Same client offset and same content as an already stored message: not stored again.
+    Duplicate(MessageId),
+}
+
+/// The single appender. Not `Clone`: whoever owns it is the only writer of the file.
+pub struct StoreWriter {
+    db: Arc<Database>,
+    /// The id the next stored message gets; advanced only after a successful commit.
+    next_id: u64,
+}
+
+impl StoreWriter {
+    /// The highest id assigned so far (0 for an empty database).
+    pub fn last_id(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// Stores a batch in one write transaction with one durable commit (fsync).
+    ///
+    /// Each input is first checked against the dedup table: an input whose client offset is
+    /// already stored with identical content is a [`AppendOutcome::Duplicate`] (also within the
+    /// batch). All others get consecutive new ids. On error nothing of the batch is stored and
+    /// the id counter is unchanged.
+    pub fn append_batch(
+        &mut self,
+        inputs: &[ChatInput],
+        received_at_ms: u64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let mut next_id = self.next_id;
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        let write = self.db.begin_write().map_err(write_err)?;
+        {
+            let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
+            let mut offsets = write.open_multimap_table(CLIENT_OFFSETS).map_err(write_err)?;
+            for input in inputs {
+                if let Some(offset) = &input.client_offset {
+                    let mut original = None;
+                    for id in offsets.get(offset.0.as_str()).map_err(write_err)? {
+                        let id = id.map_err(write_err)?.value();
+                        let Some(row) = messages.get(id).map_err(write_err)? else {
+                            continue;
+                        };
+                        match decode_record(row.value()) {
+                            Ok(stored) if stored.content == input.content => {
+                                original = Some(id);
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(id, "stored message is unreadable: {e}"),
+                        }
+                    }
+                    if let Some(id) = original {
+                        outcomes.push(AppendOutcome::Duplicate(MessageId(id)));
+                        continue;
+                    }
+                }
+                let id = next_id;
+                next_id += 1;
+                let record = encode_record(&StoredMessage {
+                    content: input.content.clone(),
+                    client_offset: input.client_offset.as_ref().map(|o| o.0.clone()),
+                    received_at_ms,
+                });
+                messages
+                    .insert(id, record.as_slice())
+                    .map_err(write_err)?;
+                if let Some(offset) = &input.client_offset {
+                    offsets
+                        .insert(offset.0.as_str(), id)
+                        .map_err(write_err)?;
+                }
+                outcomes.push(AppendOutcome::Stored(MessageId(id)));
+            }
+            if next_id != self.next_id {
+                let mut meta = write.open_table(META).map_err(write_err)?;
+                meta.insert(META_LAST_ID, next_id - 1).map_err(write_err)?;
+            }
+        }
+        write.commit().map_err(write_err)?;
+        self.next_id = next_id;
+        Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ClientOffset;
+
+    fn input(content: &str, offset: Option<&str>) -> ChatInput {
+        ChatInput {
+            content: content.into(),
+            client_offset: offset.map(|o| ClientOffset(o.into())),
+        }
+    }
+
+    fn temp_db() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.redb");
+        (dir, path)
+    }
+
+    #[test]
+    fn appends_dedups_and_survives_reopen() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        {
+            let (reader, mut writer) = Store::open(&path)?;
+            assert_eq!(writer.last_id(), 0);
+            let out = writer.append_batch(
+                &[
+                    input("a", Some("o1")),
+                    input("b", None),
+                    input("a", Some("o1")),
+                    input("other", Some("o1")),
+                ],
+                5,
+            )?;
+            use AppendOutcome::*;
+            assert_eq!(
+                out,
+                vec![
+                    Stored(MessageId(1)),
+                    Stored(MessageId(2)),
+                    Duplicate(MessageId(1)),
+                    Stored(MessageId(3)),
+                ]
+            );
+            let rows = reader.read_range(0, 10, 100, usize::MAX)?;
+            let ids: Vec<u64> = rows.iter().map(|r| r.id.0).collect();
+            assert_eq!(ids, vec![1, 2, 3]);
+            assert_eq!(rows[2].message.content, "other");
+            assert_eq!(rows[2].message.received_at_ms, 5);
+            // bounded batches
+            let rows = reader.read_range(1, 10, 1, usize::MAX)?;
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].id, MessageId(2));
+            assert!(reader.read_range(3, 3, 10, 10)?.is_empty());
+            assert!(reader.read_range(u64::MAX, u64::MAX, 10, 10)?.is_empty());
+        }
+        let (reader, mut writer) = Store::open(&path)?;
+        assert_eq!(writer.last_id(), 3);
+        assert_eq!(reader.count()?, 3);
+        let out = writer.append_batch(&[input("other", Some("o1")), input("c", None)], 6)?;
+        assert_eq!(
+            out,
+            vec![
+                AppendOutcome::Duplicate(MessageId(3)),
+                AppendOutcome::Stored(MessageId(4))
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn second_open_is_refused_as_in_use() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        let _first = Store::open(&path)?;
+        match Store::open(&path) {
+            Err(e @ StoreError::InUse { .. }) => {
+                assert!(e.to_string().contains("already in use by another process"));
+            }
+            other => panic!("expected InUse, got {:?}", other.err()),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn garbage_file_is_refused_and_left_untouched() {
+        let (_dir, path) = temp_db();
+        let garbage = b"this is not a database, it is a text file\n".repeat(200);
+        std::fs::write(&path, &garbage).expect("write");
+        let err = Store::open(&path).err().expect("must refuse");
+        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+        assert_eq!(std::fs::read(&path).expect("read"), garbage);
+    }
+
+    #[test]
+    fn foreign_redb_file_is_refused() {
+        let (_dir, path) = temp_db();
+        {
+            let db = Database::create(&path).expect("create");
+            let w = db.begin_write().expect("write");
+            {
+                let t: TableDefinition<u64, u64> = TableDefinition::new("accounts");
+                w.open_table(t).expect("table");
+            }
+            w.commit().expect("commit");
+        }
+        let err = Store::open(&path).err().expect("must refuse");
+        assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
+    }
+}

@@ -1,0 +1,181 @@
+//! The writer: the one thread that appends to the database, with group commit.
+//!
+//! Owns the [`StoreWriter`]. Socket handlers send it [`ChatInput`]s through a bounded channel
+//! ([`WriterHandle::append`]); it takes one request, drains whatever else is already queued
+//! (bounded by count and bytes), stores the lot in one write transaction with one durable
+//! commit, then publishes the new messages to the [`Hub`] in id order and only then answers
+//! each request. So an answer means "on disk", and acked messages/s is not capped by the
+//! disk's fsync rate. A failed commit publishes nothing and answers every request of the batch
+//! with the error (the client gets no ack and retries).
+//!
+//! It runs on a dedicated OS thread because redb calls block.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::hub::{Hub, LiveMessage};
+use crate::protocol::ChatInput;
+use crate::store::{AppendOutcome, StoreWriter};
+
+/// Bounds on one group commit.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Most messages in one transaction.
+    pub max_batch_count: usize,
+    /// Stop draining once this many content bytes are in the transaction.
+    pub max_batch_bytes: usize,
+    /// Requests that may wait for the writer before senders are slowed down.
+    pub queue_capacity: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_count: 1024,
+            max_batch_bytes: 8 << 20,
+            queue_capacity: 8192,
+        }
+    }
+}
+
+/// Why an append got no id.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AppendError {
+    /// The commit failed; nothing of the batch was stored.
+    #[error("{0}")]
+    Storage(String),
+    /// The writer has stopped (shutdown).
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+enum Command {
+    Append {
+        input: ChatInput,
+        reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    },
+    /// Finish everything queued before this, then stop.
+    Stop,
+}
+
+/// A cheap, cloneable way to talk to the writer.
+#[derive(Clone)]
+pub struct WriterHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl WriterHandle {
+    /// Stores `input` durably (or finds it already stored) and publishes it; resolves after the
+    /// commit and the publish.
+    pub async fn append(&self, input: ChatInput) -> Result<AppendOutcome, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Append { input, reply })
+            .await
+            .map_err(|_| AppendError::Stopped)?;
+        answer.await.map_err(|_| AppendError::Stopped)?
+    }
+
+    /// Asks the writer to finish what is queued and stop. Appends sent afterwards fail with
+    /// [`AppendError::Stopped`].
+    pub async fn stop(&self) {
+        let _ = self.commands.send(Command::Stop).await;
+    }
+}
+
+/// Starts the writer thread.
+pub fn spawn_writer(
+    store: StoreWriter,
+    hub: Arc<Hub>,
+    config: WriterConfig,
+) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
+    let (commands, receiver) = mpsc::channel(config.queue_capacity.max(1));
+    let thread = std::thread::Builder::new()
+        .name("tidings-writer".into())
+        .spawn(move || run(store, hub, config, receiver))?;
+    Ok((WriterHandle { commands }, thread))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn run(
+    mut store: StoreWriter,
+    hub: Arc<Hub>,
+    config: WriterConfig,
+    mut receiver: mpsc::Receiver<Command>,
+) {
+    let mut inputs = Vec::new();
+    let mut replies = Vec::new();
+    let mut stopping = false;
+    while !stopping {
+        let Some(first) = receiver.blocking_recv() else {
+            break;
+        };
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Append { input, reply } => {
+                    bytes += input.content.len();
+                    inputs.push(input);
+                    replies.push(reply);
+                }
+                Command::Stop => {
+                    stopping = true;
+                    break;
+                }
+            }
+            if inputs.len() >= config.max_batch_count || bytes >= config.max_batch_bytes {
+                break;
+            }
+            next = receiver.try_recv().ok();
+        }
+        if inputs.is_empty() {
+            continue;
+        }
+        commit_batch(&mut store, &hub, &mut inputs, &mut replies);
+    }
+    tracing::debug!("writer stopped");
+}
+
+fn commit_batch(
+    store: &mut StoreWriter,
+    hub: &Hub,
+    inputs: &mut Vec<ChatInput>,
+    replies: &mut Vec<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
+) {
+    match store.append_batch(inputs, now_ms()) {
+        Ok(outcomes) => {
+            // Stored ids are consecutive and ascending in input order: publish in that order.
+            let fresh = outcomes.iter().zip(inputs.drain(..)).filter_map(|(outcome, input)| {
+                match outcome {
+                    AppendOutcome::Stored(id) => Some(Arc::new(LiveMessage {
+                        id: *id,
+                        content: input.content,
+                    })),
+                    AppendOutcome::Duplicate(_) => None,
+                }
+            });
+            hub.publish(fresh);
+            for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            tracing::error!(messages = inputs.len(), "commit failed, nothing stored: {e}");
+            inputs.clear();
+            let error = AppendError::Storage(e.to_string());
+            for reply in replies.drain(..) {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
