@@ -66,7 +66,7 @@ impl Client {
             "{}/socket.io/?EIO=4&transport=websocket",
             base.replacen("http", "ws", 1)
         );
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
@@ -96,9 +96,7 @@ impl Client {
                 } else if let Some(body) = text.strip_prefix("44") {
                     let message = serde_json::from_str::<Value>(body)
                         .ok()
-                        .and_then(|v| {
-                            v.get("message").and_then(Value::as_str).map(String::from)
-                        })
+                        .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
                         .unwrap_or_else(|| body.to_string());
                     return Err(ClientError::Refused(message));
                 } else {
@@ -258,8 +256,7 @@ impl Client {
 
 async fn next_text<S>(stream: &mut S) -> Result<String, ClientError>
 where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
-        + Unpin,
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     loop {
         match stream.next().await {

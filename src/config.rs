@@ -42,6 +42,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub live_buffer: u32,
 
+    /// Outgoing packets buffered per connection (engine.io). A client that reads slower than
+    /// messages arrive fills it; delivery then waits for it, never drops.
+    #[arg(long, env = "TIDINGS_SOCKET_BUFFER", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(16..=65_536))]
+    pub socket_buffer: u32,
+
     /// Messages per replay batch read from the database.
     #[arg(long, env = "TIDINGS_REPLAY_BATCH", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -58,6 +64,7 @@ impl Config {
             max_message_bytes: 65_536,
             max_client_offset_bytes: 256,
             live_buffer: 4096,
+            socket_buffer: 1024,
             replay_batch: 256,
         }
     }

@@ -34,6 +34,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 
@@ -58,6 +59,9 @@ pub enum ServerError {
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
+
+/// How long shutdown waits for per-socket tasks to notice their socket closed.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An opened database with its writer running, ready to serve.
 pub struct Server {
@@ -105,6 +109,8 @@ impl Server {
         // Worst case JSON escaping is 6 bytes per content byte (\u00XX), plus the frame.
         let payload_limit =
             ((limits.max_message_bytes + limits.max_client_offset_bytes) * 6 + 4096).max(100_000);
+        let tasks = tokio_util::task::TaskTracker::new();
+        let shutdown_token = tokio_util::sync::CancellationToken::new();
         let state = ChatState {
             hub: self.hub.clone(),
             reader: self.reader.clone(),
@@ -114,9 +120,12 @@ impl Server {
                 max_count: self.config.replay_batch as usize,
                 ..BatchLimits::default()
             },
+            tasks: tasks.clone(),
+            shutdown: shutdown_token.clone(),
         };
         let (layer, io) = SocketIo::builder()
             .max_payload(payload_limit as u64)
+            .max_buffer_size(self.config.socket_buffer as usize)
             .ws_max_message_size(payload_limit)
             .ws_max_frame_size(payload_limit)
             .with_state(state)
@@ -124,16 +133,43 @@ impl Server {
         socket::register(&io);
         let app = http::router(layer);
         let closing = io.clone();
+        let stopping = shutdown_token.clone();
+        // Small frames (acks, chat lines) must leave at once: Nagle would hold them ~40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing sockets");
+                stopping.cancel();
                 closing.close().await;
             })
             .await;
+        // Every socket is closed: wait for their delivery tasks (bounded, in case a client
+        // never acknowledges the close), then let the writer finish what it was given.
+        drop(io);
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_DRAIN, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = tasks.len(),
+                "delivery tasks still running at shutdown"
+            );
+        }
         self.writer.stop().await;
         let thread = self.writer_thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let reader = self.reader;
+        match tokio::task::spawn_blocking(move || reader.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("closing the database: {e}"),
+            Err(e) => tracing::error!("closing the database: {e}"),
+        }
         tracing::info!("stopped");
         served.map_err(ServerError::Serve)
     }

@@ -245,7 +245,10 @@ mod tests {
             (json!({ "serverOffset": 42 }), 42),
             (json!({ "serverOffset": 42.0 }), 42),
             (json!({ "serverOffset": "42" }), 42),
-            (json!({ "serverOffset": MAX_SERVER_OFFSET }), MAX_SERVER_OFFSET),
+            (
+                json!({ "serverOffset": MAX_SERVER_OFFSET }),
+                MAX_SERVER_OFFSET,
+            ),
             (json!({ "serverOffset": 7, "other": true }), 7),
         ] {
             assert_eq!(parse_server_offset(&auth), Ok(want), "{auth}");
@@ -320,7 +323,10 @@ mod tests {
                 vec![json!("hi"), json!("12345")],
                 OffsetTooLarge { size: 5, limit: 4 },
             ),
-            (vec![json!("hi"), json!("a"), json!("b")], TooManyArguments(3)),
+            (
+                vec![json!("hi"), json!("a"), json!("b")],
+                TooManyArguments(3),
+            ),
         ] {
             assert_eq!(validate_chat_message(&args, &limits), Err(want), "{args:?}");
         }

@@ -6,7 +6,7 @@
 //! writer and acks. Validation rules live in [`crate::protocol`]; ordering in the hub and feed.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
@@ -16,12 +16,13 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 use socketioxide::{SendError, SocketError, SocketIo};
 use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::feed::{BatchLimits, Feed};
 use crate::hub::{Hub, LiveMessage};
 use crate::protocol::{
-    AckReply, AuthError, Limits, MessageId, PayloadError, parse_server_offset,
-    validate_chat_message,
+    AckReply, AuthError, Limits, PayloadError, parse_server_offset, validate_chat_message,
 };
 use crate::store::{AppendOutcome, StoreReader};
 use crate::writer::WriterHandle;
@@ -42,74 +43,168 @@ pub struct ChatState {
     pub limits: Limits,
     /// Replay batch bounds.
     pub batch: BatchLimits,
+    /// Tracks the delivery tasks; shutdown waits for them, so the database is closed only
+    /// after the last replay read.
+    pub tasks: TaskTracker,
+    /// Cancelled when the server shuts down (socketioxide does not run per-socket disconnect
+    /// handlers then).
+    pub shutdown: CancellationToken,
 }
 
-/// The offset a socket connected with, set by the handshake check.
-#[derive(Clone, Copy)]
-struct StartOffset(u64);
-
-/// The highest id emitted to this socket so far: a handler acks a message only once the
-/// socket's own copy of it has been emitted, so the client sees the message before its ack.
+/// A socket's delivery, prepared by [`admit`] and started by [`on_connect`] (socketioxide
+/// spawns the connect handler after sending CONNECT, so anything registered there could miss
+/// the client's first events; the middleware runs before CONNECT is sent).
 #[derive(Clone)]
-struct Delivered(watch::Receiver<u64>);
+struct PendingDelivery(Arc<Mutex<Option<(Feed, watch::Sender<u64>, Arc<Closed>)>>>);
+
+/// Per-socket delivery state the event handlers need: the highest id emitted to this socket
+/// so far (a handler acks a message only once the socket's own copy of it has been emitted,
+/// so the client sees the message before its ack), and the socket's [`Closed`] signals.
+#[derive(Clone)]
+struct Delivered {
+    sent: watch::Receiver<u64>,
+    closed: Arc<Closed>,
+}
 
 /// Registers the handlers on the default namespace.
 pub fn register(io: &SocketIo) {
-    io.ns("/", on_connect.with(check_auth));
+    io.ns("/", on_connect.with(admit));
 }
 
-async fn check_auth(socket: SocketRef, TryData(auth): TryData<Value>) -> Result<(), AuthError> {
+/// The connect middleware: refuses a bad `auth`, otherwise prepares the socket completely
+/// (event handlers, feed subscription) before the client learns it is connected.
+async fn admit(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(state): State<ChatState>,
+) -> Result<(), AuthError> {
     let auth = auth.map_err(|e| AuthError::BadServerOffset(format!("unreadable auth: {e}")))?;
-    let offset = parse_server_offset(&auth)?;
-    socket.extensions.insert(StartOffset(offset));
+    let start = parse_server_offset(&auth)?;
+    let feed = Feed::new(state.hub.clone(), state.reader.clone(), start, state.batch);
+    let (delivered_tx, delivered_rx) = watch::channel(feed.cursor());
+    let closed = Arc::new(Closed {
+        socket: Notify::new(),
+        server: state.shutdown.clone(),
+        reconnect: Notify::new(),
+    });
+    socket.extensions.insert(Delivered {
+        sent: delivered_rx,
+        closed: closed.clone(),
+    });
+    socket.on(CHAT_MESSAGE, on_chat_message);
+    let on_close = closed.clone();
+    socket.on_disconnect(
+        move |socket: SocketRef, reason: DisconnectReason| async move {
+            tracing::debug!(sid = %socket.id, ?reason, "disconnected");
+            on_close.socket.notify_one();
+        },
+    );
+    tracing::debug!(sid = %socket.id, start, "connected");
+    socket
+        .extensions
+        .insert(PendingDelivery(Arc::new(Mutex::new(Some((
+            feed,
+            delivered_tx,
+            closed,
+        ))))));
     Ok(())
 }
 
+/// Runs once the client has been told it is connected: starts the delivery task.
 async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
-    let start = socket
+    let pending = socket
         .extensions
-        .get::<StartOffset>()
-        .map_or(0, |offset| offset.0);
-    let feed = Feed::new(state.hub.clone(), state.reader.clone(), start, state.batch);
-    let (delivered_tx, delivered_rx) = watch::channel(feed.cursor());
-    socket.extensions.insert(Delivered(delivered_rx));
-    socket.on(CHAT_MESSAGE, on_chat_message);
-    let closed = Arc::new(Notify::new());
-    let on_close = closed.clone();
-    socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| async move {
-        tracing::debug!(sid = %socket.id, ?reason, "disconnected");
-        on_close.notify_one();
-    });
-    tracing::debug!(sid = %socket.id, start, "connected");
-    tokio::spawn(deliver(socket, feed, delivered_tx, closed));
+        .get::<PendingDelivery>()
+        .and_then(|p| p.0.lock().unwrap_or_else(PoisonError::into_inner).take());
+    let Some((feed, delivered, closed)) = pending else {
+        tracing::error!(sid = %socket.id, "connected without a prepared delivery");
+        let _ = socket.disconnect();
+        return;
+    };
+    state.tasks.spawn(deliver(socket, feed, delivered, closed));
 }
+
+/// Ends a socket's delivery: its own disconnect, the server's shutdown, or a lost ack.
+struct Closed {
+    socket: Notify,
+    server: CancellationToken,
+    /// An ack could not be sent (the outgoing buffer was full): the socket must be
+    /// disconnected so the client reconnects, replays and retries (getting a duplicate ack).
+    reconnect: Notify,
+}
+
+/// How a delivery wait ended.
+enum Stop {
+    /// The socket or the server closed: nothing more to do.
+    Closed,
+    /// Disconnect the socket so its client recovers what it missed.
+    Reconnect,
+}
+
+impl Closed {
+    async fn wait(&self) -> Stop {
+        tokio::select! {
+            () = self.socket.notified() => Stop::Closed,
+            () = self.server.cancelled() => Stop::Closed,
+            () = self.reconnect.notified() => Stop::Reconnect,
+        }
+    }
+}
+
+/// Emits between yields to the scheduler during a long batch.
+const YIELD_EVERY: usize = 32;
 
 /// Pulls the feed and emits each message to this one socket, in order, until it closes.
 async fn deliver(
     socket: SocketRef,
     mut feed: Feed,
     delivered: watch::Sender<u64>,
-    closed: Arc<Notify>,
+    closed: Arc<Closed>,
 ) {
-    loop {
+    let stop = 'deliver: loop {
         let batch = tokio::select! {
             batch = feed.next_batch() => batch,
-            () = closed.notified() => return,
+            stop = closed.wait() => break 'deliver stop,
         };
         let batch = match batch {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::warn!(sid = %socket.id, "delivery stopped: {e}");
-                let _ = socket.disconnect();
-                return;
+                break 'deliver Stop::Reconnect;
             }
         };
-        for message in batch {
-            if emit_in_order(&socket, &message, &closed).await.is_err() {
-                return;
+        for (n, message) in batch.iter().enumerate() {
+            if let Err(stop) = emit_in_order(&socket, message, &closed).await {
+                break 'deliver stop;
             }
             delivered.send_replace(message.id.0);
+            if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                // Let the connection's writer drain the buffer before we fill it further.
+                tokio::task::yield_now().await;
+            }
         }
+    };
+    if let Stop::Reconnect = stop {
+        force_disconnect(&socket, &closed).await;
+    }
+}
+
+/// Disconnects a socket whose client must reconnect to recover. socketioxide needs a free
+/// slot in the outgoing buffer for that; delivery has stopped, so one frees up as soon as the
+/// client reads (a client that never reads is closed by the engine.io heartbeat instead).
+async fn force_disconnect(socket: &SocketRef, closed: &Closed) {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match socket.clone().disconnect() {
+            Err(SocketError::InternalChannelFull) => {}
+            _ => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = closed.socket.notified() => return,
+            () = closed.server.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_millis(200));
     }
 }
 
@@ -118,8 +213,8 @@ async fn deliver(
 async fn emit_in_order(
     socket: &SocketRef,
     message: &LiveMessage,
-    closed: &Notify,
-) -> Result<(), SocketError> {
+    closed: &Closed,
+) -> Result<(), Stop> {
     let mut backoff = Duration::from_micros(200);
     loop {
         match socket.emit(CHAT_MESSAGE, &(&message.content, message.id.0)) {
@@ -129,11 +224,11 @@ async fn emit_in_order(
                 // which ends this wait through `closed` or a Closed error.
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = closed.notified() => return Err(SocketError::Closed),
+                    stop = closed.wait() => return Err(stop),
                 }
                 backoff = (backoff * 2).min(Duration::from_millis(50));
             }
-            Err(SendError::Socket(e)) => return Err(e),
+            Err(SendError::Socket(_)) => return Err(Stop::Closed),
             Err(SendError::Serialize(e)) => {
                 // Strings and integers always serialize; skip rather than stall the feed.
                 tracing::error!(sid = %socket.id, id = message.id.0, "cannot encode message: {e}");
@@ -148,7 +243,7 @@ async fn on_chat_message(
     TryData(args): TryData<EventArgs>,
     ack: AckSender,
     State(state): State<ChatState>,
-    Extension(Delivered(mut delivered)): Extension<Delivered>,
+    Extension(mut delivered): Extension<Delivered>,
 ) {
     let input = args
         .map_err(|e| PayloadError::Undecodable(e.to_string()))
@@ -157,6 +252,7 @@ async fn on_chat_message(
         Ok(input) => input,
         Err(error) => {
             tracing::debug!(sid = %socket.id, "rejected chat message: {error}");
+            // If this ack is lost, the client's retry is rejected again: nothing to recover.
             send_ack(
                 &socket,
                 ack,
@@ -176,20 +272,30 @@ async fn on_chat_message(
             return;
         }
     };
-    if wait_delivered(&mut delivered, id).await {
-        send_ack(&socket, ack, &AckReply::Stored { id, duplicate });
+    tracing::trace!(sid = %socket.id, id = id.0, duplicate, "stored, waiting for own copy");
+    // Wait until this socket's own copy has been emitted (fails only if it closed).
+    if delivered.sent.wait_for(|sent| *sent >= id.0).await.is_err() {
+        return;
+    }
+    if !send_ack(&socket, ack, &AckReply::Stored { id, duplicate }) {
+        // The message is stored and broadcast, but the client cannot learn it from this
+        // ack: make it reconnect, so its retry is answered with `duplicate: true`.
+        delivered.closed.reconnect.notify_one();
     }
 }
 
-/// Waits until this socket's own copy of `id` has been emitted; false if the socket closed.
-async fn wait_delivered(delivered: &mut watch::Receiver<u64>, id: MessageId) -> bool {
-    delivered.wait_for(|sent| *sent >= id.0).await.is_ok()
-}
-
-fn send_ack(socket: &SocketRef, ack: AckSender, reply: &AckReply) {
-    if let Err(e) = ack.send(reply) {
-        // Only a full or closed socket: the client's retry gets a fresh ack.
-        tracing::debug!(sid = %socket.id, "ack not sent: {e}");
+/// Sends an ack; false when the outgoing buffer was full (the ack is lost).
+fn send_ack(socket: &SocketRef, ack: AckSender, reply: &AckReply) -> bool {
+    match ack.send(reply) {
+        Ok(()) => true,
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+            tracing::warn!(sid = %socket.id, "outgoing buffer full, ack lost: reconnecting the client");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(sid = %socket.id, "ack not sent: {e}");
+            true
+        }
     }
 }
 

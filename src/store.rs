@@ -11,7 +11,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{
     Database, DatabaseError, MultimapTableDefinition, MultimapTableHandle, ReadableDatabase,
@@ -78,6 +78,9 @@ pub enum StoreError {
     /// A write transaction or its commit failed; nothing of it was stored.
     #[error("database write failed: {0}")]
     Write(String),
+    /// The database was closed (the server is shutting down).
+    #[error("the database is closed")]
+    Closed,
     /// A stored row does not decode.
     #[error("stored message {id} is unreadable: {source}")]
     Record {
@@ -128,7 +131,7 @@ impl Store {
             }
         };
         let last_id = init_schema(&db, path)?;
-        let db = Arc::new(db);
+        let db = SharedDb(Arc::new(RwLock::new(Some(db))));
         Ok((
             StoreReader { db: db.clone() },
             StoreWriter {
@@ -157,7 +160,9 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         let write = db.begin_write().map_err(write_err)?;
         {
             write.open_table(MESSAGES).map_err(write_err)?;
-            write.open_multimap_table(CLIENT_OFFSETS).map_err(write_err)?;
+            write
+                .open_multimap_table(CLIENT_OFFSETS)
+                .map_err(write_err)?;
             let mut meta = write.open_table(META).map_err(write_err)?;
             meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
                 .map_err(write_err)?;
@@ -207,10 +212,26 @@ pub struct StoredRow {
     pub message: StoredMessage,
 }
 
+/// The open database, shared by the reader handles and the writer until [`StoreReader::close`]
+/// takes it out: a stray handle somewhere must not keep the file locked after shutdown.
+#[derive(Clone)]
+struct SharedDb(Arc<RwLock<Option<Database>>>);
+
+impl SharedDb {
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        // A panic while holding a read guard cannot leave the Option half-written.
+        let guard = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(StoreError::Closed),
+        }
+    }
+}
+
 /// Read access for replays; cheap to clone, usable from any thread (blocking calls).
 #[derive(Clone)]
 pub struct StoreReader {
-    db: Arc<Database>,
+    db: SharedDb,
 }
 
 impl StoreReader {
@@ -231,42 +252,63 @@ impl StoreReader {
         if first > up_to {
             return Ok(rows);
         }
-        let read = self.db.begin_read().map_err(read_err)?;
-        let table = read.open_table(MESSAGES).map_err(read_err)?;
-        let mut bytes = 0usize;
-        for entry in table.range(first..=up_to).map_err(read_err)? {
-            let (key, value) = entry.map_err(read_err)?;
-            let id = key.value();
-            let message =
-                decode_record(value.value()).map_err(|source| StoreError::Record { id, source })?;
-            bytes += message.content.len();
-            rows.push(StoredRow {
-                id: MessageId(id),
-                message,
-            });
-            if rows.len() >= max_count || bytes >= max_bytes {
-                break;
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let table = read.open_table(MESSAGES).map_err(read_err)?;
+            let mut bytes = 0usize;
+            for entry in table.range(first..=up_to).map_err(read_err)? {
+                let (key, value) = entry.map_err(read_err)?;
+                let id = key.value();
+                let message = decode_record(value.value())
+                    .map_err(|source| StoreError::Record { id, source })?;
+                bytes += message.content.len();
+                rows.push(StoredRow {
+                    id: MessageId(id),
+                    message,
+                });
+                if rows.len() >= max_count || bytes >= max_bytes {
+                    break;
+                }
             }
-        }
-        Ok(rows)
+            Ok(rows)
+        })
     }
 
     /// The highest id stored (0 when empty).
     pub fn newest_id(&self) -> Result<u64, StoreError> {
-        let read = self.db.begin_read().map_err(read_err)?;
-        let table = read.open_table(MESSAGES).map_err(read_err)?;
-        Ok(table
-            .last()
-            .map_err(read_err)?
-            .map(|(k, _)| k.value())
-            .unwrap_or(0))
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let table = read.open_table(MESSAGES).map_err(read_err)?;
+            Ok(table
+                .last()
+                .map_err(read_err)?
+                .map(|(k, _)| k.value())
+                .unwrap_or(0))
+        })
+    }
+
+    /// Closes the database for every handle (call it after the writer has stopped); later
+    /// reads and writes fail with [`StoreError::Closed`]. Waits for reads in progress.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let taken = self
+            .db
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match taken {
+            Some(db) => db.close().map_err(write_err),
+            None => Ok(()),
+        }
     }
 
     /// The number of stored messages.
     pub fn count(&self) -> Result<u64, StoreError> {
-        let read = self.db.begin_read().map_err(read_err)?;
-        let table = read.open_table(MESSAGES).map_err(read_err)?;
-        table.len().map_err(read_err)
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let table = read.open_table(MESSAGES).map_err(read_err)?;
+            table.len().map_err(read_err)
+        })
     }
 }
 
@@ -281,7 +323,7 @@ pub enum AppendOutcome {
 
 /// The single appender. Not `Clone`: whoever owns it is the only writer of the file.
 pub struct StoreWriter {
-    db: Arc<Database>,
+    db: SharedDb,
     /// The id the next stored message gets; advanced only after a successful commit.
     next_id: u64,
 }
@@ -303,12 +345,27 @@ impl StoreWriter {
         inputs: &[ChatInput],
         received_at_ms: u64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let mut next_id = self.next_id;
+        let (outcomes, next_id) = self
+            .db
+            .with(|db| Self::append_in(db, self.next_id, inputs, received_at_ms))?;
+        self.next_id = next_id;
+        Ok(outcomes)
+    }
+
+    fn append_in(
+        db: &Database,
+        mut next_id: u64,
+        inputs: &[ChatInput],
+        received_at_ms: u64,
+    ) -> Result<(Vec<AppendOutcome>, u64), StoreError> {
+        let first_id = next_id;
         let mut outcomes = Vec::with_capacity(inputs.len());
-        let write = self.db.begin_write().map_err(write_err)?;
+        let write = db.begin_write().map_err(write_err)?;
         {
             let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
-            let mut offsets = write.open_multimap_table(CLIENT_OFFSETS).map_err(write_err)?;
+            let mut offsets = write
+                .open_multimap_table(CLIENT_OFFSETS)
+                .map_err(write_err)?;
             for input in inputs {
                 if let Some(offset) = &input.client_offset {
                     let mut original = None;
@@ -338,24 +395,19 @@ impl StoreWriter {
                     client_offset: input.client_offset.as_ref().map(|o| o.0.clone()),
                     received_at_ms,
                 });
-                messages
-                    .insert(id, record.as_slice())
-                    .map_err(write_err)?;
+                messages.insert(id, record.as_slice()).map_err(write_err)?;
                 if let Some(offset) = &input.client_offset {
-                    offsets
-                        .insert(offset.0.as_str(), id)
-                        .map_err(write_err)?;
+                    offsets.insert(offset.0.as_str(), id).map_err(write_err)?;
                 }
                 outcomes.push(AppendOutcome::Stored(MessageId(id)));
             }
-            if next_id != self.next_id {
+            if next_id != first_id {
                 let mut meta = write.open_table(META).map_err(write_err)?;
                 meta.insert(META_LAST_ID, next_id - 1).map_err(write_err)?;
             }
         }
         write.commit().map_err(write_err)?;
-        self.next_id = next_id;
-        Ok(outcomes)
+        Ok((outcomes, next_id))
     }
 }
 

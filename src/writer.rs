@@ -155,22 +155,26 @@ fn commit_batch(
     match store.append_batch(inputs, now_ms()) {
         Ok(outcomes) => {
             // Stored ids are consecutive and ascending in input order: publish in that order.
-            let fresh = outcomes.iter().zip(inputs.drain(..)).filter_map(|(outcome, input)| {
-                match outcome {
+            let fresh = outcomes
+                .iter()
+                .zip(inputs.drain(..))
+                .filter_map(|(outcome, input)| match outcome {
                     AppendOutcome::Stored(id) => Some(Arc::new(LiveMessage {
                         id: *id,
                         content: input.content,
                     })),
                     AppendOutcome::Duplicate(_) => None,
-                }
-            });
+                });
             hub.publish(fresh);
             for (reply, outcome) in replies.drain(..).zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
             }
         }
         Err(e) => {
-            tracing::error!(messages = inputs.len(), "commit failed, nothing stored: {e}");
+            tracing::error!(
+                messages = inputs.len(),
+                "commit failed, nothing stored: {e}"
+            );
             inputs.clear();
             let error = AppendError::Storage(e.to_string());
             for reply in replies.drain(..) {

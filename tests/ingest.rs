@@ -82,13 +82,15 @@ async fn step7_client_sending_only_content_is_stored_and_broadcast() -> TestResu
     let server = TestServer::start(&dir).await;
     let old = tidings::client::Client::connect(&server.url, &json!({})).await?;
     let mut observer = server.connect(0).await;
-    old.emit("chat message", &[json!("no offset, no ack")]).await?;
+    old.emit("chat message", &[json!("no offset, no ack")])
+        .await?;
     assert_eq!(
         observer.next_chat(WAIT).await?,
         ("no offset, no ack".into(), 1)
     );
     // The same text again is a new message: without an offset there is nothing to dedup on.
-    old.emit("chat message", &[json!("no offset, no ack")]).await?;
+    old.emit("chat message", &[json!("no offset, no ack")])
+        .await?;
     assert_eq!(
         observer.next_chat(WAIT).await?,
         ("no offset, no ack".into(), 2)
@@ -110,11 +112,23 @@ async fn invalid_payloads_get_an_error_ack_and_store_nothing() -> TestResult {
         (vec![json!(null)], "content must be a string, got null"),
         (vec![json!(true)], "content must be a string, got boolean"),
         (vec![json!([1, 2])], "content must be a string, got array"),
-        (vec![json!({ "a": 1 })], "content must be a string, got object"),
+        (
+            vec![json!({ "a": 1 })],
+            "content must be a string, got object",
+        ),
         (vec![json!("")], "content is empty"),
-        (vec![json!(big)], "content is 65537 bytes, the limit is 65536"),
-        (vec![json!("ok"), json!(7)], "clientOffset must be a string, got number"),
-        (vec![json!("ok"), json!({})], "clientOffset must be a string, got object"),
+        (
+            vec![json!(big)],
+            "content is 65537 bytes, the limit is 65536",
+        ),
+        (
+            vec![json!("ok"), json!(7)],
+            "clientOffset must be a string, got number",
+        ),
+        (
+            vec![json!("ok"), json!({})],
+            "clientOffset must be a string, got object",
+        ),
         (vec![json!("ok"), json!("")], "clientOffset is empty"),
         (
             vec![json!("ok"), json!("o".repeat(257))],
@@ -194,6 +208,25 @@ async fn unknown_events_and_raw_garbage_leave_the_connection_usable() -> TestRes
     broken.send_raw("4garbage").await?;
     assert_eq!(send_ok(&mut other, "after garbage", None).await, 2);
     assert_eq!(other.next_chat(WAIT).await?, ("after garbage".into(), 2));
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_sent_the_instant_connect_completes_are_not_lost() -> TestResult {
+    // A client flushes its offline buffer as soon as CONNECT arrives; handlers must already
+    // be in place then (regression: they were registered after CONNECT was sent).
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&dir).await;
+    let mut observer = server.connect(0).await;
+    for round in 0..20 {
+        let client = tidings::client::Client::connect(&server.url, &json!({})).await?;
+        client
+            .emit("chat message", &[json!(format!("first-{round}"))])
+            .await?;
+        let (content, _) = observer.next_chat(WAIT).await?;
+        assert_eq!(content, format!("first-{round}"));
+    }
     server.stop().await;
     Ok(())
 }

@@ -36,6 +36,11 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> Self {
+        // RUST_LOG=debug cargo test -- --nocapture shows the server's logs.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let db = config.db.clone();
         let server = tokio::task::spawn_blocking(move || Server::open(config))
             .await

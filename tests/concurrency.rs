@@ -1,0 +1,112 @@
+//! Concurrency: clients connecting mid-flood (offset 0 and random offsets) each end with the
+//! exact, gap-free, duplicate-free sequence; live subscribers that lag catch up from the store.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tidings::Config;
+
+const FLOODERS: u64 = 3;
+const PER_FLOODER: u64 = 1500;
+const LATE_CLIENTS: usize = 10;
+
+async fn flood_while_clients_join(config: Config) -> TestResult {
+    let server = TestServer::start_with(config).await;
+    let total = FLOODERS * PER_FLOODER;
+    let seed = fastrand::u64(..);
+    println!("seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+
+    let mut flooders = Vec::new();
+    for f in 0..FLOODERS {
+        let mut client = server.connect(0).await;
+        flooders.push(tokio::spawn(async move {
+            for i in 0..PER_FLOODER {
+                let args = [json!(format!("f{f}-{i}")), json!(format!("f{f}-{i}"))];
+                // Mostly fire-and-forget (a burst), every 50th awaits its ack (a retrying client).
+                if i % 50 == 49 {
+                    client
+                        .emit_with_ack("chat message", &args, WAIT)
+                        .await
+                        .expect("ack");
+                } else {
+                    client.emit("chat message", &args).await.expect("emit");
+                }
+            }
+            client
+        }));
+    }
+
+    // An observer tracks the newest id, so joiners can pick offsets a real client could hold.
+    let newest = Arc::new(AtomicU64::new(0));
+    let mut observer = server.connect(0).await;
+    let observed = newest.clone();
+    let observer = tokio::spawn(async move {
+        while observed.load(Ordering::Relaxed) < total {
+            let (_, id) = observer.next_chat(WAIT).await.expect("observer message");
+            observed.store(id, Ordering::Relaxed);
+        }
+    });
+
+    // Clients join at random moments of the flood, from 0 or from a random offset.
+    let mut joiners = Vec::new();
+    for j in 0..LATE_CLIENTS {
+        tokio::time::sleep(Duration::from_millis(rng.u64(5..60))).await;
+        let offset = if j % 2 == 0 {
+            0
+        } else {
+            rng.u64(0..=newest.load(Ordering::Relaxed))
+        };
+        let mut client = server.connect(offset).await;
+        joiners.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut last = offset;
+            while last < total {
+                let (content, id) = client.next_chat(WAIT).await.expect("message");
+                seen.push((content, id));
+                last = id;
+            }
+            (offset, seen)
+        }));
+    }
+
+    for flooder in flooders {
+        flooder.await?;
+    }
+    observer.await?;
+    let mut reference_client = server.connect(0).await;
+    let canonical = receive(&mut reference_client, total as usize).await;
+    let ids: Vec<u64> = canonical.iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids, (1..=total).collect::<Vec<_>>(), "ids are 1..=total");
+
+    for joiner in joiners {
+        let (offset, seen) = joiner.await?;
+        assert_eq!(
+            seen.as_slice(),
+            &canonical[offset as usize..],
+            "client from offset {offset} (seed {seed})"
+        );
+    }
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_joining_mid_flood_see_every_message_once_in_order() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    flood_while_clients_join(Config::with_db(dir.path().join("chat.redb"))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_clients_catch_up_from_the_store_without_gaps() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::with_db(dir.path().join("chat.redb"));
+    // Tiny buffers: live receivers lag constantly and replays take many batches.
+    config.live_buffer = 16;
+    config.replay_batch = 3;
+    flood_while_clients_join(config).await
+}

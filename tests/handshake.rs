@@ -1,0 +1,47 @@
+//! Handshake: a bad `serverOffset` is refused with a `connect_error` naming the problem.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tidings::client::{Client, ClientError};
+
+#[tokio::test]
+async fn bad_server_offsets_are_refused_with_a_reason() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&dir).await;
+    let cases = [
+        (json!({ "serverOffset": -1 }), "-1 is negative"),
+        (json!({ "serverOffset": 1.5 }), "1.5 is not an integer"),
+        (
+            json!({ "serverOffset": "abc" }),
+            "\"abc\" is not a non-negative integer",
+        ),
+        (json!({ "serverOffset": {} }), "got object"),
+        (json!({ "serverOffset": [] }), "got array"),
+        (json!({ "serverOffset": true }), "got boolean"),
+        (
+            json!({ "serverOffset": 9007199254740994u64 }),
+            "larger than 2^53-1",
+        ),
+        (json!("just a string"), "invalid auth"),
+    ];
+    for (auth, want) in cases {
+        match Client::connect(&server.url, &auth).await {
+            Err(ClientError::Refused(message)) => {
+                assert!(
+                    message.contains(want) && message.contains("serverOffset")
+                        || message.contains(want),
+                    "{auth}: {message:?} should contain {want:?}"
+                );
+            }
+            Err(other) => panic!("{auth}: expected a connect_error, got {other}"),
+            Ok(_) => panic!("{auth}: expected a refusal"),
+        }
+    }
+    // The server still accepts good clients.
+    let mut client = server.connect(0).await;
+    assert_eq!(send_ok(&mut client, "fine", None).await, 1);
+    server.stop().await;
+    Ok(())
+}
