@@ -129,11 +129,8 @@ impl Client {
                     continue;
                 };
                 match parse_packet(text.as_str()) {
-                    Some(Packet::Ping) => {
-                        if pong.send(Message::text("3")).await.is_err() {
-                            break;
-                        }
-                    }
+                    Some(Packet::Ping) if pong.send(Message::text("3")).await.is_err() => break,
+                    Some(Packet::Ping) => {}
                     Some(Packet::Event(name, args)) => {
                         let _ = deliver.send(Incoming::Event(name, args));
                     }

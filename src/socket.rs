@@ -55,7 +55,14 @@ pub struct ChatState {
 /// spawns the connect handler after sending CONNECT, so anything registered there could miss
 /// the client's first events; the middleware runs before CONNECT is sent).
 #[derive(Clone)]
-struct PendingDelivery(Arc<Mutex<Option<(Feed, watch::Sender<u64>, Arc<Closed>)>>>);
+struct PendingDelivery(Arc<Mutex<Option<Delivery>>>);
+
+/// What a delivery task owns: the feed, where it reports progress, and when to stop.
+struct Delivery {
+    feed: Feed,
+    delivered: watch::Sender<u64>,
+    closed: Arc<Closed>,
+}
 
 /// Per-socket delivery state the event handlers need: the highest id emitted to this socket
 /// so far (a handler acks a message only once the socket's own copy of it has been emitted,
@@ -100,13 +107,14 @@ async fn admit(
         },
     );
     tracing::debug!(sid = %socket.id, start, "connected");
+    let delivery = Delivery {
+        feed,
+        delivered: delivered_tx,
+        closed,
+    };
     socket
         .extensions
-        .insert(PendingDelivery(Arc::new(Mutex::new(Some((
-            feed,
-            delivered_tx,
-            closed,
-        ))))));
+        .insert(PendingDelivery(Arc::new(Mutex::new(Some(delivery)))));
     Ok(())
 }
 
@@ -116,12 +124,12 @@ async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
         .extensions
         .get::<PendingDelivery>()
         .and_then(|p| p.0.lock().unwrap_or_else(PoisonError::into_inner).take());
-    let Some((feed, delivered, closed)) = pending else {
+    let Some(delivery) = pending else {
         tracing::error!(sid = %socket.id, "connected without a prepared delivery");
         let _ = socket.disconnect();
         return;
     };
-    state.tasks.spawn(deliver(socket, feed, delivered, closed));
+    state.tasks.spawn(deliver(socket, delivery));
 }
 
 /// Ends a socket's delivery: its own disconnect, the server's shutdown, or a lost ack.
@@ -155,12 +163,12 @@ impl Closed {
 const YIELD_EVERY: usize = 32;
 
 /// Pulls the feed and emits each message to this one socket, in order, until it closes.
-async fn deliver(
-    socket: SocketRef,
-    mut feed: Feed,
-    delivered: watch::Sender<u64>,
-    closed: Arc<Closed>,
-) {
+async fn deliver(socket: SocketRef, delivery: Delivery) {
+    let Delivery {
+        mut feed,
+        delivered,
+        closed,
+    } = delivery;
     let stop = 'deliver: loop {
         let batch = tokio::select! {
             batch = feed.next_batch() => batch,
