@@ -9,7 +9,7 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use socketioxide::layer::SocketIoLayer;
+use socketioxide::service::SocketIoService;
 
 /// One embedded file.
 struct Asset {
@@ -79,15 +79,23 @@ fn serve(asset: &'static Asset) -> Response {
     response
 }
 
-/// The whole HTTP surface: static assets first, then Socket.IO, then 404.
-pub fn router(socket_io: SocketIoLayer) -> Router {
-    let engine = Router::new()
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
-        .layer(socket_io);
+/// What the Socket.IO service passes on when a request is not for engine.io.
+pub fn not_found() -> Router {
+    Router::new().fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+}
+
+/// The whole HTTP surface: static assets first, then Socket.IO, which hands anything that is
+/// not an engine.io request to [`not_found`].
+///
+/// The Socket.IO service is mounted once, as the fallback service, rather than with
+/// `Router::layer`: a layer is instantiated per route, and each instance would have its own
+/// engine.io session table (long-polling requests would then land on an engine that never
+/// saw their handshake).
+pub fn router(socket_io: SocketIoService<Router>) -> Router {
     ASSETS
         .iter()
         .fold(Router::new(), |router, asset| {
             router.route(asset.path, get(move || async move { serve(asset) }))
         })
-        .fallback_service(engine)
+        .fallback_service(socket_io)
 }

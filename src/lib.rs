@@ -123,15 +123,15 @@ impl Server {
             tasks: tasks.clone(),
             shutdown: shutdown_token.clone(),
         };
-        let (layer, io) = SocketIo::builder()
+        let (service, io) = SocketIo::builder()
             .max_payload(payload_limit as u64)
             .max_buffer_size(self.config.socket_buffer as usize)
             .ws_max_message_size(payload_limit)
             .ws_max_frame_size(payload_limit)
             .with_state(state)
-            .build_layer();
+            .build_with_inner_svc(http::not_found());
         socket::register(&io);
-        let app = http::router(layer);
+        let app = http::router(service);
         let closing = io.clone();
         let stopping = shutdown_token.clone();
         // Small frames (acks, chat lines) must leave at once: Nagle would hold them ~40 ms.

@@ -7,9 +7,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A plain HTTP/1.1 GET; returns (status line, headers lowercased, body).
 pub async fn get(url: &str, path: &str) -> (String, String, Vec<u8>) {
+    request(url, "GET", path, "").await
+}
+
+/// A plain HTTP/1.1 request with a text body.
+pub async fn request(url: &str, method: &str, path: &str, body: &str) -> (String, String, Vec<u8>) {
     let host = url.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
@@ -69,6 +78,34 @@ async fn serves_the_page_and_the_client_bundle() -> TestResult {
     assert!(
         status.contains("200"),
         "engine.io handshake over polling: {status}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn long_polling_sessions_span_requests() -> TestResult {
+    // Regression: mounting Socket.IO per route gave each route its own engine.io session
+    // table, so the POST after a polling handshake answered "Session ID unknown".
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&dir).await;
+    let (status, _, body) = get(&server.url, "/socket.io/?EIO=4&transport=polling").await;
+    assert!(status.contains("200"), "{status}");
+    let open: serde_json::Value = serde_json::from_slice(&body[1..])?;
+    let sid = open["sid"].as_str().unwrap_or_default().to_string();
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let (status, _, body) = request(&server.url, "POST", &path, "40{\"serverOffset\":0}").await;
+    assert!(
+        status.contains("200"),
+        "{status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, body) = get(&server.url, &path).await;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.starts_with(b"40{\"sid\""),
+        "{}",
+        String::from_utf8_lossy(&body)
     );
     server.stop().await;
     Ok(())
