@@ -43,7 +43,7 @@ pub use config::Config;
 use crate::feed::BatchLimits;
 use crate::hub::Hub;
 use crate::socket::ChatState;
-use crate::store::{Store, StoreError, StoreReader};
+use crate::store::{Store, StoreError, StoreReader, StoreWriter};
 use crate::writer::{WriterConfig, WriterHandle, spawn_writer};
 
 /// Why the server could not start or stopped with an error.
@@ -76,7 +76,16 @@ impl Server {
     /// Opens the database named by `config` and starts the writer thread. Blocking (opens a
     /// file); call it before serving, or from `spawn_blocking`.
     pub fn open(config: Config) -> Result<Self, ServerError> {
-        let (reader, store_writer) = Store::open(&config.db)?;
+        let stores = Store::open(&config.db)?;
+        Self::with_store(config, stores)
+    }
+
+    /// Like [`Server::open`], over an already opened store (tests use one whose storage
+    /// fails on demand).
+    pub fn with_store(
+        config: Config,
+        (reader, store_writer): (StoreReader, StoreWriter),
+    ) -> Result<Self, ServerError> {
         let hub = Arc::new(Hub::new(
             store_writer.last_id(),
             config.live_buffer as usize,

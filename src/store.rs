@@ -99,6 +99,10 @@ fn write_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Write(e.to_string())
 }
 
+/// Opens the redb database; called again to reopen it after an I/O failure. Production
+/// opens the file; tests pass one over a storage backend that fails on demand.
+pub type Opener = Arc<dyn Fn() -> Result<Database, DatabaseError> + Send + Sync>;
+
 /// Entry point: opens (or creates) a database file.
 pub struct Store;
 
@@ -108,38 +112,54 @@ impl Store {
     /// Never overwrites or truncates an existing file: a file that is not a tidings database is
     /// refused with an error naming what it is.
     pub fn open(path: &Path) -> Result<(StoreReader, StoreWriter), StoreError> {
-        let shown = path.to_path_buf();
-        // redb documents that opening a file damaged outside redb may panic; turn that into
-        // an error so a bad file gives one clear line instead of a crash.
-        let opened = catch_unwind(AssertUnwindSafe(|| Database::builder().create(path)));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(DatabaseError::DatabaseAlreadyOpen)) => {
-                return Err(StoreError::InUse { path: shown });
-            }
-            Ok(Err(e)) => {
-                return Err(StoreError::Open {
-                    path: shown,
-                    reason: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(StoreError::Open {
-                    path: shown,
-                    reason: "the file is corrupt (redb could not read it)".into(),
-                });
-            }
-        };
-        let last_id = init_schema(&db, path)?;
+        let file = path.to_path_buf();
+        Self::open_with(path, Arc::new(move || Database::builder().create(&file)))
+    }
+
+    /// Opens the database `opener` yields; `path` names it in errors.
+    pub fn open_with(
+        path: &Path,
+        opener: Opener,
+    ) -> Result<(StoreReader, StoreWriter), StoreError> {
+        let (db, last_id) = open_checked(path, &opener)?;
         let db = SharedDb(Arc::new(RwLock::new(Some(db))));
         Ok((
             StoreReader { db: db.clone() },
             StoreWriter {
                 db,
                 next_id: last_id + 1,
+                path: path.to_path_buf(),
+                opener,
             },
         ))
     }
+}
+
+/// Opens through `opener` and checks the schema; returns the database and its last id.
+fn open_checked(path: &Path, opener: &Opener) -> Result<(Database, u64), StoreError> {
+    let shown = path.to_path_buf();
+    // redb documents that opening a file damaged outside redb may panic; turn that into
+    // an error so a bad file gives one clear line instead of a crash.
+    let db = match catch_unwind(AssertUnwindSafe(|| opener())) {
+        Ok(Ok(db)) => db,
+        Ok(Err(DatabaseError::DatabaseAlreadyOpen)) => {
+            return Err(StoreError::InUse { path: shown });
+        }
+        Ok(Err(e)) => {
+            return Err(StoreError::Open {
+                path: shown,
+                reason: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(StoreError::Open {
+                path: shown,
+                reason: "the file is corrupt (redb could not read it)".into(),
+            });
+        }
+    };
+    let last_id = init_schema(&db, path)?;
+    Ok((db, last_id))
 }
 
 /// Checks (or, for a new file, writes) the schema and returns the highest id ever assigned.
@@ -326,12 +346,41 @@ pub struct StoreWriter {
     db: SharedDb,
     /// The id the next stored message gets; advanced only after a successful commit.
     next_id: u64,
+    /// For errors and for reopening after an I/O failure.
+    path: PathBuf,
+    opener: Opener,
 }
 
 impl StoreWriter {
     /// The highest id assigned so far (0 for an empty database).
     pub fn last_id(&self) -> u64 {
         self.next_id - 1
+    }
+
+    /// Whether the database is open (false after a failed [`StoreWriter::reopen`]).
+    pub fn is_open(&self) -> bool {
+        self.db
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Closes and reopens the database. redb refuses every operation after an I/O error
+    /// until the file is reopened (which also runs its crash recovery), so the writer calls
+    /// this after a failed commit. While it fails (the disk is still full), the store stays
+    /// closed: reads and appends fail with [`StoreError::Closed`] and the next append retries.
+    pub fn reopen(&mut self) -> Result<(), StoreError> {
+        let mut slot = self.db.0.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = slot.take() {
+            // Closing a database that failed I/O reports that failure again; it is known.
+            let _ = old.close();
+        }
+        let (db, last_id) = open_checked(&self.path, &self.opener)?;
+        *slot = Some(db);
+        // Nothing of a failed batch was committed; a successful one is on disk either way.
+        self.next_id = last_id + 1;
+        Ok(())
     }
 
     /// Stores a batch in one write transaction with one durable commit (fsync).

@@ -152,6 +152,12 @@ fn commit_batch(
     inputs: &mut Vec<ChatInput>,
     replies: &mut Vec<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
 ) {
+    if !store.is_open() {
+        match store.reopen() {
+            Ok(()) => tracing::info!("database reopened"),
+            Err(e) => tracing::error!("database still unavailable: {e}"),
+        }
+    }
     match store.append_batch(inputs, now_ms()) {
         Ok(outcomes) => {
             // Stored ids are consecutive and ascending in input order: publish in that order.
@@ -179,6 +185,13 @@ fn commit_batch(
             let error = AppendError::Storage(e.to_string());
             for reply in replies.drain(..) {
                 let _ = reply.send(Err(error.clone()));
+            }
+            // redb refuses everything after an I/O error until the file is reopened.
+            match store.reopen() {
+                Ok(()) => tracing::info!("database reopened after the failed commit"),
+                Err(e) => {
+                    tracing::error!("cannot reopen the database, retrying on the next message: {e}")
+                }
             }
         }
     }

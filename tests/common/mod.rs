@@ -1,7 +1,7 @@
 //! Shared test helpers: a real server on an ephemeral port with a temp-dir database.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -19,7 +19,6 @@ pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 /// A running server; `stop` shuts it down gracefully and closes the database.
 pub struct TestServer {
     pub url: String,
-    pub db: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -36,16 +35,20 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> Self {
+        let server = tokio::task::spawn_blocking(move || Server::open(config))
+            .await
+            .expect("open task")
+            .expect("open the database");
+        Self::serve(server).await
+    }
+
+    /// Serves an already opened server.
+    pub async fn serve(server: Server) -> Self {
         // RUST_LOG=debug cargo test -- --nocapture shows the server's logs.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let db = config.db.clone();
-        let server = tokio::task::spawn_blocking(move || Server::open(config))
-            .await
-            .expect("open task")
-            .expect("open the database");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (shutdown, signal) = oneshot::channel();
@@ -54,7 +57,6 @@ impl TestServer {
         }));
         Self {
             url,
-            db,
             shutdown: Some(shutdown),
             task,
         }
