@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::protocol::Limits;
+use crate::rate::RateLimit;
 
 /// A durable Socket.IO chat server: serves the chat page and keeps every message in one redb
 /// file.
@@ -48,6 +49,33 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(16..=65_536))]
     pub socket_buffer: u32,
 
+    /// Messages a connection may send per second on average (token bucket); 0 disables
+    /// the limit. Over it, the ack is `{ error: "rate limited", retryAfterMs }`.
+    #[arg(long, env = "TIDINGS_RATE_LIMIT", default_value_t = 20.0)]
+    pub rate_limit: f64,
+
+    /// Messages a connection may send at once after a quiet spell. A client that keeps
+    /// sending while limited is disconnected after this many refusals in a row.
+    #[arg(long, env = "TIDINGS_RATE_BURST", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_burst: u32,
+
+    /// Most connected clients; further connections are refused with a `connect_error`.
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// engine.io heartbeat: how often the server pings each client, in milliseconds.
+    #[arg(long, env = "TIDINGS_PING_INTERVAL_MS", default_value_t = 25_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub ping_interval_ms: u64,
+
+    /// engine.io heartbeat: how long a client has to answer a ping before it is dropped
+    /// (this is also what ends a client that stopped reading), in milliseconds.
+    #[arg(long, env = "TIDINGS_PING_TIMEOUT_MS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub ping_timeout_ms: u64,
+
     /// Messages per replay batch read from the database.
     #[arg(long, env = "TIDINGS_REPLAY_BATCH", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -66,6 +94,23 @@ impl Config {
             live_buffer: 4096,
             socket_buffer: 1024,
             replay_batch: 256,
+            rate_limit: 20.0,
+            rate_burst: 50,
+            max_connections: 50_000,
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+        }
+    }
+
+    /// The per-connection send limit this configuration sets.
+    pub fn rate_limit(&self) -> RateLimit {
+        RateLimit {
+            per_second: if self.rate_limit.is_finite() {
+                self.rate_limit.max(0.0)
+            } else {
+                0.0
+            },
+            burst: f64::from(self.rate_burst),
         }
     }
 

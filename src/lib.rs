@@ -8,6 +8,7 @@
 //! - [`config`]: command-line flags and environment variables.
 //! - [`protocol`]: pure wire rules: handshake auth, `chat message` validation, ack bodies.
 //! - [`record`]: pure on-disk record encoding (versioned postcard).
+//! - [`rate`]: the per-connection token bucket (pure).
 //! - [`store`]: the only code touching redb: tables, dedup, id allocation, range reads.
 //! - [`writer`]: the single writer thread with group commit; publishes after each commit.
 //! - [`hub`]: the sequencer of live delivery (`last_published` + broadcast channel).
@@ -25,6 +26,7 @@ pub mod feed;
 pub mod http;
 pub mod hub;
 pub mod protocol;
+pub mod rate;
 pub mod record;
 pub mod socket;
 pub mod store;
@@ -33,6 +35,7 @@ pub mod writer;
 use std::future::Future;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
@@ -61,7 +64,7 @@ pub enum ServerError {
 }
 
 /// How long shutdown waits for per-socket tasks to notice their socket closed.
-const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// An opened database with its writer running, ready to serve.
 pub struct Server {
@@ -131,10 +134,14 @@ impl Server {
             },
             tasks: tasks.clone(),
             shutdown: shutdown_token.clone(),
+            rate_limit: self.config.rate_limit(),
+            connections: socket::ConnectionCount::new(self.config.max_connections as usize),
         };
         let (service, io) = SocketIo::builder()
             .max_payload(payload_limit as u64)
             .max_buffer_size(self.config.socket_buffer as usize)
+            .ping_interval(Duration::from_millis(self.config.ping_interval_ms))
+            .ping_timeout(Duration::from_millis(self.config.ping_timeout_ms))
             .ws_max_message_size(payload_limit)
             .ws_max_frame_size(payload_limit)
             .with_state(state)

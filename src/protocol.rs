@@ -211,6 +211,14 @@ pub enum AckReply {
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         duplicate: bool,
     },
+    /// Over the connection's send rate; nothing was stored. Retry after `retryAfterMs`.
+    RateLimited {
+        /// Always "rate limited".
+        error: &'static str,
+        /// Milliseconds until a send will be accepted.
+        #[serde(rename = "retryAfterMs")]
+        retry_after_ms: u64,
+    },
     /// Rejected; nothing was stored. A retrying client should stop.
     Rejected {
         /// What was wrong.
@@ -346,6 +354,14 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&dup).ok(),
             Some(json!({ "id": 3, "duplicate": true }))
+        );
+        let limited = AckReply::RateLimited {
+            error: "rate limited",
+            retry_after_ms: 50,
+        };
+        assert_eq!(
+            serde_json::to_value(&limited).ok(),
+            Some(json!({ "error": "rate limited", "retryAfterMs": 50 }))
         );
         let rejected = AckReply::Rejected {
             error: "content is empty".into(),

@@ -115,6 +115,7 @@ async fn long_replay_streams_in_batches() -> TestResult {
     let dir = tempfile::tempdir()?;
     let mut config = tidings::Config::with_db(dir.path().join("chat.redb"));
     config.replay_batch = 7;
+    config.rate_limit = 0.0;
     let server = TestServer::start_with(config).await;
     let mut writer = server.connect(0).await;
     // Unacked bursts: the writer groups them into few commits.

@@ -6,15 +6,16 @@
 //! writer and acks. Validation rules live in [`crate::protocol`]; ordering in the hub and feed.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
-use socketioxide::{SendError, SocketError, SocketIo};
+use socketioxide::{SocketError, SocketIo};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,8 +25,12 @@ use crate::hub::{Hub, LiveMessage};
 use crate::protocol::{
     AckReply, AuthError, Limits, PayloadError, parse_server_offset, validate_chat_message,
 };
+use crate::rate::{RateLimit, TokenBucket, Verdict};
 use crate::store::{AppendOutcome, StoreReader};
 use crate::writer::WriterHandle;
+
+mod outgoing;
+use outgoing::NotQueued;
 
 /// The event name of the tutorial's protocol, both directions.
 pub const CHAT_MESSAGE: &str = "chat message";
@@ -49,6 +54,60 @@ pub struct ChatState {
     /// Cancelled when the server shuts down (socketioxide does not run per-socket disconnect
     /// handlers then).
     pub shutdown: CancellationToken,
+    /// Per-connection send limit.
+    pub rate_limit: RateLimit,
+    /// Connected clients, against `--max-connections`.
+    pub connections: ConnectionCount,
+}
+
+/// Counts connected clients; a [`ConnectionSlot`] is held for each and released on drop,
+/// whichever way the socket ends.
+#[derive(Clone)]
+pub struct ConnectionCount {
+    current: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl ConnectionCount {
+    /// A counter allowing `max` connections.
+    pub fn new(max: usize) -> Self {
+        Self {
+            current: Arc::default(),
+            max,
+        }
+    }
+
+    /// Connected clients now.
+    pub fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    fn try_acquire(&self) -> Option<ConnectionSlot> {
+        self.current
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(self.current.clone()))
+    }
+}
+
+/// One counted connection; dropping it frees the place.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why a connection was refused; the text is the client's `connect_error` message.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("server is full: {0} clients connected, the limit")]
+    Full(usize),
 }
 
 /// A socket's delivery, prepared by [`admit`] and started by [`on_connect`] (socketioxide
@@ -62,6 +121,8 @@ struct Delivery {
     feed: Feed,
     delivered: watch::Sender<u64>,
     closed: Arc<Closed>,
+    /// Held while the socket lives (the task, or the pending delivery if it never starts).
+    _slot: ConnectionSlot,
 }
 
 /// Per-socket delivery state the event handlers need: the highest id emitted to this socket
@@ -71,6 +132,8 @@ struct Delivery {
 struct Delivered {
     sent: watch::Receiver<u64>,
     closed: Arc<Closed>,
+    /// The connection's send allowance.
+    bucket: Arc<Mutex<TokenBucket>>,
 }
 
 /// Registers the handlers on the default namespace.
@@ -84,26 +147,33 @@ async fn admit(
     socket: SocketRef,
     TryData(auth): TryData<Value>,
     State(state): State<ChatState>,
-) -> Result<(), AuthError> {
+) -> Result<(), Refusal> {
     let auth = auth.map_err(|e| AuthError::BadServerOffset(format!("unreadable auth: {e}")))?;
     let start = parse_server_offset(&auth)?;
+    let slot = state
+        .connections
+        .try_acquire()
+        .ok_or(Refusal::Full(state.connections.max))?;
     let feed = Feed::new(state.hub.clone(), state.reader.clone(), start, state.batch);
     let (delivered_tx, delivered_rx) = watch::channel(feed.cursor());
     let closed = Arc::new(Closed {
-        socket: Notify::new(),
-        server: state.shutdown.clone(),
-        reconnect: Notify::new(),
+        socket: state.shutdown.child_token(),
+        disconnect: Notify::new(),
     });
     socket.extensions.insert(Delivered {
         sent: delivered_rx,
         closed: closed.clone(),
+        bucket: Arc::new(Mutex::new(TokenBucket::new(
+            state.rate_limit,
+            Instant::now(),
+        ))),
     });
     socket.on(CHAT_MESSAGE, on_chat_message);
     let on_close = closed.clone();
     socket.on_disconnect(
         move |socket: SocketRef, reason: DisconnectReason| async move {
             tracing::debug!(sid = %socket.id, ?reason, "disconnected");
-            on_close.socket.notify_one();
+            on_close.socket.cancel();
         },
     );
     tracing::debug!(sid = %socket.id, start, "connected");
@@ -111,6 +181,7 @@ async fn admit(
         feed,
         delivered: delivered_tx,
         closed,
+        _slot: slot,
     };
     socket
         .extensions
@@ -134,27 +205,27 @@ async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
 
 /// Ends a socket's delivery: its own disconnect, the server's shutdown, or a lost ack.
 struct Closed {
-    socket: Notify,
-    server: CancellationToken,
-    /// An ack could not be sent (the outgoing buffer was full): the socket must be
-    /// disconnected so the client reconnects, replays and retries (getting a duplicate ack).
-    reconnect: Notify,
+    /// Cancelled when the socket disconnects or the server shuts down (a child token of
+    /// the server's: socketioxide runs no disconnect handlers when the server closes).
+    socket: CancellationToken,
+    /// The socket must be disconnected: an ack was lost (the client reconnects, replays and
+    /// retries, getting a duplicate ack), or the client keeps sending over its rate limit.
+    disconnect: Notify,
 }
 
 /// How a delivery wait ended.
 enum Stop {
     /// The socket or the server closed: nothing more to do.
     Closed,
-    /// Disconnect the socket so its client recovers what it missed.
-    Reconnect,
+    /// Disconnect the socket (its client reconnects and recovers what it missed).
+    Disconnect,
 }
 
 impl Closed {
     async fn wait(&self) -> Stop {
         tokio::select! {
-            () = self.socket.notified() => Stop::Closed,
-            () = self.server.cancelled() => Stop::Closed,
-            () = self.reconnect.notified() => Stop::Reconnect,
+            () = self.socket.cancelled() => Stop::Closed,
+            () = self.disconnect.notified() => Stop::Disconnect,
         }
     }
 }
@@ -168,6 +239,7 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
         mut feed,
         delivered,
         closed,
+        _slot,
     } = delivery;
     let stop = 'deliver: loop {
         let batch = tokio::select! {
@@ -178,7 +250,7 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::warn!(sid = %socket.id, "delivery stopped: {e}");
-                break 'deliver Stop::Reconnect;
+                break 'deliver Stop::Disconnect;
             }
         };
         for (n, message) in batch.iter().enumerate() {
@@ -192,7 +264,7 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
             }
         }
     };
-    if let Stop::Reconnect = stop {
+    if let Stop::Disconnect = stop {
         force_disconnect(&socket, &closed).await;
     }
 }
@@ -209,8 +281,7 @@ async fn force_disconnect(socket: &SocketRef, closed: &Closed) {
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = closed.socket.notified() => return,
-            () = closed.server.cancelled() => return,
+            () = closed.socket.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_millis(200));
     }
@@ -225,23 +296,18 @@ async fn emit_in_order(
 ) -> Result<(), Stop> {
     let mut backoff = Duration::from_micros(200);
     loop {
-        match socket.emit(CHAT_MESSAGE, &(&message.content, message.id.0)) {
+        match outgoing::emit_chat_leaving_headroom(socket, CHAT_MESSAGE, message) {
             Ok(()) => return Ok(()),
-            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                // A client that never reads is eventually closed by the engine.io heartbeat,
-                // which ends this wait through `closed` or a Closed error.
+            Err(NotQueued::Full) => {
+                // A client that never reads stops answering pings (which still fit, thanks
+                // to the headroom) and the engine.io heartbeat closes it: `closed` fires.
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     stop = closed.wait() => return Err(stop),
                 }
                 backoff = (backoff * 2).min(Duration::from_millis(50));
             }
-            Err(SendError::Socket(_)) => return Err(Stop::Closed),
-            Err(SendError::Serialize(e)) => {
-                // Strings and integers always serialize; skip rather than stall the feed.
-                tracing::error!(sid = %socket.id, id = message.id.0, "cannot encode message: {e}");
-                return Ok(());
-            }
+            Err(NotQueued::Closed) => return Err(Stop::Closed),
         }
     }
 }
@@ -253,6 +319,27 @@ async fn on_chat_message(
     State(state): State<ChatState>,
     Extension(mut delivered): Extension<Delivered>,
 ) {
+    let verdict = delivered
+        .bucket
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take(Instant::now());
+    if let Verdict::Limited {
+        retry_after,
+        strikes,
+    } = verdict
+    {
+        let reply = AckReply::RateLimited {
+            error: "rate limited",
+            retry_after_ms: retry_after.as_millis().max(1) as u64,
+        };
+        send_ack(&socket, ack, &reply, &delivered.closed).await;
+        if f64::from(strikes) > state.rate_limit.burst {
+            tracing::warn!(sid = %socket.id, strikes, "disconnecting a client that ignores its rate limit");
+            delivered.closed.disconnect.notify_one();
+        }
+        return;
+    }
     let input = args
         .map_err(|e| PayloadError::Undecodable(e.to_string()))
         .and_then(|EventArgs(args)| validate_chat_message(&args, &state.limits));
@@ -260,14 +347,11 @@ async fn on_chat_message(
         Ok(input) => input,
         Err(error) => {
             tracing::debug!(sid = %socket.id, "rejected chat message: {error}");
+            let reply = AckReply::Rejected {
+                error: error.to_string(),
+            };
             // If this ack is lost, the client's retry is rejected again: nothing to recover.
-            send_ack(
-                &socket,
-                ack,
-                &AckReply::Rejected {
-                    error: error.to_string(),
-                },
-            );
+            send_ack(&socket, ack, &reply, &delivered.closed).await;
             return;
         }
     };
@@ -285,25 +369,35 @@ async fn on_chat_message(
     if delivered.sent.wait_for(|sent| *sent >= id.0).await.is_err() {
         return;
     }
-    if !send_ack(&socket, ack, &AckReply::Stored { id, duplicate }) {
+    let reply = AckReply::Stored { id, duplicate };
+    if !send_ack(&socket, ack, &reply, &delivered.closed).await {
         // The message is stored and broadcast, but the client cannot learn it from this
         // ack: make it reconnect, so its retry is answered with `duplicate: true`.
-        delivered.closed.reconnect.notify_one();
+        delivered.closed.disconnect.notify_one();
     }
 }
 
-/// Sends an ack; false when the outgoing buffer was full (the ack is lost).
-fn send_ack(socket: &SocketRef, ack: AckSender, reply: &AckReply) -> bool {
-    match ack.send(reply) {
-        Ok(()) => true,
-        Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-            tracing::warn!(sid = %socket.id, "outgoing buffer full, ack lost: reconnecting the client");
-            false
+/// Sends an ack, waiting for a free slot in the outgoing buffer (delivery leaves some).
+/// Returns false if the ack was lost (a heartbeat ping took the slot it had found).
+async fn send_ack(socket: &SocketRef, ack: AckSender, reply: &AckReply, closed: &Closed) -> bool {
+    let mut ack = ack;
+    let mut backoff = Duration::from_micros(200);
+    loop {
+        match outgoing::try_ack(socket, ack, reply) {
+            Ok(()) => return true,
+            Err((NotQueued::Full, Some(back))) => ack = back,
+            Err((NotQueued::Full, None)) => {
+                tracing::warn!(sid = %socket.id, "ack lost to a full outgoing buffer");
+                return false;
+            }
+            // A closed socket's client reconnects and retries anyway.
+            Err((NotQueued::Closed, _)) => return true,
         }
-        Err(e) => {
-            tracing::debug!(sid = %socket.id, "ack not sent: {e}");
-            true
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = closed.socket.cancelled() => return true,
         }
+        backoff = (backoff * 2).min(Duration::from_millis(50));
     }
 }
 

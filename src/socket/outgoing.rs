@@ -1,0 +1,118 @@
+//! Putting packets into a socket's bounded outgoing buffer without ever losing one that
+//! matters.
+//!
+//! socketioxide's buffer (engine.io `max_buffer_size` packets) refuses a packet when full.
+//! For chat messages that is fine: delivery waits and retries. But an ack is single-shot (a
+//! refused `AckSender` is gone) and the engine.io heartbeat treats a refused ping as a timeout
+//! and closes the connection. So delivery must never take the last few slots, while the
+//! buffer offers no way to read its free space.
+//!
+//! The way in: `Socket::emit` reserves its slot *before* serializing the payload. Emitting a
+//! [`HeldSlot`] therefore runs its `Serialize` impl while one slot is held; from there it
+//! emits the next level (or, at the bottom, the real message), then fails serialization on
+//! purpose so the held slot is released unused. The real message thus goes out only if
+//! `depth + 1` slots were free, and `depth` stay free for acks and pings. If a future
+//! socketioxide serialized before reserving, this would degrade to a plain emit, never to a
+//! lost or duplicated packet.
+
+use std::cell::Cell;
+
+use serde::ser::{Error as _, Serialize, Serializer};
+use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::{SendError, SocketError};
+
+use crate::hub::LiveMessage;
+
+/// Free slots chat delivery leaves for what must never be refused: an ack and a ping.
+pub const HEADROOM: usize = 2;
+
+/// The event name of probe packets; never sent (their serialization always fails).
+const PROBE: &str = "tidings:probe";
+
+/// Why a packet was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotQueued {
+    /// Not enough free slots right now; try again later.
+    Full,
+    /// The socket is closed.
+    Closed,
+}
+
+/// Queues `event (content, id)` if at least `HEADROOM + 1` slots are free.
+pub fn emit_chat_leaving_headroom(
+    socket: &SocketRef,
+    event: &str,
+    message: &LiveMessage,
+) -> Result<(), NotQueued> {
+    hold_then(socket, HEADROOM, &|| {
+        socket.emit(event, &(&message.content, message.id.0))
+    })
+}
+
+/// Sends an ack if a slot is free; gives the sender back when the buffer is full so the
+/// caller can retry (a refused `AckSender::send` would consume it).
+pub fn try_ack<T: Serialize + ?Sized>(
+    socket: &SocketRef,
+    ack: AckSender,
+    reply: &T,
+) -> Result<(), (NotQueued, Option<AckSender>)> {
+    // Only delivery (which leaves headroom) and the heartbeat compete for slots, so the slot
+    // found free here is still free on the next line, bar a ping in between.
+    match hold_then(socket, 1, &|| Ok(())) {
+        Ok(()) => ack.send(reply).map_err(|e| (classify(e), None)),
+        Err(NotQueued::Full) => Err((NotQueued::Full, Some(ack))),
+        Err(NotQueued::Closed) => Err((NotQueued::Closed, None)),
+    }
+}
+
+fn classify(error: SendError) -> NotQueued {
+    match error {
+        SendError::Socket(SocketError::InternalChannelFull) => NotQueued::Full,
+        _ => NotQueued::Closed,
+    }
+}
+
+/// Runs `send` while `held` slots of the buffer are reserved (see the module docs); `send`
+/// does not run at all when fewer than `held` slots are free.
+fn hold_then(
+    socket: &SocketRef,
+    held: usize,
+    send: &dyn Fn() -> Result<(), SendError>,
+) -> Result<(), NotQueued> {
+    if held == 0 {
+        return send().map_err(classify);
+    }
+    let slot = HeldSlot {
+        socket,
+        inside: held - 1,
+        send,
+        outcome: Cell::new(None),
+    };
+    match socket.emit(PROBE, &slot) {
+        // Serialization ran (and failed on purpose) while our slot was reserved.
+        Err(SendError::Serialize(_)) => slot.outcome.take().unwrap_or(Err(NotQueued::Full)),
+        Err(e) => Err(classify(e)),
+        // A HeldSlot never serializes successfully; nothing usable was sent.
+        Ok(()) => Err(NotQueued::Full),
+    }
+}
+
+/// Serializing it runs the inner levels while the outer slot is reserved, then fails.
+struct HeldSlot<'a> {
+    socket: &'a SocketRef,
+    inside: usize,
+    send: &'a dyn Fn() -> Result<(), SendError>,
+    /// Set by the first serialization; socketioxide may serialize a payload more than once
+    /// (it first checks whether it is a tuple), and the inner send must happen only once.
+    outcome: Cell<Option<Result<(), NotQueued>>>,
+}
+
+impl Serialize for HeldSlot<'_> {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        if self.outcome.get().is_none() {
+            self.outcome
+                .set(Some(hold_then(self.socket, self.inside, self.send)));
+        }
+        Err(S::Error::custom("slot probe"))
+    }
+}

@@ -1,0 +1,54 @@
+'use strict';
+// Messages emitted as soon as a socket connects are not lost. socket.io-client buffers emits
+// made before the connection is up and flushes them right after the CONNECT packet, and the
+// step-8 page's retry queue does the same on every reconnection: the server must already
+// listen for 'chat message' when it sends CONNECT.
+const { describe, it, beforeEach, afterEach, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { start, stopAll, cleanup } = require('./server');
+const { uid, client, connected, closeAll } = require('./helpers');
+
+const CLIENTS = 20;
+
+describe('messages emitted right at connection', () => {
+  let srv;
+  let observer;
+  beforeEach(async () => {
+    srv = await start();
+    observer = client(srv.url, { auth: { serverOffset: 0 } });
+    await connected(observer);
+  });
+  afterEach(async () => {
+    closeAll();
+    await stopAll();
+  });
+  after(cleanup);
+
+  it('with an ack: every buffered message is acked promptly and delivered once', { timeout: 20000 }, async () => {
+    const contents = Array.from({ length: CLIENTS }, (_, i) => uid(`early ack ${i}`));
+    const acks = await Promise.allSettled(
+      contents.map((content) =>
+        // emitted before 'connect': buffered by the client, sent right after CONNECT
+        client(srv.url, { auth: { serverOffset: 0 } }).timeout(3000).emitWithAck('chat message', content, uid('offset')),
+      ),
+    );
+    const lost = acks.map((r, i) => (r.status === 'rejected' ? `${contents[i]}: ${r.reason.message}` : null)).filter(Boolean);
+    assert.deepEqual(lost, [], `${lost.length} of ${CLIENTS} messages emitted at connection got no ack within 3 s`);
+    const got = await observer.waitFor((r) => r.length >= CLIENTS, `${CLIENTS} messages`);
+    assert.deepEqual(got.map((m) => m.content).sort(), [...contents].sort());
+    assert.deepEqual(got.map((m) => m.id).sort((a, b) => a - b), acks.map((r) => r.value.id).sort((a, b) => a - b));
+  });
+
+  it('step-7 style (no ack): every buffered message is delivered', { timeout: 20000 }, async () => {
+    const contents = Array.from({ length: CLIENTS }, (_, i) => uid(`early no-ack ${i}`));
+    for (const content of contents) client(srv.url, { auth: { serverOffset: 0 } }).emit('chat message', content);
+    const got = await observer
+      .waitFor((r) => r.length >= CLIENTS, `${CLIENTS} messages`, 5000)
+      .catch((e) => {
+        const seen = new Set(observer.received.map((m) => m.content));
+        const missing = contents.filter((c) => !seen.has(c));
+        throw new Error(`${missing.length} of ${CLIENTS} messages emitted at connection were never delivered\n${e.message}`);
+      });
+    assert.deepEqual(got.map((m) => m.content).sort(), [...contents].sort());
+  });
+});
