@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
+pub use tokio_tungstenite::tungstenite::Message;
 
 /// What went wrong talking to a server.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +169,48 @@ impl Client {
             .map_err(|_| ClientError::Closed)
     }
 
+    /// Sends raw frames (text or binary) that carry an ack request with the id passed to
+    /// `frames`, and waits up to `timeout` for that ack's arguments.
+    pub async fn send_frames_with_ack(
+        &mut self,
+        frames: impl FnOnce(u64) -> Vec<Message>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, ClientError> {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        let (tx, rx) = oneshot::channel();
+        self.acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        for frame in frames(id) {
+            self.outgoing
+                .send(frame)
+                .await
+                .map_err(|_| ClientError::Closed)?;
+        }
+        self.wait_ack(id, rx, timeout).await
+    }
+
+    async fn wait_ack(
+        &mut self,
+        id: u64,
+        rx: oneshot::Receiver<Vec<Value>>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, ClientError> {
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(args)) => Ok(args),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                self.acks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+                Err(ClientError::Timeout("an ack"))
+            }
+        }
+    }
+
     /// Emits `event` with `args`, asking no ack.
     pub async fn emit(&self, event: &str, args: &[Value]) -> Result<(), ClientError> {
         self.send_raw(format!("42{}", event_json(event, args)))
@@ -191,17 +233,7 @@ impl Client {
             .insert(id, tx);
         self.send_raw(format!("42{id}{}", event_json(event, args)))
             .await?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(args)) => Ok(args),
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Err(_) => {
-                self.acks
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&id);
-                Err(ClientError::Timeout("an ack"))
-            }
-        }
+        self.wait_ack(id, rx, timeout).await
     }
 
     /// The next thing the server sent, waiting up to `timeout`.

@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
-use socketioxide::SocketIo;
+use socketioxide::{ParserConfig, SocketIo};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -144,6 +144,12 @@ impl Server {
             .ping_timeout(Duration::from_millis(self.config.ping_timeout_ms))
             .ws_max_message_size(payload_limit)
             .ws_max_frame_size(payload_limit)
+            // We accept no binary attachments; bound what a client can make us buffer anyway.
+            .with_parser(
+                ParserConfig::common()
+                    .max_incoming_binary_buf_size(payload_limit)
+                    .max_incoming_binaries(4),
+            )
             .with_state(state)
             .build_with_inner_svc(http::not_found());
         socket::register(&io);

@@ -257,7 +257,8 @@ pub struct StoreReader {
 impl StoreReader {
     /// Reads messages with ids in `(after, up_to]`, ascending, stopping after `max_count`
     /// rows or once `max_bytes` of content has been collected (at least one row is returned
-    /// when any exists), so a replay of any length proceeds in bounded batches.
+    /// when any exists), so a replay of any length proceeds in bounded batches. A row that
+    /// does not decode is logged and skipped.
     pub fn read_range(
         &self,
         after: u64,
@@ -279,8 +280,15 @@ impl StoreReader {
             for entry in table.range(first..=up_to).map_err(read_err)? {
                 let (key, value) = entry.map_err(read_err)?;
                 let id = key.value();
-                let message = decode_record(value.value())
-                    .map_err(|source| StoreError::Record { id, source })?;
+                let message = match decode_record(value.value()) {
+                    Ok(message) => message,
+                    Err(source) => {
+                        // One unreadable row (e.g. written by a newer version) must not stall
+                        // every replay that crosses it: say so loudly and go on.
+                        tracing::error!("{}", StoreError::Record { id, source });
+                        continue;
+                    }
+                };
                 bytes += message.content.len();
                 rows.push(StoredRow {
                     id: MessageId(id),
@@ -526,6 +534,33 @@ mod tests {
                 AppendOutcome::Stored(MessageId(4))
             ]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn unreadable_rows_are_skipped_by_replay() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        {
+            let (_, mut writer) = Store::open(&path)?;
+            writer.append_batch(&[input("a", None), input("b", None), input("c", None)], 1)?;
+        }
+        {
+            // A row from a future format version, as a downgrade would leave it.
+            let db = Database::create(&path).expect("open");
+            let w = db.begin_write().expect("write");
+            {
+                let mut t = w.open_table(MESSAGES).expect("table");
+                t.insert(2, [9u8, 1, 2].as_slice()).expect("insert");
+            }
+            w.commit().expect("commit");
+        }
+        let (reader, _) = Store::open(&path)?;
+        let ids: Vec<u64> = reader
+            .read_range(0, 3, 10, usize::MAX)?
+            .iter()
+            .map(|r| r.id.0)
+            .collect();
+        assert_eq!(ids, vec![1, 3]);
         Ok(())
     }
 
