@@ -61,10 +61,21 @@ pub struct Feed {
 
 impl Feed {
     /// A feed of every message with id greater than `after`. An `after` beyond the newest id
-    /// (an offset from another database) replays the whole history.
-    pub fn new(hub: Arc<Hub>, reader: StoreReader, after: u64, limits: BatchLimits) -> Self {
+    /// (an offset from another database) replays the whole history. With `latest`, the
+    /// replay is cut to at most that many of the newest messages (a fresh page asks for the
+    /// last screenful and pages back with `history`).
+    pub fn new(
+        hub: Arc<Hub>,
+        reader: StoreReader,
+        after: u64,
+        latest: Option<u64>,
+        limits: BatchLimits,
+    ) -> Self {
         let (target, live) = hub.subscribe();
-        let cursor = if after > target { 0 } else { after };
+        let mut cursor = if after > target { 0 } else { after };
+        if let Some(latest) = latest {
+            cursor = cursor.max(target.saturating_sub(latest));
+        }
         Self {
             hub,
             reader,
@@ -106,12 +117,7 @@ impl Feed {
                     self.cursor = last.id.0;
                     return Ok(rows
                         .into_iter()
-                        .map(|row| {
-                            Arc::new(LiveMessage {
-                                id: row.id,
-                                content: row.message.content,
-                            })
-                        })
+                        .map(|row| Arc::new(LiveMessage::from_row(row)))
                         .collect());
                 }
                 // Replayed up to where the live receiver starts.

@@ -30,6 +30,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../static/app.js"),
     },
     Asset {
+        path: "/style.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../static/style.css"),
+    },
+    Asset {
         path: "/socket.io/socket.io.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../static/socket.io.js"),
@@ -51,10 +56,10 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// The page may run only its own scripts; message text is never HTML, and this makes sure a
-/// slip could not run injected script either.
+/// The page may run only its own scripts and styles; message text is never HTML, and this
+/// makes sure a slip could not run injected script either.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; \
+     style-src 'self'; connect-src 'self'; img-src 'self' data:; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 fn serve(asset: &'static Asset) -> Response {

@@ -15,13 +15,29 @@ use tokio::sync::broadcast;
 
 use crate::protocol::MessageId;
 
-/// A stored message as delivered to clients: `chat message (content, id)`.
+/// A stored message as delivered to clients: `chat message (content, id, { author, time })`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveMessage {
     /// Its id.
     pub id: MessageId,
     /// Its text.
     pub content: String,
+    /// The sender's nickname, if given.
+    pub author: Option<String>,
+    /// Server receive time, milliseconds since the Unix epoch.
+    pub time: u64,
+}
+
+impl LiveMessage {
+    /// The delivered form of a stored row.
+    pub fn from_row(row: crate::store::StoredRow) -> Self {
+        Self {
+            id: row.id,
+            content: row.message.content,
+            author: row.message.author,
+            time: row.message.received_at_ms,
+        }
+    }
 }
 
 /// See the module docs.
@@ -90,6 +106,8 @@ mod tests {
         Arc::new(LiveMessage {
             id: MessageId(id),
             content: format!("m{id}"),
+            author: None,
+            time: 0,
         })
     }
 

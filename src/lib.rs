@@ -13,6 +13,7 @@
 //! - [`writer`]: the single writer thread with group commit; publishes after each commit.
 //! - [`hub`]: the sequencer of live delivery (`last_published` + broadcast channel).
 //! - [`feed`]: one client's gap-free replay-then-live stream.
+//! - [`presence`]: who is online (ephemeral roster).
 //! - [`socket`]: the Socket.IO handlers (the only code touching socketioxide).
 //! - [`http`]: the router and the embedded static assets.
 //! - [`client`]: a small Socket.IO client used by the tests and tools.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod feed;
 pub mod http;
 pub mod hub;
+pub mod presence;
 pub mod protocol;
 pub mod rate;
 pub mod record;
@@ -122,6 +124,7 @@ impl Server {
         let payload_limit =
             ((limits.max_message_bytes + limits.max_client_offset_bytes) * 6 + 4096).max(100_000);
         let tasks = tokio_util::task::TaskTracker::new();
+        let roster = socket::SharedRoster::default();
         let shutdown_token = tokio_util::sync::CancellationToken::new();
         let state = ChatState {
             hub: self.hub.clone(),
@@ -136,6 +139,7 @@ impl Server {
             shutdown: shutdown_token.clone(),
             rate_limit: self.config.rate_limit(),
             connections: socket::ConnectionCount::new(self.config.max_connections as usize),
+            roster: roster.clone(),
         };
         let (service, io) = SocketIo::builder()
             .max_payload(payload_limit as u64)
@@ -153,6 +157,11 @@ impl Server {
             .with_state(state)
             .build_with_inner_svc(http::not_found());
         socket::register(&io);
+        tasks.spawn(socket::broadcast_presence(
+            io.clone(),
+            roster,
+            shutdown_token.clone(),
+        ));
         let app = http::router(service);
         let closing = io.clone();
         let stopping = shutdown_token.clone();

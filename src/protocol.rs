@@ -47,6 +47,12 @@ pub enum AuthError {
     /// `serverOffset` was present but is not a usable offset.
     #[error("invalid serverOffset: {0}")]
     BadServerOffset(String),
+    /// `nickname` was present but is not usable.
+    #[error("invalid nickname: {0}")]
+    BadNickname(NicknameError),
+    /// `latest` was present but out of range.
+    #[error("invalid latest: {0}")]
+    BadLatest(String),
 }
 
 /// Parses the handshake `auth` object into the offset to replay from (0 = from the start).
@@ -115,6 +121,8 @@ pub struct ChatInput {
     pub content: String,
     /// The idempotency key, absent for clients that send only the content.
     pub client_offset: Option<ClientOffset>,
+    /// The sender's nickname, from the optional third argument `{ author }`.
+    pub author: Option<String>,
 }
 
 /// Why a `chat message` was rejected; the text becomes the ack's `error` field.
@@ -154,14 +162,22 @@ pub enum PayloadError {
         /// The configured limit.
         limit: usize,
     },
-    /// More arguments than (content, clientOffset).
-    #[error("{0} arguments, expected at most 2: chat message (content, clientOffset?)")]
+    /// More arguments than (content, clientOffset, meta).
+    #[error("{0} arguments, expected at most 3: chat message (content, clientOffset?, meta?)")]
     TooManyArguments(usize),
+    /// The third argument was neither an object nor null.
+    #[error("meta must be an object like {{ author }}, got {0}")]
+    MetaNotObject(&'static str),
+    /// `meta.author` is not a usable nickname.
+    #[error("invalid author: {0}")]
+    BadAuthor(NicknameError),
 }
 
-/// Validates the arguments of a `chat message` event (the ack callback is not among them).
+/// Validates the arguments of a `chat message` event (the ack callback is not among them):
+/// `(content, clientOffset?, meta?)` with `meta = { author? }` (other meta fields are ignored,
+/// so newer clients can add some).
 pub fn validate_chat_message(args: &[Value], limits: &Limits) -> Result<ChatInput, PayloadError> {
-    if args.len() > 2 {
+    if args.len() > 3 {
         return Err(PayloadError::TooManyArguments(args.len()));
     }
     let content = match args.first() {
@@ -193,10 +209,163 @@ pub fn validate_chat_message(args: &[Value], limits: &Limits) -> Result<ChatInpu
         Some(Value::String(offset)) => Some(ClientOffset(offset.clone())),
         Some(other) => return Err(PayloadError::OffsetNotString(json_type_name(other))),
     };
+    let author = match args.get(2) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(meta)) => match meta.get("author") {
+            None | Some(Value::Null) => None,
+            Some(author) => Some(validate_nickname(author).map_err(PayloadError::BadAuthor)?),
+        },
+        Some(other) => return Err(PayloadError::MetaNotObject(json_type_name(other))),
+    };
     Ok(ChatInput {
         content: content.clone(),
         client_offset,
+        author,
     })
+}
+
+/// Longest nickname, in characters.
+pub const MAX_NICKNAME_CHARS: usize = 32;
+
+/// Why a nickname was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NicknameError {
+    /// Not a string.
+    #[error("a nickname must be a string, got {0}")]
+    NotString(&'static str),
+    /// Nothing left after trimming white space.
+    #[error("a nickname cannot be empty")]
+    Empty,
+    /// Longer than [`MAX_NICKNAME_CHARS`].
+    #[error("a nickname has at most 32 characters, got {0}")]
+    TooLong(usize),
+    /// Holds a control character (newlines, escapes...).
+    #[error("a nickname cannot contain control characters")]
+    Control,
+}
+
+/// Validates a nickname (or author) and returns it trimmed.
+pub fn validate_nickname(value: &Value) -> Result<String, NicknameError> {
+    let Value::String(text) = value else {
+        return Err(NicknameError::NotString(json_type_name(value)));
+    };
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(NicknameError::Empty);
+    }
+    let chars = trimmed.chars().count();
+    if chars > MAX_NICKNAME_CHARS {
+        return Err(NicknameError::TooLong(chars));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(NicknameError::Control);
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Most messages a fresh page may ask to see first (`auth.latest`) and per history page.
+pub const MAX_PAGE: u64 = 1000;
+
+/// What a client asked for when connecting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handshake {
+    /// Replay ids above this (0: from the start).
+    pub offset: u64,
+    /// The nickname shown in presence, if given.
+    pub nickname: Option<String>,
+    /// Replay at most this many of the newest messages (`auth.latest`).
+    pub latest: Option<u64>,
+}
+
+/// Parses the handshake `auth` object: [`parse_server_offset`] plus the optional `nickname`
+/// and `latest` extensions (tutorial clients send neither).
+pub fn parse_handshake(auth: &Value) -> Result<Handshake, AuthError> {
+    let offset = parse_server_offset(auth)?;
+    let field = |name| {
+        auth.as_object()
+            .and_then(|o| o.get(name))
+            .filter(|v| !v.is_null())
+    };
+    let nickname = field("nickname")
+        .map(validate_nickname)
+        .transpose()
+        .map_err(AuthError::BadNickname)?;
+    let latest = match field("latest") {
+        None => None,
+        Some(value) => match value.as_u64() {
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Some(n),
+            _ => {
+                return Err(AuthError::BadLatest(format!(
+                    "expected an integer from 1 to {MAX_PAGE}, got {value}"
+                )));
+            }
+        },
+    };
+    Ok(Handshake {
+        offset,
+        nickname,
+        latest,
+    })
+}
+
+/// Default and largest `history` page.
+pub const HISTORY_DEFAULT_LIMIT: u64 = 50;
+/// Largest `history` page.
+pub const HISTORY_MAX_LIMIT: u64 = 200;
+
+/// A `history ({ before, limit })` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryRequest {
+    /// Messages with ids below this (`None`: the newest).
+    pub before: Option<u64>,
+    /// At most this many.
+    pub limit: u64,
+}
+
+/// Why a `history` request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    /// Not `({ before?, limit? })`.
+    #[error("expected history ({{ before, limit }}), got {0}")]
+    Shape(String),
+    /// `before` is not an id.
+    #[error("invalid before: expected a message id, got {0}")]
+    Before(String),
+    /// `limit` is out of range.
+    #[error("invalid limit: expected an integer from 1 to 200, got {0}")]
+    Limit(String),
+}
+
+/// Validates the arguments of a `history` event.
+pub fn parse_history_request(args: &[Value]) -> Result<HistoryRequest, HistoryError> {
+    let query = match args {
+        [] | [Value::Null] => {
+            return Ok(HistoryRequest {
+                before: None,
+                limit: HISTORY_DEFAULT_LIMIT,
+            });
+        }
+        [Value::Object(query)] => query,
+        other => {
+            let shown: Vec<&str> = other.iter().map(json_type_name).collect();
+            return Err(HistoryError::Shape(shown.join(", ")));
+        }
+    };
+    let before = match query.get("before") {
+        None | Some(Value::Null) => None,
+        Some(value) => match value.as_u64() {
+            Some(id) => Some(id),
+            None => return Err(HistoryError::Before(value.to_string())),
+        },
+    };
+    let limit = match query.get("limit") {
+        None | Some(Value::Null) => HISTORY_DEFAULT_LIMIT,
+        Some(value) => match value.as_u64() {
+            Some(n) if (1..=HISTORY_MAX_LIMIT).contains(&n) => n,
+            _ => return Err(HistoryError::Limit(value.to_string())),
+        },
+    };
+    Ok(HistoryRequest { before, limit })
 }
 
 /// The body of a `chat message` ack.
@@ -297,6 +466,7 @@ mod tests {
         let ok = |content: &str, offset: Option<&str>| ChatInput {
             content: content.into(),
             client_offset: offset.map(|o| ClientOffset(o.into())),
+            author: None,
         };
         assert_eq!(
             validate_chat_message(&[json!("hi")], &limits),
@@ -332,11 +502,107 @@ mod tests {
                 OffsetTooLarge { size: 5, limit: 4 },
             ),
             (
+                vec![json!("hi"), json!("a"), json!({}), json!(1)],
+                TooManyArguments(4),
+            ),
+            (
                 vec![json!("hi"), json!("a"), json!("b")],
-                TooManyArguments(3),
+                MetaNotObject("string"),
+            ),
+            (
+                vec![json!("hi"), json!("a"), json!({ "author": "" })],
+                BadAuthor(NicknameError::Empty),
+            ),
+            (
+                vec![json!("hi"), json!("a"), json!({ "author": 5 })],
+                BadAuthor(NicknameError::NotString("number")),
             ),
         ] {
             assert_eq!(validate_chat_message(&args, &limits), Err(want), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn authors_and_nicknames() {
+        let limits = Limits::default();
+        let input = validate_chat_message(
+            &[
+                json!("hi"),
+                json!("o"),
+                json!({ "author": "  Ada ", "color": "red" }),
+            ],
+            &limits,
+        );
+        assert_eq!(input.map(|i| i.author), Ok(Some("Ada".to_string())));
+        let input = validate_chat_message(&[json!("hi"), json!(null), json!(null)], &limits);
+        assert_eq!(input.map(|i| i.author), Ok(None));
+        assert_eq!(
+            validate_nickname(&json!("x".repeat(33))),
+            Err(NicknameError::TooLong(33))
+        );
+        assert_eq!(
+            validate_nickname(&json!("a\nb")),
+            Err(NicknameError::Control)
+        );
+        assert_eq!(
+            validate_nickname(&json!("é".repeat(32))),
+            Ok("é".repeat(32))
+        );
+    }
+
+    #[test]
+    fn handshakes() {
+        assert_eq!(
+            parse_handshake(&json!({ "serverOffset": 3, "nickname": "bo", "latest": 50 })),
+            Ok(Handshake {
+                offset: 3,
+                nickname: Some("bo".into()),
+                latest: Some(50)
+            })
+        );
+        assert_eq!(
+            parse_handshake(&json!({})),
+            Ok(Handshake {
+                offset: 0,
+                nickname: None,
+                latest: None
+            })
+        );
+        for bad in [
+            json!({ "nickname": "" }),
+            json!({ "nickname": 3 }),
+            json!({ "latest": 0 }),
+            json!({ "latest": 1001 }),
+            json!({ "latest": "5" }),
+        ] {
+            assert!(parse_handshake(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn history_requests() {
+        assert_eq!(
+            parse_history_request(&[]),
+            Ok(HistoryRequest {
+                before: None,
+                limit: 50
+            })
+        );
+        assert_eq!(
+            parse_history_request(&[json!({ "before": 10, "limit": 5 })]),
+            Ok(HistoryRequest {
+                before: Some(10),
+                limit: 5
+            })
+        );
+        for bad in [
+            vec![json!(5)],
+            vec![json!({ "before": -1 })],
+            vec![json!({ "limit": 0 })],
+            vec![json!({ "limit": 201 })],
+            vec![json!({}), json!({})],
+        ] {
+            assert!(parse_history_request(&bad).is_err(), "{bad:?}");
         }
     }
 

@@ -7,9 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The version byte written in front of every record; a decoder seeing another value refuses it
-/// rather than guessing, so a future format can migrate old rows explicitly.
-pub const RECORD_FORMAT_VERSION: u8 = 1;
+/// The version byte written in front of every record; a decoder seeing an unknown value
+/// refuses it rather than guessing. Version 1 (no author) is still read.
+pub const RECORD_FORMAT_VERSION: u8 = 2;
 
 /// One stored chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +20,27 @@ pub struct StoredMessage {
     pub client_offset: Option<String>,
     /// Server receive time, milliseconds since the Unix epoch.
     pub received_at_ms: u64,
+    /// The sender's nickname, when it gave one (version 2 on).
+    pub author: Option<String>,
+}
+
+/// The version-1 layout, decoded for files written before authors existed.
+#[derive(Deserialize)]
+struct StoredMessageV1 {
+    content: String,
+    client_offset: Option<String>,
+    received_at_ms: u64,
+}
+
+impl From<StoredMessageV1> for StoredMessage {
+    fn from(v1: StoredMessageV1) -> Self {
+        Self {
+            content: v1.content,
+            client_offset: v1.client_offset,
+            received_at_ms: v1.received_at_ms,
+            author: None,
+        }
+    }
 }
 
 /// Why a stored record could not be decoded.
@@ -29,7 +50,7 @@ pub enum RecordError {
     #[error("stored record is empty")]
     Empty,
     /// The row was written by a format this build does not know.
-    #[error("stored record has format version {found}, this build reads version {expected}")]
+    #[error("stored record has format version {found}, this build reads versions 1 to {expected}")]
     UnknownVersion {
         /// The version byte found.
         found: u8,
@@ -53,25 +74,31 @@ pub fn encode_record(message: &StoredMessage) -> Vec<u8> {
     }
 }
 
-/// Decodes bytes written by [`encode_record`]. Trailing bytes after the record are an error:
-/// a row is exactly one record.
-pub fn decode_record(bytes: &[u8]) -> Result<StoredMessage, RecordError> {
-    let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
-    if version != RECORD_FORMAT_VERSION {
-        return Err(RecordError::UnknownVersion {
-            found: version,
-            expected: RECORD_FORMAT_VERSION,
-        });
-    }
-    let (message, rest) = postcard::take_from_bytes::<StoredMessage>(body)
-        .map_err(|e| RecordError::Malformed(e.to_string()))?;
+/// Decodes exactly one `T` from `body`: trailing bytes are an error.
+fn decode_exact<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RecordError> {
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(body).map_err(|e| RecordError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(RecordError::Malformed(format!(
             "{} trailing bytes after the record",
             rest.len()
         )));
     }
-    Ok(message)
+    Ok(value)
+}
+
+/// Decodes bytes written by [`encode_record`]. Trailing bytes after the record are an error:
+/// a row is exactly one record.
+pub fn decode_record(bytes: &[u8]) -> Result<StoredMessage, RecordError> {
+    let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
+    match version {
+        RECORD_FORMAT_VERSION => decode_exact::<StoredMessage>(body),
+        1 => decode_exact::<StoredMessageV1>(body).map(StoredMessage::from),
+        found => Err(RecordError::UnknownVersion {
+            found,
+            expected: RECORD_FORMAT_VERSION,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -83,6 +110,7 @@ mod tests {
             content: "héllo <b>\0".into(),
             client_offset: Some("undefined-0".into()),
             received_at_ms: 1_764_000_000_000,
+            author: Some("ada".into()),
         }
     }
 
@@ -92,6 +120,7 @@ mod tests {
         assert_eq!(decode_record(&encode_record(&m)), Ok(m));
         let step7 = StoredMessage {
             client_offset: None,
+            author: None,
             ..sample()
         };
         assert_eq!(decode_record(&encode_record(&step7)), Ok(step7));
@@ -100,12 +129,43 @@ mod tests {
     #[test]
     fn refuses_unknown_version() {
         let mut bytes = encode_record(&sample());
-        bytes[0] = 2;
+        bytes[0] = 3;
         assert_eq!(
             decode_record(&bytes),
             Err(RecordError::UnknownVersion {
-                found: 2,
-                expected: 1
+                found: 3,
+                expected: 2
+            })
+        );
+        assert!(
+            decode_record(&bytes)
+                .err()
+                .is_some_and(|e| e.to_string().contains("format version 3"))
+        );
+    }
+
+    #[test]
+    fn reads_version_1_rows() {
+        // Bytes as version 1 wrote them: content, client offset, receive time.
+        #[derive(Serialize)]
+        struct V1<'a> {
+            content: &'a str,
+            client_offset: Option<&'a str>,
+            received_at_ms: u64,
+        }
+        let v1 = V1 {
+            content: "old",
+            client_offset: Some("o-1"),
+            received_at_ms: 7,
+        };
+        let bytes = postcard::to_extend(&v1, vec![1u8]).unwrap_or_default();
+        assert_eq!(
+            decode_record(&bytes),
+            Ok(StoredMessage {
+                content: "old".into(),
+                client_offset: Some("o-1".into()),
+                received_at_ms: 7,
+                author: None,
             })
         );
     }

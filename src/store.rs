@@ -302,6 +302,39 @@ impl StoreReader {
         })
     }
 
+    /// The newest `limit` messages with ids below `before` (all ids when `None`), ascending,
+    /// and whether older ones exist. Unreadable rows are skipped, as in replay.
+    pub fn read_before(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<StoredRow>, bool), StoreError> {
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let table = read.open_table(MESSAGES).map_err(read_err)?;
+            let mut rows = Vec::with_capacity(limit.min(1024));
+            let mut range = table
+                .range(..before.unwrap_or(u64::MAX))
+                .map_err(read_err)?
+                .rev();
+            while rows.len() < limit {
+                let Some(entry) = range.next() else { break };
+                let (key, value) = entry.map_err(read_err)?;
+                let id = key.value();
+                match decode_record(value.value()) {
+                    Ok(message) => rows.push(StoredRow {
+                        id: MessageId(id),
+                        message,
+                    }),
+                    Err(source) => tracing::error!("{}", StoreError::Record { id, source }),
+                }
+            }
+            let has_more = rows.len() == limit && range.next().is_some();
+            rows.reverse();
+            Ok((rows, has_more))
+        })
+    }
+
     /// The highest id stored (0 when empty).
     pub fn newest_id(&self) -> Result<u64, StoreError> {
         self.db.with(|db| {
@@ -451,6 +484,7 @@ impl StoreWriter {
                     content: input.content.clone(),
                     client_offset: input.client_offset.as_ref().map(|o| o.0.clone()),
                     received_at_ms,
+                    author: input.author.clone(),
                 });
                 messages.insert(id, record.as_slice()).map_err(write_err)?;
                 if let Some(offset) = &input.client_offset {
@@ -477,6 +511,7 @@ mod tests {
         ChatInput {
             content: content.into(),
             client_offset: offset.map(|o| ClientOffset(o.into())),
+            author: None,
         }
     }
 
@@ -561,6 +596,24 @@ mod tests {
             .map(|r| r.id.0)
             .collect();
         assert_eq!(ids, vec![1, 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn history_pages_walk_backwards() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        let (reader, mut writer) = Store::open(&path)?;
+        let inputs: Vec<ChatInput> = (1..=7).map(|i| input(&format!("m{i}"), None)).collect();
+        writer.append_batch(&inputs, 1)?;
+        let ids = |rows: &[StoredRow]| rows.iter().map(|r| r.id.0).collect::<Vec<_>>();
+        let (rows, more) = reader.read_before(None, 3)?;
+        assert_eq!((ids(&rows), more), (vec![5, 6, 7], true));
+        let (rows, more) = reader.read_before(Some(5), 3)?;
+        assert_eq!((ids(&rows), more), (vec![2, 3, 4], true));
+        let (rows, more) = reader.read_before(Some(2), 3)?;
+        assert_eq!((ids(&rows), more), (vec![1], false));
+        let (rows, more) = reader.read_before(Some(4), 3)?;
+        assert_eq!((ids(&rows), more), (vec![1, 2, 3], false));
         Ok(())
     }
 

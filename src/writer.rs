@@ -10,6 +10,7 @@
 //!
 //! It runs on a dedicated OS thread because redb calls block.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -141,7 +142,19 @@ fn run(
         if inputs.is_empty() {
             continue;
         }
-        commit_batch(&mut store, &hub, &mut inputs, &mut replies);
+        let committed = catch_unwind(AssertUnwindSafe(|| {
+            commit_batch(&mut store, &hub, &mut inputs, &mut replies);
+        }));
+        if committed.is_err() {
+            // There should be no panic here; if there is one, the batch's senders get no
+            // answer (so no ack: their clients retry) and the writer carries on.
+            tracing::error!("the writer panicked; the batch was not acknowledged");
+            inputs.clear();
+            replies.clear();
+            if let Err(e) = store.reopen() {
+                tracing::error!("cannot reopen the database: {e}");
+            }
+        }
     }
     tracing::debug!("writer stopped");
 }
@@ -158,7 +171,8 @@ fn commit_batch(
             Err(e) => tracing::error!("database still unavailable: {e}"),
         }
     }
-    match store.append_batch(inputs, now_ms()) {
+    let received_at_ms = now_ms();
+    match store.append_batch(inputs, received_at_ms) {
         Ok(outcomes) => {
             // Stored ids are consecutive and ascending in input order: publish in that order.
             let fresh = outcomes
@@ -168,6 +182,8 @@ fn commit_batch(
                     AppendOutcome::Stored(id) => Some(Arc::new(LiveMessage {
                         id: *id,
                         content: input.content,
+                        author: input.author,
+                        time: received_at_ms,
                     })),
                     AppendOutcome::Duplicate(_) => None,
                 });

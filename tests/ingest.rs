@@ -136,7 +136,15 @@ async fn invalid_payloads_get_an_error_ack_and_store_nothing() -> TestResult {
         ),
         (
             vec![json!("ok"), json!("o"), json!("junk")],
-            "3 arguments, expected at most 2",
+            "meta must be an object like { author }, got string",
+        ),
+        (
+            vec![json!("ok"), json!("o"), json!({ "author": "a\nb" })],
+            "invalid author: a nickname cannot contain control characters",
+        ),
+        (
+            vec![json!("ok"), json!("o"), json!({}), json!("junk")],
+            "4 arguments, expected at most 3",
         ),
     ];
     for (args, want) in cases {

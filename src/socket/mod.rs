@@ -23,17 +23,22 @@ use tokio_util::task::TaskTracker;
 use crate::feed::{BatchLimits, Feed};
 use crate::hub::{Hub, LiveMessage};
 use crate::protocol::{
-    AckReply, AuthError, Limits, PayloadError, parse_server_offset, validate_chat_message,
+    AckReply, AuthError, Limits, PayloadError, parse_handshake, parse_history_request,
+    validate_chat_message,
 };
 use crate::rate::{RateLimit, TokenBucket, Verdict};
 use crate::store::{AppendOutcome, StoreReader};
 use crate::writer::WriterHandle;
 
 mod outgoing;
+mod presence;
 use outgoing::NotQueued;
+pub use presence::{SharedRoster, broadcast_presence};
 
 /// The event name of the tutorial's protocol, both directions.
 pub const CHAT_MESSAGE: &str = "chat message";
+/// Pages of older messages: `history ({ before, limit }, ack)`.
+pub const HISTORY: &str = "history";
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -58,6 +63,8 @@ pub struct ChatState {
     pub rate_limit: RateLimit,
     /// Connected clients, against `--max-connections`.
     pub connections: ConnectionCount,
+    /// Who is online.
+    pub roster: SharedRoster,
 }
 
 /// Counts connected clients; a [`ConnectionSlot`] is held for each and released on drop,
@@ -121,6 +128,8 @@ struct Delivery {
     feed: Feed,
     delivered: watch::Sender<u64>,
     closed: Arc<Closed>,
+    /// The nickname it connected with, listed in presence once connected.
+    nickname: Option<String>,
     /// Held while the socket lives (the task, or the pending delivery if it never starts).
     _slot: ConnectionSlot,
 }
@@ -149,12 +158,19 @@ async fn admit(
     State(state): State<ChatState>,
 ) -> Result<(), Refusal> {
     let auth = auth.map_err(|e| AuthError::BadServerOffset(format!("unreadable auth: {e}")))?;
-    let start = parse_server_offset(&auth)?;
+    let handshake = parse_handshake(&auth)?;
+    let start = handshake.offset;
     let slot = state
         .connections
         .try_acquire()
         .ok_or(Refusal::Full(state.connections.max))?;
-    let feed = Feed::new(state.hub.clone(), state.reader.clone(), start, state.batch);
+    let feed = Feed::new(
+        state.hub.clone(),
+        state.reader.clone(),
+        start,
+        handshake.latest,
+        state.batch,
+    );
     let (delivered_tx, delivered_rx) = watch::channel(feed.cursor());
     let closed = Arc::new(Closed {
         socket: state.shutdown.child_token(),
@@ -168,12 +184,18 @@ async fn admit(
             Instant::now(),
         ))),
     });
+    let typing = presence::Typing::new();
+    socket.extensions.insert(typing.clone());
     socket.on(CHAT_MESSAGE, on_chat_message);
+    socket.on(HISTORY, on_history);
+    socket.on("typing", presence::on_typing);
+    socket.on("nickname", presence::on_nickname);
     let on_close = closed.clone();
     socket.on_disconnect(
-        move |socket: SocketRef, reason: DisconnectReason| async move {
+        move |socket: SocketRef, reason: DisconnectReason, State(state): State<ChatState>| async move {
             tracing::debug!(sid = %socket.id, ?reason, "disconnected");
             on_close.socket.cancel();
+            presence::left(&socket, &state.roster, Some(&typing));
         },
     );
     tracing::debug!(sid = %socket.id, start, "connected");
@@ -181,6 +203,7 @@ async fn admit(
         feed,
         delivered: delivered_tx,
         closed,
+        nickname: handshake.nickname,
         _slot: slot,
     };
     socket
@@ -195,11 +218,12 @@ async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
         .extensions
         .get::<PendingDelivery>()
         .and_then(|p| p.0.lock().unwrap_or_else(PoisonError::into_inner).take());
-    let Some(delivery) = pending else {
+    let Some(mut delivery) = pending else {
         tracing::error!(sid = %socket.id, "connected without a prepared delivery");
         let _ = socket.disconnect();
         return;
     };
+    presence::joined(&socket, &state.roster, delivery.nickname.take());
     state.tasks.spawn(deliver(socket, delivery));
 }
 
@@ -239,6 +263,7 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
         mut feed,
         delivered,
         closed,
+        nickname: _,
         _slot,
     } = delivery;
     let stop = 'deliver: loop {
@@ -377,9 +402,69 @@ async fn on_chat_message(
     }
 }
 
+/// One message of a `history` page.
+#[derive(serde::Serialize)]
+struct HistoryEntry {
+    id: u64,
+    content: String,
+    author: Option<String>,
+    time: u64,
+}
+
+/// `history ({ before, limit }, ack)`: a page of older messages, ascending.
+async fn on_history(
+    socket: SocketRef,
+    TryData(args): TryData<EventArgs>,
+    ack: AckSender,
+    State(state): State<ChatState>,
+    Extension(delivered): Extension<Delivered>,
+) {
+    let request = args
+        .map_err(|e| e.to_string())
+        .and_then(|EventArgs(args)| parse_history_request(&args).map_err(|e| e.to_string()));
+    let reply = match request {
+        Err(error) => serde_json::json!({ "error": error }),
+        Ok(request) => {
+            let reader = state.reader.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                reader.read_before(request.before, request.limit as usize)
+            })
+            .await;
+            match read {
+                Ok(Ok((rows, has_more))) => {
+                    let messages: Vec<HistoryEntry> = rows
+                        .into_iter()
+                        .map(|row| HistoryEntry {
+                            id: row.id.0,
+                            content: row.message.content,
+                            author: row.message.author,
+                            time: row.message.received_at_ms,
+                        })
+                        .collect();
+                    serde_json::json!({ "messages": messages, "hasMore": has_more })
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(sid = %socket.id, "history read failed: {e}");
+                    serde_json::json!({ "error": "history is unavailable right now" })
+                }
+                Err(e) => {
+                    tracing::error!(sid = %socket.id, "history task failed: {e}");
+                    serde_json::json!({ "error": "history is unavailable right now" })
+                }
+            }
+        }
+    };
+    send_ack(&socket, ack, &reply, &delivered.closed).await;
+}
+
 /// Sends an ack, waiting for a free slot in the outgoing buffer (delivery leaves some).
 /// Returns false if the ack was lost (a heartbeat ping took the slot it had found).
-async fn send_ack(socket: &SocketRef, ack: AckSender, reply: &AckReply, closed: &Closed) -> bool {
+async fn send_ack<T: serde::Serialize + ?Sized>(
+    socket: &SocketRef,
+    ack: AckSender,
+    reply: &T,
+    closed: &Closed,
+) -> bool {
     let mut ack = ack;
     let mut backoff = Duration::from_micros(200);
     loop {

@@ -38,15 +38,32 @@ pub enum NotQueued {
     Closed,
 }
 
-/// Queues `event (content, id)` if at least `HEADROOM + 1` slots are free.
+/// The third argument of a delivered `chat message`; tutorial clients ignore it.
+#[derive(serde::Serialize)]
+struct Meta<'a> {
+    author: Option<&'a str>,
+    time: u64,
+}
+
+/// Queues `event (content, id, { author, time })` if at least `HEADROOM + 1` slots are free.
 pub fn emit_chat_leaving_headroom(
     socket: &SocketRef,
     event: &str,
     message: &LiveMessage,
 ) -> Result<(), NotQueued> {
+    let meta = Meta {
+        author: message.author.as_deref(),
+        time: message.time,
+    };
     hold_then(socket, HEADROOM, &|| {
-        socket.emit(event, &(&message.content, message.id.0))
+        socket.emit(event, &(&message.content, message.id.0, &meta))
     })
+}
+
+/// Queues an ephemeral event (presence, typing) if at least `HEADROOM + 1` slots are free;
+/// when the client is backlogged it is simply not sent (it is not worth an ack or a ping).
+pub fn emit_ephemeral<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T) -> bool {
+    hold_then(socket, HEADROOM, &|| socket.emit(event, data)).is_ok()
 }
 
 /// Sends an ack if a slot is free; gives the sender back when the buffer is full so the

@@ -17,7 +17,9 @@ function uid(label) {
  * A socket.io-client socket to `url`; websocket only unless opts.transports says otherwise
  * (transports: null for the library default).
  * forceNew: every call gets its own connection (io() would otherwise share one per URL).
- * Each socket gets `.received`, the list of { content, id } of its 'chat message' events.
+ * Each socket gets `.received`, the list of { content, id } of its 'chat message' events
+ * (anything unexpected after them lands in `rest`, failing strict comparisons), and `.metas`,
+ * the { id, author, time } of each.
  * trackOffset: like the chat page, keep socket.auth.serverOffset at the highest id seen.
  */
 function client(url, { trackOffset = false, transports = ['websocket'], auth, ...opts } = {}) {
@@ -31,7 +33,19 @@ function client(url, { trackOffset = false, transports = ['websocket'], auth, ..
   const received = [];
   const waiters = new Set();
   socket.received = received;
-  socket.on('chat message', (content, id, ...rest) => {
+  socket.metas = [];
+  socket.on('chat message', (content, id, meta, ...rest) => {
+    // The third argument is tidings' extension { author, time } (tutorial pages ignore it);
+    // it is checked here and kept apart, so tests compare { content, id } as the tutorial does.
+    if (
+      meta === null || typeof meta !== 'object' ||
+      !(meta.author === null || typeof meta.author === 'string') ||
+      !Number.isSafeInteger(meta.time)
+    ) {
+      rest.unshift(meta);
+    } else {
+      socket.metas.push({ id, ...meta });
+    }
     received.push(rest.length ? { content, id, rest } : { content, id });
     if (trackOffset && Number.isSafeInteger(id) && id > (Number(socket.auth.serverOffset) || 0)) {
       socket.auth.serverOffset = id;

@@ -1,0 +1,297 @@
+//! Results: named metrics with units, problems seen, a human summary and one JSON line; and the
+//! side-by-side comparison of two reports.
+
+use serde_json::{Map, Value, json};
+
+use crate::procfs::CpuUse;
+use crate::stats::Summary;
+
+/// Which direction of a metric is an improvement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+    /// Informational (no ratio shown as an advantage).
+    Neither,
+}
+
+/// One measured figure.
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub key: String,
+    pub label: String,
+    pub value: f64,
+    pub unit: &'static str,
+    pub better: Better,
+}
+
+/// What one scenario run against one server measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub scenario: &'static str,
+    /// Which server (`ours`, `reference`) when known, else the URL.
+    pub server: String,
+    pub params: Map<String, Value>,
+    pub metrics: Vec<Metric>,
+    /// Informational remarks (not failures).
+    pub notes: Vec<String>,
+    /// Anything that broke a promise or the run: errors, lost or duplicated messages, failures.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    pub fn new(scenario: &'static str, server: impl Into<String>) -> Self {
+        Self {
+            scenario,
+            server: server.into(),
+            params: Map::new(),
+            metrics: Vec::new(),
+            notes: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn param(&mut self, key: &str, value: impl Into<Value>) {
+        self.params.insert(key.to_string(), value.into());
+    }
+
+    pub fn metric(
+        &mut self,
+        key: impl Into<String>,
+        label: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        better: Better,
+    ) {
+        self.metrics.push(Metric {
+            key: key.into(),
+            label: label.into(),
+            value,
+            unit,
+            better,
+        });
+    }
+
+    /// p50, p99 and max of a latency histogram, as `{prefix}_p50_ms` etc.
+    pub fn latency(&mut self, prefix: &str, label: &str, s: &Summary, suffix: &str) {
+        self.metric(
+            format!("{prefix}_p50_ms{suffix}"),
+            format!("{label} p50{suffix}"),
+            s.p50_ms(),
+            "ms",
+            Better::Lower,
+        );
+        self.metric(
+            format!("{prefix}_p99_ms{suffix}"),
+            format!("{label} p99{suffix}"),
+            s.p99_ms(),
+            "ms",
+            Better::Lower,
+        );
+        self.metric(
+            format!("{prefix}_max_ms{suffix}"),
+            format!("{label} max{suffix}"),
+            s.max_ms(),
+            "ms",
+            Better::Lower,
+        );
+    }
+
+    /// Server CPU per unit of work (when the server's pid is known) and the bench's own CPU
+    /// use, which tells whether the client was the bottleneck.
+    pub fn cpu(&mut self, cpu: &CpuUse, units: f64, per: &str, suffix: &str) {
+        if let Some(server_s) = cpu.server_s {
+            if units > 0.0 {
+                self.metric(
+                    format!("server_cpu_us_per_{per}{suffix}"),
+                    format!("server CPU per {per}{suffix}"),
+                    server_s * 1e6 / units,
+                    "µs",
+                    Better::Lower,
+                );
+            }
+            self.metric(
+                format!("server_cpu_cores{suffix}"),
+                format!("server CPU use{suffix}"),
+                server_s / cpu.wall_s.max(1e-9),
+                "cores",
+                Better::Neither,
+            );
+        }
+        if cpu.wall_s < 3.0 {
+            self.notes.push(format!(
+                "CPU figures{suffix} come from 10 ms kernel ticks over {:.2} s: too short to be precise",
+                cpu.wall_s
+            ));
+        }
+        self.metric(
+            format!("bench_cpu_cores{suffix}"),
+            format!("bench CPU use{suffix}"),
+            cpu.bench_cores(),
+            "cores",
+            Better::Neither,
+        );
+        if let Some(others) = cpu.others_cores() {
+            self.metric(
+                format!("others_cpu_cores{suffix}"),
+                format!("other processes' CPU use{suffix}"),
+                others,
+                "cores",
+                Better::Neither,
+            );
+            if others > 0.25 {
+                self.notes.push(format!(
+                    "other processes used {others:.2} cores during the run{suffix}: figures may be disturbed"
+                ));
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.metrics.iter().find(|m| m.key == key).map(|m| m.value)
+    }
+
+    pub fn print_human(&self) {
+        println!();
+        println!("== {} against {}", self.scenario, self.server);
+        if !self.params.is_empty() {
+            println!("   {}", Value::Object(self.params.clone()));
+        }
+        let width = self
+            .metrics
+            .iter()
+            .map(|m| m.label.chars().count())
+            .max()
+            .unwrap_or(0);
+        for m in &self.metrics {
+            println!(
+                "   {:<width$}  {:>12} {}",
+                m.label,
+                fmt_num(m.value),
+                m.unit
+            );
+        }
+        for note in &self.notes {
+            println!("   note: {note}");
+        }
+        for problem in &self.problems {
+            println!("   PROBLEM: {problem}");
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        let metrics: Map<String, Value> = self
+            .metrics
+            .iter()
+            .map(|m| (m.key.clone(), json_num(m.value)))
+            .collect();
+        json!({
+            "scenario": self.scenario,
+            "server": self.server,
+            "params": self.params,
+            "metrics": metrics,
+            "notes": self.notes,
+            "problems": self.problems,
+        })
+    }
+}
+
+fn json_num(v: f64) -> Value {
+    // Three decimals are plenty and keep the line readable.
+    let rounded = (v * 1000.0).round() / 1000.0;
+    serde_json::Number::from_f64(rounded).map_or(Value::Null, Value::Number)
+}
+
+/// A number with a precision that suits its size.
+pub fn fmt_num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1000.0 || v == v.trunc() && a < 1e15 {
+        format!("{v:.0}")
+    } else if a >= 100.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// How many times better `ours` is than `reference` for a metric (> 1: ours is better).
+fn advantage(better: Better, ours: f64, reference: f64) -> Option<f64> {
+    match better {
+        Better::Higher if reference > 0.0 => Some(ours / reference),
+        Better::Lower if ours > 0.0 => Some(reference / ours),
+        _ => None,
+    }
+}
+
+/// Prints both reports side by side with ratios, then the JSON line of the comparison.
+pub fn print_comparison(ours: &Report, reference: &Report) {
+    println!();
+    println!("== {}: ours vs reference", ours.scenario);
+    let width = ours
+        .metrics
+        .iter()
+        .map(|m| m.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "   {:<width$}  {:>12}  {:>12}  {:>9}  {:>10}",
+        "metric", "ours", "reference", "ours/ref", "advantage"
+    );
+    let mut ratios = Map::new();
+    let mut advantages = Map::new();
+    for m in &ours.metrics {
+        let Some(r) = reference.get(&m.key) else {
+            continue;
+        };
+        let ratio = (r != 0.0).then(|| m.value / r);
+        let adv = advantage(m.better, m.value, r);
+        println!(
+            "   {:<width$}  {:>12}  {:>12}  {:>9}  {:>10}  {}",
+            m.label,
+            fmt_num(m.value),
+            fmt_num(r),
+            ratio.map_or("-".into(), |x| format!("{x:.3}")),
+            adv.map_or("".into(), |x| format!("{x:.2}x")),
+            m.unit
+        );
+        if let Some(x) = ratio {
+            ratios.insert(m.key.clone(), json_num(x));
+        }
+        if let Some(x) = adv {
+            advantages.insert(m.key.clone(), json_num(x));
+        }
+    }
+    for (who, report) in [("ours", ours), ("reference", reference)] {
+        for problem in &report.problems {
+            println!("   PROBLEM ({who}): {problem}");
+        }
+    }
+    println!(
+        "{}",
+        json!({
+            "compare": ours.scenario,
+            "ours": ours.json(),
+            "reference": reference.json(),
+            "ratio_ours_over_reference": ratios,
+            "advantage": advantages,
+        })
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advantages_follow_the_better_direction() {
+        assert_eq!(advantage(Better::Higher, 10.0, 2.0), Some(5.0));
+        assert_eq!(advantage(Better::Lower, 2.0, 10.0), Some(5.0));
+        assert_eq!(advantage(Better::Neither, 2.0, 10.0), None);
+        assert_eq!(fmt_num(1234.56), "1235");
+        assert_eq!(fmt_num(12.345), "12.35");
+        assert_eq!(fmt_num(0.01234), "0.012");
+        assert_eq!(fmt_num(7.0), "7");
+    }
+}

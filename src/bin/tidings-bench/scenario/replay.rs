@@ -1,0 +1,219 @@
+//! `replay`: stores a history of N messages through the server, then times fresh clients
+//! receiving all of it from offset 0, and the last `--recent` messages from a recent offset.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Args;
+
+use super::Target;
+use super::prefill::{PrefillPlan, prefill};
+use crate::conn::{Buffers, Conn};
+use crate::frame::{self, Frame};
+use crate::procfs::CpuMeter;
+use crate::report::{Better, Report};
+use crate::stats::median;
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Messages stored before measuring.
+    #[arg(short = 'n', long, default_value_t = 100_000)]
+    pub messages: u64,
+
+    /// Content size of the stored messages, in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+
+    /// Full replays (offset 0) to time.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+
+    /// How many of the newest messages the recent replays ask for.
+    #[arg(long, default_value_t = 100)]
+    pub recent: u64,
+
+    /// Recent replays to time.
+    #[arg(long, default_value_t = 20)]
+    pub recent_runs: usize,
+
+    /// Connections used to store the history.
+    #[arg(long, default_value_t = 4)]
+    pub prefill_connections: usize,
+
+    /// Messages in flight per prefill connection.
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+
+    /// Give up on one replay after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// One timed replay.
+struct Run {
+    handshake: Duration,
+    all: Duration,
+    received: u64,
+    missing: u64,
+    repeated: u64,
+    server_cpu_s: Option<f64>,
+}
+
+pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
+    let mut report = Report::new("replay", &target.name);
+    report.param("messages", args.messages);
+    report.param("content_bytes", args.size);
+    let ws_url = target.ws_url();
+    let stored = prefill(
+        &ws_url,
+        PrefillPlan {
+            messages: args.messages,
+            connections: args.prefill_connections,
+            window: args.window,
+            size: args.size,
+        },
+    )
+    .await?;
+    report.metric(
+        "prefill_acked_per_s",
+        format!(
+            "prefill acked msgs/s ({} conns x {} in flight)",
+            args.prefill_connections, args.window
+        ),
+        stored.acked as f64 / stored.elapsed.as_secs_f64().max(1e-9),
+        "msg/s",
+        Better::Higher,
+    );
+    if stored.acked < args.messages || stored.last_id < args.messages {
+        report.problems.push(format!(
+            "prefill: {} acked, last id {} (expected {})",
+            stored.acked, stored.last_id, args.messages
+        ));
+    }
+    // Let the server settle (writer idle, buffers flushed) before timing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let timeout = Duration::from_secs(args.timeout);
+    let last = stored.last_id;
+    let mut full = Vec::new();
+    for _ in 0..args.runs {
+        full.push(replay_once(&ws_url, 0, last, target.pid, timeout).await?);
+    }
+    summarize(&mut report, "replay_all", "full replay", &full, last);
+    let from = last.saturating_sub(args.recent);
+    let mut recent = Vec::new();
+    for _ in 0..args.recent_runs {
+        recent.push(replay_once(&ws_url, from, last, target.pid, timeout).await?);
+    }
+    summarize(
+        &mut report,
+        "replay_recent",
+        &format!("replay of the last {}", last - from),
+        &recent,
+        last - from,
+    );
+    Ok(report)
+}
+
+fn summarize(report: &mut Report, key: &str, label: &str, runs: &[Run], expected: u64) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let all: Vec<f64> = runs.iter().map(|r| ms(r.all)).collect();
+    let Some(med) = median(&all) else {
+        return;
+    };
+    report.metric(
+        format!("{key}_ms"),
+        format!("{label} (median of {})", runs.len()),
+        med,
+        "ms",
+        Better::Lower,
+    );
+    report.metric(
+        format!("{key}_min_ms"),
+        format!("{label} (best)"),
+        all.iter().copied().fold(f64::INFINITY, f64::min),
+        "ms",
+        Better::Lower,
+    );
+    let hs: Vec<f64> = runs.iter().map(|r| ms(r.handshake)).collect();
+    report.metric(
+        format!("{key}_handshake_ms"),
+        format!("{label}: connect + handshake (median)"),
+        median(&hs).unwrap_or(0.0),
+        "ms",
+        Better::Lower,
+    );
+    report.metric(
+        format!("{key}_msgs_per_s"),
+        format!("{label}: msgs/s (median run)"),
+        expected as f64 / (med / 1000.0).max(1e-9),
+        "msg/s",
+        Better::Higher,
+    );
+    let cpu: Vec<f64> = runs.iter().filter_map(|r| r.server_cpu_s).collect();
+    if let Some(c) = median(&cpu) {
+        report.metric(
+            format!("{key}_server_cpu_ms"),
+            format!("{label}: server CPU (median)"),
+            c * 1000.0,
+            "ms",
+            Better::Lower,
+        );
+    }
+    for (i, r) in runs.iter().enumerate() {
+        if r.received != expected || r.missing > 0 || r.repeated > 0 {
+            report.problems.push(format!(
+                "{label} run {i}: received {} of {expected}, {} missing ids, {} repeated or out of order",
+                r.received, r.missing, r.repeated
+            ));
+        }
+    }
+}
+
+/// Connects at `offset` and reads until the message with id `last` arrives.
+async fn replay_once(
+    ws_url: &str,
+    offset: u64,
+    last: u64,
+    pid: Option<u32>,
+    timeout: Duration,
+) -> anyhow::Result<Run> {
+    let meter = CpuMeter::start(pid);
+    let start = Instant::now();
+    let mut conn = Conn::connect(ws_url, offset, Buffers::Busy).await?;
+    let handshake = start.elapsed();
+    let (mut received, mut missing, mut repeated, mut prev) = (0u64, 0u64, 0u64, offset);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while prev < last {
+        let text = match tokio::time::timeout_at(deadline, conn.recv()).await {
+            Ok(Ok(Some(text))) => text,
+            Ok(Ok(None)) => bail!("the server closed the replay after {received} messages"),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => bail!("replay from {offset} timed out after {received} messages"),
+        };
+        match frame::parse(text.as_str()) {
+            Frame::Chat { id, .. } => {
+                received += 1;
+                if id <= prev {
+                    repeated += 1;
+                } else {
+                    missing += id - prev - 1;
+                    prev = id;
+                }
+            }
+            Frame::Close | Frame::Disconnect => bail!("disconnected during the replay"),
+            _ => {}
+        }
+    }
+    let all = start.elapsed();
+    let cpu = meter.stop();
+    conn.close().await;
+    Ok(Run {
+        handshake,
+        all,
+        received,
+        missing,
+        repeated,
+        server_cpu_s: cpu.server_s,
+    })
+}

@@ -1,0 +1,232 @@
+//! tidings' protocol extensions (tutorial clients never see a difference): authors and
+//! server time on messages, `auth.latest`, `history` pages, presence, typing, nicknames.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::{Value, json};
+use tidings::client::{Client, ClientError, Incoming};
+
+/// The next event named `name`, skipping others.
+async fn next_named(client: &mut Client, name: &str) -> Result<Vec<Value>, ClientError> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client
+            .next(deadline.saturating_duration_since(Instant::now()))
+            .await?
+        {
+            Incoming::Event(event, args) if event == name => return Ok(args),
+            Incoming::Event(..) => continue,
+            Incoming::Disconnected => return Err(ClientError::Closed),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn messages_carry_author_and_server_time_live_and_in_replay() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&dir).await;
+    let mut ada = server.connect(0).await;
+    let before = now_ms();
+    let ack = ada
+        .emit_with_ack(
+            "chat message",
+            &[json!("hello"), json!("a-1"), json!({ "author": "Ada" })],
+            WAIT,
+        )
+        .await?;
+    assert_eq!(ack, vec![json!({ "id": 1 })]);
+    let args = next_named(&mut ada, "chat message").await?;
+    assert_eq!(args[0], json!("hello"));
+    assert_eq!(args[1], json!(1));
+    assert_eq!(args[2]["author"], json!("Ada"));
+    let time = args[2]["time"].as_u64().unwrap_or(0);
+    assert!(time >= before && time <= now_ms(), "{time}");
+    // A tutorial-style message has no author.
+    send_ok(&mut ada, "anonymous", None).await;
+    let args = next_named(&mut ada, "chat message").await?;
+    assert_eq!(args[2]["author"], Value::Null);
+    // Replay carries the same meta, from the database.
+    let mut late = server.connect(0).await;
+    let replayed = next_named(&mut late, "chat message").await?;
+    assert_eq!(replayed[2], json!({ "author": "Ada", "time": time }));
+    server.stop().await;
+    // ... and so does a replay after a restart.
+    let server = TestServer::start(&dir).await;
+    let mut after = server.connect(0).await;
+    let replayed = next_named(&mut after, "chat message").await?;
+    assert_eq!(replayed[2], json!({ "author": "Ada", "time": time }));
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn latest_limits_the_first_replay_and_history_pages_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = tidings::Config::with_db(dir.path().join("chat.redb"));
+    config.rate_limit = 0.0;
+    let server = TestServer::start_with(config).await;
+    let mut writer = server.connect(0).await;
+    for i in 1..=120u64 {
+        assert_eq!(send_ok(&mut writer, &format!("m{i}"), None).await, i);
+    }
+    let mut page =
+        Client::connect(&server.url, &json!({ "serverOffset": 0, "latest": 50 })).await?;
+    let first = receive(&mut page, 50).await;
+    assert_eq!(first.first().map(|m| m.1), Some(71));
+    assert_eq!(first.last().map(|m| m.1), Some(120));
+    page.expect_silence(Duration::from_millis(200)).await?;
+
+    let mut before = 71u64;
+    let mut older = Vec::new();
+    loop {
+        let ack = page
+            .emit_with_ack("history", &[json!({ "before": before, "limit": 30 })], WAIT)
+            .await?;
+        let body = &ack[0];
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let ids: Vec<u64> = messages.iter().filter_map(|m| m["id"].as_u64()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] + 1 == w[1]),
+            "ascending: {ids:?}"
+        );
+        assert_eq!(ids.last().copied(), Some(before - 1));
+        for m in &messages {
+            assert_eq!(m["content"], json!(format!("m{}", m["id"])));
+            assert!(m["time"].is_u64() && m.get("author").is_some());
+        }
+        older.splice(0..0, ids.iter().copied());
+        before = ids[0];
+        if body["hasMore"] == json!(false) {
+            break;
+        }
+    }
+    assert_eq!(older, (1..=70).collect::<Vec<u64>>());
+    // `latest` never replays less than what the client is missing after its own offset.
+    let mut back =
+        Client::connect(&server.url, &json!({ "serverOffset": 100, "latest": 50 })).await?;
+    assert_eq!(receive(&mut back, 20).await.first().map(|m| m.1), Some(101));
+    // Bad requests get an error ack.
+    for bad in [json!({ "limit": 0 }), json!({ "before": "x" }), json!(5)] {
+        let ack = page.emit_with_ack("history", std::slice::from_ref(&bad), WAIT).await?;
+        assert!(ack[0]["error"].is_string(), "{bad}: {ack:?}");
+    }
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_nicknames_and_latest_are_refused_at_connect() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&dir).await;
+    for (auth, want) in [
+        (json!({ "nickname": "" }), "invalid nickname"),
+        (
+            json!({ "nickname": "x".repeat(40) }),
+            "at most 32 characters",
+        ),
+        (json!({ "latest": 0 }), "invalid latest"),
+    ] {
+        match Client::connect(&server.url, &auth).await {
+            Err(ClientError::Refused(message)) => assert!(message.contains(want), "{message}"),
+            other => panic!("{auth}: expected a refusal, got {:?}", other.map(|c| c.sid)),
+        }
+    }
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn presence_joined_left_renamed_and_typing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&dir).await;
+    let mut ada = Client::connect(&server.url, &json!({ "nickname": "ada" })).await?;
+    let first = next_named(&mut ada, "presence").await?;
+    assert_eq!(first[0], json!({ "count": 1, "users": ["ada"] }));
+
+    let mut bo = Client::connect(&server.url, &json!({ "nickname": "bo" })).await?;
+    assert_eq!(
+        next_named(&mut ada, "user joined").await?,
+        vec![json!("bo")]
+    );
+    // Presence is coalesced; wait for the one that lists both.
+    loop {
+        let p = next_named(&mut ada, "presence").await?;
+        if p[0] == json!({ "count": 2, "users": ["ada", "bo"] }) {
+            break;
+        }
+    }
+    // An anonymous tutorial client counts but is not listed and announces nothing.
+    let _anonymous = server.connect(0).await;
+    loop {
+        let p = next_named(&mut bo, "presence").await?;
+        if p[0]["count"] == json!(3) {
+            assert_eq!(p[0]["users"], json!(["ada", "bo"]));
+            break;
+        }
+    }
+
+    // Typing goes to the others only.
+    bo.emit("typing", &[json!(true)]).await?;
+    assert_eq!(
+        next_named(&mut ada, "typing").await?,
+        vec![json!({ "nickname": "bo", "typing": true })]
+    );
+    // Rename.
+    let ack = bo.emit_with_ack("nickname", &[json!("bob")], WAIT).await?;
+    assert_eq!(ack, vec![json!({ "ok": true })]);
+    assert_eq!(
+        next_named(&mut ada, "user renamed").await?,
+        vec![json!({ "from": "bo", "to": "bob" })]
+    );
+    let ack = bo.emit_with_ack("nickname", &[json!("")], WAIT).await?;
+    assert!(ack[0]["error"].is_string(), "{ack:?}");
+    // Leaving while typing: the others learn both.
+    bo.emit("typing", &[json!(true)]).await?;
+    let typing = next_named(&mut ada, "typing").await?;
+    assert_eq!(typing[0]["nickname"], json!("bob"));
+    bo.close().await;
+    assert_eq!(
+        next_named(&mut ada, "typing").await?,
+        vec![json!({ "nickname": "bob", "typing": false })]
+    );
+    assert_eq!(next_named(&mut ada, "user left").await?, vec![json!("bob")]);
+    // Nothing was stored by any of it.
+    let mut fresh = server.connect(0).await;
+    fresh.expect_silence(Duration::from_millis(300)).await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn typing_is_rate_limited() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&dir).await;
+    let mut ada = Client::connect(&server.url, &json!({ "nickname": "ada" })).await?;
+    let bo = Client::connect(&server.url, &json!({ "nickname": "bo" })).await?;
+    for _ in 0..20 {
+        bo.emit("typing", &[json!(true)]).await?;
+    }
+    let mut relayed = 0;
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while let Ok(event) = ada
+        .next(deadline.saturating_duration_since(Instant::now()))
+        .await
+    {
+        if matches!(&event, Incoming::Event(name, _) if name == "typing") {
+            relayed += 1;
+        }
+    }
+    assert!((1..=3).contains(&relayed), "relayed {relayed} of 20");
+    server.stop().await;
+    Ok(())
+}
