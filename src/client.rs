@@ -150,6 +150,11 @@ impl Client {
                     None => {}
                 }
             }
+            // Waiters for acks that can no longer come fail now instead of timing out.
+            pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
             let _ = deliver.send(Incoming::Disconnected);
         });
         Ok(Self {
