@@ -3,15 +3,96 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::protocol::Limits;
 use crate::rate::RateLimit;
 
 /// A durable Socket.IO chat server: serves the chat page and keeps every message in one redb
-/// file.
+/// file. Without a subcommand it serves (`tidings serve`).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tidings", version, about, long_about = None)]
+#[command(name = "tidings", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serving options, when no subcommand is given.
+    #[command(flatten)]
+    pub serve: Config,
+    /// Log format on stderr: human-readable text or one JSON object per line.
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve the chat (the default).
+    Serve(Config),
+    /// Write stored messages as JSON Lines (the server must be stopped).
+    Export(ExportArgs),
+    /// Add messages from an export; importing the same file again adds nothing (the server
+    /// must be stopped).
+    Import(ImportArgs),
+    /// Write a consistent copy of the database to PATH (the server must be stopped).
+    Backup(BackupArgs),
+    /// Print message count, id range and file size as JSON (the server must be stopped).
+    Stats(DbArgs),
+}
+
+/// The database a subcommand works on.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// The database file.
+    #[arg(long, env = "TIDINGS_DB", default_value = "tidings.redb")]
+    pub db: PathBuf,
+}
+
+/// `tidings export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    /// Only messages with ids above this.
+    #[arg(long, default_value_t = 0)]
+    pub since: u64,
+    /// Write here instead of standard output (must not exist).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `tidings import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    /// The JSON Lines file written by `tidings export` (`-`: standard input).
+    pub file: PathBuf,
+}
+
+/// `tidings backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    /// Where to write the copy (must not exist).
+    pub path: PathBuf,
+}
+
+/// Serving options.
+#[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on (0.0.0.0: every interface, as the tutorial server does;
     /// 127.0.0.1: this machine only).
@@ -76,6 +157,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub ping_timeout_ms: u64,
 
+    /// Longest graceful shutdown on SIGINT/SIGTERM, in seconds, before remaining connections
+    /// are dropped (every received message is still stored and acked first).
+    #[arg(long, env = "TIDINGS_SHUTDOWN_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_timeout: u64,
+
     /// Messages per replay batch read from the database.
     #[arg(long, env = "TIDINGS_REPLAY_BATCH", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -99,6 +186,7 @@ impl Config {
             max_connections: 50_000,
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
+            shutdown_timeout: 10,
         }
     }
 

@@ -91,9 +91,9 @@ impl Feed {
         self.cursor
     }
 
-    /// Whether the feed has caught up with the live stream.
-    pub fn is_live(&self) -> bool {
-        self.replay_until.is_none()
+    /// Whether everything stored before the feed's live stream began has been yielded.
+    pub fn caught_up(&self) -> bool {
+        self.replay_until.is_none_or(|target| self.cursor >= target)
     }
 
     /// The next batch of messages, ascending and contiguous with the previous batch. Waits

@@ -6,9 +6,17 @@
 //! everything else under `/socket.io/` goes to socketioxide.
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::hub::Hub;
+use crate::socket::ConnectionCount;
+use crate::telemetry;
+use crate::writer::WriterHandle;
 use socketioxide::service::SocketIoService;
 
 /// One embedded file.
@@ -96,11 +104,65 @@ pub fn not_found() -> Router {
 /// `Router::layer`: a layer is instantiated per route, and each instance would have its own
 /// engine.io session table (long-polling requests would then land on an engine that never
 /// saw their handshake).
-pub fn router(socket_io: SocketIoService<Router>) -> Router {
+pub fn router(socket_io: SocketIoService<Router>, ops: Ops) -> Router {
     ASSETS
         .iter()
         .fold(Router::new(), |router, asset| {
             router.route(asset.path, get(move || async move { serve(asset) }))
         })
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(ops)
         .fallback_service(socket_io)
+}
+
+/// What the operational endpoints look at.
+#[derive(Clone)]
+pub struct Ops {
+    /// Whether commits succeed.
+    pub writer: WriterHandle,
+    /// The newest id.
+    pub hub: Arc<Hub>,
+    /// The database file, for its size.
+    pub db: PathBuf,
+    /// Connected clients.
+    pub connections: ConnectionCount,
+}
+
+/// `GET /healthz`: 200 while the database takes writes, 503 otherwise; JSON either way.
+async fn healthz(State(ops): State<Ops>) -> Response {
+    let writable = ops.writer.is_healthy();
+    let body = serde_json::json!({
+        "status": if writable { "ok" } else { "unavailable" },
+        "database": if writable { "writable" } else { "not writable: the last commit failed" },
+        "lastId": ops.hub.last_published(),
+        "connections": ops.connections.current(),
+    });
+    let status = if writable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(ops): State<Ops>) -> Response {
+    let Some(handle) = telemetry::handle() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are disabled (another recorder is installed)\n",
+        )
+            .into_response();
+    };
+    if let Ok(meta) = tokio::fs::metadata(&ops.db).await {
+        metrics::gauge!(telemetry::DATABASE_BYTES).set(meta.len() as f64);
+    }
+    metrics::gauge!(telemetry::LAST_ID).set(ops.hub.last_published() as f64);
+    let mut response = handle.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: command-line flags and environment variables.
+//! - [`admin`]: offline commands over a database file (export, import, backup, stats).
 //! - [`protocol`]: pure wire rules: handshake auth, `chat message` validation, ack bodies.
 //! - [`record`]: pure on-disk record encoding (versioned postcard).
 //! - [`rate`]: the per-connection token bucket (pure).
@@ -15,12 +16,14 @@
 //! - [`feed`]: one client's gap-free replay-then-live stream.
 //! - [`presence`]: who is online (ephemeral roster).
 //! - [`socket`]: the Socket.IO handlers (the only code touching socketioxide).
-//! - [`http`]: the router and the embedded static assets.
+//! - [`http`]: the router, `/metrics`, `/healthz` and the embedded static assets.
+//! - [`telemetry`]: metric names and the Prometheus exporter.
 //! - [`client`]: a small Socket.IO client used by the tests and tools.
 //!
 //! [`Server::open`] opens the database and starts the writer; [`Server::serve`] takes an
 //! already bound listener and a shutdown future, so tests bind port 0 and never sleep.
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod feed;
@@ -32,6 +35,7 @@ pub mod rate;
 pub mod record;
 pub mod socket;
 pub mod store;
+pub mod telemetry;
 pub mod writer;
 
 use std::future::Future;
@@ -125,6 +129,10 @@ impl Server {
             ((limits.max_message_bytes + limits.max_client_offset_bytes) * 6 + 4096).max(100_000);
         let tasks = tokio_util::task::TaskTracker::new();
         let roster = socket::SharedRoster::default();
+        let in_flight = socket::InFlight::default();
+        let connections = socket::ConnectionCount::new(self.config.max_connections as usize);
+        // Install the recorder before anything records.
+        let _ = telemetry::handle();
         let shutdown_token = tokio_util::sync::CancellationToken::new();
         let state = ChatState {
             hub: self.hub.clone(),
@@ -138,8 +146,9 @@ impl Server {
             tasks: tasks.clone(),
             shutdown: shutdown_token.clone(),
             rate_limit: self.config.rate_limit(),
-            connections: socket::ConnectionCount::new(self.config.max_connections as usize),
+            connections: connections.clone(),
             roster: roster.clone(),
+            in_flight: in_flight.clone(),
         };
         let (service, io) = SocketIo::builder()
             .max_payload(payload_limit as u64)
@@ -162,7 +171,13 @@ impl Server {
             roster,
             shutdown_token.clone(),
         ));
-        let app = http::router(service);
+        let ops = http::Ops {
+            writer: self.writer.clone(),
+            hub: self.hub.clone(),
+            db: self.config.db.clone(),
+            connections: connections.clone(),
+        };
+        let app = http::router(service, ops);
         let closing = io.clone();
         let stopping = shutdown_token.clone();
         // Small frames (acks, chat lines) must leave at once: Nagle would hold them ~40 ms.
@@ -171,14 +186,30 @@ impl Server {
                 tracing::debug!("cannot set TCP_NODELAY: {e}");
             }
         });
-        let served = axum::serve(listener, app)
+        let grace = Duration::from_secs(self.config.shutdown_timeout);
+        let serving = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
+                // Store and ack what was received, then close the sockets.
+                tracing::info!("shutting down: finishing received messages");
+                let _ = tokio::time::timeout(grace, in_flight.drained()).await;
                 tracing::info!("shutting down: closing sockets");
                 stopping.cancel();
                 closing.close().await;
             })
-            .await;
+            .into_future();
+        // Bound the drain: connections that do not close in time are dropped.
+        let deadline = async {
+            shutdown_token.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        let served = tokio::select! {
+            served = serving => served,
+            () = deadline => {
+                tracing::warn!(?grace, "shutdown timeout: dropping the remaining connections");
+                Ok(())
+            }
+        };
         // Every socket is closed: wait for their delivery tasks (bounded, in case a client
         // never acknowledges the close), then let the writer finish what it was given.
         drop(io);

@@ -1,20 +1,37 @@
-//! The `tidings` binary: parse configuration, start logging, open the database, bind, serve.
+//! The `tidings` binary: parse the command line, start logging, then serve (open the
+//! database, bind, run until a signal) or run one offline command.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, IsTerminal};
 
 use anyhow::Context;
 use clap::Parser;
-use tidings::{Config, Server};
+use indicatif::{ProgressBar, ProgressStyle};
+use tidings::config::{Cli, Command, LogFormat};
+use tidings::{Config, Server, admin};
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Config::parse()).await {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    let outcome = match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(config)) => serve(config).await,
+        Some(command) => tokio::task::spawn_blocking(move || offline(command))
+            .await
+            .context("the command's thread failed")
+            .and_then(|r| r),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tidings: {e:#}");
@@ -23,7 +40,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config) -> anyhow::Result<()> {
     let address = format!("{}:{}", config.host, config.port);
     let db = config.db.clone();
     let server = tokio::task::spawn_blocking(move || Server::open(config))
@@ -37,6 +54,83 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Scripts (and the JS tests) read the port from this line.
     println!("listening on http://{local}");
     server.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+fn progress(total: Option<u64>, what: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = total.map_or_else(ProgressBar::new_spinner, ProgressBar::new);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {pos}/{len} {wide_bar} {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what);
+    bar
+}
+
+/// Runs a subcommand other than `serve`.
+fn offline(command: Command) -> anyhow::Result<()> {
+    // The server holds the database's lock while it runs.
+    let hint =
+        "export, import, backup and stats need the database to themselves: stop the server first";
+    match command {
+        Command::Serve(_) => anyhow::bail!("serve is not an offline command"),
+        Command::Export(args) => {
+            let bar = progress(None, "exporting");
+            let show = |done: u64, total: u64| {
+                bar.set_length(total);
+                bar.set_position(done);
+            };
+            let written = match &args.out {
+                Some(path) => {
+                    let file = File::create_new(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let mut out = BufWriter::new(file);
+                    admin::export(&args.db.db, args.since, &mut out, &show)
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut out = BufWriter::new(stdout.lock());
+                    admin::export(&args.db.db, args.since, &mut out, &show)
+                }
+            }
+            .context(hint)?;
+            bar.finish_and_clear();
+            eprintln!("exported {written} messages");
+        }
+        Command::Import(args) => {
+            let bar = progress(None, "importing lines");
+            let show = |lines: u64| bar.set_position(lines);
+            let summary = if args.file.as_os_str() == "-" {
+                let stdin = std::io::stdin();
+                admin::import(&args.db.db, &mut stdin.lock(), &show)
+            } else {
+                let file = File::open(&args.file)
+                    .with_context(|| format!("cannot open {}", args.file.display()))?;
+                admin::import(&args.db.db, &mut BufReader::new(file), &show)
+            }
+            .context(hint)?;
+            bar.finish_and_clear();
+            eprintln!(
+                "imported {} messages ({} kept their ids, {} got new ids), skipped {} already present",
+                summary.kept_id + summary.new_id,
+                summary.kept_id,
+                summary.new_id,
+                summary.skipped
+            );
+        }
+        Command::Backup(args) => {
+            let count = admin::backup(&args.db.db, &args.path).context(hint)?;
+            eprintln!("backed up {count} messages to {}", args.path.display());
+        }
+        Command::Stats(args) => {
+            let stats = admin::stats(&args.db).context(hint)?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+        }
+    }
     Ok(())
 }
 
@@ -66,4 +160,5 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+    tracing::info!("signal received: shutting down");
 }

@@ -363,6 +363,19 @@ impl StoreReader {
         }
     }
 
+    /// The lowest stored id (0 when empty).
+    pub fn oldest_id(&self) -> Result<u64, StoreError> {
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let table = read.open_table(MESSAGES).map_err(read_err)?;
+            Ok(table
+                .first()
+                .map_err(read_err)?
+                .map(|(k, _)| k.value())
+                .unwrap_or(0))
+        })
+    }
+
     /// The number of stored messages.
     pub fn count(&self) -> Result<u64, StoreError> {
         self.db.with(|db| {
@@ -371,6 +384,26 @@ impl StoreReader {
             table.len().map_err(read_err)
         })
     }
+}
+
+/// One message to import, as `tidings export` wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRecord {
+    /// Its id in the exported database.
+    pub id: u64,
+    /// The stored record.
+    pub message: StoredMessage,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Stored under their original ids.
+    pub kept_id: u64,
+    /// Stored under new ids (their id was taken, or would break the order).
+    pub new_id: u64,
+    /// Already present (same id and content, or a retry by client offset): skipped.
+    pub skipped: u64,
 }
 
 /// What happened to one appended message.
@@ -422,6 +455,65 @@ impl StoreWriter {
         // Nothing of a failed batch was committed; a successful one is on disk either way.
         self.next_id = last_id + 1;
         Ok(())
+    }
+
+    /// Imports records in one durable transaction. Idempotent: a record whose id already
+    /// holds the same content, or whose client offset and content are already stored, is
+    /// skipped. A record keeps its id when that id is above every stored id (so an import
+    /// into an empty database preserves ids); otherwise it gets the next id.
+    pub fn import(&mut self, records: &[ImportRecord]) -> Result<ImportSummary, StoreError> {
+        let next_id = self.next_id;
+        let (summary, next_id) = self.db.with(|db| {
+            let mut next_id = next_id;
+            let mut summary = ImportSummary::default();
+            let write = db.begin_write().map_err(write_err)?;
+            {
+                let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
+                let mut offsets = write
+                    .open_multimap_table(CLIENT_OFFSETS)
+                    .map_err(write_err)?;
+                for record in records {
+                    let same_id = match messages.get(record.id).map_err(write_err)? {
+                        Some(row) => decode_record(row.value())
+                            .is_ok_and(|m| m.content == record.message.content),
+                        None => false,
+                    };
+                    let mut retry = false;
+                    if let Some(offset) = &record.message.client_offset {
+                        for id in offsets.get(offset.as_str()).map_err(write_err)? {
+                            let id = id.map_err(write_err)?.value();
+                            if let Some(row) = messages.get(id).map_err(write_err)? {
+                                retry |= decode_record(row.value())
+                                    .is_ok_and(|m| m.content == record.message.content);
+                            }
+                        }
+                    }
+                    if same_id || retry {
+                        summary.skipped += 1;
+                        continue;
+                    }
+                    let id = if record.id >= next_id {
+                        summary.kept_id += 1;
+                        record.id
+                    } else {
+                        summary.new_id += 1;
+                        next_id
+                    };
+                    next_id = id + 1;
+                    let bytes = encode_record(&record.message);
+                    messages.insert(id, bytes.as_slice()).map_err(write_err)?;
+                    if let Some(offset) = &record.message.client_offset {
+                        offsets.insert(offset.as_str(), id).map_err(write_err)?;
+                    }
+                }
+                let mut meta = write.open_table(META).map_err(write_err)?;
+                meta.insert(META_LAST_ID, next_id - 1).map_err(write_err)?;
+            }
+            write.commit().map_err(write_err)?;
+            Ok((summary, next_id))
+        })?;
+        self.next_id = next_id;
+        Ok(summary)
     }
 
     /// Stores a batch in one write transaction with one durable commit (fsync).

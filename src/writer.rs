@@ -12,14 +12,16 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::hub::{Hub, LiveMessage};
 use crate::protocol::ChatInput;
 use crate::store::{AppendOutcome, StoreWriter};
+use crate::telemetry;
 
 /// Bounds on one group commit.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +68,8 @@ enum Command {
 #[derive(Clone)]
 pub struct WriterHandle {
     commands: mpsc::Sender<Command>,
+    /// False since the last commit failed (until one succeeds again).
+    healthy: Arc<AtomicBool>,
 }
 
 impl WriterHandle {
@@ -78,6 +82,11 @@ impl WriterHandle {
             .await
             .map_err(|_| AppendError::Stopped)?;
         answer.await.map_err(|_| AppendError::Stopped)?
+    }
+
+    /// Whether the database accepts writes: the last commit succeeded and the writer runs.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.commands.is_closed()
     }
 
     /// Asks the writer to finish what is queued and stop. Appends sent afterwards fail with
@@ -94,10 +103,12 @@ pub fn spawn_writer(
     config: WriterConfig,
 ) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
     let (commands, receiver) = mpsc::channel(config.queue_capacity.max(1));
+    let healthy = Arc::new(AtomicBool::new(true));
+    let state = healthy.clone();
     let thread = std::thread::Builder::new()
         .name("tidings-writer".into())
-        .spawn(move || run(store, hub, config, receiver))?;
-    Ok((WriterHandle { commands }, thread))
+        .spawn(move || run(store, hub, config, state, receiver))?;
+    Ok((WriterHandle { commands, healthy }, thread))
 }
 
 fn now_ms() -> u64 {
@@ -111,6 +122,7 @@ fn run(
     mut store: StoreWriter,
     hub: Arc<Hub>,
     config: WriterConfig,
+    healthy: Arc<AtomicBool>,
     mut receiver: mpsc::Receiver<Command>,
 ) {
     let mut inputs = Vec::new();
@@ -143,7 +155,7 @@ fn run(
             continue;
         }
         let committed = catch_unwind(AssertUnwindSafe(|| {
-            commit_batch(&mut store, &hub, &mut inputs, &mut replies);
+            commit_batch(&mut store, &hub, &healthy, &mut inputs, &mut replies);
         }));
         if committed.is_err() {
             // There should be no panic here; if there is one, the batch's senders get no
@@ -162,6 +174,7 @@ fn run(
 fn commit_batch(
     store: &mut StoreWriter,
     hub: &Hub,
+    healthy: &AtomicBool,
     inputs: &mut Vec<ChatInput>,
     replies: &mut Vec<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
 ) {
@@ -172,8 +185,21 @@ fn commit_batch(
         }
     }
     let received_at_ms = now_ms();
-    match store.append_batch(inputs, received_at_ms) {
+    let started = Instant::now();
+    let batch = inputs.len();
+    let result = store.append_batch(inputs, received_at_ms);
+    metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(telemetry::COMMIT_BATCH).record(batch as f64);
+    healthy.store(result.is_ok(), Ordering::Relaxed);
+    match result {
         Ok(outcomes) => {
+            let stored = outcomes
+                .iter()
+                .filter(|o| matches!(o, AppendOutcome::Stored(_)))
+                .count();
+            metrics::counter!(telemetry::MESSAGES_STORED).increment(stored as u64);
+            metrics::counter!(telemetry::DUPLICATES).increment((batch - stored) as u64);
+            metrics::gauge!(telemetry::LAST_ID).set(store.last_id() as f64);
             // Stored ids are consecutive and ascending in input order: publish in that order.
             let fresh = outcomes
                 .iter()
@@ -204,7 +230,9 @@ fn commit_batch(
             }
             // redb refuses everything after an I/O error until the file is reopened.
             match store.reopen() {
-                Ok(()) => tracing::info!("database reopened after the failed commit"),
+                Ok(()) => tracing::info!(
+                    "database reopened after the failed commit; retrying on the next message"
+                ),
                 Err(e) => {
                     tracing::error!("cannot reopen the database, retrying on the next message: {e}")
                 }

@@ -28,6 +28,7 @@ use crate::protocol::{
 };
 use crate::rate::{RateLimit, TokenBucket, Verdict};
 use crate::store::{AppendOutcome, StoreReader};
+use crate::telemetry;
 use crate::writer::WriterHandle;
 
 mod outgoing;
@@ -65,6 +66,55 @@ pub struct ChatState {
     pub connections: ConnectionCount,
     /// Who is online.
     pub roster: SharedRoster,
+    /// Chat messages being stored and acked; shutdown waits for them before closing sockets.
+    pub in_flight: InFlight,
+}
+
+/// Counts `chat message` handlers between receipt and ack. Once draining, new messages are
+/// not taken (their senders retry after the restart), and [`InFlight::drained`] resolves
+/// when the ones already taken have been stored and acked.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<InFlightState>);
+
+#[derive(Default)]
+struct InFlightState {
+    count: AtomicUsize,
+    draining: std::sync::atomic::AtomicBool,
+    idle: Notify,
+}
+
+/// Held by one handler; dropping it counts the message as done.
+struct InFlightGuard(Arc<InFlightState>);
+
+impl InFlight {
+    fn enter(&self) -> Option<InFlightGuard> {
+        self.0.count.fetch_add(1, Ordering::AcqRel);
+        if self.0.draining.load(Ordering::Acquire) {
+            drop(InFlightGuard(self.0.clone()));
+            return None;
+        }
+        Some(InFlightGuard(self.0.clone()))
+    }
+
+    /// Stops taking messages and waits until those taken are done.
+    pub async fn drained(&self) {
+        self.0.draining.store(true, Ordering::Release);
+        loop {
+            let idle = self.0.idle.notified();
+            if self.0.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// Counts connected clients; a [`ConnectionSlot`] is held for each and released on drop,
@@ -95,7 +145,11 @@ impl ConnectionCount {
                 (n < self.max).then_some(n + 1)
             })
             .ok()
-            .map(|_| ConnectionSlot(self.current.clone()))
+            .map(|n| {
+                metrics::counter!(telemetry::CONNECTIONS_TOTAL).increment(1);
+                metrics::gauge!(telemetry::CONNECTIONS).set((n + 1) as f64);
+                ConnectionSlot(self.current.clone())
+            })
     }
 }
 
@@ -104,7 +158,8 @@ struct ConnectionSlot(Arc<AtomicUsize>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let before = self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(telemetry::CONNECTIONS).set(before.saturating_sub(1) as f64);
     }
 }
 
@@ -175,6 +230,7 @@ async fn admit(
     let closed = Arc::new(Closed {
         socket: state.shutdown.child_token(),
         disconnect: Notify::new(),
+        logged: Default::default(),
     });
     socket.extensions.insert(Delivered {
         sent: delivered_rx,
@@ -193,12 +249,19 @@ async fn admit(
     let on_close = closed.clone();
     socket.on_disconnect(
         move |socket: SocketRef, reason: DisconnectReason, State(state): State<ChatState>| async move {
-            tracing::debug!(sid = %socket.id, ?reason, "disconnected");
+            if !on_close.logged.swap(true, Ordering::AcqRel) {
+                tracing::info!(sid = %socket.id, ?reason, "connection closed");
+            }
             on_close.socket.cancel();
             presence::left(&socket, &state.roster, Some(&typing));
         },
     );
-    tracing::debug!(sid = %socket.id, start, "connected");
+    tracing::info!(
+        sid = %socket.id,
+        offset = start,
+        transport = ?socket.transport_type(),
+        "connection opened"
+    );
     let delivery = Delivery {
         feed,
         delivered: delivered_tx,
@@ -235,6 +298,9 @@ struct Closed {
     /// The socket must be disconnected: an ack was lost (the client reconnects, replays and
     /// retries, getting a duplicate ack), or the client keeps sending over its rate limit.
     disconnect: Notify,
+    /// Set once "connection closed" has been logged (by the disconnect handler, or by the
+    /// delivery task when the server shuts down and no handler runs).
+    logged: std::sync::atomic::AtomicBool,
 }
 
 /// How a delivery wait ended.
@@ -266,7 +332,14 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
         nickname: _,
         _slot,
     } = delivery;
+    metrics::counter!(telemetry::REPLAYS).increment(1);
+    let started = Instant::now();
+    let mut replaying = true;
     let stop = 'deliver: loop {
+        if replaying && feed.caught_up() {
+            replaying = false;
+            metrics::histogram!(telemetry::REPLAY_SECONDS).record(started.elapsed().as_secs_f64());
+        }
         let batch = tokio::select! {
             batch = feed.next_batch() => batch,
             stop = closed.wait() => break 'deliver stop,
@@ -278,6 +351,9 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
                 break 'deliver Stop::Disconnect;
             }
         };
+        if replaying {
+            metrics::counter!(telemetry::REPLAYED_MESSAGES).increment(batch.len() as u64);
+        }
         for (n, message) in batch.iter().enumerate() {
             if let Err(stop) = emit_in_order(&socket, message, &closed).await {
                 break 'deliver stop;
@@ -291,6 +367,10 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
     };
     if let Stop::Disconnect = stop {
         force_disconnect(&socket, &closed).await;
+    }
+    // Cancelled with no disconnect handler having logged: the server is shutting down.
+    if closed.socket.is_cancelled() && !closed.logged.swap(true, Ordering::AcqRel) {
+        tracing::info!(sid = %socket.id, reason = "ServerShutdown", "connection closed");
     }
 }
 
@@ -344,6 +424,10 @@ async fn on_chat_message(
     State(state): State<ChatState>,
     Extension(mut delivered): Extension<Delivered>,
 ) {
+    let Some(_in_flight) = state.in_flight.enter() else {
+        // Shutting down: not taken, not acked; the client retries after the restart.
+        return;
+    };
     let verdict = delivered
         .bucket
         .lock()
@@ -354,6 +438,7 @@ async fn on_chat_message(
         strikes,
     } = verdict
     {
+        metrics::counter!(telemetry::REJECTED, "reason" => "rate_limited").increment(1);
         let reply = AckReply::RateLimited {
             error: "rate limited",
             retry_after_ms: retry_after.as_millis().max(1) as u64,
@@ -372,6 +457,7 @@ async fn on_chat_message(
         Ok(input) => input,
         Err(error) => {
             tracing::debug!(sid = %socket.id, "rejected chat message: {error}");
+            metrics::counter!(telemetry::REJECTED, "reason" => "invalid_payload").increment(1);
             let reply = AckReply::Rejected {
                 error: error.to_string(),
             };
@@ -385,6 +471,7 @@ async fn on_chat_message(
         Ok(AppendOutcome::Duplicate(id)) => (id, true),
         Err(e) => {
             // No ack: the client's retry will find the message stored or store it then.
+            metrics::counter!(telemetry::REJECTED, "reason" => "storage_failure").increment(1);
             tracing::error!(sid = %socket.id, "message not stored: {e}");
             return;
         }
@@ -395,6 +482,7 @@ async fn on_chat_message(
         return;
     }
     let reply = AckReply::Stored { id, duplicate };
+    metrics::counter!(telemetry::ACKS).increment(1);
     if !send_ack(&socket, ack, &reply, &delivered.closed).await {
         // The message is stored and broadcast, but the client cannot learn it from this
         // ack: make it reconnect, so its retry is answered with `duplicate: true`.

@@ -1,0 +1,211 @@
+//! Offline commands over a database file: `export`, `import`, `backup`, `stats`.
+//!
+//! Each opens the file itself, so it needs the database to itself: a running server holds
+//! redb's lock and these report "already in use". They are blocking functions; the binary
+//! calls them and draws progress through the callback.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::StoredMessage;
+use crate::store::{ImportRecord, ImportSummary, SCHEMA_VERSION, Store, StoreError};
+
+/// Messages per read batch and per import transaction.
+const BATCH: usize = 1000;
+
+/// Why an offline command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The database could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading or writing a file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An import line is not an exported message.
+    #[error("line {line}: {reason}")]
+    BadLine {
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `backup` never overwrites.
+    #[error("{0} already exists; choose a new file for the backup")]
+    Exists(PathBuf),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AdminError {
+    let what = what.into();
+    move |source| AdminError::Io { what, source }
+}
+
+/// One line of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportLine {
+    /// The message id.
+    pub id: u64,
+    /// The text.
+    pub content: String,
+    /// The client's idempotency key.
+    #[serde(default)]
+    pub client_offset: Option<String>,
+    /// The sender's nickname.
+    #[serde(default)]
+    pub author: Option<String>,
+    /// Server receive time, ms since the Unix epoch.
+    pub time: u64,
+}
+
+/// Writes every message with an id above `since` as JSON Lines; returns how many.
+pub fn export(
+    db: &Path,
+    since: u64,
+    out: &mut dyn Write,
+    progress: &dyn Fn(u64, u64),
+) -> Result<u64, AdminError> {
+    let (reader, _writer) = Store::open(db)?;
+    let newest = reader.newest_id()?;
+    let total = reader.count()?;
+    let mut after = since;
+    let mut written = 0;
+    loop {
+        let rows = reader.read_range(after, newest, BATCH, usize::MAX)?;
+        let Some(last) = rows.last() else { break };
+        after = last.id.0;
+        for row in rows {
+            let line = ExportLine {
+                id: row.id.0,
+                content: row.message.content,
+                client_offset: row.message.client_offset,
+                author: row.message.author,
+                time: row.message.received_at_ms,
+            };
+            serde_json::to_writer(&mut *out, &line).map_err(|e| AdminError::Io {
+                what: "writing the export".into(),
+                source: e.into(),
+            })?;
+            out.write_all(b"\n").map_err(io("writing the export"))?;
+            written += 1;
+        }
+        progress(written, total);
+    }
+    out.flush().map_err(io("writing the export"))?;
+    Ok(written)
+}
+
+/// Adds the messages of a JSON Lines export; see [`crate::store::StoreWriter::import`].
+pub fn import(
+    db: &Path,
+    input: &mut dyn BufRead,
+    progress: &dyn Fn(u64),
+) -> Result<ImportSummary, AdminError> {
+    let (_reader, mut writer) = Store::open(db)?;
+    let mut total = ImportSummary::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut line_no = 0u64;
+    let mut text = String::new();
+    loop {
+        text.clear();
+        let read = input
+            .read_line(&mut text)
+            .map_err(io("reading the import"))?;
+        if read > 0 {
+            line_no += 1;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let line: ExportLine =
+                serde_json::from_str(&text).map_err(|e| AdminError::BadLine {
+                    line: line_no,
+                    reason: e.to_string(),
+                })?;
+            batch.push(ImportRecord {
+                id: line.id,
+                message: StoredMessage {
+                    content: line.content,
+                    client_offset: line.client_offset,
+                    received_at_ms: line.time,
+                    author: line.author,
+                },
+            });
+        }
+        if batch.len() >= BATCH || (read == 0 && !batch.is_empty()) {
+            let done = writer.import(&batch)?;
+            total.kept_id += done.kept_id;
+            total.new_id += done.new_id;
+            total.skipped += done.skipped;
+            batch.clear();
+            progress(line_no);
+        }
+        if read == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// A consistent copy of the database at `dest` (which must not exist). Holding the
+/// database's lock while copying guarantees no commit is in progress.
+pub fn backup(db: &Path, dest: &Path) -> Result<u64, AdminError> {
+    if dest.exists() {
+        return Err(AdminError::Exists(dest.to_path_buf()));
+    }
+    let (reader, writer) = Store::open(db)?;
+    let count = reader.count()?;
+    let partial = dest.with_extension("partial");
+    std::fs::copy(db, &partial).map_err(io(format!("copying to {}", partial.display())))?;
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .map_err(io(format!("syncing {}", partial.display())))?;
+    drop((reader, writer));
+    std::fs::rename(&partial, dest).map_err(io(format!("renaming to {}", dest.display())))?;
+    // Prove the copy opens and holds everything.
+    let (copy, _) = Store::open(dest)?;
+    let copied = copy.count()?;
+    if copied != count {
+        return Err(AdminError::Io {
+            what: format!("verifying {}", dest.display()),
+            source: std::io::Error::other(format!("{copied} messages, expected {count}")),
+        });
+    }
+    Ok(count)
+}
+
+/// What `stats` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Stored messages.
+    pub messages: u64,
+    /// Lowest id (0 when empty).
+    pub first_id: u64,
+    /// Highest id (0 when empty).
+    pub last_id: u64,
+    /// File size in bytes.
+    pub file_bytes: u64,
+    /// Table layout version.
+    pub schema_version: u64,
+}
+
+/// Counts and sizes of a database.
+pub fn stats(db: &Path) -> Result<Stats, AdminError> {
+    let (reader, _writer) = Store::open(db)?;
+    let file_bytes = std::fs::metadata(db)
+        .map_err(io(format!("reading {}", db.display())))?
+        .len();
+    Ok(Stats {
+        messages: reader.count()?,
+        first_id: reader.oldest_id()?,
+        last_id: reader.newest_id()?,
+        file_bytes,
+        schema_version: SCHEMA_VERSION,
+    })
+}

@@ -1,0 +1,79 @@
+//! Metrics: names, buckets and the Prometheus exporter behind `GET /metrics`.
+//!
+//! The recording sites use the `metrics` macros with the names defined here; this module
+//! owns the recorder (installed once per process) and renders the text format. It knows
+//! nothing about what is measured.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Connected clients now (gauge).
+pub const CONNECTIONS: &str = "tidings_connections";
+/// Clients that ever connected (counter).
+pub const CONNECTIONS_TOTAL: &str = "tidings_connections_total";
+/// Messages stored (counter).
+pub const MESSAGES_STORED: &str = "tidings_messages_stored_total";
+/// Retries answered as duplicates (counter).
+pub const DUPLICATES: &str = "tidings_duplicates_total";
+/// Messages refused, by `reason` (counter).
+pub const REJECTED: &str = "tidings_rejected_total";
+/// Acks sent for stored or duplicate messages (counter).
+pub const ACKS: &str = "tidings_acks_total";
+/// Replays started (counter).
+pub const REPLAYS: &str = "tidings_replays_total";
+/// Messages sent by replays (counter).
+pub const REPLAYED_MESSAGES: &str = "tidings_replayed_messages_total";
+/// Time from connect until a client's replay caught up with live delivery (histogram).
+pub const REPLAY_SECONDS: &str = "tidings_replay_seconds";
+/// Messages per group commit (histogram).
+pub const COMMIT_BATCH: &str = "tidings_commit_batch_size";
+/// Duration of a group commit, fsync included (histogram).
+pub const COMMIT_SECONDS: &str = "tidings_commit_seconds";
+/// Failed commits (counter).
+pub const COMMIT_FAILURES: &str = "tidings_commit_failures_total";
+/// Size of the database file in bytes (gauge, refreshed on scrape).
+pub const DATABASE_BYTES: &str = "tidings_database_bytes";
+/// Highest stored id (gauge).
+pub const LAST_ID: &str = "tidings_last_message_id";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide recorder, installed on first use. `None` if another recorder was
+/// installed first (then metrics are not exported, and `/metrics` says so).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(COMMIT_SECONDS.into()),
+                    &[
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(COMMIT_BATCH.into()),
+                        &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(REPLAY_SECONDS.into()),
+                        &[0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0],
+                    )
+                });
+            match builder.map(PrometheusBuilder::install_recorder) {
+                Ok(Ok(handle)) => Some(handle),
+                Ok(Err(e)) => {
+                    tracing::warn!("metrics disabled: {e}");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!("metrics disabled: {e}");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}

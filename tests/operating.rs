@@ -1,0 +1,344 @@
+//! Operating: /healthz, /metrics, JSON logs, graceful shutdown under load, and the offline
+//! commands (export, import, backup, stats).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use tidings::client::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidings");
+
+async fn get(url: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.expect("read");
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn healthz_and_metrics() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&dir).await;
+    let mut client = server.connect(0).await;
+    send_ok(&mut client, "counted", Some("m-1")).await;
+    send(&mut client, "counted", Some("m-1")).await;
+    send(&mut client, "", None).await;
+
+    let (status, body) = get(&server.url, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let health: Value = serde_json::from_str(&body)?;
+    assert_eq!(health["status"], json!("ok"));
+    assert_eq!(health["lastId"], json!(1));
+
+    let (status, text) = get(&server.url, "/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "tidings_messages_stored_total",
+        "tidings_duplicates_total",
+        "tidings_rejected_total{reason=\"invalid_payload\"}",
+        "tidings_acks_total",
+        "tidings_connections ",
+        "tidings_connections_total",
+        "tidings_replays_total",
+        "tidings_commit_seconds_bucket",
+        "tidings_commit_batch_size_bucket",
+        "tidings_database_bytes",
+        "tidings_last_message_id",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
+    server.stop().await;
+    Ok(())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start(port: u16, db: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    Command::new(BIN)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--rate-limit",
+            "0",
+        ])
+        .args(extra)
+        .arg("--db")
+        .arg(db)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tidings")
+}
+
+/// Waits for the listening line.
+fn wait_listening(child: &mut std::process::Child) {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read");
+    assert!(line.starts_with("listening on"), "{line:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_flood_loses_nothing_and_logs_json() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("chat.redb");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = start(port, &db, &["--log-format", "json"]);
+    wait_listening(&mut server);
+
+    // Two clients, each keeping up to 20 acked messages in flight.
+    let mut acked: BTreeMap<String, u64> = BTreeMap::new();
+    let mut unacked: Vec<String> = Vec::new();
+    let mut floods = Vec::new();
+    for k in 0..2 {
+        let url = url.clone();
+        floods.push(tokio::spawn(async move {
+            let mut client = Client::connect(&url, &json!({})).await.expect("connect");
+            let mut results = Vec::new();
+            for i in 0..4000 {
+                let offset = format!("c{k}-{i}");
+                let r = client
+                    .emit_with_ack(
+                        "chat message",
+                        &[json!(offset), json!(offset)],
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                let failed = r.is_err();
+                results.push((offset, r.ok().and_then(|a| a[0]["id"].as_u64())));
+                if failed {
+                    break;
+                }
+            }
+            results
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let signalled = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()?;
+    let status = server.wait()?;
+    assert!(status.success(), "SIGTERM exits 0: {status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "bounded shutdown"
+    );
+    let mut logs = String::new();
+    if let Some(mut stderr) = server.stderr.take() {
+        stderr.read_to_string(&mut logs)?;
+    }
+    for flood in floods {
+        for (offset, id) in flood.await? {
+            match id {
+                Some(id) => {
+                    acked.insert(offset, id);
+                }
+                None => unacked.push(offset),
+            }
+        }
+    }
+    assert!(
+        acked.len() > 10,
+        "the flood was under way ({} acked)",
+        acked.len()
+    );
+
+    // JSON logs: every line parses; connections are logged; message text is not.
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == json!("connection opened"))
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == json!("connection closed"))
+    );
+    assert!(!logs.contains("c0-1\""), "no message content in info logs");
+
+    // Restart; the unacked messages are retried once and stored exactly once.
+    let mut server = start(port, &db, &[]);
+    wait_listening(&mut server);
+    let mut retry = Client::connect(&url, &json!({})).await?;
+    for offset in &unacked {
+        let ack = retry
+            .emit_with_ack("chat message", &[json!(offset), json!(offset)], WAIT)
+            .await?;
+        assert!(ack[0]["id"].is_u64(), "{ack:?}");
+    }
+    // Everything acked before the signal is there, once.
+    let mut reader = Client::connect(&url, &json!({})).await?;
+    let total = acked.len() + unacked.len();
+    let stored = receive(&mut reader, total).await;
+    reader.expect_silence(Duration::from_millis(300)).await?;
+    let by_content: BTreeMap<&str, u64> = stored.iter().map(|(c, id)| (c.as_str(), *id)).collect();
+    assert_eq!(by_content.len(), total, "no duplicates");
+    for (offset, id) in &acked {
+        assert_eq!(
+            by_content.get(offset.as_str()),
+            Some(id),
+            "{offset} acked as {id}"
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    Ok(())
+}
+
+#[test]
+fn export_import_backup_stats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("chat.redb");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let server = TestServer::start_on(&db).await;
+        let mut client = Client::connect(&server.url, &json!({ "serverOffset": 0 }))
+            .await
+            .expect("connect");
+        for i in 1..=5 {
+            client
+                .emit_with_ack(
+                    "chat message",
+                    &[
+                        json!(format!("m{i}")),
+                        json!(format!("o-{i}")),
+                        json!({ "author": "ada" }),
+                    ],
+                    WAIT,
+                )
+                .await
+                .expect("ack");
+        }
+        client
+            .emit("chat message", &[json!("no offset")])
+            .await
+            .expect("emit");
+        receive(&mut client, 6).await;
+        // While the server runs, offline commands are refused with a hint.
+        let out = Command::new(BIN)
+            .args(["stats", "--db"])
+            .arg(&db)
+            .output()
+            .expect("stats");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("already in use") && stderr.contains("stop the server"),
+            "{stderr}"
+        );
+        server.stop().await;
+    });
+
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let db_arg = db.to_str().expect("utf-8 path");
+    let (stats, _) = run(&["stats", "--db", db_arg]);
+    let stats: Value = serde_json::from_str(&stats).expect("stats JSON");
+    assert_eq!(stats["messages"], json!(6));
+    assert_eq!(
+        (stats["firstId"].clone(), stats["lastId"].clone()),
+        (json!(1), json!(6))
+    );
+
+    let export = dir.path().join("export.jsonl");
+    let (_, said) = run(&[
+        "export",
+        "--db",
+        db_arg,
+        "--out",
+        export.to_str().expect("utf-8"),
+    ]);
+    assert!(said.contains("exported 6 messages"), "{said}");
+    let text = std::fs::read_to_string(&export).expect("export file");
+    let first: Value = serde_json::from_str(text.lines().next().expect("a line")).expect("JSON");
+    assert_eq!(first["id"], json!(1));
+    assert_eq!(first["content"], json!("m1"));
+    assert_eq!(first["clientOffset"], json!("o-1"));
+    assert_eq!(first["author"], json!("ada"));
+    let (since, _) = run(&["export", "--db", db_arg, "--since", "4"]);
+    assert_eq!(since.lines().count(), 2);
+
+    // Into an empty database: ids are preserved; again: nothing is added.
+    let copy = dir.path().join("copy.redb");
+    let copy_arg = copy.to_str().expect("utf-8");
+    let export_arg = export.to_str().expect("utf-8");
+    let (_, said) = run(&["import", "--db", copy_arg, export_arg]);
+    assert!(
+        said.contains("imported 6 messages (6 kept their ids"),
+        "{said}"
+    );
+    let (_, said) = run(&["import", "--db", copy_arg, export_arg]);
+    assert!(
+        said.contains("imported 0 messages") && said.contains("skipped 6"),
+        "{said}"
+    );
+    let (exported_again, _) = run(&["export", "--db", copy_arg]);
+    assert_eq!(exported_again, text);
+
+    // A bad line names itself.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"id\":1,\"content\":\"x\",\"time\":1}\nnot json\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["import", "--db", copy_arg, bad.to_str().expect("utf-8")])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+
+    // Backup: a verified copy; never over an existing file.
+    let backup = dir.path().join("backup.redb");
+    let backup_arg = backup.to_str().expect("utf-8");
+    let (_, said) = run(&["backup", "--db", db_arg, backup_arg]);
+    assert!(said.contains("backed up 6 messages"), "{said}");
+    let (stats, _) = run(&["stats", "--db", backup_arg]);
+    assert!(stats.contains("\"messages\": 6"), "{stats}");
+    let out = Command::new(BIN)
+        .args(["backup", "--db", db_arg, backup_arg])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
