@@ -163,6 +163,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_timeout: u64,
 
+    /// Keep only this many of the newest messages; older ones are deleted in the background
+    /// (with their client offsets). Unset: keep everything.
+    #[arg(long, env = "TIDINGS_RETAIN_MESSAGES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub retain_messages: Option<u64>,
+
+    /// Keep only messages received in the last this many days. Unset: keep everything.
+    #[arg(long, env = "TIDINGS_RETAIN_DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub retain_days: Option<u64>,
+
     /// Messages per replay batch read from the database.
     #[arg(long, env = "TIDINGS_REPLAY_BATCH", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -187,6 +196,8 @@ impl Config {
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
             shutdown_timeout: 10,
+            retain_messages: None,
+            retain_days: None,
         }
     }
 

@@ -53,6 +53,11 @@ pub struct Feed {
     limits: BatchLimits,
     /// Highest id yielded so far (or the client's starting offset).
     cursor: u64,
+    /// Where the replay began (the effective offset).
+    start: u64,
+    /// The requested offset was beyond the newest id (another database), so the whole
+    /// history is replayed instead.
+    reset: bool,
     /// Live messages with ids greater than the id it was subscribed at.
     live: broadcast::Receiver<Arc<LiveMessage>>,
     /// While replaying: the id at which `live` starts. `None` once live.
@@ -72,7 +77,8 @@ impl Feed {
         limits: BatchLimits,
     ) -> Self {
         let (target, live) = hub.subscribe();
-        let mut cursor = if after > target { 0 } else { after };
+        let reset = after > target;
+        let mut cursor = if reset { 0 } else { after };
         if let Some(latest) = latest {
             cursor = cursor.max(target.saturating_sub(latest));
         }
@@ -81,6 +87,8 @@ impl Feed {
             reader,
             limits,
             cursor,
+            start: cursor,
+            reset,
             live,
             replay_until: Some(target),
         }
@@ -89,6 +97,16 @@ impl Feed {
     /// The highest id yielded so far (the starting offset before the first batch).
     pub fn cursor(&self) -> u64 {
         self.cursor
+    }
+
+    /// Where the replay began: messages after this id are delivered.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Whether the requested offset was beyond the newest id and was treated as 0.
+    pub fn reset(&self) -> bool {
+        self.reset
     }
 
     /// Whether everything stored before the feed's live stream began has been yielded.

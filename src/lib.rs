@@ -53,7 +53,8 @@ use crate::feed::BatchLimits;
 use crate::hub::Hub;
 use crate::socket::ChatState;
 use crate::store::{Store, StoreError, StoreReader, StoreWriter};
-use crate::writer::{WriterConfig, WriterHandle, spawn_writer};
+use crate::writer::{Retention, WriterConfig, WriterHandle, spawn_writer};
+use tokio_util::sync::CancellationToken;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -69,12 +70,38 @@ pub enum ServerError {
     Serve(std::io::Error),
 }
 
+/// How often retention looks for messages to delete.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Applies retention in the background: small batches through the writer (so appends
+/// interleave), repeated while there is more, then a pause.
+async fn prune_forever(writer: WriterHandle, retention: Retention, stop: CancellationToken) {
+    loop {
+        loop {
+            match writer.prune(retention).await {
+                Ok(n) if n == writer::PRUNE_BATCH => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!("retention: {e}");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 /// How long shutdown waits for per-socket tasks to notice their socket closed.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// An opened database with its writer running, ready to serve.
 pub struct Server {
     config: Config,
+    /// The database's epoch, as clients see it.
+    epoch: Arc<str>,
     hub: Arc<Hub>,
     reader: StoreReader,
     writer: WriterHandle,
@@ -99,11 +126,14 @@ impl Server {
             store_writer.last_id(),
             config.live_buffer as usize,
         ));
+        hub.set_pruned_through(reader.pruned_through()?);
+        let epoch: Arc<str> = format!("{:016x}", reader.epoch()?).into();
         let (writer, writer_thread) =
             spawn_writer(store_writer, hub.clone(), WriterConfig::default())
                 .map_err(ServerError::Writer)?;
         Ok(Self {
             config,
+            epoch,
             hub,
             reader,
             writer,
@@ -149,6 +179,7 @@ impl Server {
             connections: connections.clone(),
             roster: roster.clone(),
             in_flight: in_flight.clone(),
+            epoch: self.epoch.clone(),
         };
         let (service, io) = SocketIo::builder()
             .max_payload(payload_limit as u64)
@@ -166,6 +197,17 @@ impl Server {
             .with_state(state)
             .build_with_inner_svc(http::not_found());
         socket::register(&io);
+        let retention = Retention {
+            messages: self.config.retain_messages,
+            days: self.config.retain_days,
+        };
+        if retention != Retention::default() {
+            tasks.spawn(prune_forever(
+                self.writer.clone(),
+                retention,
+                shutdown_token.clone(),
+            ));
+        }
         tasks.spawn(socket::broadcast_presence(
             io.clone(),
             roster,

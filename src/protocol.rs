@@ -53,6 +53,9 @@ pub enum AuthError {
     /// `latest` was present but out of range.
     #[error("invalid latest: {0}")]
     BadLatest(String),
+    /// `epoch` was present but not a string.
+    #[error("invalid epoch: {0}")]
+    BadEpoch(String),
 }
 
 /// Parses the handshake `auth` object into the offset to replay from (0 = from the start).
@@ -275,6 +278,8 @@ pub struct Handshake {
     pub nickname: Option<String>,
     /// Replay at most this many of the newest messages (`auth.latest`).
     pub latest: Option<u64>,
+    /// The epoch of the database the offset came from (`auth.epoch`, from a `sync` event).
+    pub epoch: Option<String>,
 }
 
 /// Parses the handshake `auth` object: [`parse_server_offset`] plus the optional `nickname`
@@ -301,10 +306,21 @@ pub fn parse_handshake(auth: &Value) -> Result<Handshake, AuthError> {
             }
         },
     };
+    let epoch = match field("epoch") {
+        None => None,
+        Some(Value::String(epoch)) if !epoch.is_empty() && epoch.len() <= 64 => Some(epoch.clone()),
+        Some(other) => {
+            return Err(AuthError::BadEpoch(format!(
+                "expected the string from a sync event, got {}",
+                json_type_name(other)
+            )));
+        }
+    };
     Ok(Handshake {
         offset,
         nickname,
         latest,
+        epoch,
     })
 }
 
@@ -557,7 +573,8 @@ mod tests {
             Ok(Handshake {
                 offset: 3,
                 nickname: Some("bo".into()),
-                latest: Some(50)
+                latest: Some(50),
+                epoch: None,
             })
         );
         assert_eq!(
@@ -565,7 +582,8 @@ mod tests {
             Ok(Handshake {
                 offset: 0,
                 nickname: None,
-                latest: None
+                latest: None,
+                epoch: None,
             })
         );
         for bad in [

@@ -34,6 +34,10 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_SCHEMA_VERSION: &str = "schema_version";
 /// Kept beside the messages so ids are never reused, even if old rows are one day deleted.
 const META_LAST_ID: &str = "last_id";
+/// A random id created with the file: offsets from another database can be told apart.
+const META_EPOCH: &str = "epoch";
+/// The highest id deleted by retention (0: nothing ever deleted).
+const META_PRUNED_THROUGH: &str = "pruned_through";
 /// The table layout this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -187,6 +191,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
             meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
                 .map_err(write_err)?;
             meta.insert(META_LAST_ID, 0).map_err(write_err)?;
+            meta.insert(META_EPOCH, new_epoch()).map_err(write_err)?;
         }
         write.commit().map_err(write_err)?;
         return Ok(0);
@@ -213,6 +218,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         .map_err(read_err)?
         .map(|v| v.value())
         .unwrap_or(0);
+    let has_epoch = meta.get(META_EPOCH).map_err(read_err)?.is_some();
     // `last()` is a descent to the rightmost leaf, not a scan.
     let messages = read.open_table(MESSAGES).map_err(read_err)?;
     let newest = messages
@@ -220,7 +226,32 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         .map_err(read_err)?
         .map(|(k, _)| k.value())
         .unwrap_or(0);
+    if !has_epoch {
+        // Files from before epochs existed get one now.
+        drop((meta, messages, read));
+        let write = db.begin_write().map_err(write_err)?;
+        {
+            let mut meta = write.open_table(META).map_err(write_err)?;
+            meta.insert(META_EPOCH, new_epoch()).map_err(write_err)?;
+        }
+        write.commit().map_err(write_err)?;
+    }
     Ok(recorded.max(newest))
+}
+
+/// A fresh random epoch (never 0). Not secret, only distinct between databases: std's
+/// per-process random hash keys mixed with the time and the process id.
+fn new_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish().max(1)
 }
 
 /// One message read back from the store.
@@ -363,6 +394,25 @@ impl StoreReader {
         }
     }
 
+    /// The database's epoch (see [`StoreReader::epoch`]); written when the file is created.
+    pub fn epoch(&self) -> Result<u64, StoreError> {
+        self.meta(META_EPOCH)
+    }
+
+    /// The highest id retention has deleted (0: none). A client whose offset is below it
+    /// cannot get a complete history.
+    pub fn pruned_through(&self) -> Result<u64, StoreError> {
+        self.meta(META_PRUNED_THROUGH)
+    }
+
+    fn meta(&self, key: &str) -> Result<u64, StoreError> {
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let meta = read.open_table(META).map_err(read_err)?;
+            Ok(meta.get(key).map_err(read_err)?.map_or(0, |v| v.value()))
+        })
+    }
+
     /// The lowest stored id (0 when empty).
     pub fn oldest_id(&self) -> Result<u64, StoreError> {
         self.db.with(|db| {
@@ -455,6 +505,65 @@ impl StoreWriter {
         // Nothing of a failed batch was committed; a successful one is on disk either way.
         self.next_id = last_id + 1;
         Ok(())
+    }
+
+    /// Deletes at most `max_rows` of the oldest messages that retention no longer keeps:
+    /// those beyond the newest `keep_newest`, and those received before `older_than_ms`.
+    /// Their client offsets go with them. One durable transaction; returns how many rows it
+    /// deleted and the highest id deleted so far, ever (call again while it returns
+    /// `max_rows`).
+    pub fn prune(
+        &mut self,
+        keep_newest: Option<u64>,
+        older_than_ms: Option<u64>,
+        max_rows: usize,
+    ) -> Result<(usize, u64), StoreError> {
+        let last_id = self.last_id();
+        self.db.with(|db| {
+            let write = db.begin_write().map_err(write_err)?;
+            let deleted;
+            let through;
+            {
+                let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
+                let mut offsets = write
+                    .open_multimap_table(CLIENT_OFFSETS)
+                    .map_err(write_err)?;
+                let keep_from = keep_newest.map_or(0, |n| last_id.saturating_sub(n) + 1);
+                let mut doomed = Vec::new();
+                for entry in messages.iter().map_err(write_err)? {
+                    if doomed.len() >= max_rows {
+                        break;
+                    }
+                    let (key, value) = entry.map_err(write_err)?;
+                    let id = key.value();
+                    let record = decode_record(value.value()).ok();
+                    let too_old = older_than_ms.is_some_and(|cutoff| {
+                        record.as_ref().is_some_and(|r| r.received_at_ms < cutoff)
+                    });
+                    if id >= keep_from && !too_old {
+                        break;
+                    }
+                    doomed.push((id, record.and_then(|r| r.client_offset)));
+                }
+                for (id, offset) in &doomed {
+                    messages.remove(*id).map_err(write_err)?;
+                    if let Some(offset) = offset {
+                        offsets.remove(offset.as_str(), *id).map_err(write_err)?;
+                    }
+                }
+                let mut meta = write.open_table(META).map_err(write_err)?;
+                if let Some((last, _)) = doomed.last() {
+                    meta.insert(META_PRUNED_THROUGH, *last).map_err(write_err)?;
+                }
+                through = meta
+                    .get(META_PRUNED_THROUGH)
+                    .map_err(write_err)?
+                    .map_or(0, |v| v.value());
+                deleted = doomed.len();
+            }
+            write.commit().map_err(write_err)?;
+            Ok((deleted, through))
+        })
     }
 
     /// Imports records in one durable transaction. Idempotent: a record whose id already
@@ -706,6 +815,40 @@ mod tests {
         assert_eq!((ids(&rows), more), (vec![1], false));
         let (rows, more) = reader.read_before(Some(4), 3)?;
         assert_eq!((ids(&rows), more), (vec![1, 2, 3], false));
+        Ok(())
+    }
+
+    #[test]
+    fn retention_prunes_oldest_first_with_their_offsets() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        let (reader, mut writer) = Store::open(&path)?;
+        let epoch = reader.epoch()?;
+        assert_ne!(epoch, 0);
+        let inputs: Vec<ChatInput> = (1..=10)
+            .map(|i| input(&format!("m{i}"), Some(&format!("o{i}"))))
+            .collect();
+        writer.append_batch(&inputs[..5], 100)?;
+        writer.append_batch(&inputs[5..], 200)?;
+        // Keep the newest 7, two rows per transaction.
+        assert_eq!(writer.prune(Some(7), None, 2)?, (2, 2));
+        assert_eq!(writer.prune(Some(7), None, 2)?, (1, 3));
+        assert_eq!(writer.prune(Some(7), None, 2)?, (0, 3));
+        assert_eq!((reader.oldest_id()?, reader.pruned_through()?), (4, 3));
+        // Older than t=150 goes too.
+        assert_eq!(writer.prune(None, Some(150), 100)?, (2, 5));
+        assert_eq!(reader.oldest_id()?, 6);
+        // A pruned offset is forgotten: sending it again stores a new message.
+        let out = writer.append_batch(&[input("m1", Some("o1")), input("m6", Some("o6"))], 300)?;
+        assert_eq!(
+            out,
+            vec![
+                AppendOutcome::Stored(MessageId(11)),
+                AppendOutcome::Duplicate(MessageId(6))
+            ]
+        );
+        drop((reader, writer));
+        let (reader, writer) = Store::open(&path)?;
+        assert_eq!((reader.epoch()?, writer.last_id()), (epoch, 11));
         Ok(())
     }
 

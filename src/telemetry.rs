@@ -32,6 +32,8 @@ pub const COMMIT_BATCH: &str = "tidings_commit_batch_size";
 pub const COMMIT_SECONDS: &str = "tidings_commit_seconds";
 /// Failed commits (counter).
 pub const COMMIT_FAILURES: &str = "tidings_commit_failures_total";
+/// Messages deleted by retention (counter).
+pub const PRUNED: &str = "tidings_pruned_total";
 /// Size of the database file in bytes (gauge, refreshed on scrape).
 pub const DATABASE_BYTES: &str = "tidings_database_bytes";
 /// Highest stored id (gauge).

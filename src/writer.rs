@@ -60,9 +60,26 @@ enum Command {
         input: ChatInput,
         reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
     },
+    /// Delete one small batch of messages retention no longer keeps.
+    Prune {
+        retention: Retention,
+        reply: oneshot::Sender<Result<usize, AppendError>>,
+    },
     /// Finish everything queued before this, then stop.
     Stop,
 }
+
+/// What retention keeps; `None` fields keep everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep only this many of the newest messages.
+    pub messages: Option<u64>,
+    /// Keep only messages received in the last this many days.
+    pub days: Option<u64>,
+}
+
+/// Rows per retention transaction: small, so appends never wait long behind a prune.
+pub const PRUNE_BATCH: usize = 1000;
 
 /// A cheap, cloneable way to talk to the writer.
 #[derive(Clone)]
@@ -87,6 +104,17 @@ impl WriterHandle {
     /// Whether the database accepts writes: the last commit succeeded and the writer runs.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed) && !self.commands.is_closed()
+    }
+
+    /// Deletes up to [`PRUNE_BATCH`] messages that `retention` no longer keeps, in one
+    /// transaction; returns how many (call again while it returns a full batch).
+    pub async fn prune(&self, retention: Retention) -> Result<usize, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Prune { retention, reply })
+            .await
+            .map_err(|_| AppendError::Stopped)?;
+        answer.await.map_err(|_| AppendError::Stopped)?
     }
 
     /// Asks the writer to finish what is queued and stop. Appends sent afterwards fail with
@@ -133,9 +161,15 @@ fn run(
             break;
         };
         let mut bytes = 0;
+        let mut prune = None;
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
+                Command::Prune { retention, reply } => {
+                    // After the appends taken so far, which keep their order.
+                    prune = Some((retention, reply));
+                    break;
+                }
                 Command::Append { input, reply } => {
                     bytes += input.content.len();
                     inputs.push(input);
@@ -151,11 +185,52 @@ fn run(
             }
             next = receiver.try_recv().ok();
         }
+        if let Some((retention, reply)) = prune.take() {
+            if !inputs.is_empty() {
+                commit_guarded(&mut store, &hub, &healthy, &mut inputs, &mut replies);
+            }
+            let _ = reply.send(prune_batch(&mut store, &hub, retention));
+            continue;
+        }
         if inputs.is_empty() {
             continue;
         }
+        commit_guarded(&mut store, &hub, &healthy, &mut inputs, &mut replies);
+    }
+    tracing::debug!("writer stopped");
+}
+
+/// Deletes one batch of what `retention` no longer keeps.
+fn prune_batch(
+    store: &mut StoreWriter,
+    hub: &Hub,
+    retention: Retention,
+) -> Result<usize, AppendError> {
+    let older_than_ms = retention
+        .days
+        .map(|days| now_ms().saturating_sub(days.saturating_mul(24 * 60 * 60 * 1000)));
+    let (deleted, through) = store
+        .prune(retention.messages, older_than_ms, PRUNE_BATCH)
+        .map_err(|e| AppendError::Storage(e.to_string()))?;
+    hub.set_pruned_through(through);
+    if deleted > 0 {
+        metrics::counter!(telemetry::PRUNED).increment(deleted as u64);
+        tracing::debug!(deleted, "retention pruned old messages");
+    }
+    Ok(deleted)
+}
+
+/// Commits a batch; a panic (there should be none) answers nothing and the writer goes on.
+fn commit_guarded(
+    store: &mut StoreWriter,
+    hub: &Hub,
+    healthy: &AtomicBool,
+    inputs: &mut Vec<ChatInput>,
+    replies: &mut Vec<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
+) {
+    {
         let committed = catch_unwind(AssertUnwindSafe(|| {
-            commit_batch(&mut store, &hub, &healthy, &mut inputs, &mut replies);
+            commit_batch(store, hub, healthy, inputs, replies);
         }));
         if committed.is_err() {
             // There should be no panic here; if there is one, the batch's senders get no
@@ -168,7 +243,6 @@ fn run(
             }
         }
     }
-    tracing::debug!("writer stopped");
 }
 
 fn commit_batch(

@@ -117,7 +117,9 @@ async fn latest_limits_the_first_replay_and_history_pages_back() -> TestResult {
     assert_eq!(receive(&mut back, 20).await.first().map(|m| m.1), Some(101));
     // Bad requests get an error ack.
     for bad in [json!({ "limit": 0 }), json!({ "before": "x" }), json!(5)] {
-        let ack = page.emit_with_ack("history", std::slice::from_ref(&bad), WAIT).await?;
+        let ack = page
+            .emit_with_ack("history", std::slice::from_ref(&bad), WAIT)
+            .await?;
         assert!(ack[0]["error"].is_string(), "{bad}: {ack:?}");
     }
     server.stop().await;
@@ -227,6 +229,101 @@ async fn typing_is_rate_limited() -> TestResult {
         }
     }
     assert!((1..=3).contains(&relayed), "relayed {relayed} of 20");
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sync_reports_epoch_range_and_completeness() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&dir).await;
+    let mut writer = server.connect(0).await;
+    let sync = next_named(&mut writer, "sync").await?;
+    let epoch = sync[0]["epoch"].as_str().unwrap_or_default().to_string();
+    assert_eq!(epoch.len(), 16, "{sync:?}");
+    assert_eq!(sync[0]["complete"], json!(true));
+    for i in 1..=5 {
+        send_ok(&mut writer, &format!("m{i}"), None).await;
+    }
+    // From offset 2: ids 3..=5, then sync, then live.
+    let mut client = server.connect(2).await;
+    assert_eq!(receive(&mut client, 3).await.last().map(|m| m.1), Some(5));
+    let sync = next_named(&mut client, "sync").await?;
+    assert_eq!(
+        sync[0],
+        json!({ "epoch": epoch, "from": 3, "to": 5, "complete": true })
+    );
+    // Same offset, another database's epoch: the whole history, marked incomplete.
+    let mut stranger = Client::connect(
+        &server.url,
+        &json!({ "serverOffset": 2, "epoch": "0000000000000001" }),
+    )
+    .await?;
+    assert_eq!(
+        receive(&mut stranger, 5).await.first().map(|m| m.1),
+        Some(1)
+    );
+    let sync = next_named(&mut stranger, "sync").await?;
+    assert_eq!(
+        (sync[0]["from"].clone(), sync[0]["complete"].clone()),
+        (json!(1), json!(false))
+    );
+    // An offset beyond the newest id is another database too.
+    let mut ahead = server.connect(99).await;
+    assert_eq!(receive(&mut ahead, 5).await.len(), 5);
+    assert_eq!(
+        next_named(&mut ahead, "sync").await?[0]["complete"],
+        json!(false)
+    );
+    // The epoch survives restarts.
+    server.stop().await;
+    let server = TestServer::start(&dir).await;
+    let mut again = server.connect(5).await;
+    assert_eq!(
+        next_named(&mut again, "sync").await?[0]["epoch"],
+        json!(epoch)
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn retention_deletes_old_messages_and_says_so() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = tidings::Config::with_db(dir.path().join("chat.redb"));
+    config.retain_messages = Some(3);
+    config.rate_limit = 0.0;
+    let server = TestServer::start_with(config.clone()).await;
+    let mut writer = server.connect(0).await;
+    for i in 1..=8 {
+        send_ok(&mut writer, &format!("m{i}"), Some(&format!("o{i}"))).await;
+    }
+    server.stop().await;
+    // Retention runs at start and then every few seconds.
+    let server = TestServer::start_with(config).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut fresh = server.connect(0).await;
+        let first = fresh.next_chat(WAIT).await?;
+        if first.1 == 6 {
+            assert_eq!(receive(&mut fresh, 2).await.last().map(|m| m.1), Some(8));
+            let sync = next_named(&mut fresh, "sync").await?;
+            assert_eq!(
+                sync[0]["complete"],
+                json!(false),
+                "1..=5 are gone: {sync:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "retention did not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A client that already had them is complete.
+    let mut current = server.connect(7).await;
+    assert_eq!(
+        next_named(&mut current, "sync").await?[0]["complete"],
+        json!(true)
+    );
     server.stop().await;
     Ok(())
 }

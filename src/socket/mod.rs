@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::feed::{BatchLimits, Feed};
-use crate::hub::{Hub, LiveMessage};
+use crate::hub::Hub;
 use crate::protocol::{
     AckReply, AuthError, Limits, PayloadError, parse_handshake, parse_history_request,
     validate_chat_message,
@@ -40,6 +40,8 @@ pub use presence::{SharedRoster, broadcast_presence};
 pub const CHAT_MESSAGE: &str = "chat message";
 /// Pages of older messages: `history ({ before, limit }, ack)`.
 pub const HISTORY: &str = "history";
+/// Sent once after the replay: `sync ({ epoch, from, to, complete })`.
+pub const SYNC: &str = "sync";
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -68,6 +70,27 @@ pub struct ChatState {
     pub roster: SharedRoster,
     /// Chat messages being stored and acked; shutdown waits for them before closing sockets.
     pub in_flight: InFlight,
+    /// This database's epoch, as sent in `sync` (16 hex digits).
+    pub epoch: Arc<str>,
+}
+
+/// `sync ({ epoch, from, to, complete })`, sent once after the replay, before live messages.
+#[derive(serde::Serialize)]
+struct Sync<'a> {
+    epoch: &'a str,
+    /// First id the replay covered.
+    from: u64,
+    /// Last id the replay covered (the live stream continues after it).
+    to: u64,
+    /// False when the client asked for messages that are gone: deleted by retention, or
+    /// its offset came from another database.
+    complete: bool,
+}
+
+/// Decided at connect, sent after the replay.
+struct SyncPlan {
+    epoch: Arc<str>,
+    complete: bool,
 }
 
 /// Counts `chat message` handlers between receipt and ack. Once draining, new messages are
@@ -185,6 +208,8 @@ struct Delivery {
     closed: Arc<Closed>,
     /// The nickname it connected with, listed in presence once connected.
     nickname: Option<String>,
+    /// What the `sync` event after the replay will say.
+    sync: SyncPlan,
     /// Held while the socket lives (the task, or the pending delivery if it never starts).
     _slot: ConnectionSlot,
 }
@@ -214,7 +239,12 @@ async fn admit(
 ) -> Result<(), Refusal> {
     let auth = auth.map_err(|e| AuthError::BadServerOffset(format!("unreadable auth: {e}")))?;
     let handshake = parse_handshake(&auth)?;
-    let start = handshake.offset;
+    // An offset from another database (its epoch differs) means nothing here: replay all.
+    let other_epoch = handshake
+        .epoch
+        .as_deref()
+        .is_some_and(|epoch| epoch != &*state.epoch);
+    let start = if other_epoch { 0 } else { handshake.offset };
     let slot = state
         .connections
         .try_acquire()
@@ -262,11 +292,16 @@ async fn admit(
         transport = ?socket.transport_type(),
         "connection opened"
     );
+    let sync = SyncPlan {
+        epoch: state.epoch.clone(),
+        complete: !other_epoch && !feed.reset() && feed.start() >= state.hub.pruned_through(),
+    };
     let delivery = Delivery {
         feed,
         delivered: delivered_tx,
         closed,
         nickname: handshake.nickname,
+        sync,
         _slot: slot,
     };
     socket
@@ -330,6 +365,7 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
         delivered,
         closed,
         nickname: _,
+        sync,
         _slot,
     } = delivery;
     metrics::counter!(telemetry::REPLAYS).increment(1);
@@ -339,6 +375,16 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
         if replaying && feed.caught_up() {
             replaying = false;
             metrics::histogram!(telemetry::REPLAY_SECONDS).record(started.elapsed().as_secs_f64());
+            let report = Sync {
+                epoch: &sync.epoch,
+                from: feed.start() + 1,
+                to: feed.cursor(),
+                complete: sync.complete,
+            };
+            let emit = || outgoing::emit_leaving_headroom(&socket, SYNC, &report);
+            if let Err(stop) = emit_in_order(&closed, emit).await {
+                break 'deliver stop;
+            }
         }
         let batch = tokio::select! {
             batch = feed.next_batch() => batch,
@@ -355,7 +401,8 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
             metrics::counter!(telemetry::REPLAYED_MESSAGES).increment(batch.len() as u64);
         }
         for (n, message) in batch.iter().enumerate() {
-            if let Err(stop) = emit_in_order(&socket, message, &closed).await {
+            let chat = || outgoing::emit_chat_leaving_headroom(&socket, CHAT_MESSAGE, message);
+            if let Err(stop) = emit_in_order(&closed, chat).await {
                 break 'deliver stop;
             }
             delivered.send_replace(message.id.0);
@@ -395,13 +442,12 @@ async fn force_disconnect(socket: &SocketRef, closed: &Closed) {
 /// Emits one message, waiting while the socket's outgoing buffer is full (the client reads
 /// slowly) instead of dropping it. Errs once the socket is closed.
 async fn emit_in_order(
-    socket: &SocketRef,
-    message: &LiveMessage,
     closed: &Closed,
+    emit: impl Fn() -> Result<(), NotQueued>,
 ) -> Result<(), Stop> {
     let mut backoff = Duration::from_micros(200);
     loop {
-        match outgoing::emit_chat_leaving_headroom(socket, CHAT_MESSAGE, message) {
+        match emit() {
             Ok(()) => return Ok(()),
             Err(NotQueued::Full) => {
                 // A client that never reads stops answering pings (which still fit, thanks

@@ -55,15 +55,22 @@ pub fn emit_chat_leaving_headroom(
         author: message.author.as_deref(),
         time: message.time,
     };
-    hold_then(socket, HEADROOM, &|| {
-        socket.emit(event, &(&message.content, message.id.0, &meta))
-    })
+    emit_leaving_headroom(socket, event, &(&message.content, message.id.0, &meta))
 }
 
-/// Queues an ephemeral event (presence, typing) if at least `HEADROOM + 1` slots are free;
-/// when the client is backlogged it is simply not sent (it is not worth an ack or a ping).
+/// Queues any event if at least `HEADROOM + 1` slots are free.
+pub fn emit_leaving_headroom<T: Serialize + ?Sized>(
+    socket: &SocketRef,
+    event: &str,
+    data: &T,
+) -> Result<(), NotQueued> {
+    hold_then(socket, HEADROOM, &|| socket.emit(event, data))
+}
+
+/// Queues an ephemeral event (presence, typing) if there is room; when the client is
+/// backlogged it is simply not sent (it is not worth an ack or a ping).
 pub fn emit_ephemeral<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T) -> bool {
-    hold_then(socket, HEADROOM, &|| socket.emit(event, data)).is_ok()
+    emit_leaving_headroom(socket, event, data).is_ok()
 }
 
 /// Sends an ack if a slot is free; gives the sender back when the buffer is full so the
