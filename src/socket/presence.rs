@@ -88,7 +88,13 @@ pub(super) fn joined(socket: &SocketRef, roster: &SharedRoster, nickname: Option
     if let Some(name) = &nickname {
         to_others(socket, "user joined", name);
     }
-    roster.lock().join(socket.id.as_str(), nickname);
+    let snapshot = {
+        let mut roster = roster.lock();
+        roster.join(socket.id.as_str(), nickname);
+        roster.snapshot()
+    };
+    // The newcomer learns who is here at once; the others on the next coalesced tick.
+    emit_ephemeral(socket, "presence", &snapshot);
 }
 
 /// A socket left: unlist it, end its typing, and tell the others.

@@ -11,6 +11,7 @@ const STATIC = path.resolve(__dirname, '../../static');
 const routes = [
   ['/', 'index.html', /^text\/html/],
   ['/app.js', 'app.js', /javascript/],
+  ['/style.css', 'style.css', /text\/css/],
   ['/socket.io/socket.io.js', 'socket.io.js', /javascript/],
   ['/socket.io/socket.io.min.js', 'socket.io.min.js', /javascript/],
   ['/socket.io/socket.io.min.js.map', 'socket.io.min.js.map', null],

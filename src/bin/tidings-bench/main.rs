@@ -37,7 +37,7 @@ use crate::server::{Launcher, WorkDir};
 
 /// Load scenarios for a Socket.IO chat server (tidings, or the tutorial's reference).
 #[derive(Debug, Parser)]
-#[command(name = "tidings-bench", version, about)]
+#[command(name = "tidings-bench", version)]
 struct Cli {
     #[command(flatten)]
     launcher: Launcher,

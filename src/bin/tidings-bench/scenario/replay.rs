@@ -57,6 +57,7 @@ struct Run {
     missing: u64,
     repeated: u64,
     server_cpu_s: Option<f64>,
+    others_cores: Option<f64>,
 }
 
 pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
@@ -160,6 +161,16 @@ fn summarize(report: &mut Report, key: &str, label: &str, runs: &[Run], expected
             Better::Lower,
         );
     }
+    let others: Vec<f64> = runs.iter().filter_map(|r| r.others_cores).collect();
+    if let Some(o) = median(&others) {
+        report.metric(
+            format!("others_cpu_cores_{key}"),
+            format!("{label}: other processes' CPU (median)"),
+            o,
+            "cores",
+            Better::Neither,
+        );
+    }
     for (i, r) in runs.iter().enumerate() {
         if r.received != expected || r.missing > 0 || r.repeated > 0 {
             report.problems.push(format!(
@@ -215,5 +226,6 @@ async fn replay_once(
         missing,
         repeated,
         server_cpu_s: cpu.server_s,
+        others_cores: cpu.others_cores(),
     })
 }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every figure of BENCHMARKS.md side by side (tidings vs the reference) and keeps each
+# run's output under $OUT (default target/bench-results/DATE), with every JSON line in
+# results.jsonl. About 30 minutes on a 2-core machine when nothing else runs; QUICK=1 makes a
+# scaled-down smoke run (~4 minutes). Compare mode waits for a quiet machine before each run
+# and repeats a run that other processes disturbed (see --quiet-wait and --retries).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export TIDINGS_REFERENCE="${TIDINGS_REFERENCE:-$PWD/../shared/reference/node-tutorial}"
+target="${CARGO_TARGET_DIR:-target}"
+out="${OUT:-$target/bench-results/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$out"
+cargo build --release --bins >&2
+bench="$target/release/tidings-bench"
+
+run() {
+  local name="$1"; shift
+  echo "=== $name: tidings-bench $*" | tee "$out/$name.txt" >&2
+  "$bench" "$@" | tee -a "$out/$name.txt" || echo "($name exited with $?)" | tee -a "$out/$name.txt"
+  tail -n 1 "$out/$name.txt" | grep '^{' >> "$out/results.jsonl" || true
+}
+
+if [ "${QUICK:-0}" = 1 ]; then
+  run disk disk --count 500
+  run ingest-c50 compare ingest -c 10 -m 50
+  run ingest-c1 compare ingest -c 1 -m 500
+  run fanout compare fanout -r 100 --rate 50,200 --duration 3
+  run replay compare replay -n 5000 --runs 2 --recent-runs 5
+  run idle compare idle --conns 500,1000 --hold 5
+  run startup compare startup -n 20000 --reference-messages 2000 --runs 3
+else
+  run disk disk
+  run ingest-c50 compare ingest -c 50 -m 100
+  run ingest-c50-long compare ingest -c 50 -m 1000
+  run ingest-c1 compare ingest -c 1 -m 5000
+  run fanout-50 compare fanout -r 500 --rate 50 --duration 20
+  run fanout-sweep compare fanout -r 500 --rate 50,100,200,400,800,1600 --duration 10
+  run replay compare replay -n 100000 --runs 5
+  run idle compare idle --conns 2000,10000,19900 --hold 30
+  run startup compare startup -n 1000000 --reference-messages 20000 --runs 5
+fi
+echo "results in $out" >&2
