@@ -194,15 +194,6 @@ impl Client {
                 .await
                 .map_err(|_| ClientError::Closed)?;
         }
-        self.wait_ack(id, rx, timeout).await
-    }
-
-    async fn wait_ack(
-        &mut self,
-        id: u64,
-        rx: oneshot::Receiver<Vec<Value>>,
-        timeout: Duration,
-    ) -> Result<Vec<Value>, ClientError> {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(args)) => Ok(args),
             Ok(Err(_)) => Err(ClientError::Closed),
@@ -229,16 +220,9 @@ impl Client {
         args: &[Value],
         timeout: Duration,
     ) -> Result<Vec<Value>, ClientError> {
-        let id = self.next_ack;
-        self.next_ack += 1;
-        let (tx, rx) = oneshot::channel();
-        self.acks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, tx);
-        self.send_raw(format!("42{id}{}", event_json(event, args)))
-            .await?;
-        self.wait_ack(id, rx, timeout).await
+        let json = event_json(event, args);
+        self.send_frames_with_ack(|id| vec![Message::text(format!("42{id}{json}"))], timeout)
+            .await
     }
 
     /// The next thing the server sent, waiting up to `timeout`.

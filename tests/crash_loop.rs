@@ -5,6 +5,8 @@
 //!
 //! Bounded: `CYCLES` kills, each after at most 300 ms of traffic.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -12,19 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use serde_json::{Value, json};
 use tidings::client::Client;
 use tidings::store::Store;
 
 const CYCLES: usize = 20;
 const CLIENTS: usize = 3;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// The binary under test: `TIDINGS_BIN` (CI points it at the release build), else the one
 /// cargo built for this test run.

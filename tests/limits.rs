@@ -245,3 +245,22 @@ async fn heartbeats_survive_a_backpressured_replay() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn history_requests_share_the_rate_limit() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = config(&dir);
+    config.rate_limit = 1.0;
+    config.rate_burst = 2;
+    let server = TestServer::start_with(config).await;
+    let mut client = server.connect(0).await;
+    for _ in 0..2 {
+        let ack = client.emit_with_ack("history", &[json!({})], WAIT).await?;
+        assert!(ack[0]["messages"].is_array(), "{ack:?}");
+    }
+    let ack = client.emit_with_ack("history", &[json!({})], WAIT).await?;
+    assert_eq!(ack[0]["error"], json!("rate limited"), "{ack:?}");
+    assert!(ack[0]["retryAfterMs"].as_u64().is_some_and(|ms| ms > 0));
+    server.stop().await;
+    Ok(())
+}

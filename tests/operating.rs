@@ -70,13 +70,6 @@ async fn healthz_and_metrics() -> TestResult {
     Ok(())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn start(port: u16, db: &std::path::Path, extra: &[&str]) -> std::process::Child {
     Command::new(BIN)
         .args([

@@ -1,9 +1,12 @@
 //! The Socket.IO layer: the only module that touches socketioxide.
 //!
-//! Owns the per-connection lifecycle: the handshake check (`auth.serverOffset`), one delivery
-//! task per socket that pulls its [`Feed`] and emits `chat message (content, id)` at the
-//! client's pace, and the `chat message` handler that validates, hands the message to the
-//! writer and acks. Validation rules live in [`crate::protocol`]; ordering in the hub and feed.
+//! Owns the per-connection lifecycle: admission (the handshake check, the connection cap),
+//! one delivery task per socket that pulls its [`Feed`] and emits `chat message (content, id,
+//! meta)` and the `sync` report at the client's pace, the `chat message` handler (rate limit,
+//! validation, hand-off to the writer, ack after the sender's own copy), `history`, and the
+//! shutdown drain. `outgoing` keeps acks and pings from being crowded out of a socket's
+//! buffer; `presence` holds the ephemeral events. Validation rules live in
+//! [`crate::protocol`]; ordering in the hub and feed.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -556,6 +559,23 @@ async fn on_history(
     let request = args
         .map_err(|e| e.to_string())
         .and_then(|EventArgs(args)| parse_history_request(&args).map_err(|e| e.to_string()));
+    let verdict = delivered
+        .bucket
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take(Instant::now());
+    // History reads share the connection's allowance with sends.
+    let request = match verdict {
+        Verdict::Allowed => request,
+        Verdict::Limited { retry_after, .. } => {
+            let reply = AckReply::RateLimited {
+                error: "rate limited",
+                retry_after_ms: retry_after.as_millis().max(1) as u64,
+            };
+            send_ack(&socket, ack, &reply, &delivered.closed).await;
+            return;
+        }
+    };
     let reply = match request {
         Err(error) => serde_json::json!({ "error": error }),
         Ok(request) => {

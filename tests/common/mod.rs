@@ -116,3 +116,11 @@ pub async fn receive(client: &mut Client, n: usize) -> Vec<(String, u64)> {
     }
     got
 }
+
+/// A port that was free a moment ago (for tests that restart a server on the same port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
