@@ -448,7 +448,9 @@ async fn emit_in_order(
     closed: &Closed,
     emit: impl Fn() -> Result<(), NotQueued>,
 ) -> Result<(), Stop> {
-    let mut backoff = Duration::from_micros(200);
+    // Not too eager: a retry that finds only a slot or two free briefly holds them (see
+    // `outgoing`); waiting a little lets the connection drain more first.
+    let mut backoff = Duration::from_millis(1);
     loop {
         match emit() {
             Ok(()) => return Ok(()),
