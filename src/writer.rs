@@ -166,7 +166,6 @@ fn run(
         while let Some(command) = next.take() {
             match command {
                 Command::Prune { retention, reply } => {
-                    // After the appends taken so far, which keep their order.
                     prune = Some((retention, reply));
                     break;
                 }
@@ -185,17 +184,13 @@ fn run(
             }
             next = receiver.try_recv().ok();
         }
-        if let Some((retention, reply)) = prune.take() {
-            if !inputs.is_empty() {
-                commit_guarded(&mut store, &hub, &healthy, &mut inputs, &mut replies);
-            }
+        if !inputs.is_empty() {
+            commit_guarded(&mut store, &hub, &healthy, &mut inputs, &mut replies);
+        }
+        // A prune runs after the appends taken before it, which keep their order.
+        if let Some((retention, reply)) = prune {
             let _ = reply.send(prune_batch(&mut store, &hub, retention));
-            continue;
         }
-        if inputs.is_empty() {
-            continue;
-        }
-        commit_guarded(&mut store, &hub, &healthy, &mut inputs, &mut replies);
     }
     tracing::debug!("writer stopped");
 }
@@ -228,19 +223,17 @@ fn commit_guarded(
     inputs: &mut Vec<ChatInput>,
     replies: &mut Vec<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
 ) {
-    {
-        let committed = catch_unwind(AssertUnwindSafe(|| {
-            commit_batch(store, hub, healthy, inputs, replies);
-        }));
-        if committed.is_err() {
-            // There should be no panic here; if there is one, the batch's senders get no
-            // answer (so no ack: their clients retry) and the writer carries on.
-            tracing::error!("the writer panicked; the batch was not acknowledged");
-            inputs.clear();
-            replies.clear();
-            if let Err(e) = store.reopen() {
-                tracing::error!("cannot reopen the database: {e}");
-            }
+    let committed = catch_unwind(AssertUnwindSafe(|| {
+        commit_batch(store, hub, healthy, inputs, replies);
+    }));
+    if committed.is_err() {
+        // There should be no panic here; if there is one, the batch's senders get no
+        // answer (so no ack: their clients retry) and the writer carries on.
+        tracing::error!("the writer panicked; the batch was not acknowledged");
+        inputs.clear();
+        replies.clear();
+        if let Err(e) = store.reopen() {
+            tracing::error!("cannot reopen the database: {e}");
         }
     }
 }
