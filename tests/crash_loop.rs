@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::free_port;
+use common::{free_port, server_command};
 use serde_json::{Value, json};
 use tidings::client::Client;
 use tidings::store::Store;
@@ -22,24 +22,8 @@ use tidings::store::Store;
 const CYCLES: usize = 20;
 const CLIENTS: usize = 3;
 
-/// The binary under test: `TIDINGS_BIN` (CI points it at the release build), else the one
-/// cargo built for this test run.
-fn binary() -> String {
-    std::env::var("TIDINGS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tidings").to_string())
-}
-
 fn start(port: u16, db: &Path) -> Child {
-    Command::new(binary())
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--rate-limit",
-            "0",
-            "--db",
-        ])
-        .arg(db)
+    server_command(port, db)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -12,31 +12,6 @@ use serde_json::{Value, json};
 use tidings::Config;
 use tokio_tungstenite::tungstenite::Message;
 
-type RawSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-/// Connects over a raw websocket whose TCP receive window is tiny, so the server's buffers
-/// fill as soon as the test stops reading.
-async fn connect_raw(url: &str) -> Result<RawSocket, Box<dyn std::error::Error + Send + Sync>> {
-    let address: std::net::SocketAddr = url.trim_start_matches("http://").parse()?;
-    let tcp = tokio::net::TcpSocket::new_v4()?;
-    tcp.set_recv_buffer_size(4096)?;
-    let stream = tcp.connect(address).await?;
-    stream.set_nodelay(true)?;
-    let ws_url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::client_async(ws_url.as_str(), stream).await?;
-    let open = ws.next().await.ok_or("no open packet")??;
-    assert!(open.to_text()?.starts_with('0'));
-    ws.send(Message::text(r#"40{"serverOffset":0}"#)).await?;
-    loop {
-        let frame = ws.next().await.ok_or("no connect packet")??;
-        match frame.to_text()? {
-            "2" => ws.send(Message::text("3")).await?,
-            text if text.starts_with("40") => return Ok(ws),
-            other => return Err(format!("unexpected {other:?} while connecting").into()),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_survive_a_backpressured_replay() -> TestResult {
     // A client that reads in bursts keeps the server's buffer full while it pauses. The

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::json;
 use tidings::Config;
 use tidings::client::{Client, ClientError, Incoming};
@@ -95,31 +95,6 @@ async fn connections_past_the_cap_are_refused_until_one_leaves() -> TestResult {
     }
     server.stop().await;
     Ok(())
-}
-
-type RawSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-/// Connects over a raw websocket whose TCP receive window is tiny, so the server's buffers
-/// fill as soon as the test stops reading.
-async fn connect_raw(url: &str) -> Result<RawSocket, Box<dyn std::error::Error + Send + Sync>> {
-    let address: std::net::SocketAddr = url.trim_start_matches("http://").parse()?;
-    let tcp = tokio::net::TcpSocket::new_v4()?;
-    tcp.set_recv_buffer_size(4096)?;
-    let stream = tcp.connect(address).await?;
-    stream.set_nodelay(true)?;
-    let ws_url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::client_async(ws_url.as_str(), stream).await?;
-    let open = ws.next().await.ok_or("no open packet")??;
-    assert!(open.to_text()?.starts_with('0'));
-    ws.send(Message::text(r#"40{"serverOffset":0}"#)).await?;
-    loop {
-        let frame = ws.next().await.ok_or("no connect packet")??;
-        match frame.to_text()? {
-            "2" => ws.send(Message::text("3")).await?,
-            text if text.starts_with("40") => return Ok(ws),
-            other => return Err(format!("unexpected {other:?} while connecting").into()),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

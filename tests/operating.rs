@@ -71,18 +71,8 @@ async fn healthz_and_metrics() -> TestResult {
 }
 
 fn start(port: u16, db: &std::path::Path, extra: &[&str]) -> std::process::Child {
-    Command::new(BIN)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--rate-limit",
-            "0",
-        ])
+    server_command(port, db)
         .args(extra)
-        .arg("--db")
-        .arg(db)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -124,3 +124,59 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// The server binary: `TIDINGS_BIN` (CI points it at the release build), else the one cargo
+/// built for this test run.
+pub fn binary() -> String {
+    std::env::var("TIDINGS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tidings").to_string())
+}
+
+/// The server binary listening on 127.0.0.1:`port` with database `db` and no rate limit (the
+/// callers flood on purpose); callers add flags, environment and stdio.
+pub fn server_command(port: u16, db: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(binary());
+    command
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--rate-limit",
+            "0",
+        ])
+        .arg("--db")
+        .arg(db);
+    command
+}
+
+/// A raw websocket to the engine.io endpoint whose TCP receive window is tiny, so the
+/// server's buffers fill as soon as the test stops reading; connected to namespace `/`.
+pub async fn connect_raw(
+    url: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let address: std::net::SocketAddr = url.trim_start_matches("http://").parse()?;
+    let tcp = tokio::net::TcpSocket::new_v4()?;
+    tcp.set_recv_buffer_size(4096)?;
+    let stream = tcp.connect(address).await?;
+    stream.set_nodelay(true)?;
+    let ws_url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::client_async(ws_url.as_str(), stream).await?;
+    let open = ws.next().await.ok_or("no open packet")??;
+    if !open.to_text()?.starts_with('0') {
+        return Err(format!("expected engine.io open, got {open:?}").into());
+    }
+    ws.send(Message::text(r#"40{"serverOffset":0}"#)).await?;
+    loop {
+        let frame = ws.next().await.ok_or("no connect packet")??;
+        match frame.to_text()? {
+            "2" => ws.send(Message::text("3")).await?,
+            text if text.starts_with("40") => return Ok(ws),
+            other => return Err(format!("unexpected {other:?} while connecting").into()),
+        }
+    }
+}
