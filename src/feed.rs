@@ -58,6 +58,9 @@ pub struct Feed {
     /// The requested offset was beyond the newest id (another database), so the whole
     /// history is replayed instead.
     reset: bool,
+    /// The replay met missing ids. Ids are contiguous (failed commits and duplicates
+    /// consume none), so a hole means rows were deleted by retention (or were unreadable).
+    gap: bool,
     /// Live messages with ids greater than the id it was subscribed at.
     live: broadcast::Receiver<Arc<LiveMessage>>,
     /// While replaying: the id at which `live` starts. `None` once live.
@@ -89,6 +92,7 @@ impl Feed {
             cursor,
             start: cursor,
             reset,
+            gap: false,
             live,
             replay_until: Some(target),
         }
@@ -107,6 +111,12 @@ impl Feed {
     /// Whether the requested offset was beyond the newest id and was treated as 0.
     pub fn reset(&self) -> bool {
         self.reset
+    }
+
+    /// Whether the replay found ids missing (deleted by retention): the client cannot get
+    /// everything it asked for.
+    pub fn had_gap(&self) -> bool {
+        self.gap
     }
 
     /// Whether everything stored before the feed's live stream began has been yielded.
@@ -129,9 +139,15 @@ impl Feed {
                     .map_err(|e| StoreError::Read(format!("replay task failed: {e}")))??;
                     let Some(last) = rows.last() else {
                         // Nothing stored in the range (it can only have been pruned).
+                        self.gap = true;
                         self.cursor = target;
                         continue;
                     };
+                    let mut expected = self.cursor + 1;
+                    for row in &rows {
+                        self.gap |= row.id.0 != expected;
+                        expected = row.id.0 + 1;
+                    }
                     self.cursor = last.id.0;
                     return Ok(rows
                         .into_iter()

@@ -48,9 +48,6 @@ pub struct Hub {
     /// Fan-out of newly stored messages. Bounded: a receiver that falls further behind than
     /// its capacity gets `Lagged` and its feed catches up from the store instead.
     live: broadcast::Sender<Arc<LiveMessage>>,
-    /// The highest id retention has deleted (0: none); read at connect to tell clients
-    /// whether their history is complete.
-    pruned_through: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -61,7 +58,6 @@ impl Hub {
         Self {
             last_published: Mutex::new(last_id),
             live,
-            pruned_through: Default::default(),
         }
     }
 
@@ -94,18 +90,6 @@ impl Hub {
     pub fn subscribe(&self) -> (u64, broadcast::Receiver<Arc<LiveMessage>>) {
         let last = self.lock();
         (*last, self.live.subscribe())
-    }
-
-    /// The highest id deleted by retention.
-    pub fn pruned_through(&self) -> u64 {
-        self.pruned_through
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Records that retention deleted every id up to `id`.
-    pub fn set_pruned_through(&self, id: u64) {
-        self.pruned_through
-            .fetch_max(id, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Number of live subscribers (connected clients' feeds).

@@ -126,7 +126,6 @@ impl Server {
             store_writer.last_id(),
             config.live_buffer as usize,
         ));
-        hub.set_pruned_through(reader.pruned_through()?);
         let epoch: Arc<str> = format!("{:016x}", reader.epoch()?).into();
         let (writer, writer_thread) =
             spawn_writer(store_writer, hub.clone(), WriterConfig::default())

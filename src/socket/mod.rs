@@ -90,10 +90,11 @@ struct Sync<'a> {
     complete: bool,
 }
 
-/// Decided at connect, sent after the replay.
+/// Known at connect; completed and sent after the replay.
 struct SyncPlan {
     epoch: Arc<str>,
-    complete: bool,
+    /// The client's offset came from another database.
+    other_database: bool,
 }
 
 /// Counts `chat message` handlers between receipt and ack. Once draining, new messages are
@@ -297,7 +298,7 @@ async fn admit(
     );
     let sync = SyncPlan {
         epoch: state.epoch.clone(),
-        complete: !other_epoch && !feed.reset() && feed.start() >= state.hub.pruned_through(),
+        other_database: other_epoch || feed.reset(),
     };
     let delivery = Delivery {
         feed,
@@ -382,7 +383,9 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
                 epoch: &sync.epoch,
                 from: feed.start() + 1,
                 to: feed.cursor(),
-                complete: sync.complete,
+                // A hole in the replay is exact (ids are contiguous), and immune to races with
+                // retention running meanwhile.
+                complete: !sync.other_database && !feed.had_gap(),
             };
             let emit = || outgoing::emit_leaving_headroom(&socket, SYNC, &report);
             if let Err(stop) = emit_in_order(&closed, emit).await {
