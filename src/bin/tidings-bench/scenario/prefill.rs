@@ -12,6 +12,7 @@ use super::{nonce, padded};
 use crate::conn::{Buffers, Conn};
 use crate::frame::{self, AckBody, Frame};
 use crate::progress::Progress;
+use crate::report::{Better, Report};
 
 /// How a history is stored.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +31,22 @@ pub struct Prefilled {
     /// The highest message id seen (in broadcasts or acks).
     pub last_id: u64,
     pub elapsed: Duration,
+}
+
+impl Prefilled {
+    /// Adds the prefill's own rate to `report` (the same line in every scenario that prefills).
+    pub fn report_rate(&self, report: &mut Report, plan: &PrefillPlan) {
+        report.metric(
+            "prefill_acked_per_s",
+            format!(
+                "prefill acked msgs/s ({} conns x {} in flight)",
+                plan.connections, plan.window
+            ),
+            self.acked as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            "msg/s",
+            Better::Higher,
+        );
+    }
 }
 
 /// No frame at all for this long means the server is stuck.

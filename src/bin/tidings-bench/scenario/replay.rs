@@ -65,26 +65,14 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
     report.param("messages", args.messages);
     report.param("content_bytes", args.size);
     let ws_url = target.ws_url();
-    let stored = prefill(
-        &ws_url,
-        PrefillPlan {
-            messages: args.messages,
-            connections: args.prefill_connections,
-            window: args.window,
-            size: args.size,
-        },
-    )
-    .await?;
-    report.metric(
-        "prefill_acked_per_s",
-        format!(
-            "prefill acked msgs/s ({} conns x {} in flight)",
-            args.prefill_connections, args.window
-        ),
-        stored.acked as f64 / stored.elapsed.as_secs_f64().max(1e-9),
-        "msg/s",
-        Better::Higher,
-    );
+    let plan = PrefillPlan {
+        messages: args.messages,
+        connections: args.prefill_connections,
+        window: args.window,
+        size: args.size,
+    };
+    let stored = prefill(&ws_url, plan).await?;
+    stored.report_rate(&mut report, &plan);
     if stored.acked < args.messages || stored.last_id < args.messages {
         report.problems.push(format!(
             "prefill: {} acked, last id {} (expected {})",

@@ -72,16 +72,13 @@ pub async fn run(
     let log = dir.join(format!("startup-{}.log", kind.name()));
 
     let server = launcher.start(kind, &db, free_port()?, &log).await?;
-    let stored = prefill(
-        &ws_url(&server.url),
-        PrefillPlan {
-            messages,
-            connections: args.prefill_connections,
-            window: args.window,
-            size: args.size,
-        },
-    )
-    .await;
+    let plan = PrefillPlan {
+        messages,
+        connections: args.prefill_connections,
+        window: args.window,
+        size: args.size,
+    };
+    let stored = prefill(&ws_url(&server.url), plan).await;
     let status = server.stop().await?;
     let stored = stored?;
     // The reference has no SIGTERM handler: only ours must exit cleanly.
@@ -90,16 +87,7 @@ pub async fn run(
             "the server exited with {status} on SIGTERM after the prefill"
         ));
     }
-    report.metric(
-        "prefill_acked_per_s",
-        format!(
-            "prefill acked msgs/s ({} conns x {} in flight)",
-            args.prefill_connections, args.window
-        ),
-        stored.acked as f64 / stored.elapsed.as_secs_f64().max(1e-9),
-        "msg/s",
-        Better::Higher,
-    );
+    stored.report_rate(&mut report, &plan);
     let db_bytes = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
     report.metric(
         "db_mb",
