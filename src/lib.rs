@@ -56,6 +56,9 @@ use crate::store::{Store, StoreError, StoreReader, StoreWriter};
 use crate::writer::{Retention, WriterConfig, WriterHandle, spawn_writer};
 use tokio_util::sync::CancellationToken;
 
+/// Initial websocket read buffer per connection (engineioxide's default is 4 KiB).
+const WS_READ_BUFFER_BYTES: usize = 1024;
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -187,6 +190,9 @@ impl Server {
             .ping_timeout(Duration::from_millis(self.config.ping_timeout_ms))
             .ws_max_message_size(payload_limit)
             .ws_max_frame_size(payload_limit)
+            // tungstenite zero-fills its whole read buffer, so each connection keeps all of it
+            // resident; chat frames are small, and a larger frame grows the buffer to its size.
+            .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
             // We accept no binary attachments; bound what a client can make us buffer anyway.
             .with_parser(
                 ParserConfig::common()
