@@ -124,6 +124,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub live_buffer: u32,
 
+    /// Newest messages kept in memory to serve recent replays (reconnects, page reloads)
+    /// without reading the database; 0 turns the cache off.
+    #[arg(long, env = "TIDINGS_TAIL_CACHE_MESSAGES", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub tail_cache_messages: u32,
+
+    /// Memory budget of that cache in bytes (message text plus ~96 bytes each).
+    #[arg(long, env = "TIDINGS_TAIL_CACHE_BYTES", default_value_t = 16 << 20,
+          value_parser = clap::value_parser!(u64).range(0..=(1 << 40)))]
+    pub tail_cache_bytes: u64,
+
     /// Outgoing packets buffered per connection (engine.io). A client that reads slower than
     /// messages arrive fills it; delivery then waits for it, never drops.
     #[arg(long, env = "TIDINGS_SOCKET_BUFFER", default_value_t = 1024,
@@ -188,6 +199,8 @@ impl Config {
             max_message_bytes: 65_536,
             max_client_offset_bytes: 256,
             live_buffer: 4096,
+            tail_cache_messages: 10_000,
+            tail_cache_bytes: 16 << 20,
             socket_buffer: 1024,
             replay_batch: 256,
             rate_limit: 20.0,

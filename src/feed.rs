@@ -7,6 +7,9 @@
 //! room), the feed re-subscribes and replays the missed range from the store, so a slow client
 //! costs bounded memory and still sees every message exactly once, in order.
 //!
+//! Replay batches come from the hub's tail cache when it holds them (recent offsets), from
+//! the store otherwise.
+//!
 //! It owns one cursor (the highest id it has yielded). It does no socket I/O: the socket layer
 //! pulls batches and emits them at the client's pace (that pull is the backpressure).
 
@@ -130,8 +133,17 @@ impl Feed {
         loop {
             if let Some(target) = self.replay_until {
                 if self.cursor < target {
-                    let reader = self.reader.clone();
                     let (after, limits) = (self.cursor, self.limits);
+                    if let Some(batch) =
+                        self.hub
+                            .replay_from_tail(after, target, limits.max_count, limits.max_bytes)
+                        && let Some(last) = batch.last()
+                    {
+                        // The cache holds a contiguous run starting right after the cursor.
+                        self.cursor = last.id.0;
+                        return Ok(batch);
+                    }
+                    let reader = self.reader.clone();
                     let rows = tokio::task::spawn_blocking(move || {
                         reader.read_range(after, target, limits.max_count, limits.max_bytes)
                     })

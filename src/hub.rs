@@ -6,6 +6,9 @@
 //! its live stream starts after: everything up to that id comes from the store, everything
 //! after it from the channel, with no gap and no overlap.
 //!
+//! It also keeps the [`TailCache`] of the newest messages, filled as they are published, which
+//! serves recent replays from memory.
+//!
 //! It does not store anything (the writer publishes only after a durable commit) and it does not
 //! talk to sockets.
 
@@ -14,6 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::broadcast;
 
 use crate::protocol::MessageId;
+use crate::tail::{TailCache, TailLimits};
+use crate::telemetry;
 
 /// A stored message as delivered to clients: `chat message (content, id, { author, time })`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,17 +53,37 @@ pub struct Hub {
     /// Fan-out of newly stored messages. Bounded: a receiver that falls further behind than
     /// its capacity gets `Lagged` and its feed catches up from the store instead.
     live: broadcast::Sender<Arc<LiveMessage>>,
+    /// The newest messages, for replays. Its own lock: replays read it while the writer
+    /// publishes, and everything up to `last_published` is in it (or evicted) first.
+    tail: Mutex<TailCache>,
 }
 
 impl Hub {
     /// A hub whose history ends at `last_id`; `capacity` messages are buffered for live
-    /// subscribers before a slow one has to fall back to the store.
-    pub fn new(last_id: u64, capacity: usize) -> Self {
+    /// subscribers before a slow one has to fall back to the store. `newest` (ascending,
+    /// ending at `last_id`) seeds the tail cache.
+    pub fn new(
+        last_id: u64,
+        capacity: usize,
+        tail: TailLimits,
+        newest: impl IntoIterator<Item = Arc<LiveMessage>>,
+    ) -> Self {
         let (live, _) = broadcast::channel(capacity.max(1));
+        let mut cache = TailCache::new(tail);
+        for message in newest {
+            cache.push(message);
+        }
+        metrics::gauge!(telemetry::TAIL_CACHE_MESSAGES).set(cache.len() as f64);
         Self {
             last_published: Mutex::new(last_id),
             live,
+            tail: Mutex::new(cache),
         }
+    }
+
+    fn tail(&self) -> MutexGuard<'_, TailCache> {
+        // Every mutation of the cache leaves it consistent before it can panic.
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock(&self) -> MutexGuard<'_, u64> {
@@ -71,6 +96,14 @@ impl Hub {
     /// Publishes durably stored messages. Callers (the writer) pass them in strictly
     /// increasing id order, each id greater than every id published before.
     pub fn publish(&self, messages: impl IntoIterator<Item = Arc<LiveMessage>>) {
+        let messages: Vec<_> = messages.into_iter().collect();
+        {
+            let mut tail = self.tail();
+            for message in &messages {
+                tail.push(message.clone());
+            }
+            metrics::gauge!(telemetry::TAIL_CACHE_MESSAGES).set(tail.len() as f64);
+        }
         let mut last = self.lock();
         for message in messages {
             debug_assert!(message.id.0 > *last, "publish out of order");
@@ -78,6 +111,32 @@ impl Hub {
             // An error only means nobody is subscribed right now.
             let _ = self.live.send(message);
         }
+    }
+
+    /// Messages with ids in `(after, through]` from the tail cache (bounded like a replay
+    /// batch), or `None` if it does not hold them: the caller reads the store.
+    pub fn replay_from_tail(
+        &self,
+        after: u64,
+        through: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Arc<LiveMessage>>> {
+        let batch = self.tail().range(after, through, max_count, max_bytes);
+        let counter = if batch.is_some() {
+            telemetry::TAIL_CACHE_HITS
+        } else {
+            telemetry::TAIL_CACHE_MISSES
+        };
+        metrics::counter!(counter).increment(1);
+        batch
+    }
+
+    /// Retention deleted every message up to `id`: the cache must not serve them.
+    pub fn forget_through(&self, id: u64) {
+        let mut tail = self.tail();
+        tail.forget_through(id);
+        metrics::gauge!(telemetry::TAIL_CACHE_MESSAGES).set(tail.len() as f64);
     }
 
     /// The highest id published so far.
@@ -113,7 +172,7 @@ mod tests {
 
     #[test]
     fn subscribe_starts_right_after_last_published() {
-        let hub = Hub::new(5, 8);
+        let hub = Hub::new(5, 8, TailLimits::default(), []);
         hub.publish([msg(6)]);
         let (start, mut rx) = hub.subscribe();
         assert_eq!(start, 6);
@@ -122,5 +181,25 @@ mod tests {
         assert_eq!(rx.try_recv().map(|m| m.id.0), Ok(8));
         assert!(rx.try_recv().is_err());
         assert_eq!(hub.last_published(), 8);
+    }
+
+    #[test]
+    fn published_messages_are_replayed_from_the_tail_until_retention_deletes_them() {
+        let hub = Hub::new(3, 8, TailLimits::default(), [msg(2), msg(3)]);
+        hub.publish([msg(4), msg(5)]);
+        let ids = |batch: Option<Vec<Arc<LiveMessage>>>| {
+            batch.map(|b| b.iter().map(|m| m.id.0).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            ids(hub.replay_from_tail(1, 5, 10, 1 << 20)),
+            Some(vec![2, 3, 4, 5])
+        );
+        assert_eq!(ids(hub.replay_from_tail(0, 5, 10, 1 << 20)), None);
+        hub.forget_through(3);
+        assert_eq!(ids(hub.replay_from_tail(1, 5, 10, 1 << 20)), None);
+        assert_eq!(
+            ids(hub.replay_from_tail(3, 5, 10, 1 << 20)),
+            Some(vec![4, 5])
+        );
     }
 }

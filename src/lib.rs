@@ -13,6 +13,7 @@
 //! - [`store`]: the only code touching redb: tables, dedup, id allocation, range reads.
 //! - [`writer`]: the single writer thread with group commit; publishes after each commit.
 //! - [`hub`]: the sequencer of live delivery (`last_published` + broadcast channel).
+//! - [`tail`]: the in-memory cache of the newest messages that serves recent replays (pure).
 //! - [`feed`]: one client's gap-free replay-then-live stream.
 //! - [`presence`]: who is online (ephemeral roster).
 //! - [`socket`]: the Socket.IO handlers (the only code touching socketioxide).
@@ -35,6 +36,7 @@ pub mod rate;
 pub mod record;
 pub mod socket;
 pub mod store;
+pub mod tail;
 pub mod telemetry;
 pub mod writer;
 
@@ -53,6 +55,7 @@ use crate::feed::BatchLimits;
 use crate::hub::Hub;
 use crate::socket::ChatState;
 use crate::store::{Store, StoreError, StoreReader, StoreWriter};
+use crate::tail::TailLimits;
 use crate::writer::{Retention, WriterConfig, WriterHandle, spawn_writer};
 use tokio_util::sync::CancellationToken;
 
@@ -125,9 +128,19 @@ impl Server {
         config: Config,
         (reader, store_writer): (StoreReader, StoreWriter),
     ) -> Result<Self, ServerError> {
+        let tail = TailLimits {
+            max_messages: config.tail_cache_messages as usize,
+            max_bytes: config.tail_cache_bytes as usize,
+        };
+        // Seeded from the store, so the reconnects after a restart replay from memory too.
+        let (newest, _) = reader.read_before(None, tail.max_messages)?;
         let hub = Arc::new(Hub::new(
             store_writer.last_id(),
             config.live_buffer as usize,
+            tail,
+            newest
+                .into_iter()
+                .map(|row| Arc::new(hub::LiveMessage::from_row(row))),
         ));
         let epoch: Arc<str> = format!("{:016x}", reader.epoch()?).into();
         let (writer, writer_thread) =

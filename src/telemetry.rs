@@ -36,6 +36,12 @@ pub const COMMIT_FAILURES: &str = "tidings_commit_failures_total";
 pub const PRUNED: &str = "tidings_pruned_total";
 /// Size of the database file in bytes (gauge, refreshed on scrape).
 pub const DATABASE_BYTES: &str = "tidings_database_bytes";
+/// Replay batches served from the in-memory tail cache (counter).
+pub const TAIL_CACHE_HITS: &str = "tidings_tail_cache_hits_total";
+/// Replay batches the tail cache did not hold, read from the database (counter).
+pub const TAIL_CACHE_MISSES: &str = "tidings_tail_cache_misses_total";
+/// Messages held in the tail cache (gauge).
+pub const TAIL_CACHE_MESSAGES: &str = "tidings_tail_cache_messages";
 /// Highest stored id (gauge).
 pub const LAST_ID: &str = "tidings_last_message_id";
 

@@ -189,21 +189,26 @@ fn run(
         }
         // A prune runs after the appends taken before it, which keep their order.
         if let Some((retention, reply)) = prune {
-            let _ = reply.send(prune_batch(&mut store, retention));
+            let _ = reply.send(prune_batch(&mut store, &hub, retention));
         }
     }
     tracing::debug!("writer stopped");
 }
 
 /// Deletes one batch of what `retention` no longer keeps.
-fn prune_batch(store: &mut StoreWriter, retention: Retention) -> Result<usize, AppendError> {
+fn prune_batch(
+    store: &mut StoreWriter,
+    hub: &Hub,
+    retention: Retention,
+) -> Result<usize, AppendError> {
     let older_than_ms = retention
         .days
         .map(|days| now_ms().saturating_sub(days.saturating_mul(24 * 60 * 60 * 1000)));
-    let (deleted, _) = store
+    let (deleted, through) = store
         .prune(retention.messages, older_than_ms, PRUNE_BATCH)
         .map_err(|e| AppendError::Storage(e.to_string()))?;
     if deleted > 0 {
+        hub.forget_through(through);
         metrics::counter!(telemetry::PRUNED).increment(deleted as u64);
         tracing::debug!(deleted, "retention pruned old messages");
     }

@@ -19,7 +19,7 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 use socketioxide::{SocketError, SocketIo};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,8 +34,10 @@ use crate::store::{AppendOutcome, StoreReader};
 use crate::telemetry;
 use crate::writer::WriterHandle;
 
+mod emitted;
 mod outgoing;
 mod presence;
+use emitted::EmittedCursor;
 use outgoing::NotQueued;
 pub use presence::{SharedRoster, broadcast_presence};
 
@@ -208,7 +210,7 @@ struct PendingDelivery(Arc<Mutex<Option<Delivery>>>);
 /// What a delivery task owns: the feed, where it reports progress, and when to stop.
 struct Delivery {
     feed: Feed,
-    delivered: watch::Sender<u64>,
+    delivered: Arc<EmittedCursor>,
     closed: Arc<Closed>,
     /// The nickname it connected with, listed in presence once connected.
     nickname: Option<String>,
@@ -223,7 +225,7 @@ struct Delivery {
 /// so the client sees the message before its ack), and the socket's [`Closed`] signals.
 #[derive(Clone)]
 struct Delivered {
-    sent: watch::Receiver<u64>,
+    sent: Arc<EmittedCursor>,
     closed: Arc<Closed>,
     /// The connection's send allowance.
     bucket: Arc<Mutex<TokenBucket>>,
@@ -260,14 +262,14 @@ async fn admit(
         handshake.latest,
         state.batch,
     );
-    let (delivered_tx, delivered_rx) = watch::channel(feed.cursor());
+    let emitted = Arc::new(EmittedCursor::new(feed.cursor()));
     let closed = Arc::new(Closed {
         socket: state.shutdown.child_token(),
         disconnect: Notify::new(),
         logged: Default::default(),
     });
     socket.extensions.insert(Delivered {
-        sent: delivered_rx,
+        sent: emitted.clone(),
         closed: closed.clone(),
         bucket: Arc::new(Mutex::new(TokenBucket::new(
             state.rate_limit,
@@ -302,7 +304,7 @@ async fn admit(
     };
     let delivery = Delivery {
         feed,
-        delivered: delivered_tx,
+        delivered: emitted,
         closed,
         nickname: handshake.nickname,
         sync,
@@ -406,13 +408,21 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
         if replaying {
             metrics::counter!(telemetry::REPLAYED_MESSAGES).increment(batch.len() as u64);
         }
-        for (n, message) in batch.iter().enumerate() {
-            let chat = || outgoing::emit_chat_leaving_headroom(&socket, CHAT_MESSAGE, message);
-            if let Err(stop) = emit_in_order(&closed, chat).await {
-                break 'deliver stop;
+        for chunk in batch.chunks(YIELD_EVERY) {
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let chats = || outgoing::emit_chats_leaving_headroom(&socket, CHAT_MESSAGE, rest);
+                let queued = match emit_in_order(&closed, chats).await {
+                    Ok(queued) => queued.clamp(1, rest.len()),
+                    Err(stop) => break 'deliver stop,
+                };
+                let (sent, unsent) = rest.split_at(queued);
+                if let Some(last) = sent.last() {
+                    delivered.advance(last.id.0);
+                }
+                rest = unsent;
             }
-            delivered.send_replace(message.id.0);
-            if n % YIELD_EVERY == YIELD_EVERY - 1 {
+            if chunk.len() == YIELD_EVERY {
                 // Let the connection's writer drain the buffer before we fill it further.
                 tokio::task::yield_now().await;
             }
@@ -447,16 +457,16 @@ async fn force_disconnect(socket: &SocketRef, closed: &Closed) {
 
 /// Emits one message, waiting while the socket's outgoing buffer is full (the client reads
 /// slowly) instead of dropping it. Errs once the socket is closed.
-async fn emit_in_order(
+async fn emit_in_order<T>(
     closed: &Closed,
-    emit: impl Fn() -> Result<(), NotQueued>,
-) -> Result<(), Stop> {
+    emit: impl Fn() -> Result<T, NotQueued>,
+) -> Result<T, Stop> {
     // Not too eager: a retry that finds only a slot or two free briefly holds them (see
     // `outgoing`); waiting a little lets the connection drain more first.
     let mut backoff = Duration::from_millis(1);
     loop {
         match emit() {
-            Ok(()) => return Ok(()),
+            Ok(queued) => return Ok(queued),
             Err(NotQueued::Full) => {
                 // A client that never reads stops answering pings (which still fit, thanks
                 // to the headroom) and the engine.io heartbeat closes it: `closed` fires.
@@ -476,7 +486,7 @@ async fn on_chat_message(
     TryData(args): TryData<EventArgs>,
     ack: AckSender,
     State(state): State<ChatState>,
-    Extension(mut delivered): Extension<Delivered>,
+    Extension(delivered): Extension<Delivered>,
 ) {
     let Some(_in_flight) = state.in_flight.enter() else {
         // Shutting down: not taken, not acked; the client retries after the restart.
@@ -532,8 +542,9 @@ async fn on_chat_message(
     };
     tracing::trace!(sid = %socket.id, id = id.0, duplicate, "stored, waiting for own copy");
     // Wait until this socket's own copy has been emitted (fails only if it closed).
-    if delivered.sent.wait_for(|sent| *sent >= id.0).await.is_err() {
-        return;
+    tokio::select! {
+        () = delivered.sent.reached(id.0) => {}
+        () = delivered.closed.socket.cancelled() => return,
     }
     let reply = AckReply::Stored { id, duplicate };
     metrics::counter!(telemetry::ACKS).increment(1);

@@ -16,6 +16,7 @@
 //! lost or duplicated packet.
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use serde::ser::{Error as _, Serialize, Serializer};
 use socketioxide::extract::{AckSender, SocketRef};
@@ -45,17 +46,31 @@ struct Meta<'a> {
     time: u64,
 }
 
-/// Queues `event (content, id, { author, time })` if at least `HEADROOM + 1` slots are free.
-pub fn emit_chat_leaving_headroom(
+/// Queues `event (content, id, { author, time })` for as many of `messages` as fit while
+/// `HEADROOM` slots stay free, in order; returns how many were queued (at least one), or
+/// `Full` if not even the first fits. One probe covers the whole run, so a batch pays for
+/// it once, not once per message.
+pub fn emit_chats_leaving_headroom(
     socket: &SocketRef,
     event: &str,
-    message: &LiveMessage,
-) -> Result<(), NotQueued> {
-    let meta = Meta {
-        author: message.author.as_deref(),
-        time: message.time,
-    };
-    emit_leaving_headroom(socket, event, &(&message.content, message.id.0, &meta))
+    messages: &[Arc<LiveMessage>],
+) -> Result<usize, NotQueued> {
+    hold_then(socket, HEADROOM, &|| {
+        let mut queued = 0;
+        for message in messages {
+            let meta = Meta {
+                author: message.author.as_deref(),
+                time: message.time,
+            };
+            match socket.emit(event, &(&message.content, message.id.0, &meta)) {
+                Ok(()) => queued += 1,
+                // The rest waits for the next call; what was queued stays queued.
+                Err(_) if queued > 0 => break,
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Ok(queued)
+    })
 }
 
 /// Queues any event if at least `HEADROOM + 1` slots are free.
@@ -64,7 +79,10 @@ pub fn emit_leaving_headroom<T: Serialize + ?Sized>(
     event: &str,
     data: &T,
 ) -> Result<(), NotQueued> {
-    hold_then(socket, HEADROOM, &|| socket.emit(event, data))
+    hold_then(socket, HEADROOM, &|| {
+        socket.emit(event, data).map(|()| 1).map_err(classify)
+    })
+    .map(|_| ())
 }
 
 /// Queues an ephemeral event (presence, typing) if there is room; when the client is
@@ -82,8 +100,8 @@ pub fn try_ack<T: Serialize + ?Sized>(
 ) -> Result<(), (NotQueued, Option<AckSender>)> {
     // Only delivery (which leaves headroom) and the heartbeat compete for slots, so the slot
     // found free here is still free on the next line, bar a ping in between.
-    match hold_then(socket, 1, &|| Ok(())) {
-        Ok(()) => ack.send(reply).map_err(|e| (classify(e), None)),
+    match hold_then(socket, 1, &|| Ok(0)) {
+        Ok(_) => ack.send(reply).map_err(|e| (classify(e), None)),
         Err(NotQueued::Full) => Err((NotQueued::Full, Some(ack))),
         Err(NotQueued::Closed) => Err((NotQueued::Closed, None)),
     }
@@ -96,15 +114,14 @@ fn classify(error: SendError) -> NotQueued {
     }
 }
 
+/// What runs once the slots are held: queues packets, returns how many.
+type Send<'a> = &'a dyn Fn() -> Result<usize, NotQueued>;
+
 /// Runs `send` while `held` slots of the buffer are reserved (see the module docs); `send`
 /// does not run at all when fewer than `held` slots are free.
-fn hold_then(
-    socket: &SocketRef,
-    held: usize,
-    send: &dyn Fn() -> Result<(), SendError>,
-) -> Result<(), NotQueued> {
+fn hold_then(socket: &SocketRef, held: usize, send: Send<'_>) -> Result<usize, NotQueued> {
     if held == 0 {
-        return send().map_err(classify);
+        return send();
     }
     let slot = HeldSlot {
         socket,
@@ -125,10 +142,10 @@ fn hold_then(
 struct HeldSlot<'a> {
     socket: &'a SocketRef,
     inside: usize,
-    send: &'a dyn Fn() -> Result<(), SendError>,
+    send: Send<'a>,
     /// Set by the first serialization; socketioxide may serialize a payload more than once
     /// (it first checks whether it is a tuple), and the inner send must happen only once.
-    outcome: Cell<Option<Result<(), NotQueued>>>,
+    outcome: Cell<Option<Result<usize, NotQueued>>>,
 }
 
 impl Serialize for HeldSlot<'_> {
