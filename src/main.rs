@@ -162,3 +162,7 @@ async fn shutdown_signal() {
     }
     tracing::info!("signal received: shutting down");
 }
+
+/// mimalloc: per-delivery serialization allocates and frees small buffers at a high rate.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -76,21 +76,6 @@ impl StorageBackend for FillableDisk {
     }
 }
 
-/// The status code of `GET /healthz`.
-async fn health(url: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.expect("read");
-    raw.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_acks_nothing_and_recovers() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -138,7 +123,7 @@ async fn a_full_disk_acks_nothing_and_recovers() -> TestResult {
     );
     observer.expect_silence(Duration::from_millis(300)).await?;
     assert_eq!(
-        health(&server.url).await,
+        get(&server.url, "/healthz").await.0,
         503,
         "/healthz reports the failing disk"
     );
@@ -150,7 +135,7 @@ async fn a_full_disk_acks_nothing_and_recovers() -> TestResult {
     assert_eq!(send_ok(&mut sender, "after", Some("s-3")).await, 3);
     assert_eq!(observer.next_chat(WAIT).await?, ("after".into(), 3));
     assert_eq!(
-        health(&server.url).await,
+        get(&server.url, "/healthz").await.0,
         200,
         "/healthz recovers with the disk"
     );
