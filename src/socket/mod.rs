@@ -413,7 +413,8 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
             while !rest.is_empty() {
                 let chats = || outgoing::emit_chats_leaving_headroom(&socket, CHAT_MESSAGE, rest);
                 let queued = match emit_in_order(&closed, chats).await {
-                    Ok(queued) => queued.clamp(1, rest.len()),
+                    // At least one was queued (`Ok` promises it).
+                    Ok(queued) => queued.min(rest.len()),
                     Err(stop) => break 'deliver stop,
                 };
                 let (sent, unsent) = rest.split_at(queued);
@@ -455,8 +456,9 @@ async fn force_disconnect(socket: &SocketRef, closed: &Closed) {
     }
 }
 
-/// Emits one message, waiting while the socket's outgoing buffer is full (the client reads
-/// slowly) instead of dropping it. Errs once the socket is closed.
+/// Queues what `emit` queues (one message, or a run of them), waiting while the socket's
+/// outgoing buffer is full (the client reads slowly) instead of dropping anything. Errs once
+/// the socket is closed.
 async fn emit_in_order<T>(
     closed: &Closed,
     emit: impl Fn() -> Result<T, NotQueued>,

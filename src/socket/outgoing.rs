@@ -69,7 +69,12 @@ pub fn emit_chats_leaving_headroom(
                 Err(e) => return Err(classify(e)),
             }
         }
-        Ok(queued)
+        // Only an empty `messages` gets here with nothing queued.
+        if queued == 0 {
+            Err(NotQueued::Full)
+        } else {
+            Ok(queued)
+        }
     })
 }
 
