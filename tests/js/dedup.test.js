@@ -1,24 +1,15 @@
 'use strict';
 // b) Dedup on (content, clientOffset): a retried message is stored and broadcast once.
-const { describe, it, beforeEach, afterEach, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
-const { start, stopAll, cleanup } = require('./server');
-const { uid, client, connected, ack, closeAll } = require('./helpers');
+const { uid, client, connected, ack, serverPerTest } = require('./helpers');
 
 describe('dedup by clientOffset', () => {
-  let srv;
-  beforeEach(async () => {
-    srv = await start();
-  });
-  afterEach(async () => {
-    closeAll();
-    await stopAll();
-  });
-  after(cleanup);
+  const srv = serverPerTest();
 
   it('the same (content, clientOffset) twice: second ack is { id, duplicate: true }, one broadcast', { timeout: 20000 }, async () => {
-    const sender = client(srv.url, { auth: { serverOffset: 0 } });
-    const observer = client(srv.url, { auth: { serverOffset: 0 } });
+    const sender = client(srv().url, { auth: { serverOffset: 0 } });
+    const observer = client(srv().url, { auth: { serverOffset: 0 } });
     await Promise.all([connected(sender), connected(observer)]);
     const content = uid('dedup same');
     const offset = uid('offset');
@@ -38,8 +29,8 @@ describe('dedup by clientOffset', () => {
   });
 
   it('the same clientOffset with different content is a new message', { timeout: 20000 }, async () => {
-    const sender = client(srv.url, { auth: { serverOffset: 0 } });
-    const observer = client(srv.url, { auth: { serverOffset: 0 } });
+    const sender = client(srv().url, { auth: { serverOffset: 0 } });
+    const observer = client(srv().url, { auth: { serverOffset: 0 } });
     await Promise.all([connected(sender), connected(observer)]);
     const offset = uid('offset');
     const first = uid('dedup first');
@@ -54,15 +45,15 @@ describe('dedup by clientOffset', () => {
   });
 
   it('a duplicate sent on another connection (a retry after reconnecting) is still a duplicate', { timeout: 20000 }, async () => {
-    const first = client(srv.url, { auth: { serverOffset: 0 } });
-    const observer = client(srv.url, { auth: { serverOffset: 0 } });
+    const first = client(srv().url, { auth: { serverOffset: 0 } });
+    const observer = client(srv().url, { auth: { serverOffset: 0 } });
     await Promise.all([connected(first), connected(observer)]);
     const content = uid('dedup cross-connection');
     const offset = uid('offset');
     assert.deepEqual(await ack(first, content, offset), { id: 1 });
     first.disconnect();
 
-    const second = client(srv.url, { auth: { serverOffset: 1 } });
+    const second = client(srv().url, { auth: { serverOffset: 1 } });
     await connected(second);
     assert.deepEqual(await ack(second, content, offset), { id: 1, duplicate: true });
 
@@ -76,8 +67,8 @@ describe('dedup by clientOffset', () => {
 
   it('a step-8 client emitting the same message twice is delivered once', { timeout: 20000 }, async () => {
     const opts = { auth: { serverOffset: 0 }, ackTimeout: 10000, retries: 3 };
-    const sender = client(srv.url, opts);
-    const observer = client(srv.url, opts);
+    const sender = client(srv().url, opts);
+    const observer = client(srv().url, opts);
     await Promise.all([connected(sender), connected(observer)]);
     const content = uid('dedup step8');
     const offset = uid('offset');

@@ -154,4 +154,23 @@ function closeAll() {
   sockets.clear();
 }
 
-module.exports = { WAIT_MS, uid, client, once, connected, connectError, ack, closeAll };
+/**
+ * Registers hooks (call it inside a describe) that start a fresh server before each test and,
+ * after it, close every socket and stop the server; returns a getter for the current server.
+ */
+function serverPerTest() {
+  const { beforeEach, afterEach, after } = require('node:test');
+  const { start, stopAll, cleanup } = require('./server');
+  let srv;
+  beforeEach(async () => {
+    srv = await start();
+  });
+  afterEach(async () => {
+    closeAll();
+    await stopAll();
+  });
+  after(cleanup);
+  return () => srv;
+}
+
+module.exports = { WAIT_MS, uid, client, once, connected, connectError, ack, closeAll, serverPerTest };

@@ -1,10 +1,9 @@
 'use strict';
 // h) The same basic flow over HTTP long-polling, and with the default transports
 // (long-polling first, then the upgrade to WebSocket).
-const { describe, it, beforeEach, afterEach, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
-const { start, stopAll, cleanup } = require('./server');
-const { uid, client, connected, once, ack, closeAll } = require('./helpers');
+const { uid, client, connected, once, ack, serverPerTest } = require('./helpers');
 
 const STEP8 = { auth: { serverOffset: 0 }, ackTimeout: 10000, retries: 3, trackOffset: true };
 
@@ -14,21 +13,13 @@ const variants = [
 ];
 
 describe('transports', () => {
-  let srv;
-  beforeEach(async () => {
-    srv = await start();
-  });
-  afterEach(async () => {
-    closeAll();
-    await stopAll();
-  });
-  after(cleanup);
+  const srv = serverPerTest();
 
   for (const [label, transportOpts, finalTransport] of variants) {
     it(`${label}: broadcast, acks, ids, replay`, { timeout: 30000 }, async () => {
       const opts = { ...STEP8, ...transportOpts };
-      const a = client(srv.url, opts);
-      const b = client(srv.url, opts);
+      const a = client(srv().url, opts);
+      const b = client(srv().url, opts);
       const upgraded =
         finalTransport === 'websocket'
           ? Promise.all([once(a.io.engine, 'upgrade'), once(b.io.engine, 'upgrade')])
@@ -50,7 +41,7 @@ describe('transports', () => {
       assert.equal(b.io.engine.transport.name, finalTransport);
 
       // replay over the same transport settings
-      const late = client(srv.url, { ...opts, auth: { serverOffset: 2 } });
+      const late = client(srv().url, { ...opts, auth: { serverOffset: 2 } });
       await connected(late);
       await late.waitForCount(3);
       const live = uid(`${label} live`);
@@ -61,8 +52,8 @@ describe('transports', () => {
 
   it('polling: a large burst arrives complete and in order', { timeout: 30000 }, async () => {
     const opts = { ...STEP8, transports: ['polling'] };
-    const a = client(srv.url, opts);
-    const b = client(srv.url, opts);
+    const a = client(srv().url, opts);
+    const b = client(srv().url, opts);
     await Promise.all([connected(a), connected(b)]);
     const c = Array.from({ length: 50 }, (_, i) => uid(`polling burst msg${i}`) + ' é中😀'.repeat(i % 3));
     for (const content of c) a.emit('chat message', content, uid('offset'));

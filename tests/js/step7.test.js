@@ -1,24 +1,15 @@
 'use strict';
 // e) The tutorial's step-7 client: emit('chat message', msg) with no clientOffset and no ack.
-const { describe, it, beforeEach, afterEach, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
-const { start, stopAll, cleanup } = require('./server');
-const { uid, client, connected, closeAll } = require('./helpers');
+const { uid, client, connected, serverPerTest } = require('./helpers');
 
 describe('step-7 client (tutorial "server delivery")', () => {
-  let srv;
-  beforeEach(async () => {
-    srv = await start();
-  });
-  afterEach(async () => {
-    closeAll();
-    await stopAll();
-  });
-  after(cleanup);
+  const srv = serverPerTest();
 
   it('a message with no offset and no ack is broadcast with an id', { timeout: 20000 }, async () => {
-    const sender = client(srv.url, { auth: { serverOffset: 0 }, trackOffset: true });
-    const observer = client(srv.url, { auth: { serverOffset: 0 }, trackOffset: true });
+    const sender = client(srv().url, { auth: { serverOffset: 0 }, trackOffset: true });
+    const observer = client(srv().url, { auth: { serverOffset: 0 }, trackOffset: true });
     await Promise.all([connected(sender), connected(observer)]);
     const hi = uid('hi');
     sender.emit('chat message', hi);

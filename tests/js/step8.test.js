@@ -1,26 +1,17 @@
 'use strict';
 // a) The tutorial's step-8 client: auth.serverOffset, ackTimeout + retries, clientOffset.
-const { describe, it, beforeEach, afterEach, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
-const { start, stopAll, cleanup } = require('./server');
-const { uid, client, connected, closeAll } = require('./helpers');
+const { uid, client, connected, serverPerTest } = require('./helpers');
 
 const STEP8 = { auth: { serverOffset: 0 }, ackTimeout: 10000, retries: 3, trackOffset: true };
 
 describe('step-8 client (tutorial "client delivery")', () => {
-  let srv;
-  beforeEach(async () => {
-    srv = await start();
-  });
-  afterEach(async () => {
-    closeAll();
-    await stopAll();
-  });
-  after(cleanup);
+  const srv = serverPerTest();
 
   it('broadcasts (content, id) to everyone, ids 1, 2, 3... in order, acks with { id }', { timeout: 30000 }, async () => {
-    const a = client(srv.url, STEP8);
-    const b = client(srv.url, STEP8);
+    const a = client(srv().url, STEP8);
+    const b = client(srv().url, STEP8);
     await Promise.all([connected(a), connected(b)]);
     const c = Array.from({ length: 6 }, (_, i) => uid(`step8 msg${i}`));
     const expected = c.map((content, i) => ({ content, id: i + 1 }));
@@ -44,13 +35,13 @@ describe('step-8 client (tutorial "client delivery")', () => {
   });
 
   it('a reloaded page (offset = last id seen) gets no replay, only new messages', { timeout: 20000 }, async () => {
-    const a = client(srv.url, STEP8);
+    const a = client(srv().url, STEP8);
     await connected(a);
     const first = uid('step8 before reload');
     assert.deepEqual(await a.emitWithAck('chat message', first, uid('offset')), { id: 1 });
     await a.waitForCount(1);
 
-    const reloaded = client(srv.url, { ...STEP8, auth: { serverOffset: a.auth.serverOffset } });
+    const reloaded = client(srv().url, { ...STEP8, auth: { serverOffset: a.auth.serverOffset } });
     await connected(reloaded);
     const next = uid('step8 after reload');
     assert.deepEqual(await a.emitWithAck('chat message', next, uid('offset')), { id: 2 });
