@@ -118,8 +118,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_client_offset_bytes: u32,
 
-    /// Live messages buffered per server for clients that fall behind; a client further
-    /// behind catches up from the database instead.
+    /// Stored messages queued for the live broadcaster; if it ever falls further behind,
+    /// every client catches up from the tail cache or the database instead.
     #[arg(long, env = "TIDINGS_LIVE_BUFFER", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub live_buffer: u32,

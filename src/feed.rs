@@ -1,21 +1,17 @@
-//! A client's ordered feed: replay from the store, then live messages, with no gap and no
-//! duplicate at the switch.
+//! A client's catch-up reader: the stored messages after its cursor, in bounded batches.
 //!
-//! The feed subscribes to the [`Hub`] first, which tells it the id `target` its live stream
-//! starts after; it then replays `(offset, target]` from the store in bounded batches and
-//! switches to the live receiver. If the live receiver ever lags (the client is slower than the
-//! room), the feed re-subscribes and replays the missed range from the store, so a slow client
-//! costs bounded memory and still sees every message exactly once, in order.
+//! A socket's delivery task reads `(cursor, through]` with it, where `through` is the last id
+//! the live broadcaster has sent (see `socket::live`): first the replay asked for in the
+//! handshake, later whatever the client missed while it was too slow to stay in the live set.
+//! Batches come from the hub's tail cache when it holds them (recent offsets), from the store
+//! otherwise, so a slow client costs bounded memory and still sees every message exactly once,
+//! in order.
 //!
-//! Replay batches come from the hub's tail cache when it holds them (recent offsets), from
-//! the store otherwise.
-//!
-//! It owns one cursor (the highest id it has yielded). It does no socket I/O: the socket layer
-//! pulls batches and emits them at the client's pace (that pull is the backpressure).
+//! It owns one cursor (the highest id it has yielded, or the one the caller says was queued
+//! otherwise). It does no socket I/O: the socket layer pulls batches and emits them at the
+//! client's pace (that pull is the backpressure).
 
 use std::sync::Arc;
-
-use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 use crate::hub::{Hub, LiveMessage};
 use crate::store::{StoreError, StoreReader};
@@ -38,12 +34,9 @@ impl Default for BatchLimits {
     }
 }
 
-/// Why a feed ended.
+/// Why a batch could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    /// The hub is gone: the server is shutting down.
-    #[error("the server is shutting down")]
-    Closed,
     /// Reading the replay range failed.
     #[error("replay failed: {0}")]
     Store(#[from] StoreError),
@@ -64,10 +57,8 @@ pub struct Feed {
     /// The replay met missing ids. Ids are contiguous (failed commits and duplicates
     /// consume none), so a hole means rows were deleted by retention (or were unreadable).
     gap: bool,
-    /// Live messages with ids greater than the id it was subscribed at.
-    live: broadcast::Receiver<Arc<LiveMessage>>,
-    /// While replaying: the id at which `live` starts. `None` once live.
-    replay_until: Option<u64>,
+    /// The newest id when the feed was made: the replay the client asked for ends there.
+    replay_until: u64,
 }
 
 impl Feed {
@@ -82,11 +73,11 @@ impl Feed {
         latest: Option<u64>,
         limits: BatchLimits,
     ) -> Self {
-        let (target, live) = hub.subscribe();
-        let reset = after > target;
+        let newest = hub.last_published();
+        let reset = after > newest;
         let mut cursor = if reset { 0 } else { after };
         if let Some(latest) = latest {
-            cursor = cursor.max(target.saturating_sub(latest));
+            cursor = cursor.max(newest.saturating_sub(latest));
         }
         Self {
             hub,
@@ -96,8 +87,7 @@ impl Feed {
             start: cursor,
             reset,
             gap: false,
-            live,
-            replay_until: Some(target),
+            replay_until: newest,
         }
     }
 
@@ -122,88 +112,61 @@ impl Feed {
         self.gap
     }
 
-    /// Whether everything stored before the feed's live stream began has been yielded.
+    /// Whether the replay the client asked for (up to the newest id when it connected) has
+    /// been yielded.
     pub fn caught_up(&self) -> bool {
-        self.replay_until.is_none_or(|target| self.cursor >= target)
+        self.cursor >= self.replay_until
     }
 
-    /// The next batch of messages, ascending and contiguous with the previous batch. Waits
-    /// when there is nothing new. Cancel-safe: a dropped call loses nothing.
-    pub async fn next_batch(&mut self) -> Result<Vec<Arc<LiveMessage>>, FeedError> {
-        loop {
-            if let Some(target) = self.replay_until {
-                if self.cursor < target {
-                    let (after, limits) = (self.cursor, self.limits);
-                    if let Some(batch) =
-                        self.hub
-                            .replay_from_tail(after, target, limits.max_count, limits.max_bytes)
-                        && let Some(last) = batch.last()
-                    {
-                        // The cache holds a contiguous run starting right after the cursor.
-                        self.cursor = last.id.0;
-                        return Ok(batch);
-                    }
-                    let reader = self.reader.clone();
-                    let rows = tokio::task::spawn_blocking(move || {
-                        reader.read_range(after, target, limits.max_count, limits.max_bytes)
-                    })
-                    .await
-                    .map_err(|e| StoreError::Read(format!("replay task failed: {e}")))??;
-                    let Some(last) = rows.last() else {
-                        // Nothing stored in the range (it can only have been pruned).
-                        self.gap = true;
-                        self.cursor = target;
-                        continue;
-                    };
-                    let mut expected = self.cursor + 1;
-                    for row in &rows {
-                        self.gap |= row.id.0 != expected;
-                        expected = row.id.0 + 1;
-                    }
-                    self.cursor = last.id.0;
-                    return Ok(rows
-                        .into_iter()
-                        .map(|row| Arc::new(LiveMessage::from_row(row)))
-                        .collect());
-                }
-                // Replayed up to where the live receiver starts.
-                self.replay_until = None;
-            }
-            match self.live.recv().await {
-                Ok(first) => {
-                    let mut batch = Vec::new();
-                    self.take_if_new(first, &mut batch);
-                    while batch.len() < self.limits.max_count {
-                        match self.live.try_recv() {
-                            Ok(message) => self.take_if_new(message, &mut batch),
-                            Err(TryRecvError::Lagged(_)) => {
-                                self.resubscribe();
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if !batch.is_empty() {
-                        return Ok(batch);
-                    }
-                }
-                Err(RecvError::Lagged(_)) => self.resubscribe(),
-                Err(RecvError::Closed) => return Err(FeedError::Closed),
-            }
+    /// The end of the replay the client asked for.
+    pub fn replay_until(&self) -> u64 {
+        self.replay_until
+    }
+
+    /// Moves the cursor forward to `id`: messages up to it reached the client another way
+    /// (the live broadcaster). Never moves it back.
+    pub fn skip_to(&mut self, id: u64) {
+        self.cursor = self.cursor.max(id);
+    }
+
+    /// The next batch of stored messages in `(cursor, through]`, ascending and contiguous
+    /// with the previous batch; empty once the cursor has reached `through`. Every id up to
+    /// `through` must have been published (it is then in the cache or the store).
+    pub async fn read_through(&mut self, through: u64) -> Result<Vec<Arc<LiveMessage>>, FeedError> {
+        if self.cursor >= through {
+            return Ok(Vec::new());
         }
-    }
-
-    fn take_if_new(&mut self, message: Arc<LiveMessage>, batch: &mut Vec<Arc<LiveMessage>>) {
-        if message.id.0 > self.cursor {
-            self.cursor = message.id.0;
-            batch.push(message);
+        let (after, limits) = (self.cursor, self.limits);
+        if let Some(batch) =
+            self.hub
+                .replay_from_tail(after, through, limits.max_count, limits.max_bytes)
+            && let Some(last) = batch.last()
+        {
+            // The cache holds a contiguous run starting right after the cursor.
+            self.cursor = last.id.0;
+            return Ok(batch);
         }
-    }
-
-    /// The receiver fell too far behind: start a fresh one and fill the gap from the store.
-    fn resubscribe(&mut self) {
-        let (target, live) = self.hub.subscribe();
-        self.live = live;
-        self.replay_until = Some(target);
+        let reader = self.reader.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            reader.read_range(after, through, limits.max_count, limits.max_bytes)
+        })
+        .await
+        .map_err(|e| StoreError::Read(format!("replay task failed: {e}")))??;
+        let Some(last) = rows.last() else {
+            // Nothing stored in the range (it can only have been pruned).
+            self.gap = true;
+            self.cursor = through;
+            return Ok(Vec::new());
+        };
+        let mut expected = self.cursor + 1;
+        for row in &rows {
+            self.gap |= row.id.0 != expected;
+            expected = row.id.0 + 1;
+        }
+        self.cursor = last.id.0;
+        Ok(rows
+            .into_iter()
+            .map(|row| Arc::new(LiveMessage::from_row(row)))
+            .collect())
     }
 }

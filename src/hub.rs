@@ -1,7 +1,7 @@
 //! The hub: the sequencer of live delivery.
 //!
 //! Owns `last_published` (the highest id handed to live subscribers) and the broadcast channel
-//! that carries every newly stored message to every connected client's [`crate::feed::Feed`].
+//! that carries every newly stored message to the live broadcaster (`socket::live`).
 //! Publishing and subscribing happen under one lock, so a subscriber learns exactly which id
 //! its live stream starts after: everything up to that id comes from the store, everything
 //! after it from the channel, with no gap and no overlap.
@@ -149,11 +149,6 @@ impl Hub {
     pub fn subscribe(&self) -> (u64, broadcast::Receiver<Arc<LiveMessage>>) {
         let last = self.lock();
         (*last, self.live.subscribe())
-    }
-
-    /// Number of live subscribers (connected clients' feeds).
-    pub fn subscriber_count(&self) -> usize {
-        self.live.receiver_count()
     }
 }
 

@@ -179,6 +179,8 @@ impl Server {
         // Install the recorder before anything records.
         let _ = telemetry::handle();
         let shutdown_token = tokio_util::sync::CancellationToken::new();
+        let (live, broadcaster) = socket::LiveSet::start(self.hub.clone(), shutdown_token.clone());
+        tasks.spawn(broadcaster);
         let state = ChatState {
             hub: self.hub.clone(),
             reader: self.reader.clone(),
@@ -195,6 +197,7 @@ impl Server {
             roster: roster.clone(),
             in_flight: in_flight.clone(),
             epoch: self.epoch.clone(),
+            live,
         };
         let (service, io) = SocketIo::builder()
             .max_payload(payload_limit as u64)

@@ -42,6 +42,9 @@ pub const TAIL_CACHE_HITS: &str = "tidings_tail_cache_hits_total";
 pub const TAIL_CACHE_MISSES: &str = "tidings_tail_cache_misses_total";
 /// Messages held in the tail cache (gauge).
 pub const TAIL_CACHE_MESSAGES: &str = "tidings_tail_cache_messages";
+/// Times a client fell out of live delivery (its buffer was full) and caught up from the
+/// tail cache or the database (counter).
+pub const LIVE_FELL_BEHIND: &str = "tidings_live_fell_behind_total";
 /// Highest stored id (gauge).
 pub const LAST_ID: &str = "tidings_last_message_id";
 

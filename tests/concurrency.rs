@@ -112,3 +112,15 @@ async fn lagging_clients_catch_up_from_the_store_without_gaps() -> TestResult {
     config.replay_batch = 3;
     flood_while_clients_join(config).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_falling_out_of_live_delivery_catch_up_and_rejoin_without_gaps() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::with_db(dir.path().join("chat.redb"));
+    // The smallest socket buffer: the broadcaster finds members full all the time and takes
+    // them out; with no tail cache they catch up from the database, then join again.
+    config.socket_buffer = 16;
+    config.tail_cache_messages = 0;
+    config.replay_batch = 5;
+    flood_while_clients_join(config).await
+}

@@ -31,6 +31,11 @@ impl EmittedCursor {
         }
     }
 
+    /// The highest id queued so far.
+    pub fn get(&self) -> u64 {
+        self.id.load(Ordering::SeqCst)
+    }
+
     /// Records that everything up to `id` has been queued; wakes those waiting for it.
     pub fn advance(&self, id: u64) {
         // SeqCst pairs with `reached`: a waiter sets the flag before reading the id, so

@@ -1,12 +1,14 @@
 //! The Socket.IO layer: the only module that touches socketioxide.
 //!
 //! Owns the per-connection lifecycle: admission (the handshake check, the connection cap),
-//! one delivery task per socket that pulls its [`Feed`] and emits `chat message (content, id,
-//! meta)` and the `sync` report at the client's pace, the `chat message` handler (rate limit,
-//! validation, hand-off to the writer, ack after the sender's own copy), `history`, and the
-//! shutdown drain. `outgoing` keeps acks and pings from being crowded out of a socket's
-//! buffer; `presence` holds the ephemeral events. Validation rules live in
-//! [`crate::protocol`]; ordering in the hub and feed.
+//! one delivery task per socket that replays what the client asked for from its [`Feed`]
+//! (`chat message (content, id, meta)`) at the client's pace, sends the `sync` report and then
+//! hands the socket to the `live` broadcaster (taking it back to catch up whenever the client
+//! falls behind), the `chat message` handler (rate limit, validation, hand-off to the writer,
+//! ack after the sender's own copy, tracked by `emitted`), `history`, and the shutdown drain.
+//! `outgoing` keeps acks and pings from being crowded out of a socket's buffer; `presence`
+//! holds the ephemeral events. Validation rules live in [`crate::protocol`]; ordering in the
+//! hub, the live set and the feed.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::feed::{BatchLimits, Feed};
-use crate::hub::Hub;
+use crate::hub::{Hub, LiveMessage};
 use crate::protocol::{
     AckReply, AuthError, Limits, PayloadError, parse_handshake, parse_history_request,
     validate_chat_message,
@@ -35,9 +37,11 @@ use crate::telemetry;
 use crate::writer::WriterHandle;
 
 mod emitted;
+mod live;
 mod outgoing;
 mod presence;
 use emitted::EmittedCursor;
+pub use live::LiveSet;
 use outgoing::NotQueued;
 pub use presence::{SharedRoster, broadcast_presence};
 
@@ -77,6 +81,8 @@ pub struct ChatState {
     pub in_flight: InFlight,
     /// This database's epoch, as sent in `sync` (16 hex digits).
     pub epoch: Arc<str>,
+    /// The caught-up sockets, served by the live broadcaster.
+    pub live: Arc<LiveSet>,
 }
 
 /// `sync ({ epoch, from, to, complete })`, sent once after the replay, before live messages.
@@ -216,6 +222,8 @@ struct Delivery {
     nickname: Option<String>,
     /// What the `sync` event after the replay will say.
     sync: SyncPlan,
+    /// Where it goes once caught up.
+    live: Arc<LiveSet>,
     /// Held while the socket lives (the task, or the pending delivery if it never starts).
     _slot: ConnectionSlot,
 }
@@ -308,6 +316,7 @@ async fn admit(
         closed,
         nickname: handshake.nickname,
         sync,
+        live: state.live.clone(),
         _slot: slot,
     };
     socket
@@ -364,7 +373,9 @@ impl Closed {
 /// Emits between yields to the scheduler during a long batch.
 const YIELD_EVERY: usize = 32;
 
-/// Pulls the feed and emits each message to this one socket, in order, until it closes.
+/// Serves one socket until it closes: replays what the client asked for, sends `sync`, then
+/// joins the live set; whenever the broadcaster takes it out (the client fell behind), catches
+/// it up from the tail cache or the store at the client's pace and joins again.
 async fn deliver(socket: SocketRef, delivery: Delivery) {
     let Delivery {
         mut feed,
@@ -372,12 +383,37 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
         closed,
         nickname: _,
         sync,
+        live,
         _slot,
     } = delivery;
     metrics::counter!(telemetry::REPLAYS).increment(1);
     let started = Instant::now();
     let mut replaying = true;
+    let fell_behind = Arc::new(Notify::new());
+    // What to catch up to before trying to join: first the replay the client asked for.
+    let mut through = feed.replay_until();
     let stop = 'deliver: loop {
+        let batch = tokio::select! {
+            batch = feed.read_through(through) => batch,
+            stop = closed.wait() => break 'deliver stop,
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(sid = %socket.id, "delivery stopped: {e}");
+                break 'deliver Stop::Disconnect;
+            }
+        };
+        if !batch.is_empty() {
+            if replaying {
+                metrics::counter!(telemetry::REPLAYED_MESSAGES).increment(batch.len() as u64);
+            }
+            if let Err(stop) = emit_batch(&socket, &closed, &delivered, &batch).await {
+                break 'deliver stop;
+            }
+            continue;
+        }
+        // Caught up to `through`.
         if replaying && feed.caught_up() {
             replaying = false;
             metrics::histogram!(telemetry::REPLAY_SECONDS).record(started.elapsed().as_secs_f64());
@@ -394,41 +430,26 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
                 break 'deliver stop;
             }
         }
-        let batch = tokio::select! {
-            batch = feed.next_batch() => batch,
-            stop = closed.wait() => break 'deliver stop,
+        let member = live::Member {
+            socket: socket.clone(),
+            emitted: delivered.clone(),
+            fell_behind: fell_behind.clone(),
         };
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::warn!(sid = %socket.id, "delivery stopped: {e}");
-                break 'deliver Stop::Disconnect;
-            }
-        };
-        if replaying {
-            metrics::counter!(telemetry::REPLAYED_MESSAGES).increment(batch.len() as u64);
-        }
-        for chunk in batch.chunks(YIELD_EVERY) {
-            let mut rest = chunk;
-            while !rest.is_empty() {
-                let chats = || outgoing::emit_chats_leaving_headroom(&socket, CHAT_MESSAGE, rest);
-                let queued = match emit_in_order(&closed, chats).await {
-                    // At least one was queued (`Ok` promises it).
-                    Ok(queued) => queued.min(rest.len()),
-                    Err(stop) => break 'deliver stop,
-                };
-                let (sent, unsent) = rest.split_at(queued);
-                if let Some(last) = sent.last() {
-                    delivered.advance(last.id.0);
+        match live.try_join(socket.id, member).await {
+            // Newer messages were sent meanwhile: catch up to those first.
+            Err(last_sent) => through = last_sent,
+            Ok(()) => {
+                // Live: the broadcaster queues everything now, until this socket closes or
+                // falls behind.
+                tokio::select! {
+                    () = fell_behind.notified() => {}
+                    stop = closed.wait() => break 'deliver stop,
                 }
-                rest = unsent;
-            }
-            if chunk.len() == YIELD_EVERY {
-                // Let the connection's writer drain the buffer before we fill it further.
-                tokio::task::yield_now().await;
+                feed.skip_to(delivered.get());
             }
         }
     };
+    live.leave(socket.id).await;
     if let Stop::Disconnect = stop {
         force_disconnect(&socket, &closed).await;
     }
@@ -436,6 +457,34 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
     if closed.socket.is_cancelled() && !closed.logged.swap(true, Ordering::AcqRel) {
         tracing::info!(sid = %socket.id, reason = "ServerShutdown", "connection closed");
     }
+}
+
+/// Queues a batch of caught-up messages to one socket in order, waiting while its buffer is
+/// full, and advances its emitted cursor as they go.
+async fn emit_batch(
+    socket: &SocketRef,
+    closed: &Closed,
+    delivered: &EmittedCursor,
+    batch: &[Arc<LiveMessage>],
+) -> Result<(), Stop> {
+    for chunk in batch.chunks(YIELD_EVERY) {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let chats = || outgoing::emit_chats_leaving_headroom(socket, CHAT_MESSAGE, rest);
+            // At least one was queued (`Ok` promises it).
+            let queued = emit_in_order(closed, chats).await?.min(rest.len());
+            let (sent, unsent) = rest.split_at(queued);
+            if let Some(last) = sent.last() {
+                delivered.advance(last.id.0);
+            }
+            rest = unsent;
+        }
+        if chunk.len() == YIELD_EVERY {
+            // Let the connection's writer drain the buffer before we fill it further.
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(())
 }
 
 /// Disconnects a socket whose client must reconnect to recover. socketioxide needs a free
