@@ -225,6 +225,25 @@ impl Client {
             .await
     }
 
+    /// Emits `event` with `args` asking an ack, without waiting for it: the returned
+    /// receiver gets the ack's arguments (so many messages can be in flight at once).
+    pub async fn emit_pipelined(
+        &mut self,
+        event: &str,
+        args: &[Value],
+    ) -> Result<oneshot::Receiver<Vec<Value>>, ClientError> {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        let (tx, rx) = oneshot::channel();
+        self.acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        self.send_raw(format!("42{id}{}", event_json(event, args)))
+            .await?;
+        Ok(rx)
+    }
+
     /// The next thing the server sent, waiting up to `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Result<Incoming, ClientError> {
         match tokio::time::timeout(timeout, self.incoming.recv()).await {

@@ -124,3 +124,50 @@ async fn clients_falling_out_of_live_delivery_catch_up_and_rejoin_without_gaps()
     config.replay_batch = 5;
     flood_while_clients_join(config).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_into_full_buffers_are_all_acked() -> TestResult {
+    // Every client keeps hundreds of messages in flight while receiving everyone's
+    // broadcasts through the smallest socket buffer: its acks compete for slots with its
+    // deliveries all the time. Every ack must arrive (a lost ack disconnects the client).
+    const CLIENTS: u64 = 4;
+    const EACH: u64 = 300;
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::with_db(dir.path().join("chat.redb"));
+    config.rate_limit = 0.0;
+    config.socket_buffer = 16;
+    let server = TestServer::start_with(config).await;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let mut client = server.connect(0).await;
+        tasks.push(tokio::spawn(async move {
+            let mut pending = Vec::new();
+            for i in 0..EACH {
+                let text = format!("c{c}-{i}");
+                let args = [json!(text), json!(text)];
+                pending.push(client.emit_pipelined("chat message", &args).await?);
+            }
+            let mut ids = Vec::new();
+            for ack in pending {
+                let reply = tokio::time::timeout(WAIT, ack)
+                    .await
+                    .map_err(|_| "an ack never came")?
+                    .map_err(|_| "disconnected before its ack")?;
+                ids.push(reply[0]["id"].as_u64().ok_or(format!("ack {reply:?}"))?);
+            }
+            let seen = receive(&mut client, (CLIENTS * EACH) as usize).await;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((ids, seen))
+        }));
+    }
+    let mut all_ids = Vec::new();
+    for task in tasks {
+        let (ids, seen) = task.await??;
+        let seen_ids: Vec<u64> = seen.iter().map(|(_, id)| *id).collect();
+        assert_eq!(seen_ids, (1..=CLIENTS * EACH).collect::<Vec<_>>());
+        all_ids.extend(ids);
+    }
+    all_ids.sort_unstable();
+    assert_eq!(all_ids, (1..=CLIENTS * EACH).collect::<Vec<_>>());
+    server.stop().await;
+    Ok(())
+}

@@ -22,7 +22,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{Mutex, Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use super::outgoing::{self, NotQueued};
+use super::outgoing::{self, NotQueued, SendLock};
 use super::{CHAT_MESSAGE, EmittedCursor};
 use crate::hub::{Hub, LiveMessage};
 use crate::telemetry;
@@ -39,6 +39,8 @@ pub struct Member {
     pub socket: SocketRef,
     /// What has been queued to it; the broadcaster skips ids up to it and advances it.
     pub emitted: Arc<EmittedCursor>,
+    /// Taken while queueing to it.
+    pub sending: SendLock,
     /// Notified when the broadcaster takes it out of the set (it fell behind).
     pub fell_behind: Arc<Notify>,
 }
@@ -149,7 +151,13 @@ async fn send_to_members(state: &mut LiveState, batch: &[Arc<LiveMessage>]) {
         let emitted = member.emitted.get();
         let pending = &batch[batch.partition_point(|m| m.id.0 <= emitted)..];
         if !pending.is_empty() {
-            match outgoing::emit_chats_leaving_headroom(&member.socket, CHAT_MESSAGE, pending) {
+            let queued = outgoing::emit_chats_leaving_headroom(
+                &member.socket,
+                &member.sending,
+                CHAT_MESSAGE,
+                pending,
+            );
+            match queued {
                 Ok(queued) => {
                     member
                         .emitted

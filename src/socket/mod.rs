@@ -42,7 +42,7 @@ mod outgoing;
 mod presence;
 use emitted::EmittedCursor;
 pub use live::LiveSet;
-use outgoing::NotQueued;
+use outgoing::{NotQueued, SendLock};
 pub use presence::{SharedRoster, broadcast_presence};
 
 /// The event name of the tutorial's protocol, both directions.
@@ -224,6 +224,8 @@ struct Delivery {
     sync: SyncPlan,
     /// Where it goes once caught up.
     live: Arc<LiveSet>,
+    /// Taken while queueing to the socket.
+    sending: SendLock,
     /// Held while the socket lives (the task, or the pending delivery if it never starts).
     _slot: ConnectionSlot,
 }
@@ -237,6 +239,8 @@ struct Delivered {
     closed: Arc<Closed>,
     /// The connection's send allowance.
     bucket: Arc<Mutex<TokenBucket>>,
+    /// Taken while queueing to this socket (see [`SendLock`]).
+    sending: SendLock,
 }
 
 /// Registers the handlers on the default namespace.
@@ -271,6 +275,7 @@ async fn admit(
         state.batch,
     );
     let emitted = Arc::new(EmittedCursor::new(feed.cursor()));
+    let sending = SendLock::default();
     let closed = Arc::new(Closed {
         socket: state.shutdown.child_token(),
         disconnect: Notify::new(),
@@ -283,7 +288,9 @@ async fn admit(
             state.rate_limit,
             Instant::now(),
         ))),
+        sending: sending.clone(),
     });
+    socket.extensions.insert(sending.clone());
     let typing = presence::Typing::new();
     socket.extensions.insert(typing.clone());
     socket.on(CHAT_MESSAGE, on_chat_message);
@@ -317,6 +324,7 @@ async fn admit(
         nickname: handshake.nickname,
         sync,
         live: state.live.clone(),
+        sending,
         _slot: slot,
     };
     socket
@@ -384,6 +392,7 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
         nickname: _,
         sync,
         live,
+        sending,
         _slot,
     } = delivery;
     metrics::counter!(telemetry::REPLAYS).increment(1);
@@ -408,7 +417,7 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
             if replaying {
                 metrics::counter!(telemetry::REPLAYED_MESSAGES).increment(batch.len() as u64);
             }
-            if let Err(stop) = emit_batch(&socket, &closed, &delivered, &batch).await {
+            if let Err(stop) = emit_batch(&socket, &sending, &closed, &delivered, &batch).await {
                 break 'deliver stop;
             }
             continue;
@@ -425,7 +434,7 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
                 // retention running meanwhile.
                 complete: !sync.other_database && !feed.had_gap(),
             };
-            let emit = || outgoing::emit_leaving_headroom(&socket, SYNC, &report);
+            let emit = || outgoing::emit_leaving_headroom(&socket, &sending, SYNC, &report);
             if let Err(stop) = emit_in_order(&closed, emit).await {
                 break 'deliver stop;
             }
@@ -433,6 +442,7 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
         let member = live::Member {
             socket: socket.clone(),
             emitted: delivered.clone(),
+            sending: sending.clone(),
             fell_behind: fell_behind.clone(),
         };
         match live.try_join(socket.id, member).await {
@@ -463,6 +473,7 @@ async fn deliver(socket: SocketRef, delivery: Delivery) {
 /// full, and advances its emitted cursor as they go.
 async fn emit_batch(
     socket: &SocketRef,
+    sending: &SendLock,
     closed: &Closed,
     delivered: &EmittedCursor,
     batch: &[Arc<LiveMessage>],
@@ -470,7 +481,8 @@ async fn emit_batch(
     for chunk in batch.chunks(YIELD_EVERY) {
         let mut rest = chunk;
         while !rest.is_empty() {
-            let chats = || outgoing::emit_chats_leaving_headroom(socket, CHAT_MESSAGE, rest);
+            let chats =
+                || outgoing::emit_chats_leaving_headroom(socket, sending, CHAT_MESSAGE, rest);
             // At least one was queued (`Ok` promises it).
             let queued = emit_in_order(closed, chats).await?.min(rest.len());
             let (sent, unsent) = rest.split_at(queued);
@@ -558,7 +570,7 @@ async fn on_chat_message(
             error: "rate limited",
             retry_after_ms: retry_after.as_millis().max(1) as u64,
         };
-        send_ack(&socket, ack, &reply, &delivered.closed).await;
+        send_ack(&socket, ack, &reply, &delivered).await;
         if f64::from(strikes) > state.rate_limit.burst {
             tracing::warn!(sid = %socket.id, strikes, "disconnecting a client that ignores its rate limit");
             delivered.closed.disconnect.notify_one();
@@ -577,7 +589,7 @@ async fn on_chat_message(
                 error: error.to_string(),
             };
             // If this ack is lost, the client's retry is rejected again: nothing to recover.
-            send_ack(&socket, ack, &reply, &delivered.closed).await;
+            send_ack(&socket, ack, &reply, &delivered).await;
             return;
         }
     };
@@ -599,7 +611,7 @@ async fn on_chat_message(
     }
     let reply = AckReply::Stored { id, duplicate };
     metrics::counter!(telemetry::ACKS).increment(1);
-    if !send_ack(&socket, ack, &reply, &delivered.closed).await {
+    if !send_ack(&socket, ack, &reply, &delivered).await {
         // The message is stored and broadcast, but the client cannot learn it from this
         // ack: make it reconnect, so its retry is answered with `duplicate: true`.
         delivered.closed.disconnect.notify_one();
@@ -639,7 +651,7 @@ async fn on_history(
                 error: "rate limited",
                 retry_after_ms: retry_after.as_millis().max(1) as u64,
             };
-            send_ack(&socket, ack, &reply, &delivered.closed).await;
+            send_ack(&socket, ack, &reply, &delivered).await;
             return;
         }
     };
@@ -675,7 +687,7 @@ async fn on_history(
             }
         }
     };
-    send_ack(&socket, ack, &reply, &delivered.closed).await;
+    send_ack(&socket, ack, &reply, &delivered).await;
 }
 
 /// Sends an ack, waiting for a free slot in the outgoing buffer (delivery leaves some).
@@ -684,12 +696,12 @@ async fn send_ack<T: serde::Serialize + ?Sized>(
     socket: &SocketRef,
     ack: AckSender,
     reply: &T,
-    closed: &Closed,
+    delivered: &Delivered,
 ) -> bool {
     let mut ack = ack;
     let mut backoff = Duration::from_micros(200);
     loop {
-        match outgoing::try_ack(socket, ack, reply) {
+        match outgoing::try_ack(socket, &delivered.sending, ack, reply) {
             Ok(()) => return true,
             Err((NotQueued::Full, Some(back))) => ack = back,
             Err((NotQueued::Full, None)) => {
@@ -701,7 +713,7 @@ async fn send_ack<T: serde::Serialize + ?Sized>(
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = closed.socket.cancelled() => return true,
+            () = delivered.closed.socket.cancelled() => return true,
         }
         backoff = (backoff * 2).min(Duration::from_millis(50));
     }

@@ -16,7 +16,7 @@
 //! lost or duplicated packet.
 
 use std::cell::Cell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::ser::{Error as _, Serialize, Serializer};
 use socketioxide::extract::{AckSender, SocketRef};
@@ -29,6 +29,21 @@ pub const HEADROOM: usize = 2;
 
 /// The event name of probe packets; never sent (their serialization always fails).
 const PROBE: &str = "tidings:probe";
+
+/// Held by whoever is queueing to one socket (the live broadcaster, the socket's delivery
+/// task, an ack, a presence event), from the probe to the last packet. Without it, another
+/// sender could take the slot an ack's probe found free before the ack is queued, and the
+/// ack would be lost; with it, only engine.io's pings come in between, and the headroom
+/// keeps a slot for them. Stored in the socket's extensions and beside its delivery state.
+#[derive(Clone, Default)]
+pub struct SendLock(Arc<Mutex<()>>);
+
+impl SendLock {
+    fn hold(&self) -> MutexGuard<'_, ()> {
+        // Guards no data: a panic while held leaves nothing inconsistent.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// Why a packet was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +67,11 @@ struct Meta<'a> {
 /// it once, not once per message.
 pub fn emit_chats_leaving_headroom(
     socket: &SocketRef,
+    lock: &SendLock,
     event: &str,
     messages: &[Arc<LiveMessage>],
 ) -> Result<usize, NotQueued> {
+    let _sending = lock.hold();
     hold_then(socket, HEADROOM, &|| {
         let mut queued = 0;
         for message in messages {
@@ -81,9 +98,11 @@ pub fn emit_chats_leaving_headroom(
 /// Queues any event if at least `HEADROOM + 1` slots are free.
 pub fn emit_leaving_headroom<T: Serialize + ?Sized>(
     socket: &SocketRef,
+    lock: &SendLock,
     event: &str,
     data: &T,
 ) -> Result<(), NotQueued> {
+    let _sending = lock.hold();
     hold_then(socket, HEADROOM, &|| {
         socket.emit(event, data).map(|()| 1).map_err(classify)
     })
@@ -93,18 +112,25 @@ pub fn emit_leaving_headroom<T: Serialize + ?Sized>(
 /// Queues an ephemeral event (presence, typing) if there is room; when the client is
 /// backlogged it is simply not sent (it is not worth an ack or a ping).
 pub fn emit_ephemeral<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T) -> bool {
-    emit_leaving_headroom(socket, event, data).is_ok()
+    // Every admitted socket has one; a socket still being admitted gets no events yet.
+    let Some(lock) = socket.extensions.get::<SendLock>() else {
+        return false;
+    };
+    emit_leaving_headroom(socket, &lock, event, data).is_ok()
 }
 
 /// Sends an ack if a slot is free; gives the sender back when the buffer is full so the
 /// caller can retry (a refused `AckSender::send` would consume it).
 pub fn try_ack<T: Serialize + ?Sized>(
     socket: &SocketRef,
+    lock: &SendLock,
     ack: AckSender,
     reply: &T,
 ) -> Result<(), (NotQueued, Option<AckSender>)> {
-    // Only delivery (which leaves headroom) and the heartbeat compete for slots, so the slot
-    // found free here is still free on the next line, bar a ping in between.
+    // Nobody else queues to this socket while we hold its lock, so only the heartbeat
+    // competes: the slot found free here is still free on the next line, bar a ping in
+    // between (and the headroom leaves one for the ping).
+    let _sending = lock.hold();
     match hold_then(socket, 1, &|| Ok(0)) {
         Ok(_) => ack.send(reply).map_err(|e| (classify(e), None)),
         Err(NotQueued::Full) => Err((NotQueued::Full, Some(ack))),
