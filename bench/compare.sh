@@ -5,11 +5,11 @@
 #   bench/compare.sh ingest -c 50 -m 100
 #   bench/compare.sh fanout -r 500 --rate 50,100,200,400
 #
-# Builds the release binaries first (`cargo run --bin tidings-bench` alone would not rebuild
+# Builds the release binaries first (`cargo run -p tidings-bench` alone would not rebuild
 # the server). Env: TIDINGS_REFERENCE (default ../shared/reference/node-tutorial next to the
 # repository), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export TIDINGS_REFERENCE="${TIDINGS_REFERENCE:-$PWD/../shared/reference/node-tutorial}"
-cargo build --release --bins >&2
+cargo build --release --workspace --bins >&2
 exec "${CARGO_TARGET_DIR:-target}/release/tidings-bench" compare "$@"

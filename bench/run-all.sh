@@ -10,7 +10,7 @@ export TIDINGS_REFERENCE="${TIDINGS_REFERENCE:-$PWD/../shared/reference/node-tut
 target="${CARGO_TARGET_DIR:-target}"
 out="${OUT:-$target/bench-results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
-cargo build --release --bins >&2
+cargo build --release --workspace --bins >&2
 bench="$target/release/tidings-bench"
 
 run() {

@@ -19,13 +19,12 @@
 //! - [`socket`]: the Socket.IO handlers (the only code touching socketioxide).
 //! - [`http`]: the router, `/metrics`, `/healthz` and the embedded static assets.
 //! - [`telemetry`]: metric names and the Prometheus exporter.
-//! - [`client`]: a small Socket.IO client used by the tests and tools.
 //!
 //! [`Server::open`] opens the database and starts the writer; [`Server::serve`] takes an
 //! already bound listener and a shutdown future, so tests bind port 0 and never sleep.
 
 pub mod admin;
-pub mod client;
+
 pub mod config;
 pub mod feed;
 pub mod http;

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::client::{Client, ClientError, Incoming, Message};
 use common::*;
 use serde_json::{Value, json};
-use tidings::client::{Client, ClientError, Incoming, Message};
 
 const QUIET: Duration = Duration::from_millis(300);
 

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::client::Client;
 use common::{free_port, server_command};
 use serde_json::{Value, json};
-use tidings::client::Client;
 use tidings::store::Store;
 
 const CYCLES: usize = 20;
@@ -62,7 +62,7 @@ async fn drain(client: &mut Client, outcome: &mut Outcome) -> bool {
                 assert_eq!(id, expected, "gap or duplicate in a client's view");
                 outcome.view.push((content, id));
             }
-            Err(tidings::client::ClientError::Timeout(_)) => return true,
+            Err(common::client::ClientError::Timeout(_)) => return true,
             Err(_) => return false,
         }
     }

@@ -5,9 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::client::{Client, ClientError, Incoming};
 use common::*;
 use serde_json::{Value, json};
-use tidings::client::{Client, ClientError, Incoming};
 
 /// The next event named `name`, skipping others.
 async fn next_named(client: &mut Client, name: &str) -> Result<Vec<Value>, ClientError> {

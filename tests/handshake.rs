@@ -2,9 +2,9 @@
 
 mod common;
 
+use common::client::{Client, ClientError};
 use common::*;
 use serde_json::json;
-use tidings::client::{Client, ClientError};
 
 #[tokio::test]
 async fn bad_server_offsets_are_refused_with_a_reason() -> TestResult {

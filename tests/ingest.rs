@@ -80,7 +80,7 @@ async fn same_offset_with_different_content_is_a_new_message() -> TestResult {
 async fn step7_client_sending_only_content_is_stored_and_broadcast() -> TestResult {
     let dir = tempfile::tempdir()?;
     let server = TestServer::start(&dir).await;
-    let old = tidings::client::Client::connect(&server.url, &json!({})).await?;
+    let old = common::client::Client::connect(&server.url, &json!({})).await?;
     let mut observer = server.connect(0).await;
     old.emit("chat message", &[json!("no offset, no ack")])
         .await?;
@@ -228,7 +228,7 @@ async fn messages_sent_the_instant_connect_completes_are_not_lost() -> TestResul
     let server = TestServer::start(&dir).await;
     let mut observer = server.connect(0).await;
     for round in 0..20 {
-        let client = tidings::client::Client::connect(&server.url, &json!({})).await?;
+        let client = common::client::Client::connect(&server.url, &json!({})).await?;
         client
             .emit("chat message", &[json!(format!("first-{round}"))])
             .await?;

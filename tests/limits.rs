@@ -5,11 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::client::{Client, ClientError, Incoming};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
 use tidings::Config;
-use tidings::client::{Client, ClientError, Incoming};
 use tokio_tungstenite::tungstenite::Message;
 
 fn config(dir: &tempfile::TempDir) -> Config {

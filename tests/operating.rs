@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::client::Client;
 use common::*;
 use serde_json::{Value, json};
-use tidings::client::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidings");
 

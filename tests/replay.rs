@@ -2,9 +2,9 @@
 
 mod common;
 
+use common::client::Client;
 use common::*;
 use serde_json::json;
-use tidings::client::Client;
 
 async fn seed(server: &TestServer, n: u64) {
     let mut writer = server.connect(0).await;

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::client::ClientError;
 use common::*;
 use redb::backends::FileBackend;
 use redb::{BackendError, Database, StorageBackend};
 use serde_json::json;
-use tidings::client::ClientError;
 use tidings::store::Store;
 use tidings::{Config, Server};
 

@@ -134,7 +134,7 @@ async fn hits_and_misses_are_counted() -> TestResult {
     BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
     assert!(line.starts_with("listening on"), "{line:?}");
 
-    let mut writer = tidings::client::Client::connect(&url, &json!({ "serverOffset": 0 })).await?;
+    let mut writer = common::client::Client::connect(&url, &json!({ "serverOffset": 0 })).await?;
     for i in 1..=100u64 {
         assert_eq!(send_ok(&mut writer, &format!("m{i}"), None).await, i);
     }
@@ -150,14 +150,14 @@ async fn hits_and_misses_are_counted() -> TestResult {
     );
 
     // 91..=100 are cached: two batches of at most 7, both hits.
-    let mut recent = tidings::client::Client::connect(&url, &json!({ "serverOffset": 90 })).await?;
+    let mut recent = common::client::Client::connect(&url, &json!({ "serverOffset": 90 })).await?;
     assert_eq!(receive(&mut recent, 10).await, expected(91, 100));
     let after_recent = scrape().await;
     assert_eq!(counter(&after_recent, hits), counter(&before, hits) + 2);
     assert_eq!(counter(&after_recent, misses), counter(&before, misses));
 
     // From 0: 1..=50 are not cached (misses), 51..=100 are (hits).
-    let mut fresh = tidings::client::Client::connect(&url, &json!({ "serverOffset": 0 })).await?;
+    let mut fresh = common::client::Client::connect(&url, &json!({ "serverOffset": 0 })).await?;
     assert_eq!(receive(&mut fresh, 100).await, expected(1, 100));
     let after_fresh = scrape().await;
     assert!(counter(&after_fresh, misses) > counter(&after_recent, misses));

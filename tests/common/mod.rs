@@ -1,11 +1,13 @@
 //! Shared test helpers: a real server on an ephemeral port with a temp-dir database.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod client;
+
 use std::path::Path;
 use std::time::Duration;
 
+use client::Client;
 use serde_json::{Value, json};
-use tidings::client::Client;
 use tidings::{Config, Server, ServerError};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -68,7 +70,7 @@ impl TestServer {
             .expect("connect")
     }
 
-    pub async fn connect_auth(&self, auth: Value) -> Result<Client, tidings::client::ClientError> {
+    pub async fn connect_auth(&self, auth: Value) -> Result<Client, client::ClientError> {
         Client::connect(&self.url, &auth).await
     }
 

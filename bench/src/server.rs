@@ -79,6 +79,11 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The tidings repository (this crate lives in its `bench/` folder).
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 impl Launcher {
     pub fn ours_bin(&self) -> PathBuf {
         if let Some(bin) = &self.ours_bin {
@@ -89,22 +94,22 @@ impl Launcher {
             .and_then(|exe| exe.parent().map(|dir| dir.join("tidings")));
         match beside {
             Some(bin) if bin.is_file() => bin,
-            _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/tidings"),
+            _ => repository().join("target/release/tidings"),
         }
     }
 
     pub fn reference_dir(&self) -> PathBuf {
-        self.reference.clone().unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/node-tutorial")
-        })
+        self.reference
+            .clone()
+            .unwrap_or_else(|| repository().join("../shared/reference/node-tutorial"))
     }
 
     /// A warning when our binary looks older than the server sources it is built from (a
-    /// `cargo run --bin tidings-bench` does not rebuild it).
+    /// `cargo run -p tidings-bench` does not rebuild it).
     pub fn staleness_warning(&self) -> Option<String> {
         let bin = self.ours_bin();
         let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok()?;
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let src = repository().join("src");
         let newest = newest_source(&src, 0).unwrap_or(SystemTime::UNIX_EPOCH);
         (newest > built).then(|| {
             format!(
