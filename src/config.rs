@@ -1,12 +1,52 @@
 //! Configuration: every option as a command-line flag with an environment variable and a
-//! documented default. Parsing only; [`crate::run`] applies it.
+//! documented default, each default written once (in [`defaults`]). Parsing only;
+//! [`crate::Server`] applies it.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::delivery::{BatchLimits, TailLimits};
+use crate::ingest::retention::Retention;
 use crate::protocol::Limits;
-use crate::rate::RateLimit;
+use crate::socket::rate::RateLimit;
+
+/// The default of every serving option; clap's `--help`, [`Config::default`] and the tests
+/// all read them from here.
+pub mod defaults {
+    /// `--host`: every interface, as the tutorial server does.
+    pub const HOST: &str = "0.0.0.0";
+    /// `--port`.
+    pub const PORT: u16 = 3000;
+    /// `--db`.
+    pub const DB: &str = "tidings.redb";
+    /// `--max-message-bytes`.
+    pub const MAX_MESSAGE_BYTES: u32 = 65_536;
+    /// `--max-client-offset-bytes`.
+    pub const MAX_CLIENT_OFFSET_BYTES: u32 = 256;
+    /// `--live-buffer`.
+    pub const LIVE_BUFFER: u32 = 4096;
+    /// `--tail-cache-messages`.
+    pub const TAIL_CACHE_MESSAGES: u32 = 10_000;
+    /// `--tail-cache-bytes`.
+    pub const TAIL_CACHE_BYTES: u64 = 16 << 20;
+    /// `--socket-buffer`.
+    pub const SOCKET_BUFFER: u32 = 1024;
+    /// `--rate-limit`.
+    pub const RATE_LIMIT: f64 = 20.0;
+    /// `--rate-burst`.
+    pub const RATE_BURST: u32 = 50;
+    /// `--max-connections`.
+    pub const MAX_CONNECTIONS: u32 = 50_000;
+    /// `--ping-interval-ms`.
+    pub const PING_INTERVAL_MS: u64 = 25_000;
+    /// `--ping-timeout-ms`.
+    pub const PING_TIMEOUT_MS: u64 = 20_000;
+    /// `--shutdown-timeout`.
+    pub const SHUTDOWN_TIMEOUT: u64 = 10;
+    /// `--replay-batch`.
+    pub const REPLAY_BATCH: u32 = 256;
+}
 
 /// A durable Socket.IO chat server: serves the chat page and keeps every message in one redb
 /// file. Without a subcommand it serves (`tidings serve`).
@@ -53,7 +93,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// The database file.
-    #[arg(long, env = "TIDINGS_DB", default_value = "tidings.redb")]
+    #[arg(long, env = "TIDINGS_DB", default_value = defaults::DB)]
     pub db: PathBuf,
 }
 
@@ -96,81 +136,81 @@ pub struct BackupArgs {
 pub struct Config {
     /// Address to listen on (0.0.0.0: every interface, as the tutorial server does;
     /// 127.0.0.1: this machine only).
-    #[arg(long, env = "TIDINGS_HOST", default_value = "0.0.0.0")]
+    #[arg(long, env = "TIDINGS_HOST", default_value = defaults::HOST)]
     pub host: String,
 
     /// TCP port to listen on (0 picks a free port and prints it).
-    #[arg(long, env = "PORT", default_value_t = 3000)]
+    #[arg(long, env = "PORT", default_value_t = defaults::PORT)]
     pub port: u16,
 
     /// The database file; created if missing, never overwritten if it is not a tidings
     /// database.
-    #[arg(long, env = "TIDINGS_DB", default_value = "tidings.redb")]
+    #[arg(long, env = "TIDINGS_DB", default_value = defaults::DB)]
     pub db: PathBuf,
 
     /// Largest accepted message content, in UTF-8 bytes.
-    #[arg(long, env = "TIDINGS_MAX_MESSAGE_BYTES", default_value_t = 65_536,
+    #[arg(long, env = "TIDINGS_MAX_MESSAGE_BYTES", default_value_t = defaults::MAX_MESSAGE_BYTES,
           value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
     pub max_message_bytes: u32,
 
     /// Largest accepted clientOffset, in UTF-8 bytes.
-    #[arg(long, env = "TIDINGS_MAX_CLIENT_OFFSET_BYTES", default_value_t = 256,
+    #[arg(long, env = "TIDINGS_MAX_CLIENT_OFFSET_BYTES", default_value_t = defaults::MAX_CLIENT_OFFSET_BYTES,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_client_offset_bytes: u32,
 
     /// Stored messages queued for the live broadcaster; if it ever falls further behind,
     /// every client catches up from the tail cache or the database instead.
-    #[arg(long, env = "TIDINGS_LIVE_BUFFER", default_value_t = 4096,
+    #[arg(long, env = "TIDINGS_LIVE_BUFFER", default_value_t = defaults::LIVE_BUFFER,
           value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub live_buffer: u32,
 
     /// Newest messages kept in memory to serve recent replays (reconnects, page reloads)
     /// without reading the database; 0 turns the cache off.
-    #[arg(long, env = "TIDINGS_TAIL_CACHE_MESSAGES", default_value_t = 10_000,
+    #[arg(long, env = "TIDINGS_TAIL_CACHE_MESSAGES", default_value_t = defaults::TAIL_CACHE_MESSAGES,
           value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub tail_cache_messages: u32,
 
     /// Memory budget of that cache in bytes (message text plus ~96 bytes each).
-    #[arg(long, env = "TIDINGS_TAIL_CACHE_BYTES", default_value_t = 16 << 20,
+    #[arg(long, env = "TIDINGS_TAIL_CACHE_BYTES", default_value_t = defaults::TAIL_CACHE_BYTES,
           value_parser = clap::value_parser!(u64).range(0..=(1 << 40)))]
     pub tail_cache_bytes: u64,
 
     /// Outgoing packets buffered per connection (engine.io). A client that reads slower than
     /// messages arrive fills it; delivery then waits for it, never drops.
-    #[arg(long, env = "TIDINGS_SOCKET_BUFFER", default_value_t = 1024,
+    #[arg(long, env = "TIDINGS_SOCKET_BUFFER", default_value_t = defaults::SOCKET_BUFFER,
           value_parser = clap::value_parser!(u32).range(16..=65_536))]
     pub socket_buffer: u32,
 
     /// Messages a connection may send per second on average (token bucket); 0 disables
     /// the limit. Over it, the ack is `{ error: "rate limited", retryAfterMs }`.
-    #[arg(long, env = "TIDINGS_RATE_LIMIT", default_value_t = 20.0)]
+    #[arg(long, env = "TIDINGS_RATE_LIMIT", default_value_t = defaults::RATE_LIMIT)]
     pub rate_limit: f64,
 
     /// Messages a connection may send at once after a quiet spell. A client that keeps
     /// sending while limited is disconnected after this many refusals in a row.
-    #[arg(long, env = "TIDINGS_RATE_BURST", default_value_t = 50,
+    #[arg(long, env = "TIDINGS_RATE_BURST", default_value_t = defaults::RATE_BURST,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_burst: u32,
 
     /// Most connected clients; further connections are refused with a `connect_error`.
-    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", default_value_t = 50_000,
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
     /// engine.io heartbeat: how often the server pings each client, in milliseconds.
-    #[arg(long, env = "TIDINGS_PING_INTERVAL_MS", default_value_t = 25_000,
+    #[arg(long, env = "TIDINGS_PING_INTERVAL_MS", default_value_t = defaults::PING_INTERVAL_MS,
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub ping_interval_ms: u64,
 
     /// engine.io heartbeat: how long a client has to answer a ping before it is dropped
     /// (this is also what ends a client that stopped reading), in milliseconds.
-    #[arg(long, env = "TIDINGS_PING_TIMEOUT_MS", default_value_t = 20_000,
+    #[arg(long, env = "TIDINGS_PING_TIMEOUT_MS", default_value_t = defaults::PING_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub ping_timeout_ms: u64,
 
     /// Longest graceful shutdown on SIGINT/SIGTERM, in seconds, before remaining connections
     /// are dropped (every received message is still stored and acked first).
-    #[arg(long, env = "TIDINGS_SHUTDOWN_TIMEOUT", default_value_t = 10,
+    #[arg(long, env = "TIDINGS_SHUTDOWN_TIMEOUT", default_value_t = defaults::SHUTDOWN_TIMEOUT,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_timeout: u64,
 
@@ -184,33 +224,46 @@ pub struct Config {
     pub retain_days: Option<u64>,
 
     /// Messages per replay batch read from the database.
-    #[arg(long, env = "TIDINGS_REPLAY_BATCH", default_value_t = 256,
+    #[arg(long, env = "TIDINGS_REPLAY_BATCH", default_value_t = defaults::REPLAY_BATCH,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub replay_batch: u32,
 }
 
+impl Default for Config {
+    /// Every default, as `tidings` with no flags and no environment would run.
+    fn default() -> Self {
+        Self {
+            host: defaults::HOST.into(),
+            port: defaults::PORT,
+            db: defaults::DB.into(),
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            max_client_offset_bytes: defaults::MAX_CLIENT_OFFSET_BYTES,
+            live_buffer: defaults::LIVE_BUFFER,
+            tail_cache_messages: defaults::TAIL_CACHE_MESSAGES,
+            tail_cache_bytes: defaults::TAIL_CACHE_BYTES,
+            socket_buffer: defaults::SOCKET_BUFFER,
+            replay_batch: defaults::REPLAY_BATCH,
+            rate_limit: defaults::RATE_LIMIT,
+            rate_burst: defaults::RATE_BURST,
+            max_connections: defaults::MAX_CONNECTIONS,
+            ping_interval_ms: defaults::PING_INTERVAL_MS,
+            ping_timeout_ms: defaults::PING_TIMEOUT_MS,
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+            retain_messages: None,
+            retain_days: None,
+        }
+    }
+}
+
 impl Config {
-    /// A configuration with every default, for `path` (used by tests and embedders).
+    /// Every default, but on the database `db` and on 127.0.0.1, any free port (tests and
+    /// embedders).
     pub fn with_db(db: impl Into<PathBuf>) -> Self {
         Self {
             host: "127.0.0.1".into(),
             port: 0,
             db: db.into(),
-            max_message_bytes: 65_536,
-            max_client_offset_bytes: 256,
-            live_buffer: 4096,
-            tail_cache_messages: 10_000,
-            tail_cache_bytes: 16 << 20,
-            socket_buffer: 1024,
-            replay_batch: 256,
-            rate_limit: 20.0,
-            rate_burst: 50,
-            max_connections: 50_000,
-            ping_interval_ms: 25_000,
-            ping_timeout_ms: 20_000,
-            shutdown_timeout: 10,
-            retain_messages: None,
-            retain_days: None,
+            ..Self::default()
         }
     }
 
@@ -232,5 +285,46 @@ impl Config {
             max_message_bytes: self.max_message_bytes as usize,
             max_client_offset_bytes: self.max_client_offset_bytes as usize,
         }
+    }
+
+    /// The tail cache's bounds.
+    pub fn tail_limits(&self) -> TailLimits {
+        TailLimits {
+            max_messages: self.tail_cache_messages as usize,
+            max_bytes: usize::try_from(self.tail_cache_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The replay batch bounds.
+    pub fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_count: self.replay_batch as usize,
+            max_bytes: BatchLimits::MAX_BYTES,
+        }
+    }
+
+    /// What retention keeps.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            messages: self.retain_messages,
+            days: self.retain_days,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches;
+
+    #[test]
+    fn the_defaults_are_what_an_empty_command_line_parses_to() {
+        // The environment must not count here: the same flags with their variables unset.
+        let command = Config::augment_args(clap::Command::new("tidings")).mut_args(|a| a.env(None));
+        let matches = command
+            .try_get_matches_from(["tidings"])
+            .expect("no arguments parse");
+        let parsed = Config::from_arg_matches(&matches).expect("a configuration");
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
     }
 }

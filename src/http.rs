@@ -1,9 +1,10 @@
-//! HTTP: the router and the static assets compiled into the binary.
+//! HTTP: the router, the page and the operational endpoints.
 //!
-//! Owns the page (`/`, `/app.js`) and the vendored socket.io-client bundle served where the
-//! official server serves it (`/socket.io/socket.io.js` and friends). Those paths sit under the
-//! engine.io prefix, so they are routed here before the Socket.IO service sees the request;
-//! everything else under `/socket.io/` goes to socketioxide.
+//! Owns the page (`/`, `/app.js`, `/style.css`, compiled into the binary), the vendored
+//! socket.io-client bundle served where the official server serves it
+//! (`/socket.io/socket.io.js` and friends), `/healthz` and `/metrics`. The bundle's paths sit
+//! under the engine.io prefix, so they are routed here before the Socket.IO service sees the
+//! request; everything else under `/socket.io/` goes to socketioxide.
 
 use axum::Router;
 use axum::extract::{OriginalUri, State};
@@ -13,10 +14,10 @@ use axum::routing::get;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::hub::Hub;
-use crate::socket::ConnectionCount;
-use crate::telemetry;
-use crate::writer::WriterHandle;
+use crate::delivery::Hub;
+use crate::ingest::SharedLog;
+use crate::ops::metrics;
+use crate::socket::admission::ConnectionCount;
 use socketioxide::service::SocketIoService;
 use tower::ServiceExt;
 
@@ -112,7 +113,7 @@ pub fn router(socket_io: SocketIoService<Router>, ops: Ops) -> Router {
             router.route(asset.path, get(move || async move { serve(asset) }))
         })
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(render_metrics))
         .with_state(ops)
         .fallback_service(socket_io.map_request(detach_from_read_buffer::<axum::body::Body>))
 }
@@ -152,8 +153,8 @@ pub fn detach_from_read_buffer<B>(request: Request<B>) -> Request<B> {
 /// What the operational endpoints look at.
 #[derive(Clone)]
 pub struct Ops {
-    /// Whether commits succeed.
-    pub writer: WriterHandle,
+    /// Whether the log takes writes.
+    pub log: SharedLog,
     /// The newest id.
     pub hub: Arc<Hub>,
     /// The database file, for its size.
@@ -164,7 +165,7 @@ pub struct Ops {
 
 /// `GET /healthz`: 200 while the database takes writes, 503 otherwise; JSON either way.
 async fn healthz(State(ops): State<Ops>) -> Response {
-    let writable = ops.writer.is_healthy();
+    let writable = ops.log.is_writable();
     let body = serde_json::json!({
         "status": if writable { "ok" } else { "unavailable" },
         "database": if writable { "writable" } else { "not writable: the last commit failed" },
@@ -180,8 +181,8 @@ async fn healthz(State(ops): State<Ops>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-async fn metrics(State(ops): State<Ops>) -> Response {
-    let Some(handle) = telemetry::handle() else {
+async fn render_metrics(State(ops): State<Ops>) -> Response {
+    let Some(handle) = metrics::handle() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics are disabled (another recorder is installed)\n",
@@ -189,9 +190,9 @@ async fn metrics(State(ops): State<Ops>) -> Response {
             .into_response();
     };
     if let Ok(meta) = tokio::fs::metadata(&ops.db).await {
-        metrics::gauge!(telemetry::DATABASE_BYTES).set(meta.len() as f64);
+        metrics::gauge(metrics::DATABASE_BYTES).set(meta.len() as f64);
     }
-    metrics::gauge!(telemetry::LAST_ID).set(ops.hub.last_published() as f64);
+    metrics::gauge(metrics::LAST_ID).set(ops.hub.last_published() as f64);
     let mut response = handle.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -3,8 +3,8 @@
 //
 // Protocol (see the README): connect with auth { serverOffset, nickname, latest }; receive
 // `chat message (content, id, { author, time })`; send `chat message (content, clientOffset,
-// { author })` with an ack; `history ({ before, limit })`; `presence`, `user joined/left/renamed`,
-// `typing`; `nickname (name)`. Message text is only ever put in the page as text.
+// { author })` with an ack; `history ({ before, limit })`; `presence` (with who joined/left),
+// `user renamed`, `typing`; `nickname (name)`. Message text is only ever put in the page as text.
 'use strict';
 
 (() => {
@@ -743,12 +743,42 @@
       count === 0 ? '' : users.length === 0 ? `${count} connected, no one has a name yet.` : anonymous > 0 ? `and ${anonymous} more without a name` : '';
   }
 
+  /** "Ada joined", "Ada, Bo and 3 others joined": one notice per presence tick. */
+  function cameAndWent(names, total, verb, kind) {
+    const others = names.filter((n) => n !== nickname);
+    const more = Math.max(0, total - names.length);
+    if (others.length === 0 && more === 0) return;
+    const shown = others.slice(0, 2);
+    const rest = others.length - shown.length + more;
+    const who =
+      rest > 0 ? `${shown.join(', ')} and ${rest} other${rest === 1 ? '' : 's'}` : shown.join(' and ');
+    notice(`${who} ${verb}`, kind);
+  }
+
+  // Presence news right after this page reconnected is mostly about everyone who reconnected
+  // with it (a server restart): not worth a notice.
+  let quietUntil = 0;
+  let connects = 0;
+  socket.on('connect', () => {
+    connects += 1;
+    if (connects > 1) quietUntil = Date.now() + 5000;
+  });
+
   socket.on('presence', (p) => {
     if (!p || typeof p !== 'object') return;
-    const users = Array.isArray(p.users) ? p.users.filter((u) => typeof u === 'string') : [];
+    const names = (v) => (Array.isArray(v) ? v.filter((u) => typeof u === 'string' && u) : []);
+    const users = names(p.users);
     const count = Number.isSafeInteger(p.count) && p.count >= 0 ? p.count : users.length;
     presence = { count, users };
     for (const name of typing.keys()) if (!users.includes(name)) stopTyping(name);
+    for (const name of names(p.left)) stopTyping(name);
+    if (Date.now() >= quietUntil) {
+      const joined = names(p.joined);
+      const left = names(p.left);
+      const total = (n, list) => (Number.isSafeInteger(n) && n >= list.length ? n : list.length);
+      cameAndWent(joined, total(p.joinedCount, joined), 'joined', 'joined');
+      cameAndWent(left, total(p.leftCount, left), 'left', 'left');
+    }
     renderPeople();
   });
 
@@ -770,14 +800,6 @@
     while (noticesList.children.length > 3) noticesList.firstChild.remove();
   }
 
-  socket.on('user joined', (name) => {
-    if (typeof name === 'string' && name) notice(`${name} joined`, 'joined');
-  });
-  socket.on('user left', (name) => {
-    if (typeof name !== 'string' || !name) return;
-    stopTyping(name);
-    notice(`${name} left`, 'left');
-  });
   socket.on('user renamed', (r) => {
     if (!r || typeof r !== 'object') return;
     const from = typeof r.from === 'string' && r.from ? r.from : null;

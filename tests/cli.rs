@@ -95,12 +95,12 @@ fn refused(db: &std::path::Path) -> String {
 
 /// A database with a few messages, closed.
 fn sample_db(path: &std::path::Path) {
-    use tidings::protocol::ChatInput;
-    let (_, mut writer) = tidings::store::Store::open(path).expect("create");
+    use tidings::message::ChatInput;
+    let (_, mut writer) = tidings::storage::Store::open(path).expect("create");
     let inputs: Vec<ChatInput> = (0..50)
         .map(|i| ChatInput {
             content: format!("message {i} {}", "x".repeat(200)),
-            client_offset: Some(tidings::protocol::ClientOffset(format!("o-{i}"))),
+            client_offset: Some(tidings::message::ClientOffset(format!("o-{i}"))),
             author: None,
         })
         .collect();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::client::Client;
 use common::{free_port, server_command};
 use serde_json::{Value, json};
-use tidings::store::Store;
+use tidings::storage::Store;
 
 const CYCLES: usize = 20;
 const CLIENTS: usize = 3;

@@ -147,35 +147,68 @@ async fn bad_nicknames_and_latest_are_refused_at_connect() -> TestResult {
     Ok(())
 }
 
+/// The next `presence` event's object.
+async fn next_presence(client: &mut Client) -> Result<Value, ClientError> {
+    Ok(next_named(client, "presence").await?.remove(0))
+}
+
+/// `presence` events until `until` holds; returns the names announced as joined and left in
+/// them, and the last one.
+async fn presence_until(
+    client: &mut Client,
+    until: impl Fn(&Value) -> bool,
+) -> Result<(Vec<String>, Vec<String>, Value), ClientError> {
+    let (mut joined, mut left) = (Vec::new(), Vec::new());
+    loop {
+        let p = next_presence(client).await?;
+        let names = |key: &str| -> Vec<String> {
+            p[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        joined.extend(names("joined"));
+        left.extend(names("left"));
+        if until(&p) {
+            return Ok((joined, left, p));
+        }
+    }
+}
+
 #[tokio::test]
-async fn presence_joined_left_renamed_and_typing() -> TestResult {
+async fn presence_news_renames_and_typing() -> TestResult {
     let dir = tempfile::tempdir()?;
     let server = TestServer::start(&dir).await;
     let mut ada = Client::connect(&server.url, &json!({ "nickname": "ada" })).await?;
-    let first = next_named(&mut ada, "presence").await?;
-    assert_eq!(first[0], json!({ "count": 1, "users": ["ada"] }));
+    let no_news = json!({ "joined": [], "joinedCount": 0, "left": [], "leftCount": 0 });
+    let mut first = next_presence(&mut ada).await?;
+    assert_eq!(first["count"], json!(1));
+    assert_eq!(first["users"], json!(["ada"]));
+    if let Some(object) = first.as_object_mut() {
+        object.retain(|k, _| k != "count" && k != "users");
+    }
+    assert_eq!(first, no_news, "a newcomer's own snapshot carries no news");
 
     let mut bo = Client::connect(&server.url, &json!({ "nickname": "bo" })).await?;
-    assert_eq!(
-        next_named(&mut ada, "user joined").await?,
-        vec![json!("bo")]
+    let (joined, _, _) = presence_until(&mut ada, |p| p["users"] == json!(["ada", "bo"])).await?;
+    assert!(
+        joined.contains(&"bo".to_string()),
+        "ada hears bo joined: {joined:?}"
     );
-    // Presence is coalesced; wait for the one that lists both.
-    loop {
-        let p = next_named(&mut ada, "presence").await?;
-        if p[0] == json!({ "count": 2, "users": ["ada", "bo"] }) {
-            break;
-        }
-    }
     // An anonymous tutorial client counts but is not listed and announces nothing.
     let _anonymous = server.connect(0).await;
-    loop {
-        let p = next_named(&mut bo, "presence").await?;
-        if p[0]["count"] == json!(3) {
-            assert_eq!(p[0]["users"], json!(["ada", "bo"]));
-            break;
-        }
-    }
+    let (joined, left, p) = presence_until(&mut bo, |p| p["count"] == json!(3)).await?;
+    assert_eq!(p["users"], json!(["ada", "bo"]));
+    assert!(
+        !joined.iter().any(|n| n != "ada" && n != "bo"),
+        "{joined:?}"
+    );
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!((&p["joined"], &p["joinedCount"]), (&json!([]), &json!(0)));
 
     // Typing goes to the others only.
     bo.emit("typing", &[json!(true)]).await?;
@@ -183,9 +216,15 @@ async fn presence_joined_left_renamed_and_typing() -> TestResult {
         next_named(&mut ada, "typing").await?,
         vec![json!({ "nickname": "bo", "typing": true })]
     );
-    // Rename.
-    let ack = bo.emit_with_ack("nickname", &[json!("bob")], WAIT).await?;
+    // Rename; everything bo receives up to its ack holds no typing notice of its own.
+    let (events, ack) = bo
+        .emit_collecting_until_ack("nickname", &[json!("bob")], WAIT)
+        .await?;
     assert_eq!(ack, vec![json!({ "ok": true })]);
+    assert!(
+        !events.iter().any(|(name, _)| name == "typing"),
+        "bo was sent its own typing notice: {events:?}"
+    );
     assert_eq!(
         next_named(&mut ada, "user renamed").await?,
         vec![json!({ "from": "bo", "to": "bob" })]
@@ -201,10 +240,61 @@ async fn presence_joined_left_renamed_and_typing() -> TestResult {
         next_named(&mut ada, "typing").await?,
         vec![json!({ "nickname": "bob", "typing": false })]
     );
-    assert_eq!(next_named(&mut ada, "user left").await?, vec![json!("bob")]);
+    let (_, left, _) = presence_until(&mut ada, |p| p["count"] == json!(2)).await?;
+    assert_eq!(left, vec!["bob"]);
     // Nothing was stored by any of it.
     let mut fresh = server.connect(0).await;
     fresh.expect_silence(Duration::from_millis(300)).await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// Joins and leaves are news in the coalesced `presence` tick, never one event per joiner
+/// to every socket: when every page reconnects at once (after a restart), each client gets
+/// O(1) events per second, not one per other client (that was O(N^2) emits in all).
+#[tokio::test]
+async fn a_connection_storm_costs_each_client_one_presence_per_tick() -> TestResult {
+    const N: usize = 40;
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&dir).await;
+    let mut clients = Vec::with_capacity(N);
+    let started = Instant::now();
+    for n in 0..N {
+        let auth = json!({ "nickname": format!("user{n:02}") });
+        clients.push(Client::connect(&server.url, &auth).await?);
+    }
+    // Wait until the first client's presence lists everyone, counting what it was sent.
+    let first = &mut clients[0];
+    let mut presence_events = 0;
+    let mut announced = std::collections::BTreeSet::new();
+    loop {
+        match first.next(WAIT).await? {
+            Incoming::Event(name, args) if name == "presence" => {
+                presence_events += 1;
+                for joined in args[0]["joined"].as_array().into_iter().flatten() {
+                    announced.insert(joined.as_str().unwrap_or_default().to_string());
+                }
+                if args[0]["count"] == json!(N) {
+                    break;
+                }
+            }
+            Incoming::Event(name, _) if name == "sync" => {}
+            Incoming::Event(name, _) => panic!("unexpected {name:?}: joins are presence news"),
+            Incoming::Disconnected => return Err("disconnected".into()),
+        }
+    }
+    let ticks = started.elapsed().as_secs() as usize + 2;
+    assert!(
+        presence_events <= ticks + 1,
+        "{presence_events} presence events in {ticks} ticks: not coalesced"
+    );
+    // The same news goes to everyone (a page leaves out its own name).
+    let everyone: std::collections::BTreeSet<String> =
+        (0..N).map(|n| format!("user{n:02}")).collect();
+    assert!(
+        announced.len() >= N - 1 && announced.is_subset(&everyone),
+        "{announced:?}"
+    );
     server.stop().await;
     Ok(())
 }

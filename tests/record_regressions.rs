@@ -1,6 +1,6 @@
 //! Inputs the fuzzers found, kept as regression tests (their bytes are also in the corpus).
 
-use tidings::record::{StoredMessage, decode_record, encode_record};
+use tidings::storage::record::{StoredMessage, decode_record, encode_record};
 
 /// fuzz/corpus/record/overlong-varint: postcard accepts an overlong varint (`ff 00` for 127).
 /// Such a row still decodes; re-encoding gives the canonical bytes of the same record, so the

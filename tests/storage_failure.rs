@@ -14,7 +14,7 @@ use common::*;
 use redb::backends::FileBackend;
 use redb::{BackendError, Database, StorageBackend};
 use serde_json::json;
-use tidings::store::Store;
+use tidings::storage::Store;
 use tidings::{Config, Server};
 
 /// The file, except that every write fails with "no space left" while `full` is set.

@@ -5,7 +5,9 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tidings::protocol::{ChatInput, Limits, validate_chat_message};
+use tidings::Config;
+use tidings::message::ChatInput;
+use tidings::protocol::{Limits, validate_chat_message};
 use tidings_fuzz::Json;
 
 #[derive(Debug, Arbitrary)]
@@ -41,11 +43,11 @@ fn check(args: &[Value], limits: &Limits) {
 fuzz_target!(|input: Input| match input {
     Input::Args(args) => {
         let args: Vec<Value> = args.iter().map(Json::to_value).collect();
-        check(&args, &Limits::default());
+        check(&args, &Config::default().limits());
     }
     Input::Raw(text) => {
         if let Ok(Value::Array(args)) = serde_json::from_str::<Value>(&text) {
-            check(&args, &Limits::default());
+            check(&args, &Config::default().limits());
         }
     }
     Input::Tight {

@@ -3,7 +3,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use tidings::record::{RECORD_FORMAT_VERSION, StoredMessage, decode_record, encode_record};
+use tidings::storage::record::{RECORD_FORMAT_VERSION, StoredMessage, decode_record, encode_record};
 
 #[derive(Debug, Arbitrary)]
 enum Input {

@@ -11,8 +11,8 @@ use serde_json::Value;
 use socketioxide_core::packet::PacketData;
 use socketioxide_core::parser::{Parse, ParseConfig, ParserState};
 use socketioxide_parser_common::CommonParser;
-use tidings::protocol::{Limits, parse_server_offset, validate_chat_message};
-use tidings::socket::EventArgs;
+use tidings::protocol::{parse_server_offset, validate_chat_message};
+use tidings::protocol::EventArgs;
 
 #[derive(Debug, Arbitrary)]
 enum Frame {
@@ -27,7 +27,7 @@ enum Frame {
 }
 
 fn handle(packet: socketioxide_core::packet::Packet) {
-    let limits = Limits::default();
+    let limits = tidings::Config::default().limits();
     match packet.inner {
         PacketData::Connect(Some(auth)) => {
             if let Ok(auth) = CommonParser.decode_default::<Value>(Some(&auth)) {

@@ -1,20 +1,26 @@
-//! The ephemeral events: presence, joined/left/renamed notices, typing, nickname changes.
-//! The roster itself is [`crate::presence::Roster`]; this is its socket glue.
+//! The ephemeral events: presence (who is online, who came and went), renames, typing,
+//! nickname changes. The roster itself is [`super::roster::Roster`]; this is its socket glue.
+//!
+//! Presence costs O(connections) per second at worst, however many clients connect or leave:
+//! joins and leaves only mark the roster, and one task sends the snapshot, with the names that
+//! came and went, to everyone at most once per [`PRESENCE_INTERVAL`]. A newcomer gets the
+//! current snapshot at once.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use tokio_util::sync::CancellationToken;
 
-use super::outgoing::emit_ephemeral;
-use super::{ChatState, EventArgs};
-use crate::presence::Roster;
-use crate::protocol::validate_nickname;
-use crate::rate::{RateLimit, TokenBucket, Verdict};
+use super::rate::{RateLimit, TokenBucket, Verdict};
+use super::roster::Roster;
+use super::{ChatState, Connection, rate_limited, send_ack};
+use crate::delivery::outbox::emit_ephemeral;
+use crate::protocol::event::{PRESENCE, TYPING, USER_RENAMED};
+use crate::protocol::{EventArgs, NicknameError, validate_nickname};
 
 /// How often the roster is checked for changes and, if changed, sent to everyone. Coalescing
 /// keeps a connection storm from costing one broadcast per connection.
@@ -83,36 +89,30 @@ fn to_others<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T) {
     }
 }
 
-/// A socket is connected: list it, and tell the others if it has a name.
+/// A socket is connected: list it (the others hear of it on the next tick) and tell it who is
+/// here.
 pub(super) fn joined(socket: &SocketRef, roster: &SharedRoster, nickname: Option<String>) {
-    if let Some(name) = &nickname {
-        to_others(socket, "user joined", name);
-    }
     let snapshot = {
         let mut roster = roster.lock();
         roster.join(socket.id.as_str(), nickname);
         roster.snapshot()
     };
-    // The newcomer learns who is here at once; the others on the next coalesced tick.
-    emit_ephemeral(socket, "presence", &snapshot);
+    emit_ephemeral(socket, PRESENCE, &snapshot);
 }
 
-/// A socket left: unlist it, end its typing, and tell the others.
-pub(super) fn left(socket: &SocketRef, roster: &SharedRoster, typing: Option<&Typing>) {
+/// A socket left: unlist it (the others hear of it on the next tick) and end its typing.
+pub(super) fn left(socket: &SocketRef, roster: &SharedRoster, typing: &Typing) {
     let nickname = roster.lock().leave(socket.id.as_str());
-    if let Some(name) = nickname {
-        let was_typing = typing.is_some_and(|t| std::mem::take(&mut t.lock().typing));
-        if was_typing {
-            to_others(
-                socket,
-                "typing",
-                &TypingNotice {
-                    nickname: &name,
-                    typing: false,
-                },
-            );
-        }
-        to_others(socket, "user left", &name);
+    let was_typing = std::mem::take(&mut typing.lock().typing);
+    if let (Some(name), true) = (nickname, was_typing) {
+        to_others(
+            socket,
+            TYPING,
+            &TypingNotice {
+                nickname: &name,
+                typing: false,
+            },
+        );
     }
 }
 
@@ -147,7 +147,7 @@ pub(super) async fn on_typing(
     }
     to_others(
         &socket,
-        "typing",
+        TYPING,
         &TypingNotice {
             nickname: &name,
             typing: *now_typing,
@@ -155,43 +155,45 @@ pub(super) async fn on_typing(
     );
 }
 
-/// `nickname (name, ack)`: change the name shown in presence.
+/// `nickname (name, ack)`: change the name shown in presence. Counts against the
+/// connection's rate limit; the ack is queued like every ack (under the socket's send lock,
+/// leaving a slot for the heartbeat).
 pub(super) async fn on_nickname(
     socket: SocketRef,
     TryData(args): TryData<EventArgs>,
     ack: AckSender,
     State(state): State<ChatState>,
+    Extension(connection): Extension<Connection>,
 ) {
+    if let Some(reply) = rate_limited(connection.take_allowance()) {
+        send_ack(&socket, ack, &reply, &connection).await;
+        return;
+    }
     let name = match args.as_ref().ok().and_then(|EventArgs(a)| a.first()) {
         Some(value) => validate_nickname(value),
-        None => Err(crate::protocol::NicknameError::NotString("nothing")),
+        None => Err(NicknameError::NotString("nothing")),
     };
     let reply = match name {
         Ok(name) => {
             let old = state.roster.lock().rename(socket.id.as_str(), name.clone());
-            match old {
-                Some(old) if old != name => {
-                    to_others(
-                        &socket,
-                        "user renamed",
-                        &Renamed {
-                            from: &old,
-                            to: &name,
-                        },
-                    );
-                }
-                Some(_) => {}
-                None => to_others(&socket, "user joined", &name),
+            if let Some(old) = old
+                && old != name
+            {
+                let renamed = Renamed {
+                    from: &old,
+                    to: &name,
+                };
+                to_others(&socket, USER_RENAMED, &renamed);
             }
-            serde_json::json!({ "ok": true })
+            json!({ "ok": true })
         }
-        Err(e) => serde_json::json!({ "error": format!("invalid nickname: {e}") }),
+        Err(e) => json!({ "error": format!("invalid nickname: {e}") }),
     };
-    // An ephemeral answer: if the buffer is full it is dropped like other presence traffic.
-    let _ = ack.send(&reply);
+    send_ack(&socket, ack, &reply, &connection).await;
 }
 
-/// Sends the roster to everyone whenever it changed, at most once per interval.
+/// Sends the roster, with who came and went, to everyone whenever it changed, at most once
+/// per interval.
 pub async fn broadcast_presence(io: SocketIo, roster: SharedRoster, stop: CancellationToken) {
     let mut tick = tokio::time::interval(PRESENCE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,7 +206,7 @@ pub async fn broadcast_presence(io: SocketIo, roster: SharedRoster, stop: Cancel
             continue;
         };
         for socket in io.sockets() {
-            emit_ephemeral(&socket, "presence", &snapshot);
+            emit_ephemeral(&socket, PRESENCE, &snapshot);
         }
     }
 }

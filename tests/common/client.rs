@@ -225,6 +225,25 @@ impl Client {
             .await
     }
 
+    /// Emits `event` with `args` asking an ack and returns the ack with every event that
+    /// arrived before it, in order (the reader hands events over before it resolves the ack
+    /// that follows them, so none that preceded the ack can be missing).
+    pub async fn emit_collecting_until_ack(
+        &mut self,
+        event: &str,
+        args: &[Value],
+        timeout: Duration,
+    ) -> Result<(Vec<(String, Vec<Value>)>, Vec<Value>), ClientError> {
+        let ack = self.emit_with_ack(event, args, timeout).await?;
+        let mut events = Vec::new();
+        while let Ok(incoming) = self.incoming.try_recv() {
+            if let Incoming::Event(name, args) = incoming {
+                events.push((name, args));
+            }
+        }
+        Ok((events, ack))
+    }
+
     /// Emits `event` with `args` asking an ack, without waiting for it: the returned
     /// receiver gets the ack's arguments (so many messages can be in flight at once).
     pub async fn emit_pipelined(

@@ -790,25 +790,47 @@ describe('static/app.js: names, presence, typing', () => {
     assert.equal(page.storage['tidings.nickname'], 'Bob');
   });
 
+  /** A presence tick with news, as the server coalesces it. */
+  const news = (users, { joined = [], left = [], joinedCount, leftCount } = {}) => ({
+    count: users.length,
+    users,
+    joined,
+    joinedCount: joinedCount ?? joined.length,
+    left,
+    leftCount: leftCount ?? left.length,
+  });
+
   it('who is online, with count; joined / left / renamed notices that go away', () => {
     const page = load({ stored: { 'tidings.nickname': 'Ada' } });
     page.socket.fire('presence', { count: 3, users: ['Ada', 'Bob'] });
     assert.equal(page.$('online-count').textContent, '3');
     assert.deepEqual(page.$('people').children.map((li) => li.textContent), ['AAda(you)', 'BBob']);
     assert.match(page.$('people-note').textContent, /1 more without a name/);
-    page.socket.fire('user joined', 'Bob');
+    page.socket.fire('presence', news(['Ada', 'Bob'], { joined: ['Ada', 'Bob'] }));
     page.socket.fire('user renamed', { from: 'Bob', to: 'Robert' });
-    page.socket.fire('user left', 'Robert');
+    page.socket.fire('presence', news(['Ada'], { left: ['Robert'] }));
     assert.deepEqual(page.$('notices').children.map((li) => li.textContent), ['Bob joined', 'Bob is now Robert', 'Robert left']);
     page.clock.tick(10000);
     assert.deepEqual(page.$('notices').children, []);
   });
 
+  it('many joins in one tick make one notice; news right after reconnecting makes none', () => {
+    const page = load({ stored: { 'tidings.nickname': 'Ada' } });
+    const crowd = ['Bob', 'Cy', 'Dee', 'Eve'];
+    page.socket.down();
+    page.socket.up();
+    page.socket.fire('presence', news(['Ada', ...crowd], { joined: ['Ada', ...crowd] }));
+    assert.deepEqual(page.$('notices').children, [], 'everyone reconnected with this page');
+    page.clock.tick(6000);
+    page.socket.fire('presence', news(['Ada', ...crowd], { joined: crowd, joinedCount: 250 }));
+    assert.deepEqual(page.$('notices').children.map((li) => li.textContent), ['Bob, Cy and 248 others joined']);
+  });
+
   it('the same notice is not shown twice (everyone rejoins after a server restart)', () => {
     const page = load();
-    page.socket.fire('user joined', 'Bob');
+    page.socket.fire('presence', news(['Bob'], { joined: ['Bob'] }));
     page.clock.tick(4000);
-    page.socket.fire('user joined', 'Bob');
+    page.socket.fire('presence', news(['Bob'], { joined: ['Bob'] }));
     assert.deepEqual(page.$('notices').children.map((li) => li.textContent), ['Bob joined']);
     page.clock.tick(6000);
     assert.equal(page.$('notices').children.length, 1, 'its time starts again');
@@ -839,7 +861,7 @@ describe('static/app.js: names, presence, typing', () => {
     page.socket.receive('hi', 1, { author: 'Cy', time: 1 });
     assert.equal(page.$('typing').textContent, '');
     typing('Dee', true);
-    page.socket.fire('user left', 'Dee');
+    page.socket.fire('presence', news(['Ada'], { left: ['Dee'] }));
     assert.equal(page.$('typing').textContent, '');
     typing('Eve', true);
     page.clock.tick(7000);

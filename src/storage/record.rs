@@ -1,28 +1,18 @@
-//! The on-disk message record: what one row of the `messages` table holds, and its encoding.
+//! The byte encoding of one row of the `messages` table: a format-version byte, then a
+//! postcard body of [`StoredMessage`].
 //!
-//! Owns the byte format only (a format-version byte followed by a postcard body); it does no
-//! I/O, so unit tests and fuzz targets call [`encode_record`] and [`decode_record`] directly.
-//! The wire types the clients see live in [`crate::protocol`]; this type is kept separate so the
-//! stored format can evolve (through [`RECORD_FORMAT_VERSION`]) without touching the wire.
+//! Owns the byte format only; it does no I/O, so unit tests and fuzz targets call
+//! [`encode_record`] and [`decode_record`] directly. The record type itself is in
+//! [`crate::message`], apart from what clients see, so the stored format can evolve (through
+//! [`RECORD_FORMAT_VERSION`]) without touching the wire.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+pub use crate::message::StoredMessage;
 
 /// The version byte written in front of every record; a decoder seeing an unknown value
 /// refuses it rather than guessing. Version 1 (no author) is still read.
 pub const RECORD_FORMAT_VERSION: u8 = 2;
-
-/// One stored chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredMessage {
-    /// The message text exactly as the client sent it.
-    pub content: String,
-    /// The client's idempotency key, when it sent one (absent for step-7 clients).
-    pub client_offset: Option<String>,
-    /// Server receive time, milliseconds since the Unix epoch.
-    pub received_at_ms: u64,
-    /// The sender's nickname, when it gave one (version 2 on).
-    pub author: Option<String>,
-}
 
 /// The version-1 layout, decoded for files written before authors existed.
 #[derive(Deserialize)]
@@ -104,6 +94,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<StoredMessage, RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Serialize;
 
     fn sample() -> StoredMessage {
         StoredMessage {

@@ -1,58 +1,34 @@
-//! The hub: the sequencer of live delivery.
+//! The hub: where the log hands newly stored messages to delivery, in id order.
 //!
-//! Owns `last_published` (the highest id handed to live subscribers) and the broadcast channel
-//! that carries every newly stored message to the live broadcaster (`socket::live`).
-//! Publishing and subscribing happen under one lock, so a subscriber learns exactly which id
-//! its live stream starts after: everything up to that id comes from the store, everything
-//! after it from the channel, with no gap and no overlap.
+//! Owns `last_published` (the highest id published) and the broadcast channel that carries
+//! every newly stored message to the one live broadcaster ([`super::live`]). Publishing and
+//! subscribing happen under one lock, so a subscriber learns exactly which id its stream starts
+//! after: everything up to that id is in the tail cache or the store, everything after it comes
+//! through the channel, with no gap and no overlap.
 //!
 //! It also keeps the [`TailCache`] of the newest messages, filled as they are published, which
 //! serves recent replays from memory.
 //!
-//! It does not store anything (the writer publishes only after a durable commit) and it does not
+//! It does not store anything (the log publishes only after a durable commit) and it does not
 //! talk to sockets.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
-use crate::protocol::MessageId;
-use crate::tail::{TailCache, TailLimits};
-use crate::telemetry;
-
-/// A stored message as delivered to clients: `chat message (content, id, { author, time })`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveMessage {
-    /// Its id.
-    pub id: MessageId,
-    /// Its text.
-    pub content: String,
-    /// The sender's nickname, if given.
-    pub author: Option<String>,
-    /// Server receive time, milliseconds since the Unix epoch.
-    pub time: u64,
-}
-
-impl LiveMessage {
-    /// The delivered form of a stored row.
-    pub fn from_row(row: crate::store::StoredRow) -> Self {
-        Self {
-            id: row.id,
-            content: row.message.content,
-            author: row.message.author,
-            time: row.message.received_at_ms,
-        }
-    }
-}
+use super::tail::{TailCache, TailLimits};
+use crate::message::SharedMessage;
+use crate::ops::metrics;
 
 /// See the module docs.
 pub struct Hub {
     /// The highest id published; guarded together with sends so subscribe sees a consistent
     /// (position, id) pair.
     last_published: Mutex<u64>,
-    /// Fan-out of newly stored messages. Bounded: a receiver that falls further behind than
-    /// its capacity gets `Lagged` and its feed catches up from the store instead.
-    live: broadcast::Sender<Arc<LiveMessage>>,
+    /// Newly stored messages, for the live broadcaster. Bounded (`--live-buffer`): if the
+    /// broadcaster falls further behind, it gets `Lagged` and every live socket catches up
+    /// from the tail cache or the store instead.
+    live: broadcast::Sender<SharedMessage>,
     /// The newest messages, for replays. Its own lock: replays read it while the writer
     /// publishes, and everything up to `last_published` is in it (or evicted) first.
     tail: Mutex<TailCache>,
@@ -66,14 +42,14 @@ impl Hub {
         last_id: u64,
         capacity: usize,
         tail: TailLimits,
-        newest: impl IntoIterator<Item = Arc<LiveMessage>>,
+        newest: impl IntoIterator<Item = SharedMessage>,
     ) -> Self {
         let (live, _) = broadcast::channel(capacity.max(1));
         let mut cache = TailCache::new(tail);
         for message in newest {
             cache.push(message);
         }
-        metrics::gauge!(telemetry::TAIL_CACHE_MESSAGES).set(cache.len() as f64);
+        metrics::gauge(metrics::TAIL_CACHE_MESSAGES).set(cache.len() as f64);
         Self {
             last_published: Mutex::new(last_id),
             live,
@@ -95,14 +71,14 @@ impl Hub {
 
     /// Publishes durably stored messages. Callers (the writer) pass them in strictly
     /// increasing id order, each id greater than every id published before.
-    pub fn publish(&self, messages: impl IntoIterator<Item = Arc<LiveMessage>>) {
+    pub fn publish(&self, messages: impl IntoIterator<Item = SharedMessage>) {
         let messages: Vec<_> = messages.into_iter().collect();
         {
             let mut tail = self.tail();
             for message in &messages {
                 tail.push(message.clone());
             }
-            metrics::gauge!(telemetry::TAIL_CACHE_MESSAGES).set(tail.len() as f64);
+            metrics::gauge(metrics::TAIL_CACHE_MESSAGES).set(tail.len() as f64);
         }
         let mut last = self.lock();
         for message in messages {
@@ -121,14 +97,14 @@ impl Hub {
         through: u64,
         max_count: usize,
         max_bytes: usize,
-    ) -> Option<Vec<Arc<LiveMessage>>> {
+    ) -> Option<Vec<SharedMessage>> {
         let batch = self.tail().range(after, through, max_count, max_bytes);
         let counter = if batch.is_some() {
-            telemetry::TAIL_CACHE_HITS
+            metrics::TAIL_CACHE_HITS
         } else {
-            telemetry::TAIL_CACHE_MISSES
+            metrics::TAIL_CACHE_MISSES
         };
-        metrics::counter!(counter).increment(1);
+        metrics::counter(counter).increment(1);
         batch
     }
 
@@ -136,7 +112,7 @@ impl Hub {
     pub fn forget_through(&self, id: u64) {
         let mut tail = self.tail();
         tail.forget_through(id);
-        metrics::gauge!(telemetry::TAIL_CACHE_MESSAGES).set(tail.len() as f64);
+        metrics::gauge(metrics::TAIL_CACHE_MESSAGES).set(tail.len() as f64);
     }
 
     /// The highest id published so far.
@@ -146,7 +122,7 @@ impl Hub {
 
     /// Subscribes to live messages. Returns the id the stream starts after: the receiver gets
     /// exactly the messages with larger ids, in order (unless it lags).
-    pub fn subscribe(&self) -> (u64, broadcast::Receiver<Arc<LiveMessage>>) {
+    pub fn subscribe(&self) -> (u64, broadcast::Receiver<SharedMessage>) {
         let last = self.lock();
         (*last, self.live.subscribe())
     }
@@ -155,9 +131,16 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{Message, MessageId};
+    use std::sync::Arc;
 
-    fn msg(id: u64) -> Arc<LiveMessage> {
-        Arc::new(LiveMessage {
+    const ROOMY: TailLimits = TailLimits {
+        max_messages: 100,
+        max_bytes: 1 << 20,
+    };
+
+    fn msg(id: u64) -> SharedMessage {
+        Arc::new(Message {
             id: MessageId(id),
             content: format!("m{id}"),
             author: None,
@@ -167,7 +150,7 @@ mod tests {
 
     #[test]
     fn subscribe_starts_right_after_last_published() {
-        let hub = Hub::new(5, 8, TailLimits::default(), []);
+        let hub = Hub::new(5, 8, ROOMY, []);
         hub.publish([msg(6)]);
         let (start, mut rx) = hub.subscribe();
         assert_eq!(start, 6);
@@ -180,9 +163,9 @@ mod tests {
 
     #[test]
     fn published_messages_are_replayed_from_the_tail_until_retention_deletes_them() {
-        let hub = Hub::new(3, 8, TailLimits::default(), [msg(2), msg(3)]);
+        let hub = Hub::new(3, 8, ROOMY, [msg(2), msg(3)]);
         hub.publish([msg(4), msg(5)]);
-        let ids = |batch: Option<Vec<Arc<LiveMessage>>>| {
+        let ids = |batch: Option<Vec<SharedMessage>>| {
             batch.map(|b| b.iter().map(|m| m.id.0).collect::<Vec<_>>())
         };
         assert_eq!(

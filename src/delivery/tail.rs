@@ -9,9 +9,8 @@
 //! it does not hold goes to the store. It does no locking and no I/O itself.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
-use crate::hub::LiveMessage;
+use crate::message::{Message, SharedMessage};
 
 /// Bounds of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,20 +21,11 @@ pub struct TailLimits {
     pub max_bytes: usize,
 }
 
-impl Default for TailLimits {
-    fn default() -> Self {
-        Self {
-            max_messages: 10_000,
-            max_bytes: 16 << 20,
-        }
-    }
-}
-
 /// Bookkeeping per message beyond its text: the `Arc`, the struct, the queue slot.
 const OVERHEAD_BYTES: usize = 96;
 
 /// What a message counts against the byte budget.
-pub fn cost(message: &LiveMessage) -> usize {
+pub fn cost(message: &Message) -> usize {
     OVERHEAD_BYTES + message.content.len() + message.author.as_ref().map_or(0, String::len)
 }
 
@@ -44,7 +34,7 @@ pub fn cost(message: &LiveMessage) -> usize {
 pub struct TailCache {
     limits: TailLimits,
     /// Ascending, contiguous ids.
-    messages: VecDeque<Arc<LiveMessage>>,
+    messages: VecDeque<SharedMessage>,
     bytes: usize,
 }
 
@@ -61,7 +51,7 @@ impl TailCache {
     /// Appends the newest message, evicting the oldest beyond the limits. A message that
     /// does not follow the newest held one (cannot happen with the writer's consecutive ids)
     /// restarts the run, so what is held is always contiguous.
-    pub fn push(&mut self, message: Arc<LiveMessage>) {
+    pub fn push(&mut self, message: SharedMessage) {
         if self.limits.max_messages == 0 {
             return;
         }
@@ -108,7 +98,7 @@ impl TailCache {
         through: u64,
         max_count: usize,
         max_bytes: usize,
-    ) -> Option<Vec<Arc<LiveMessage>>> {
+    ) -> Option<Vec<SharedMessage>> {
         let oldest = self.messages.front()?.id.0;
         let first = after.checked_add(1)?;
         if first < oldest || first > through {
@@ -152,10 +142,11 @@ impl TailCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::MessageId;
+    use crate::message::MessageId;
+    use std::sync::Arc;
 
-    fn msg(id: u64, content: &str) -> Arc<LiveMessage> {
-        Arc::new(LiveMessage {
+    fn msg(id: u64, content: &str) -> SharedMessage {
+        Arc::new(Message {
             id: MessageId(id),
             content: content.to_owned(),
             author: None,
@@ -163,7 +154,7 @@ mod tests {
         })
     }
 
-    fn ids(batch: Option<Vec<Arc<LiveMessage>>>) -> Option<Vec<u64>> {
+    fn ids(batch: Option<Vec<SharedMessage>>) -> Option<Vec<u64>> {
         batch.map(|b| b.iter().map(|m| m.id.0).collect())
     }
 

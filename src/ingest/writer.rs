@@ -1,4 +1,5 @@
-//! The writer: the one thread that appends to the database, with group commit.
+//! The writer: the one thread that appends to the database, with group commit; the local
+//! [`Log`].
 //!
 //! Owns the [`StoreWriter`]. Socket handlers send it [`ChatInput`]s through a bounded channel
 //! ([`WriterHandle::append`]); it takes one request, drains whatever else is already queued
@@ -8,7 +9,8 @@
 //! disk's fsync rate. A failed commit publishes nothing and answers every request of the batch
 //! with the error (the client gets no ack and retries).
 //!
-//! It runs on a dedicated OS thread because redb calls block.
+//! It runs on a dedicated OS thread because redb calls block. It does not validate (the
+//! socket layer did) and does not talk to sockets (the hub hands messages to delivery).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -18,10 +20,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::hub::{Hub, LiveMessage};
-use crate::protocol::ChatInput;
-use crate::store::{AppendOutcome, StoreWriter};
-use crate::telemetry;
+use super::retention::Retention;
+use super::{AppendError, BoxFuture, Log};
+use crate::delivery::Hub;
+use crate::message::{AppendOutcome, ChatInput, Message};
+use crate::ops::metrics;
+use crate::storage::StoreWriter;
 
 /// Bounds on one group commit.
 #[derive(Debug, Clone, Copy)]
@@ -44,17 +48,6 @@ impl Default for WriterConfig {
     }
 }
 
-/// Why an append got no id.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum AppendError {
-    /// The commit failed; nothing of the batch was stored.
-    #[error("{0}")]
-    Storage(String),
-    /// The writer has stopped (shutdown).
-    #[error("the writer has stopped")]
-    Stopped,
-}
-
 enum Command {
     Append {
         input: ChatInput,
@@ -67,15 +60,6 @@ enum Command {
     },
     /// Finish everything queued before this, then stop.
     Stop,
-}
-
-/// What retention keeps; `None` fields keep everything.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Retention {
-    /// Keep only this many of the newest messages.
-    pub messages: Option<u64>,
-    /// Keep only messages received in the last this many days.
-    pub days: Option<u64>,
 }
 
 /// Rows per retention transaction: small, so appends never wait long behind a prune.
@@ -121,6 +105,20 @@ impl WriterHandle {
     /// [`AppendError::Stopped`].
     pub async fn stop(&self) {
         let _ = self.commands.send(Command::Stop).await;
+    }
+}
+
+impl Log for WriterHandle {
+    fn append(&self, input: ChatInput) -> BoxFuture<'_, Result<AppendOutcome, AppendError>> {
+        Box::pin(WriterHandle::append(self, input))
+    }
+
+    fn is_writable(&self) -> bool {
+        self.is_healthy()
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(WriterHandle::stop(self))
     }
 }
 
@@ -206,10 +204,10 @@ fn prune_batch(
         .map(|days| now_ms().saturating_sub(days.saturating_mul(24 * 60 * 60 * 1000)));
     let (deleted, through) = store
         .prune(retention.messages, older_than_ms, PRUNE_BATCH)
-        .map_err(|e| AppendError::Storage(e.to_string()))?;
+        .map_err(|e| AppendError::Storage(Arc::new(e)))?;
     if deleted > 0 {
         hub.forget_through(through);
-        metrics::counter!(telemetry::PRUNED).increment(deleted as u64);
+        metrics::counter(metrics::PRUNED).increment(deleted as u64);
         tracing::debug!(deleted, "retention pruned old messages");
     }
     Ok(deleted)
@@ -255,8 +253,8 @@ fn commit_batch(
     let started = Instant::now();
     let batch = inputs.len();
     let result = store.append_batch(inputs, received_at_ms);
-    metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-    metrics::histogram!(telemetry::COMMIT_BATCH).record(batch as f64);
+    metrics::histogram(metrics::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram(metrics::COMMIT_BATCH).record(batch as f64);
     healthy.store(result.is_ok(), Ordering::Relaxed);
     match result {
         Ok(outcomes) => {
@@ -264,20 +262,17 @@ fn commit_batch(
                 .iter()
                 .filter(|o| matches!(o, AppendOutcome::Stored(_)))
                 .count();
-            metrics::counter!(telemetry::MESSAGES_STORED).increment(stored as u64);
-            metrics::counter!(telemetry::DUPLICATES).increment((batch - stored) as u64);
-            metrics::gauge!(telemetry::LAST_ID).set(store.last_id() as f64);
+            metrics::counter(metrics::MESSAGES_STORED).increment(stored as u64);
+            metrics::counter(metrics::DUPLICATES).increment((batch - stored) as u64);
+            metrics::gauge(metrics::LAST_ID).set(store.last_id() as f64);
             // Stored ids are consecutive and ascending in input order: publish in that order.
             let fresh = outcomes
                 .iter()
                 .zip(inputs.drain(..))
                 .filter_map(|(outcome, input)| match outcome {
-                    AppendOutcome::Stored(id) => Some(Arc::new(LiveMessage {
-                        id: *id,
-                        content: input.content,
-                        author: input.author,
-                        time: received_at_ms,
-                    })),
+                    AppendOutcome::Stored(id) => {
+                        Some(Arc::new(Message::new(*id, input, received_at_ms)))
+                    }
                     AppendOutcome::Duplicate(_) => None,
                 });
             hub.publish(fresh);
@@ -286,12 +281,13 @@ fn commit_batch(
             }
         }
         Err(e) => {
+            metrics::counter(metrics::COMMIT_FAILURES).increment(1);
             tracing::error!(
                 messages = inputs.len(),
                 "commit failed, nothing stored: {e}"
             );
             inputs.clear();
-            let error = AppendError::Storage(e.to_string());
+            let error = AppendError::Storage(Arc::new(e));
             for reply in replies.drain(..) {
                 let _ = reply.send(Err(error.clone()));
             }

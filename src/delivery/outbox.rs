@@ -4,11 +4,13 @@
 //! socketioxide's buffer (engine.io `max_buffer_size` packets) refuses a packet when full.
 //! For chat messages that is fine: delivery waits and retries. But an ack is single-shot (a
 //! refused `AckSender` is gone) and the engine.io heartbeat treats a refused ping as a timeout
-//! and closes the connection. So delivery must never take the last few slots, while the
-//! buffer offers no way to read its free space.
+//! and closes the connection. So every packet but a ping leaves room behind it: chat messages
+//! and ephemeral events are queued only while [`HEADROOM`] slots stay free after them (one for
+//! an ack, one for a ping), acks only while one stays free (for the ping; engine.io has at most
+//! one ping in flight). The buffer offers no way to read its free space, hence the probe.
 //!
 //! The way in: `Socket::emit` reserves its slot *before* serializing the payload. Emitting a
-//! [`HeldSlot`] therefore runs its `Serialize` impl while one slot is held; from there it
+//! `HeldSlot` therefore runs its `Serialize` impl while one slot is held; from there it
 //! emits the next level (or, at the bottom, the real message), then fails serialization on
 //! purpose so the held slot is released unused. The real message thus goes out only if
 //! `depth + 1` slots were free, and `depth` stay free for acks and pings. If a future
@@ -22,16 +24,22 @@ use serde::ser::{Error as _, Serialize, Serializer};
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::{SendError, SocketError};
 
-use crate::hub::LiveMessage;
+use super::live::ChatSink;
+use crate::message::SharedMessage;
+use crate::protocol::event::CHAT_MESSAGE;
 
-/// Free slots chat delivery leaves for what must never be refused: an ack and a ping.
+/// Free slots chat delivery and ephemeral events leave for what must never be refused: an ack
+/// and a ping.
 pub const HEADROOM: usize = 2;
+
+/// Free slots an ack leaves: one, for the heartbeat's ping.
+const ACK_HEADROOM: usize = 1;
 
 /// The event name of probe packets; never sent (their serialization always fails).
 const PROBE: &str = "tidings:probe";
 
 /// Held by whoever is queueing to one socket (the live broadcaster, the socket's delivery
-/// task, an ack, a presence event), from the probe to the last packet. Without it, another
+/// task, an ack, an ephemeral event), from the probe to the last packet. Without it, another
 /// sender could take the slot an ack's probe found free before the ack is queued, and the
 /// ack would be lost; with it, only engine.io's pings come in between, and the headroom
 /// keeps a slot for them. Stored in the socket's extensions and beside its delivery state.
@@ -69,7 +77,7 @@ pub fn emit_chats_leaving_headroom(
     socket: &SocketRef,
     lock: &SendLock,
     event: &str,
-    messages: &[Arc<LiveMessage>],
+    messages: &[SharedMessage],
 ) -> Result<usize, NotQueued> {
     let _sending = lock.hold();
     hold_then(socket, HEADROOM, &|| {
@@ -119,8 +127,8 @@ pub fn emit_ephemeral<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, da
     emit_leaving_headroom(socket, &lock, event, data).is_ok()
 }
 
-/// Sends an ack if a slot is free; gives the sender back when the buffer is full so the
-/// caller can retry (a refused `AckSender::send` would consume it).
+/// Sends an ack if a slot stays free after it (for a ping); gives the sender back when the
+/// buffer is too full so the caller can retry (a refused `AckSender::send` would consume it).
 pub fn try_ack<T: Serialize + ?Sized>(
     socket: &SocketRef,
     lock: &SendLock,
@@ -128,13 +136,28 @@ pub fn try_ack<T: Serialize + ?Sized>(
     reply: &T,
 ) -> Result<(), (NotQueued, Option<AckSender>)> {
     // Nobody else queues to this socket while we hold its lock, so only the heartbeat
-    // competes: the slot found free here is still free on the next line, bar a ping in
-    // between (and the headroom leaves one for the ping).
+    // competes: of the slots found free here, a ping may take one before the next line, and
+    // one is still there for the ack.
     let _sending = lock.hold();
-    match hold_then(socket, 1, &|| Ok(0)) {
+    match hold_then(socket, ACK_HEADROOM + 1, &|| Ok(0)) {
         Ok(_) => ack.send(reply).map_err(|e| (classify(e), None)),
         Err(NotQueued::Full) => Err((NotQueued::Full, Some(ack))),
         Err(NotQueued::Closed) => Err((NotQueued::Closed, None)),
+    }
+}
+
+/// One socket as the live broadcaster's [`ChatSink`]: `chat message`s under its send lock,
+/// leaving the headroom.
+pub struct SocketOutbox {
+    /// The socket.
+    pub socket: SocketRef,
+    /// Its send lock.
+    pub lock: SendLock,
+}
+
+impl ChatSink for SocketOutbox {
+    fn queue_chats(&self, messages: &[SharedMessage]) -> Result<usize, NotQueued> {
+        emit_chats_leaving_headroom(&self.socket, &self.lock, CHAT_MESSAGE, messages)
     }
 }
 

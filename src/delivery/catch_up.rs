@@ -1,49 +1,50 @@
-//! A client's catch-up reader: the stored messages after its cursor, in bounded batches.
+//! One client's catch-up reader: the stored messages after its cursor, in bounded batches.
 //!
-//! A socket's delivery task reads `(cursor, through]` with it, where `through` is the last id
-//! the live broadcaster has sent (see `socket::live`): first the replay asked for in the
+//! A socket's delivery task ([`super::socket_task`]) reads `(cursor, through]` with it, where
+//! `through` is an id the live broadcaster has sent: first the replay asked for in the
 //! handshake, later whatever the client missed while it was too slow to stay in the live set.
 //! Batches come from the hub's tail cache when it holds them (recent offsets), from the store
 //! otherwise, so a slow client costs bounded memory and still sees every message exactly once,
 //! in order.
 //!
 //! It owns one cursor (the highest id it has yielded, or the one the caller says was queued
-//! otherwise). It does no socket I/O: the socket layer pulls batches and emits them at the
+//! otherwise). It does no socket I/O: the delivery task pulls batches and emits them at the
 //! client's pace (that pull is the backpressure).
 
 use std::sync::Arc;
 
-use crate::hub::{Hub, LiveMessage};
-use crate::store::{StoreError, StoreReader};
+use super::Hub;
+use crate::message::{Message, SharedMessage};
+use crate::storage::{StoreError, StoreReader};
 
-/// Bounds on one replay batch read from the store.
+/// Bounds on one replay batch.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
-    /// At most this many messages per batch.
+    /// At most this many messages per batch (`--replay-batch`).
     pub max_count: usize,
     /// Stop adding messages once this many content bytes are in the batch.
     pub max_bytes: usize,
 }
 
-impl Default for BatchLimits {
-    fn default() -> Self {
-        Self {
-            max_count: 256,
-            max_bytes: 1 << 20,
-        }
-    }
+impl BatchLimits {
+    /// The content bytes per batch: enough for a full batch of typical messages, small enough
+    /// that a batch of the largest ones stays a few MiB.
+    pub const MAX_BYTES: usize = 1 << 20;
 }
 
 /// Why a batch could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum FeedError {
-    /// Reading the replay range failed.
+pub enum CatchUpError {
+    /// Reading the range from the store failed.
     #[error("replay failed: {0}")]
     Store(#[from] StoreError),
+    /// The blocking read task panicked or was cancelled.
+    #[error("replay read task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// See the module docs.
-pub struct Feed {
+pub struct CatchUp {
     hub: Arc<Hub>,
     reader: StoreReader,
     limits: BatchLimits,
@@ -57,12 +58,12 @@ pub struct Feed {
     /// The replay met missing ids. Ids are contiguous (failed commits and duplicates
     /// consume none), so a hole means rows were deleted by retention (or were unreadable).
     gap: bool,
-    /// The newest id when the feed was made: the replay the client asked for ends there.
+    /// The newest id when the reader was made: the replay the client asked for ends there.
     replay_until: u64,
 }
 
-impl Feed {
-    /// A feed of every message with id greater than `after`. An `after` beyond the newest id
+impl CatchUp {
+    /// A reader of every message with id greater than `after`. An `after` beyond the newest id
     /// (an offset from another database) replays the whole history. With `latest`, the
     /// replay is cut to at most that many of the newest messages (a fresh page asks for the
     /// last screenful and pages back with `history`).
@@ -132,7 +133,7 @@ impl Feed {
     /// The next batch of stored messages in `(cursor, through]`, ascending and contiguous
     /// with the previous batch; empty once the cursor has reached `through`. Every id up to
     /// `through` must have been published (it is then in the cache or the store).
-    pub async fn read_through(&mut self, through: u64) -> Result<Vec<Arc<LiveMessage>>, FeedError> {
+    pub async fn read_through(&mut self, through: u64) -> Result<Vec<SharedMessage>, CatchUpError> {
         if self.cursor >= through {
             return Ok(Vec::new());
         }
@@ -150,8 +151,7 @@ impl Feed {
         let rows = tokio::task::spawn_blocking(move || {
             reader.read_range(after, through, limits.max_count, limits.max_bytes)
         })
-        .await
-        .map_err(|e| StoreError::Read(format!("replay task failed: {e}")))??;
+        .await??;
         let Some(last) = rows.last() else {
             // Nothing stored in the range (it can only have been pruned).
             self.gap = true;
@@ -166,7 +166,7 @@ impl Feed {
         self.cursor = last.id.0;
         Ok(rows
             .into_iter()
-            .map(|row| Arc::new(LiveMessage::from_row(row)))
+            .map(|row| Arc::new(Message::from(row)))
             .collect())
     }
 }

@@ -1,16 +1,18 @@
 //! Offline commands over a database file: `export`, `import`, `backup`, `stats`.
 //!
 //! Each opens the file itself, so it needs the database to itself: a running server holds
-//! redb's lock and these report "already in use". They are blocking functions; the binary
-//! calls them and draws progress through the callback.
+//! redb's lock and these report "already in use". `export`, `backup` and `stats` refuse a
+//! file that does not exist (they never create one); `import` may create it. They never
+//! overwrite a file they did not create. They are blocking functions; the binary calls them
+//! and draws progress through the callback.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::StoredMessage;
-use crate::store::{ImportRecord, ImportSummary, SCHEMA_VERSION, Store, StoreError};
+use crate::message::{MessageId, StoredMessage, StoredRow};
+use crate::storage::{ImportSummary, SCHEMA_VERSION, Store, StoreError};
 
 /// Messages per read batch and per import transaction.
 const BATCH: usize = 1000;
@@ -65,6 +67,32 @@ pub struct ExportLine {
     pub time: u64,
 }
 
+impl From<StoredRow> for ExportLine {
+    fn from(row: StoredRow) -> Self {
+        Self {
+            id: row.id.0,
+            content: row.message.content,
+            client_offset: row.message.client_offset,
+            author: row.message.author,
+            time: row.message.received_at_ms,
+        }
+    }
+}
+
+impl From<ExportLine> for StoredRow {
+    fn from(line: ExportLine) -> Self {
+        Self {
+            id: MessageId(line.id),
+            message: StoredMessage {
+                content: line.content,
+                client_offset: line.client_offset,
+                received_at_ms: line.time,
+                author: line.author,
+            },
+        }
+    }
+}
+
 /// Writes every message with an id above `since` as JSON Lines; returns how many.
 pub fn export(
     db: &Path,
@@ -72,7 +100,7 @@ pub fn export(
     out: &mut dyn Write,
     progress: &dyn Fn(u64, u64),
 ) -> Result<u64, AdminError> {
-    let (reader, _writer) = Store::open(db)?;
+    let (reader, _writer) = Store::open_existing(db)?;
     let newest = reader.newest_id()?;
     let total = reader.count()?;
     let mut after = since;
@@ -82,16 +110,11 @@ pub fn export(
         let Some(last) = rows.last() else { break };
         after = last.id.0;
         for row in rows {
-            let line = ExportLine {
-                id: row.id.0,
-                content: row.message.content,
-                client_offset: row.message.client_offset,
-                author: row.message.author,
-                time: row.message.received_at_ms,
-            };
-            serde_json::to_writer(&mut *out, &line).map_err(|e| AdminError::Io {
-                what: "writing the export".into(),
-                source: e.into(),
+            serde_json::to_writer(&mut *out, &ExportLine::from(row)).map_err(|e| {
+                AdminError::Io {
+                    what: "writing the export".into(),
+                    source: e.into(),
+                }
             })?;
             out.write_all(b"\n").map_err(io("writing the export"))?;
             written += 1;
@@ -102,7 +125,7 @@ pub fn export(
     Ok(written)
 }
 
-/// Adds the messages of a JSON Lines export; see [`crate::store::StoreWriter::import`].
+/// Adds the messages of a JSON Lines export; see [`crate::storage::StoreWriter::import`].
 pub fn import(
     db: &Path,
     input: &mut dyn BufRead,
@@ -128,15 +151,7 @@ pub fn import(
                     line: line_no,
                     reason: e.to_string(),
                 })?;
-            batch.push(ImportRecord {
-                id: line.id,
-                message: StoredMessage {
-                    content: line.content,
-                    client_offset: line.client_offset,
-                    received_at_ms: line.time,
-                    author: line.author,
-                },
-            });
+            batch.push(StoredRow::from(line));
         }
         if batch.len() >= BATCH || (read == 0 && !batch.is_empty()) {
             let done = writer.import(&batch)?;
@@ -152,23 +167,49 @@ pub fn import(
     }
 }
 
-/// A consistent copy of the database at `dest` (which must not exist). Holding the
-/// database's lock while copying guarantees no commit is in progress.
+/// A consistent copy of the database at `dest`, which must not exist: it is never
+/// overwritten, not even by a file created there while the copy runs. Holding the database's
+/// lock while copying guarantees no commit is in progress.
 pub fn backup(db: &Path, dest: &Path) -> Result<u64, AdminError> {
     if dest.exists() {
         return Err(AdminError::Exists(dest.to_path_buf()));
     }
-    let (reader, writer) = Store::open(db)?;
+    let (reader, writer) = Store::open_existing(db)?;
     let count = reader.count()?;
-    let partial = dest.with_extension("partial");
-    std::fs::copy(db, &partial).map_err(io(format!("copying to {}", partial.display())))?;
-    std::fs::File::open(&partial)
-        .and_then(|f| f.sync_all())
-        .map_err(io(format!("syncing {}", partial.display())))?;
+    let mut partial_name = dest.as_os_str().to_owned();
+    partial_name.push(".partial");
+    let partial = PathBuf::from(partial_name);
+    // `create_new`: a leftover or someone else's `.partial` is never overwritten either.
+    let mut copy = std::fs::File::create_new(&partial).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => AdminError::Exists(partial.clone()),
+        _ => AdminError::Io {
+            what: format!("creating {}", partial.display()),
+            source: e,
+        },
+    })?;
+    let copied = std::fs::File::open(db)
+        .and_then(|mut source| std::io::copy(&mut source, &mut copy))
+        .and_then(|_| copy.sync_all());
     drop((reader, writer));
-    std::fs::rename(&partial, dest).map_err(io(format!("renaming to {}", dest.display())))?;
+    if let Err(source) = copied {
+        let _ = std::fs::remove_file(&partial);
+        return Err(AdminError::Io {
+            what: format!("copying to {}", partial.display()),
+            source,
+        });
+    }
+    // A hard link, unlike a rename, fails if `dest` appeared meanwhile.
+    let linked = std::fs::hard_link(&partial, dest);
+    let _ = std::fs::remove_file(&partial);
+    linked.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => AdminError::Exists(dest.to_path_buf()),
+        _ => AdminError::Io {
+            what: format!("moving the copy to {}", dest.display()),
+            source: e,
+        },
+    })?;
     // Prove the copy opens and holds everything.
-    let (copy, _) = Store::open(dest)?;
+    let (copy, _) = Store::open_existing(dest)?;
     let copied = copy.count()?;
     if copied != count {
         return Err(AdminError::Io {
@@ -197,7 +238,7 @@ pub struct Stats {
 
 /// Counts and sizes of a database.
 pub fn stats(db: &Path) -> Result<Stats, AdminError> {
-    let (reader, _writer) = Store::open(db)?;
+    let (reader, _writer) = Store::open_existing(db)?;
     let file_bytes = std::fs::metadata(db)
         .map_err(io(format!("reading {}", db.display())))?
         .len();

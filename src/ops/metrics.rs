@@ -1,10 +1,12 @@
 //! Metrics: names, buckets and the Prometheus exporter behind `GET /metrics`.
 //!
-//! The recording sites use the `metrics` macros with the names defined here; this module
-//! owns the recorder (installed once per process) and renders the text format. It knows
-//! nothing about what is measured.
+//! The recording sites call [`counter`], [`gauge`] and [`histogram`] with the names defined
+//! here; this module owns the recorder (installed once per process) and renders the text
+//! format. It knows nothing about what is measured.
 
 use std::sync::OnceLock;
+
+pub use metrics::{Counter, Gauge, Histogram};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -47,6 +49,26 @@ pub const TAIL_CACHE_MESSAGES: &str = "tidings_tail_cache_messages";
 pub const LIVE_FELL_BEHIND: &str = "tidings_live_fell_behind_total";
 /// Highest stored id (gauge).
 pub const LAST_ID: &str = "tidings_last_message_id";
+
+/// The counter `name`.
+pub fn counter(name: &'static str) -> Counter {
+    metrics::counter!(name)
+}
+
+/// The counter `name` with one label.
+pub fn counter_with(name: &'static str, label: &'static str, value: &'static str) -> Counter {
+    metrics::counter!(name, label => value)
+}
+
+/// The gauge `name`.
+pub fn gauge(name: &'static str) -> Gauge {
+    metrics::gauge!(name)
+}
+
+/// The histogram `name`.
+pub fn histogram(name: &'static str) -> Histogram {
+    metrics::histogram!(name)
+}
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

@@ -2,8 +2,9 @@
 //!
 //! A `chat message` handler acks only once the socket's own copy of the message has been
 //! queued (so the client sees the message before its ack), and waits here for that. The
-//! delivery task advances the cursor after every chunk it queues, which happens for every
-//! message on every socket: advancing must cost nothing when nobody waits (a load and a
+//! socket's delivery task (while it catches up) and the live broadcaster (while it is live)
+//! advance the cursor after every run they queue, which happens for every message on every
+//! socket: advancing must cost nothing when nobody waits (a load and a
 //! store), and a waiter is woken once, when its id is reached, not on every advance.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -98,32 +99,28 @@ mod tests {
             .expect("no wait for an id already queued");
     }
 
-    #[tokio::test]
-    async fn waiters_wake_when_their_id_is_reached_and_not_before() {
-        let cursor = Arc::new(EmittedCursor::new(0));
-        let early = tokio::spawn({
-            let cursor = cursor.clone();
-            async move { cursor.reached(2).await }
-        });
-        let late = tokio::spawn({
-            let cursor = cursor.clone();
-            async move { cursor.reached(5).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Polls `future` once, without a runtime: whether it is ready.
+    fn ready(future: &mut std::pin::Pin<Box<impl Future<Output = ()>>>) -> bool {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        future.as_mut().poll(&mut context).is_ready()
+    }
+
+    #[test]
+    fn waiters_wake_when_their_id_is_reached_and_not_before() {
+        let cursor = EmittedCursor::new(0);
+        let mut early = Box::pin(cursor.reached(2));
+        let mut late = Box::pin(cursor.reached(5));
+        assert!(
+            !ready(&mut early) && !ready(&mut late),
+            "nothing queued yet"
+        );
         cursor.advance(1);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!early.is_finished() && !late.is_finished());
+        assert!(!ready(&mut early) && !ready(&mut late), "1 is not 2");
         cursor.advance(3);
-        tokio::time::timeout(Duration::from_secs(5), early)
-            .await
-            .expect("woken at 3")
-            .expect("task ran");
-        assert!(!late.is_finished());
+        assert!(ready(&mut early), "woken at 3");
+        assert!(!ready(&mut late), "3 is not 5");
         cursor.advance(5);
-        tokio::time::timeout(Duration::from_secs(5), late)
-            .await
-            .expect("woken at 5")
-            .expect("task ran");
+        assert!(ready(&mut late), "woken at 5");
         assert!(!cursor.has_waiters.load(Ordering::SeqCst));
     }
 

@@ -1,0 +1,56 @@
+//! Ingest: from a validated [`ChatInput`] to an id in the log, exactly once.
+//!
+//! The socket layer validates a `chat message` with [`crate::protocol`], then hands the
+//! [`ChatInput`] to [`Log::append`] and acks with the answer. Everything behind that call is
+//! "the log": here the [`writer`] thread, which dedups by client offset and content, assigns the
+//! next id and commits to the local redb file in groups, then publishes the new messages to the
+//! delivery hub before it answers, so the sender's own copy is on its way before the ack.
+//! [`retention`] deletes what the configured retention no longer keeps, through the same writer.
+//!
+//! [`Log`] is the one seam a different log (a replicated one, for a cluster) plugs into:
+//! delivery, replay and history read the local replica and do not know which log is behind it.
+
+pub mod retention;
+pub mod writer;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::message::{AppendOutcome, ChatInput};
+use crate::storage::StoreError;
+
+pub use writer::{WriterConfig, WriterHandle, spawn_writer};
+
+/// A boxed future, as [`Log`]'s methods return (one allocation per message is nothing next to
+/// a durable commit).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why an append got no id. The client gets no ack and retries.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// The commit failed; nothing of its batch was stored.
+    #[error("{0}")]
+    Storage(Arc<StoreError>),
+    /// The log has stopped (shutdown).
+    #[error("the log has stopped")]
+    Stopped,
+}
+
+/// The ordered, durable log of chat messages, as ingest sees it.
+pub trait Log: Send + Sync {
+    /// Stores `input` durably, or finds it already stored (same client offset and content),
+    /// and resolves once the message has been published to the delivery hub: the id is then
+    /// durable and every socket's delivery can see it.
+    fn append(&self, input: ChatInput) -> BoxFuture<'_, Result<AppendOutcome, AppendError>>;
+
+    /// Whether the log takes writes now (`/healthz` reports it).
+    fn is_writable(&self) -> bool;
+
+    /// Finishes what it was given, then stops; later appends fail with
+    /// [`AppendError::Stopped`].
+    fn stop(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The log the server runs with.
+pub type SharedLog = Arc<dyn Log>;

@@ -1,0 +1,71 @@
+//! The wire protocol's pure half: what clients may send and what they are answered.
+//!
+//! - [`handshake`]: the CONNECT `auth` object (`serverOffset`, `nickname`, `latest`, `epoch`).
+//! - [`chat`]: `chat message` validation and the ack bodies.
+//! - [`history`]: `history` requests.
+//! - [`nickname`]: the nickname rules shared by the three above.
+//! - [`args`]: decoding an event's arguments.
+//! - [`event`]: the event names.
+//!
+//! Everything here is a pure function over decoded JSON values: no sockets, no storage, so the
+//! socket layer, unit tests and fuzz targets all call the same code. Errors carry the message a
+//! client sees (the `connect_error` message or the ack's `error` field).
+
+pub mod args;
+pub mod chat;
+pub mod handshake;
+pub mod history;
+pub mod nickname;
+
+pub use args::EventArgs;
+pub use chat::{AckReply, Limits, PayloadError, validate_chat_message};
+pub use handshake::{
+    AuthError, Handshake, MAX_SERVER_OFFSET, parse_handshake, parse_server_offset,
+};
+pub use history::{HistoryError, HistoryRequest, parse_history_request};
+pub use nickname::{NicknameError, validate_nickname};
+
+use serde_json::Value;
+
+/// The event names, both directions.
+pub mod event {
+    /// The tutorial's event: `chat message (content, clientOffset?, meta?)` from clients,
+    /// `chat message (content, id, { author, time })` to them.
+    pub const CHAT_MESSAGE: &str = "chat message";
+    /// Pages of older messages: `history ({ before, limit }, ack)`.
+    pub const HISTORY: &str = "history";
+    /// Sent once after the replay: `sync ({ epoch, from, to, complete })`.
+    pub const SYNC: &str = "sync";
+    /// Who is online, and who came and went: `presence ({ count, users, joined, joinedCount,
+    /// left, leftCount })`.
+    pub const PRESENCE: &str = "presence";
+    /// `user renamed ({ from, to })`.
+    pub const USER_RENAMED: &str = "user renamed";
+    /// `typing (bool)` from clients, `typing ({ nickname, typing })` to the others.
+    pub const TYPING: &str = "typing";
+    /// `nickname (name, ack)`: change the nickname shown in presence.
+    pub const NICKNAME: &str = "nickname";
+}
+
+/// Binary attachments a client may send in one packet before it is refused (we accept none
+/// as a message, but socketioxide buffers them before our handler sees them).
+pub const MAX_INCOMING_BINARIES: usize = 4;
+
+/// The largest engine.io payload (and websocket frame) the server takes: worst-case JSON
+/// escaping is 6 bytes per content byte (`\u00XX`), plus the frame; at least 100 kB. Binary
+/// attachments are bounded by it too.
+pub fn payload_limit(limits: &Limits) -> usize {
+    ((limits.max_message_bytes + limits.max_client_offset_bytes) * 6 + 4096).max(100_000)
+}
+
+/// Names a JSON value's type the way a JavaScript developer would.
+pub fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}

@@ -1,0 +1,297 @@
+//! The server: opens the database, wires the stages together, serves until a shutdown signal,
+//! then shuts down within `--shutdown-timeout`.
+//!
+//! It owns the lifecycle only: which task runs, in what order things start and stop. The
+//! stages themselves are [`crate::ingest`], [`crate::storage`], [`crate::delivery`],
+//! [`crate::socket`] and [`crate::http`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use socketioxide::{ParserConfig, SocketIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Config;
+use crate::delivery::{Hub, LiveSet};
+use crate::http;
+use crate::ingest::retention::{Retention, prune_forever};
+use crate::ingest::{SharedLog, WriterConfig, WriterHandle, spawn_writer};
+use crate::message::Message;
+use crate::ops::metrics;
+use crate::protocol::{MAX_INCOMING_BINARIES, payload_limit};
+use crate::socket::admission::ConnectionCount;
+use crate::socket::chat::InFlight;
+use crate::socket::presence::{SharedRoster, broadcast_presence};
+use crate::socket::{self, ChatState};
+use crate::storage::{Store, StoreError, StoreReader, StoreWriter};
+
+/// Initial websocket read buffer per connection (engineioxide's default is 4 KiB).
+const WS_READ_BUFFER_BYTES: usize = 1024;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    Writer(#[source] std::io::Error),
+    /// Serving HTTP failed.
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// An opened database with its writer running, ready to serve.
+pub struct Server {
+    config: Config,
+    /// The database's epoch, as clients see it.
+    epoch: Arc<str>,
+    hub: Arc<Hub>,
+    reader: StoreReader,
+    writer: WriterHandle,
+    writer_thread: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the database named by `config` and starts the writer thread. Blocking (opens a
+    /// file); call it before serving, or from `spawn_blocking`.
+    pub fn open(config: Config) -> Result<Self, ServerError> {
+        let stores = Store::open(&config.db)?;
+        Self::with_store(config, stores)
+    }
+
+    /// Like [`Server::open`], over an already opened store (tests use one whose storage
+    /// fails on demand).
+    pub fn with_store(
+        config: Config,
+        (reader, store_writer): (StoreReader, StoreWriter),
+    ) -> Result<Self, ServerError> {
+        let tail = config.tail_limits();
+        // Seeded from the store, so the reconnects after a restart replay from memory too.
+        let (newest, _) = reader.read_before(None, tail.max_messages)?;
+        let hub = Arc::new(Hub::new(
+            store_writer.last_id(),
+            config.live_buffer as usize,
+            tail,
+            newest.into_iter().map(|row| Arc::new(Message::from(row))),
+        ));
+        let epoch: Arc<str> = format!("{:016x}", reader.epoch()?).into();
+        let (writer, writer_thread) =
+            spawn_writer(store_writer, hub.clone(), WriterConfig::default())
+                .map_err(ServerError::Writer)?;
+        Ok(Self {
+            config,
+            epoch,
+            hub,
+            reader,
+            writer,
+            writer_thread,
+        })
+    }
+
+    /// The highest message id stored when the server was opened or since.
+    pub fn last_id(&self) -> u64 {
+        self.hub.last_published()
+    }
+
+    /// Serves HTTP and Socket.IO on `listener` until `shutdown` resolves, then, within
+    /// `--shutdown-timeout`: stores and acks the messages already received, closes every
+    /// socket, lets the writer finish what it was given, and closes the database. A stage
+    /// that does not finish in time is cut short and logged.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        // Install the recorder before anything records.
+        let _ = metrics::handle();
+        let config = &self.config;
+        let tasks = TaskTracker::new();
+        let roster = SharedRoster::default();
+        let in_flight = InFlight::default();
+        let connections = ConnectionCount::new(config.max_connections as usize);
+        let stopping = CancellationToken::new();
+        let (live, broadcaster) = LiveSet::start(self.hub.clone(), stopping.clone());
+        tasks.spawn(broadcaster);
+        let log: SharedLog = Arc::new(self.writer.clone());
+        let state = ChatState {
+            hub: self.hub.clone(),
+            reader: self.reader.clone(),
+            log: log.clone(),
+            limits: config.limits(),
+            batch: config.batch_limits(),
+            tasks: tasks.clone(),
+            shutdown: stopping.clone(),
+            rate_limit: config.rate_limit(),
+            connections: connections.clone(),
+            roster: roster.clone(),
+            in_flight: in_flight.clone(),
+            epoch: self.epoch.clone(),
+            live,
+        };
+        let (service, io) = socket_io(config, state);
+        socket::register(&io);
+        let retention = config.retention();
+        if retention != Retention::default() {
+            tasks.spawn(prune_forever(
+                self.writer.clone(),
+                retention,
+                stopping.clone(),
+            ));
+        }
+        tasks.spawn(broadcast_presence(io.clone(), roster, stopping.clone()));
+        let ops = http::Ops {
+            log: log.clone(),
+            hub: self.hub.clone(),
+            db: config.db.clone(),
+            connections,
+        };
+        let app = http::router(service, ops);
+        // Small frames (acks, chat lines) must leave at once: Nagle would hold them ~40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
+
+        let grace = Duration::from_secs(config.shutdown_timeout);
+        // The writer and the database get the last part of the budget, whatever came before.
+        let reserve = (grace / 4).min(Duration::from_secs(1));
+        let (deadline_tx, mut deadline_rx) = watch::channel(None::<Instant>);
+        let closing = io.clone();
+        let draining = in_flight.clone();
+        let cancel = stopping.clone();
+        let serving = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let deadline = Instant::now() + grace;
+                deadline_tx.send_replace(Some(deadline));
+                let sockets_by = deadline - reserve;
+                tracing::info!("shutting down: finishing received messages");
+                if tokio::time::timeout_at(sockets_by, draining.drained())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        messages = draining.count(),
+                        "shutdown timeout: messages still in flight were not acked (their \
+                         senders retry after the restart)"
+                    );
+                }
+                tracing::info!("shutting down: closing sockets");
+                cancel.cancel();
+                if tokio::time::timeout_at(sockets_by, closing.close())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("shutdown timeout: not every socket closed in time");
+                }
+            })
+            .into_future();
+        let stop_serving_by = async {
+            let deadline = loop {
+                if let Some(deadline) = *deadline_rx.borrow_and_update() {
+                    break deadline;
+                }
+                if deadline_rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::time::sleep_until(deadline - reserve).await;
+        };
+        let served = tokio::select! {
+            served = serving => served,
+            () = stop_serving_by => {
+                tracing::warn!(?grace, "shutdown timeout: dropping the remaining connections");
+                Ok(())
+            }
+        };
+        let deadline = deadline_rx
+            .borrow()
+            .unwrap_or_else(|| Instant::now() + grace);
+
+        // Every socket is closed: their delivery tasks end (the database is closed only after
+        // the last replay read), then the writer finishes what it was given.
+        drop(io);
+        tasks.close();
+        if tokio::time::timeout_at(deadline - reserve, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = tasks.len(),
+                "shutdown timeout: delivery tasks still running"
+            );
+        }
+        let finished = tokio::time::timeout_at(deadline, async {
+            log.stop().await;
+            join_thread(self.writer_thread).await;
+        })
+        .await;
+        if finished.is_err() {
+            // redb commits are crash-consistent: what was acked is on disk either way.
+            tracing::warn!(
+                "shutdown timeout: the writer did not finish; exiting without closing the database"
+            );
+        } else {
+            let reader = self.reader;
+            let closing = std::thread::spawn(move || reader.close());
+            match tokio::time::timeout_at(deadline, join_thread(closing)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("closing the database: {e}"),
+                Err(_) => tracing::warn!("shutdown timeout: the database did not close in time"),
+            }
+        }
+        tracing::info!("stopped");
+        served.map_err(ServerError::Serve)
+    }
+}
+
+/// Waits for a thread without blocking the runtime (a blocking join could outlast any
+/// deadline, and so could a `spawn_blocking` one: the runtime waits for those on exit).
+async fn join_thread<T>(thread: JoinHandle<T>) -> T {
+    while !thread.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    match thread.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// The Socket.IO service over `state`, with the configured limits.
+fn socket_io(
+    config: &Config,
+    state: ChatState,
+) -> (
+    socketioxide::service::SocketIoService<axum::Router>,
+    SocketIo,
+) {
+    let payload_limit = payload_limit(&config.limits());
+    SocketIo::builder()
+        .max_payload(payload_limit as u64)
+        .max_buffer_size(config.socket_buffer as usize)
+        .ping_interval(Duration::from_millis(config.ping_interval_ms))
+        .ping_timeout(Duration::from_millis(config.ping_timeout_ms))
+        .ws_max_message_size(payload_limit)
+        .ws_max_frame_size(payload_limit)
+        // tungstenite zero-fills its whole read buffer, so each connection keeps all of it
+        // resident; chat frames are small, and a larger frame grows the buffer to its size.
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
+        // We accept no binary attachments; bound what a client can make us buffer anyway.
+        .with_parser(
+            ParserConfig::common()
+                .max_incoming_binary_buf_size(payload_limit)
+                .max_incoming_binaries(MAX_INCOMING_BINARIES),
+        )
+        .with_state(state)
+        .build_with_inner_svc(http::not_found())
+}

@@ -1,0 +1,204 @@
+//! Admission: the connect middleware that checks a client's handshake and the connection cap,
+//! and prepares the socket completely (its handlers, its delivery) before the client learns it
+//! is connected; then the connect handler that starts its delivery task.
+//!
+//! socketioxide spawns the connect handler after sending CONNECT, so anything registered there
+//! could miss the client's first events; the middleware runs before CONNECT is sent.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
+
+use super::presence::{self, Typing};
+use super::rate::TokenBucket;
+use super::{ChatState, Connection, chat, history};
+use crate::delivery::CatchUp;
+use crate::delivery::cursor::EmittedCursor;
+use crate::delivery::outbox::SendLock;
+use crate::delivery::socket_task::{Signals, SocketDelivery, SyncPlan, deliver};
+use crate::ops::metrics;
+use crate::protocol::event::{CHAT_MESSAGE, HISTORY, NICKNAME, TYPING};
+use crate::protocol::{AuthError, parse_handshake};
+
+/// Registers admission and, through it, every handler on the default namespace.
+pub fn register(io: &SocketIo) {
+    io.ns("/", on_connect.with(admit));
+}
+
+/// Counts connected clients; a slot is held for each and released on drop, whichever way the
+/// socket ends.
+#[derive(Clone)]
+pub struct ConnectionCount {
+    current: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl ConnectionCount {
+    /// A counter allowing `max` connections.
+    pub fn new(max: usize) -> Self {
+        Self {
+            current: Arc::default(),
+            max,
+        }
+    }
+
+    /// Connected clients now.
+    pub fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    fn try_acquire(&self) -> Option<ConnectionSlot> {
+        self.current
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|n| {
+                metrics::counter(metrics::CONNECTIONS_TOTAL).increment(1);
+                metrics::gauge(metrics::CONNECTIONS).set((n + 1) as f64);
+                ConnectionSlot(self.current.clone())
+            })
+    }
+}
+
+/// One counted connection; dropping it frees the place.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let before = self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge(metrics::CONNECTIONS).set(before.saturating_sub(1) as f64);
+    }
+}
+
+/// Why a connection was refused; the text is the client's `connect_error` message.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("server is full: {0} clients connected, the limit")]
+    Full(usize),
+}
+
+/// A socket's delivery, prepared by [`admit`] and started by [`on_connect`].
+#[derive(Clone)]
+struct PendingDelivery(Arc<Mutex<Option<Pending>>>);
+
+struct Pending {
+    delivery: SocketDelivery,
+    /// The nickname it connected with, listed in presence once connected.
+    nickname: Option<String>,
+    /// Held while the socket lives (by its delivery task, or here if it never starts).
+    slot: ConnectionSlot,
+}
+
+/// The connect middleware: refuses a bad `auth` or a full server, otherwise prepares the
+/// socket completely (event handlers, delivery) before the client learns it is connected.
+async fn admit(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(state): State<ChatState>,
+) -> Result<(), Refusal> {
+    let auth = auth.map_err(|e| AuthError::BadServerOffset(format!("unreadable auth: {e}")))?;
+    let handshake = parse_handshake(&auth)?;
+    // An offset from another database (its epoch differs) means nothing here: replay all.
+    let other_epoch = handshake
+        .epoch
+        .as_deref()
+        .is_some_and(|epoch| epoch != &*state.epoch);
+    let start = if other_epoch { 0 } else { handshake.offset };
+    let slot = state
+        .connections
+        .try_acquire()
+        .ok_or(Refusal::Full(state.connections.max))?;
+    let catch_up = CatchUp::new(
+        state.hub.clone(),
+        state.reader.clone(),
+        start,
+        handshake.latest,
+        state.batch,
+    );
+    let emitted = Arc::new(EmittedCursor::new(catch_up.cursor()));
+    let sending = SendLock::default();
+    let signals = Arc::new(Signals::new(&state.shutdown));
+    socket.extensions.insert(Connection {
+        emitted: emitted.clone(),
+        signals: signals.clone(),
+        bucket: Arc::new(Mutex::new(TokenBucket::new(
+            state.rate_limit,
+            Instant::now(),
+        ))),
+        sending: sending.clone(),
+    });
+    socket.extensions.insert(sending.clone());
+    let typing = Typing::new();
+    socket.extensions.insert(typing.clone());
+    socket.on(CHAT_MESSAGE, chat::on_chat_message);
+    socket.on(HISTORY, history::on_history);
+    socket.on(TYPING, presence::on_typing);
+    socket.on(NICKNAME, presence::on_nickname);
+    let on_close = signals.clone();
+    socket.on_disconnect(
+        move |socket: SocketRef, reason: DisconnectReason, State(state): State<ChatState>| async move {
+            on_close.log_closed(&socket.id, &reason);
+            on_close.closed.cancel();
+            presence::left(&socket, &state.roster, &typing);
+        },
+    );
+    tracing::info!(
+        sid = %socket.id,
+        offset = start,
+        transport = ?socket.transport_type(),
+        "connection opened"
+    );
+    let sync = SyncPlan {
+        epoch: state.epoch.clone(),
+        other_database: other_epoch || catch_up.reset(),
+    };
+    let delivery = SocketDelivery {
+        catch_up,
+        emitted,
+        signals,
+        sync,
+        live: state.live.clone(),
+        sending,
+    };
+    socket
+        .extensions
+        .insert(PendingDelivery(Arc::new(Mutex::new(Some(Pending {
+            delivery,
+            nickname: handshake.nickname,
+            slot,
+        })))));
+    Ok(())
+}
+
+/// Runs once the client has been told it is connected: lists it in presence and starts its
+/// delivery task.
+async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
+    let pending = socket
+        .extensions
+        .get::<PendingDelivery>()
+        .and_then(|p| p.0.lock().unwrap_or_else(PoisonError::into_inner).take());
+    let Some(Pending {
+        delivery,
+        nickname,
+        slot,
+    }) = pending
+    else {
+        tracing::error!(sid = %socket.id, "connected without a prepared delivery");
+        let _ = socket.disconnect();
+        return;
+    };
+    presence::joined(&socket, &state.roster, nickname);
+    state.tasks.spawn(async move {
+        let _slot = slot;
+        deliver(socket, delivery).await;
+    });
+}

@@ -1,0 +1,51 @@
+//! `history ({ before, limit }, ack)`: a page of older messages, ascending, read from the
+//! store. Requests count against the connection's rate limit, like sends.
+
+use serde_json::json;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+
+use super::{ChatState, Connection, rate_limited, send_ack};
+use crate::message::Message;
+use crate::protocol::{EventArgs, parse_history_request};
+
+/// The `history` handler.
+pub(super) async fn on_history(
+    socket: SocketRef,
+    TryData(args): TryData<EventArgs>,
+    ack: AckSender,
+    State(state): State<ChatState>,
+    Extension(connection): Extension<Connection>,
+) {
+    if let Some(reply) = rate_limited(connection.take_allowance()) {
+        send_ack(&socket, ack, &reply, &connection).await;
+        return;
+    }
+    let request = args
+        .map_err(|e| e.to_string())
+        .and_then(|EventArgs(args)| parse_history_request(&args).map_err(|e| e.to_string()));
+    let reply = match request {
+        Err(error) => json!({ "error": error }),
+        Ok(request) => {
+            let reader = state.reader.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                reader.read_before(request.before, request.limit as usize)
+            })
+            .await;
+            match read {
+                Ok(Ok((rows, has_more))) => {
+                    let messages: Vec<Message> = rows.into_iter().map(Message::from).collect();
+                    json!({ "messages": messages, "hasMore": has_more })
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(sid = %socket.id, "history read failed: {e}");
+                    json!({ "error": "history is unavailable right now" })
+                }
+                Err(e) => {
+                    tracing::error!(sid = %socket.id, "history task failed: {e}");
+                    json!({ "error": "history is unavailable right now" })
+                }
+            }
+        }
+    };
+    send_ack(&socket, ack, &reply, &connection).await;
+}

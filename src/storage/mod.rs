@@ -1,0 +1,355 @@
+//! Storage: the only code that touches redb.
+//!
+//! Owns the file format above the record level: the table definitions, the schema check on
+//! open, the dedup rule for client offsets, id allocation and durable commits. [`Store::open`]
+//! hands out one [`StoreWriter`] (not `Clone`: exactly one owner appends; the ingest writer
+//! thread) and a cloneable [`StoreReader`] for replay range scans and history pages. The byte
+//! format of one row is [`record`]'s. It knows nothing of sockets or delivery.
+//!
+//! redb is blocking: call these from a dedicated thread or `spawn_blocking`, never directly on
+//! the async runtime.
+
+mod reader;
+pub mod record;
+mod writer;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use redb::{
+    Database, DatabaseError, MultimapTableDefinition, MultimapTableHandle, ReadableDatabase,
+    ReadableTable, TableDefinition, TableHandle,
+};
+
+pub use reader::StoreReader;
+pub use record::RecordError;
+pub use writer::{ImportSummary, StoreWriter};
+
+/// `id -> [format version] ++ postcard(StoredMessage)`.
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// `clientOffset -> {ids}`: every message stored with that offset. A multimap because the
+/// tutorial's offsets are not unique across clients (`undefined-0` while offline); the content
+/// decides whether a hit is a retry (same content) or a different message (stored anew).
+const CLIENT_OFFSETS: MultimapTableDefinition<&str, u64> =
+    MultimapTableDefinition::new("client_offsets");
+/// Small named counters: the schema version and the highest id ever assigned.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_SCHEMA_VERSION: &str = "schema_version";
+/// The highest id assigned, as of the last transaction that deleted or imported rows. With
+/// the messages table's last key it gives the next id (the larger of the two), so ids are
+/// never reused even when retention deletes the newest rows. Appends do not write it: one
+/// table fewer per commit means fewer pages written before each fsync.
+const META_LAST_ID: &str = "last_id";
+/// A random id created with the file: offsets from another database can be told apart.
+const META_EPOCH: &str = "epoch";
+/// The highest id deleted by retention (0: nothing ever deleted).
+const META_PRUNED_THROUGH: &str = "pruned_through";
+/// The table layout this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// A storage failure, with enough context to print as one clear line.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (usually another tidings) holds the file's lock.
+    #[error("database {path} is already in use by another process")]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// There is no database file at the path (and this operation does not create one).
+    #[error("database {path} does not exist (check --db / TIDINGS_DB)")]
+    Missing {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The file could not be opened as a database (unreadable, corrupt, not redb).
+    #[error("cannot open database {path}: {reason}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What redb or the OS said.
+        reason: String,
+    },
+    /// The file is a redb database, but not one of ours.
+    #[error("{path} is not a tidings database (it has tables {tables:?} and no tidings metadata)")]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// The tables it holds.
+        tables: Vec<String>,
+    },
+    /// The file was written by a different schema version.
+    #[error("database {path} has schema version {found}; this build reads version {expected}")]
+    Schema {
+        /// The database file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u64,
+        /// The version this build supports.
+        expected: u64,
+    },
+    /// A read transaction failed.
+    #[error("database read failed: {0}")]
+    Read(#[source] Box<redb::Error>),
+    /// A write transaction or its commit failed; nothing of it was stored.
+    #[error("database write failed: {0}")]
+    Write(#[source] Box<redb::Error>),
+    /// The database was closed (the server is shutting down).
+    #[error("the database is closed")]
+    Closed,
+    /// A stored row does not decode.
+    #[error("stored message {id} is unreadable: {source}")]
+    Record {
+        /// The row's id.
+        id: u64,
+        /// Why it does not decode.
+        source: RecordError,
+    },
+}
+
+fn read_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Read(Box::new(e.into()))
+}
+
+fn write_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Write(Box::new(e.into()))
+}
+
+/// Opens the redb database; called again to reopen it after an I/O failure. Production
+/// opens the file; tests pass one over a storage backend that fails on demand.
+pub type Opener = Arc<dyn Fn() -> Result<Database, DatabaseError> + Send + Sync>;
+
+/// Entry point: opens (or creates) a database file.
+pub struct Store;
+
+impl Store {
+    /// Opens `path`, creating an empty tidings database if the file is missing or empty.
+    ///
+    /// Never overwrites or truncates an existing file: a file that is not a tidings database is
+    /// refused with an error naming what it is.
+    pub fn open(path: &Path) -> Result<(StoreReader, StoreWriter), StoreError> {
+        let file = path.to_path_buf();
+        Self::open_with(path, Arc::new(move || Database::builder().create(&file)))
+    }
+
+    /// Opens the existing database `path`; refuses, without creating anything, when there is
+    /// no file there (the offline commands, which must never invent an empty database).
+    pub fn open_existing(path: &Path) -> Result<(StoreReader, StoreWriter), StoreError> {
+        // redb's `open` never creates a file; this says why in our words.
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let file = path.to_path_buf();
+        Self::open_with(path, Arc::new(move || Database::builder().open(&file)))
+    }
+
+    /// Opens the database `opener` yields; `path` names it in errors.
+    pub fn open_with(
+        path: &Path,
+        opener: Opener,
+    ) -> Result<(StoreReader, StoreWriter), StoreError> {
+        let (db, last_id) = open_checked(path, &opener)?;
+        let db = SharedDb(Arc::new(RwLock::new(Some(db))));
+        Ok((
+            StoreReader { db: db.clone() },
+            StoreWriter::new(db, last_id, path.to_path_buf(), opener),
+        ))
+    }
+}
+
+/// Opens through `opener` and checks the schema; returns the database and its last id.
+fn open_checked(path: &Path, opener: &Opener) -> Result<(Database, u64), StoreError> {
+    let shown = path.to_path_buf();
+    // redb documents that opening a file damaged outside redb may panic; turn that into
+    // an error so a bad file gives one clear line instead of a crash.
+    let db = match catch_unwind(AssertUnwindSafe(|| opener())) {
+        Ok(Ok(db)) => db,
+        Ok(Err(DatabaseError::DatabaseAlreadyOpen)) => {
+            return Err(StoreError::InUse { path: shown });
+        }
+
+        Ok(Err(e)) => {
+            return Err(StoreError::Open {
+                path: shown,
+                reason: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(StoreError::Open {
+                path: shown,
+                reason: "the file is corrupt (redb could not read it)".into(),
+            });
+        }
+    };
+    let last_id = init_schema(&db, path)?;
+    Ok((db, last_id))
+}
+
+/// Checks (or, for a new file, writes) the schema and returns the highest id ever assigned.
+fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
+    let read = db.begin_read().map_err(read_err)?;
+    let mut tables: Vec<String> = read
+        .list_tables()
+        .map_err(read_err)?
+        .map(|t| t.name().to_string())
+        .collect();
+    tables.extend(
+        read.list_multimap_tables()
+            .map_err(read_err)?
+            .map(|t| t.name().to_string()),
+    );
+    if tables.is_empty() {
+        drop(read);
+        let write = db.begin_write().map_err(write_err)?;
+        {
+            write.open_table(MESSAGES).map_err(write_err)?;
+            write
+                .open_multimap_table(CLIENT_OFFSETS)
+                .map_err(write_err)?;
+            let mut meta = write.open_table(META).map_err(write_err)?;
+            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
+                .map_err(write_err)?;
+            meta.insert(META_LAST_ID, 0).map_err(write_err)?;
+            meta.insert(META_EPOCH, new_epoch()).map_err(write_err)?;
+        }
+        write.commit().map_err(write_err)?;
+        return Ok(0);
+    }
+    let foreign = || StoreError::Foreign {
+        path: path.to_path_buf(),
+        tables: tables.clone(),
+    };
+    let meta = read.open_table(META).map_err(|_| foreign())?;
+    let version = meta
+        .get(META_SCHEMA_VERSION)
+        .map_err(read_err)?
+        .map(|v| v.value())
+        .ok_or_else(foreign)?;
+    if version != SCHEMA_VERSION {
+        return Err(StoreError::Schema {
+            path: path.to_path_buf(),
+            found: version,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    let recorded = meta
+        .get(META_LAST_ID)
+        .map_err(read_err)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    let has_epoch = meta.get(META_EPOCH).map_err(read_err)?.is_some();
+    // `last()` is a descent to the rightmost leaf, not a scan.
+    let messages = read.open_table(MESSAGES).map_err(read_err)?;
+    let newest = messages
+        .last()
+        .map_err(read_err)?
+        .map(|(k, _)| k.value())
+        .unwrap_or(0);
+    if !has_epoch {
+        // Files from before epochs existed get one now.
+        drop((meta, messages, read));
+        let write = db.begin_write().map_err(write_err)?;
+        {
+            let mut meta = write.open_table(META).map_err(write_err)?;
+            meta.insert(META_EPOCH, new_epoch()).map_err(write_err)?;
+        }
+        write.commit().map_err(write_err)?;
+    }
+    Ok(recorded.max(newest))
+}
+
+/// A fresh random epoch (never 0). Not secret, only distinct between databases: std's
+/// per-process random hash keys mixed with the time and the process id.
+fn new_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish().max(1)
+}
+
+/// The open database, shared by the reader handles and the writer until [`StoreReader::close`]
+/// takes it out: a stray handle somewhere must not keep the file locked after shutdown.
+#[derive(Clone)]
+struct SharedDb(Arc<RwLock<Option<Database>>>);
+
+impl SharedDb {
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        // A panic while holding a read guard cannot leave the Option half-written.
+        let guard = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(StoreError::Closed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replaces row `id`'s bytes, as a damaged file or a newer version would leave them.
+    pub(super) fn overwrite_row(path: &Path, id: u64, bytes: &[u8]) {
+        let db = Database::create(path).expect("open");
+        let write = db.begin_write().expect("write");
+        {
+            let mut table = write.open_table(MESSAGES).expect("table");
+            table.insert(id, bytes).expect("insert");
+        }
+        write.commit().expect("commit");
+    }
+
+    pub(super) fn temp_db() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.redb");
+        (dir, path)
+    }
+
+    #[test]
+    fn second_open_is_refused_as_in_use() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        let _first = Store::open(&path)?;
+        match Store::open(&path) {
+            Err(e @ StoreError::InUse { .. }) => {
+                assert!(e.to_string().contains("already in use by another process"));
+            }
+            other => panic!("expected InUse, got {:?}", other.err()),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn garbage_file_is_refused_and_left_untouched() {
+        let (_dir, path) = temp_db();
+        let garbage = b"this is not a database, it is a text file\n".repeat(200);
+        std::fs::write(&path, &garbage).expect("write");
+        let err = Store::open(&path).err().expect("must refuse");
+        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+        assert_eq!(std::fs::read(&path).expect("read"), garbage);
+    }
+
+    #[test]
+    fn foreign_redb_file_is_refused() {
+        let (_dir, path) = temp_db();
+        {
+            let db = Database::create(&path).expect("create");
+            let w = db.begin_write().expect("write");
+            {
+                let t: TableDefinition<u64, u64> = TableDefinition::new("accounts");
+                w.open_table(t).expect("table");
+            }
+            w.commit().expect("commit");
+        }
+        let err = Store::open(&path).err().expect("must refuse");
+        assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
+    }
+}

@@ -1,0 +1,413 @@
+//! The single appender: group-committed appends with the client-offset dedup, retention,
+//! imports, and reopening after an I/O failure.
+
+use std::path::PathBuf;
+use std::sync::PoisonError;
+
+use redb::{Database, ReadableMultimapTable, ReadableTable};
+
+use super::record::{decode_record, encode_record};
+use super::{
+    CLIENT_OFFSETS, MESSAGES, META, META_LAST_ID, META_PRUNED_THROUGH, Opener, SharedDb,
+    StoreError, open_checked, write_err,
+};
+use crate::message::{AppendOutcome, ChatInput, MessageId, StoredMessage, StoredRow};
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Stored under their original ids.
+    pub kept_id: u64,
+    /// Stored under new ids (their id was taken, or would break the order).
+    pub new_id: u64,
+    /// Already present (same id and content, or a retry by client offset): skipped.
+    pub skipped: u64,
+}
+
+/// The single appender. Not `Clone`: whoever owns it is the only writer of the file.
+pub struct StoreWriter {
+    db: SharedDb,
+    /// The id the next stored message gets; advanced only after a successful commit.
+    next_id: u64,
+    /// For errors and for reopening after an I/O failure.
+    path: PathBuf,
+    opener: Opener,
+}
+
+impl StoreWriter {
+    pub(super) fn new(db: SharedDb, last_id: u64, path: PathBuf, opener: Opener) -> Self {
+        Self {
+            db,
+            next_id: last_id + 1,
+            path,
+            opener,
+        }
+    }
+
+    /// The highest id assigned so far (0 for an empty database).
+    pub fn last_id(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// Whether the database is open (false after a failed [`StoreWriter::reopen`]).
+    pub fn is_open(&self) -> bool {
+        self.db
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Closes and reopens the database. redb refuses every operation after an I/O error
+    /// until the file is reopened (which also runs its crash recovery), so the writer calls
+    /// this after a failed commit. While it fails (the disk is still full), the store stays
+    /// closed: reads and appends fail with [`StoreError::Closed`] and the next append retries.
+    pub fn reopen(&mut self) -> Result<(), StoreError> {
+        let mut slot = self.db.0.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = slot.take() {
+            // Closing a database that failed I/O reports that failure again; it is known.
+            let _ = old.close();
+        }
+        let (db, last_id) = open_checked(&self.path, &self.opener)?;
+        *slot = Some(db);
+        // Nothing of a failed batch was committed; a successful one is on disk either way.
+        self.next_id = last_id + 1;
+        Ok(())
+    }
+
+    /// Deletes at most `max_rows` of the oldest messages that retention no longer keeps:
+    /// those beyond the newest `keep_newest`, and those received before `older_than_ms`.
+    /// Their client offsets go with them. One durable transaction; returns how many rows it
+    /// deleted and the highest id deleted so far, ever (call again while it returns
+    /// `max_rows`).
+    pub fn prune(
+        &mut self,
+        keep_newest: Option<u64>,
+        older_than_ms: Option<u64>,
+        max_rows: usize,
+    ) -> Result<(usize, u64), StoreError> {
+        let last_id = self.last_id();
+        self.db.with(|db| {
+            let write = db.begin_write().map_err(write_err)?;
+            let deleted;
+            let through;
+            {
+                let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
+                let mut offsets = write
+                    .open_multimap_table(CLIENT_OFFSETS)
+                    .map_err(write_err)?;
+                let keep_from = keep_newest.map_or(0, |n| last_id.saturating_sub(n) + 1);
+                let mut doomed = Vec::new();
+                // Rows that do not decode have no receive time: ids are in receive order, so
+                // the next readable row decides for them (too old: so are they).
+                let mut undecided = Vec::new();
+                for entry in messages.iter().map_err(write_err)? {
+                    if doomed.len() >= max_rows {
+                        break;
+                    }
+                    let (key, value) = entry.map_err(write_err)?;
+                    let id = key.value();
+                    let record = decode_record(value.value()).ok();
+                    let too_old = match (older_than_ms, &record) {
+                        (Some(cutoff), Some(record)) => record.received_at_ms < cutoff,
+                        (Some(_), None) if id >= keep_from => {
+                            undecided.push((id, None));
+                            continue;
+                        }
+                        _ => false,
+                    };
+                    if id >= keep_from && !too_old {
+                        break;
+                    }
+                    doomed.append(&mut undecided);
+                    doomed.push((id, record.and_then(|r| r.client_offset)));
+                }
+                for (id, offset) in &doomed {
+                    messages.remove(*id).map_err(write_err)?;
+                    if let Some(offset) = offset {
+                        offsets.remove(offset.as_str(), *id).map_err(write_err)?;
+                    }
+                }
+                let mut meta = write.open_table(META).map_err(write_err)?;
+                if let Some((last, _)) = doomed.last() {
+                    meta.insert(META_PRUNED_THROUGH, *last).map_err(write_err)?;
+                    // The deleted rows may include the newest: the id counter must survive.
+                    meta.insert(META_LAST_ID, last_id).map_err(write_err)?;
+                }
+                through = meta
+                    .get(META_PRUNED_THROUGH)
+                    .map_err(write_err)?
+                    .map_or(0, |v| v.value());
+                deleted = doomed.len();
+            }
+            write.commit().map_err(write_err)?;
+            Ok((deleted, through))
+        })
+    }
+
+    /// Imports records in one durable transaction. Idempotent: a record whose id already
+    /// holds the same content, or whose client offset and content are already stored, is
+    /// skipped. A record keeps its id when that id is above every stored id (so an import
+    /// into an empty database preserves ids); otherwise it gets the next id.
+    pub fn import(&mut self, records: &[StoredRow]) -> Result<ImportSummary, StoreError> {
+        let next_id = self.next_id;
+        let (summary, next_id) = self.db.with(|db| {
+            let mut next_id = next_id;
+            let mut summary = ImportSummary::default();
+            let write = db.begin_write().map_err(write_err)?;
+            {
+                let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
+                let mut offsets = write
+                    .open_multimap_table(CLIENT_OFFSETS)
+                    .map_err(write_err)?;
+                for record in records {
+                    let same_id = match messages.get(record.id.0).map_err(write_err)? {
+                        Some(row) => decode_record(row.value())
+                            .is_ok_and(|m| m.content == record.message.content),
+                        None => false,
+                    };
+                    let mut retry = false;
+                    if let Some(offset) = &record.message.client_offset {
+                        for id in offsets.get(offset.as_str()).map_err(write_err)? {
+                            let id = id.map_err(write_err)?.value();
+                            if let Some(row) = messages.get(id).map_err(write_err)? {
+                                retry |= decode_record(row.value())
+                                    .is_ok_and(|m| m.content == record.message.content);
+                            }
+                        }
+                    }
+                    if same_id || retry {
+                        summary.skipped += 1;
+                        continue;
+                    }
+                    let id = if record.id.0 >= next_id {
+                        summary.kept_id += 1;
+                        record.id.0
+                    } else {
+                        summary.new_id += 1;
+                        next_id
+                    };
+                    next_id = id + 1;
+                    let bytes = encode_record(&record.message);
+                    messages.insert(id, bytes.as_slice()).map_err(write_err)?;
+                    if let Some(offset) = &record.message.client_offset {
+                        offsets.insert(offset.as_str(), id).map_err(write_err)?;
+                    }
+                }
+                let mut meta = write.open_table(META).map_err(write_err)?;
+                meta.insert(META_LAST_ID, next_id - 1).map_err(write_err)?;
+            }
+            write.commit().map_err(write_err)?;
+            Ok((summary, next_id))
+        })?;
+        self.next_id = next_id;
+        Ok(summary)
+    }
+
+    /// Stores a batch in one write transaction with one durable commit (fsync).
+    ///
+    /// Each input is first checked against the dedup table: an input whose client offset is
+    /// already stored with identical content is a [`AppendOutcome::Duplicate`] (also within the
+    /// batch). All others get consecutive new ids. On error nothing of the batch is stored and
+    /// the id counter is unchanged.
+    pub fn append_batch(
+        &mut self,
+        inputs: &[ChatInput],
+        received_at_ms: u64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let (outcomes, next_id) = self
+            .db
+            .with(|db| Self::append_in(db, self.next_id, inputs, received_at_ms))?;
+        self.next_id = next_id;
+        Ok(outcomes)
+    }
+
+    fn append_in(
+        db: &Database,
+        mut next_id: u64,
+        inputs: &[ChatInput],
+        received_at_ms: u64,
+    ) -> Result<(Vec<AppendOutcome>, u64), StoreError> {
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        let write = db.begin_write().map_err(write_err)?;
+        {
+            let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
+            let mut offsets = write
+                .open_multimap_table(CLIENT_OFFSETS)
+                .map_err(write_err)?;
+            for input in inputs {
+                if let Some(offset) = &input.client_offset {
+                    let mut original = None;
+                    for id in offsets.get(offset.0.as_str()).map_err(write_err)? {
+                        let id = id.map_err(write_err)?.value();
+                        let Some(row) = messages.get(id).map_err(write_err)? else {
+                            continue;
+                        };
+                        match decode_record(row.value()) {
+                            Ok(stored) if stored.content == input.content => {
+                                original = Some(id);
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(id, "stored message is unreadable: {e}"),
+                        }
+                    }
+                    if let Some(id) = original {
+                        outcomes.push(AppendOutcome::Duplicate(MessageId(id)));
+                        continue;
+                    }
+                }
+                let id = next_id;
+                next_id += 1;
+                let record = encode_record(&StoredMessage::from_input(input, received_at_ms));
+                messages.insert(id, record.as_slice()).map_err(write_err)?;
+                if let Some(offset) = &input.client_offset {
+                    offsets.insert(offset.0.as_str(), id).map_err(write_err)?;
+                }
+                outcomes.push(AppendOutcome::Stored(MessageId(id)));
+            }
+        }
+        write.commit().map_err(write_err)?;
+        Ok((outcomes, next_id))
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::super::Store;
+    use super::super::tests::temp_db;
+    use super::*;
+    use crate::message::ClientOffset;
+
+    pub(in crate::storage) fn input(content: &str, offset: Option<&str>) -> ChatInput {
+        ChatInput {
+            content: content.into(),
+            client_offset: offset.map(|o| ClientOffset(o.into())),
+            author: None,
+        }
+    }
+
+    #[test]
+    fn appends_dedups_and_survives_reopen() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        {
+            let (reader, mut writer) = Store::open(&path)?;
+            assert_eq!(writer.last_id(), 0);
+            let out = writer.append_batch(
+                &[
+                    input("a", Some("o1")),
+                    input("b", None),
+                    input("a", Some("o1")),
+                    input("other", Some("o1")),
+                ],
+                5,
+            )?;
+            use AppendOutcome::*;
+            assert_eq!(
+                out,
+                vec![
+                    Stored(MessageId(1)),
+                    Stored(MessageId(2)),
+                    Duplicate(MessageId(1)),
+                    Stored(MessageId(3)),
+                ]
+            );
+            let rows = reader.read_range(0, 10, 100, usize::MAX)?;
+            let ids: Vec<u64> = rows.iter().map(|r| r.id.0).collect();
+            assert_eq!(ids, vec![1, 2, 3]);
+            assert_eq!(rows[2].message.content, "other");
+            assert_eq!(rows[2].message.received_at_ms, 5);
+            // bounded batches
+            let rows = reader.read_range(1, 10, 1, usize::MAX)?;
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].id, MessageId(2));
+            assert!(reader.read_range(3, 3, 10, 10)?.is_empty());
+            assert!(reader.read_range(u64::MAX, u64::MAX, 10, 10)?.is_empty());
+        }
+        let (reader, mut writer) = Store::open(&path)?;
+        assert_eq!(writer.last_id(), 3);
+        assert_eq!(reader.count()?, 3);
+        let out = writer.append_batch(&[input("other", Some("o1")), input("c", None)], 6)?;
+        assert_eq!(
+            out,
+            vec![
+                AppendOutcome::Duplicate(MessageId(3)),
+                AppendOutcome::Stored(MessageId(4))
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn retention_prunes_oldest_first_with_their_offsets() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        let (reader, mut writer) = Store::open(&path)?;
+        let epoch = reader.epoch()?;
+        assert_ne!(epoch, 0);
+        let inputs: Vec<ChatInput> = (1..=10)
+            .map(|i| input(&format!("m{i}"), Some(&format!("o{i}"))))
+            .collect();
+        writer.append_batch(&inputs[..5], 100)?;
+        writer.append_batch(&inputs[5..], 200)?;
+        // Keep the newest 7, two rows per transaction.
+        assert_eq!(writer.prune(Some(7), None, 2)?, (2, 2));
+        assert_eq!(writer.prune(Some(7), None, 2)?, (1, 3));
+        assert_eq!(writer.prune(Some(7), None, 2)?, (0, 3));
+        assert_eq!((reader.oldest_id()?, reader.pruned_through()?), (4, 3));
+        // Older than t=150 goes too.
+        assert_eq!(writer.prune(None, Some(150), 100)?, (2, 5));
+        assert_eq!(reader.oldest_id()?, 6);
+        // A pruned offset is forgotten: sending it again stores a new message.
+        let out = writer.append_batch(&[input("m1", Some("o1")), input("m6", Some("o6"))], 300)?;
+        assert_eq!(
+            out,
+            vec![
+                AppendOutcome::Stored(MessageId(11)),
+                AppendOutcome::Duplicate(MessageId(6))
+            ]
+        );
+        drop((reader, writer));
+        let (reader, writer) = Store::open(&path)?;
+        assert_eq!((reader.epoch()?, writer.last_id()), (epoch, 11));
+        Ok(())
+    }
+
+    #[test]
+    fn retention_by_age_goes_past_a_row_that_does_not_decode() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        {
+            let (_, mut writer) = Store::open(&path)?;
+            let inputs: Vec<ChatInput> = (1..=5).map(|i| input(&format!("m{i}"), None)).collect();
+            writer.append_batch(&inputs, 100)?;
+            writer.append_batch(&[input("new", None)], 5_000)?;
+        }
+        super::super::tests::overwrite_row(&path, 3, &[9, 1, 2]);
+        let (reader, mut writer) = Store::open(&path)?;
+        // Everything received before t=1000 goes, the unreadable row 3 included (row 4,
+        // after it, is older than the cutoff); the newer row 6 stays.
+        assert_eq!(writer.prune(None, Some(1_000), 100)?, (5, 5));
+        assert_eq!(reader.oldest_id()?, 6);
+        // An unreadable newest row is kept: nothing after it says it is old.
+        drop((reader, writer));
+        super::super::tests::overwrite_row(&path, 6, &[9, 9]);
+        let (reader, mut writer) = Store::open(&path)?;
+        assert_eq!(writer.prune(None, Some(10_000), 100)?, (0, 5));
+        assert_eq!(reader.count()?, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn ids_are_not_reused_after_retention_deletes_every_row() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        let (reader, mut writer) = Store::open(&path)?;
+        writer.append_batch(&[input("a", None), input("b", None), input("c", None)], 100)?;
+        assert_eq!(writer.prune(None, Some(1_000), 100)?, (3, 3));
+        assert_eq!(reader.newest_id()?, 0, "every row is gone");
+        drop((reader, writer));
+        let (_reader, mut writer) = Store::open(&path)?;
+        assert_eq!(writer.last_id(), 3);
+        let out = writer.append_batch(&[input("d", None)], 2_000)?;
+        assert_eq!(out, vec![AppendOutcome::Stored(MessageId(4))]);
+        Ok(())
+    }
+}
