@@ -1,10 +1,119 @@
 //! The binary: `--help`, the listening line, start-up errors as one clear line and a
 //! non-zero exit, never touching a file that is not ours.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::{ServerProcess, server_command};
+
 const BIN: &str = env!("CARGO_BIN_EXE_tidings");
+
+/// Runs `tidings ARGS`, expecting it to fail with one line on stderr; returns that line.
+fn fails_with_one_line(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "{args:?} must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    stderr
+}
+
+#[test]
+fn offline_commands_refuse_a_missing_database_and_create_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("typo.redb");
+    let db = missing.to_str().expect("utf-8");
+    let copy = dir.path().join("copy.redb");
+    for args in [
+        vec!["stats", "--db", db],
+        vec!["export", "--db", db],
+        vec!["backup", "--db", db, copy.to_str().expect("utf-8")],
+    ] {
+        let said = fails_with_one_line(&args);
+        assert!(said.contains("does not exist"), "{args:?}: {said}");
+        assert!(said.contains("typo.redb"), "{args:?}: {said}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+        assert!(!copy.exists(), "{args:?} created the backup");
+    }
+}
+
+#[test]
+fn backup_never_overwrites_a_file_not_even_one_that_appears_during_the_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("chat.redb");
+    sample_db(&db);
+    let db_arg = db.to_str().expect("utf-8");
+    let dest = dir.path().join("backup.redb");
+    let dest_arg = dest.to_str().expect("utf-8");
+
+    // A leftover `.partial` of someone else's is neither overwritten nor removed.
+    let partial = dir.path().join("backup.redb.partial");
+    std::fs::write(&partial, "keep me").expect("write");
+    let said = fails_with_one_line(&["backup", "--db", db_arg, dest_arg]);
+    assert!(said.contains("already exists"), "{said}");
+    assert_eq!(std::fs::read_to_string(&partial).expect("read"), "keep me");
+    assert!(!dest.exists());
+    std::fs::remove_file(&partial).expect("remove");
+
+    // A destination that does not exist when the backup starts but does when it finishes: a
+    // dangling symlink is just that (`exists()` says no, the name is taken). A rename would
+    // replace it; the backup must refuse.
+    let target = dir.path().join("elsewhere");
+    std::os::unix::fs::symlink(&target, &dest).expect("symlink");
+    let said = fails_with_one_line(&["backup", "--db", db_arg, dest_arg]);
+    assert!(said.contains("already exists"), "{said}");
+    assert!(
+        std::fs::symlink_metadata(&dest)
+            .expect("still there")
+            .file_type()
+            .is_symlink(),
+        "the link was replaced"
+    );
+    assert!(!target.exists() && !partial.exists(), "nothing left behind");
+
+    // And with a free name it works.
+    std::fs::remove_file(&dest).expect("remove");
+    let out = Command::new(BIN)
+        .args(["backup", "--db", db_arg, dest_arg])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dest.is_file() && !partial.exists());
+}
+
+#[test]
+fn a_failing_test_leaves_no_server_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("chat.redb");
+    let pid = std::sync::atomic::AtomicU32::new(0);
+    let outcome = std::panic::catch_unwind(|| {
+        let mut server = ServerProcess::spawn(
+            server_command(0, &db)
+                .env("RUST_LOG", "off")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        server.wait_listening();
+        pid.store(server.id(), std::sync::atomic::Ordering::SeqCst);
+        panic!("an assertion fails while the server runs");
+    });
+    assert!(outcome.is_err());
+    let pid = pid.load(std::sync::atomic::Ordering::SeqCst);
+    assert_ne!(pid, 0);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "server {pid} is still running (or was never reaped)"
+    );
+}
 
 #[test]
 fn help_documents_every_option() {
@@ -32,19 +141,16 @@ fn help_documents_every_option() {
 #[test]
 fn prints_where_it_listens_and_serves() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(BIN)
-        .args(["--host", "127.0.0.1", "--port", "0", "--db"])
-        .arg(dir.path().join("chat.redb"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read");
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut child = ServerProcess::spawn(
+        Command::new(BIN)
+            .args(["--host", "127.0.0.1", "--port", "0", "--db"])
+            .arg(dir.path().join("chat.redb"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let line = child.wait_listening();
+    drop(child);
     assert!(
         line.starts_with("listening on http://127.0.0.1:"),
         "{line:?}"
@@ -80,17 +186,9 @@ fn a_file_that_is_not_a_database_is_refused_and_kept() {
 }
 
 /// Runs the server binary on `db` and returns its stderr, asserting it refused to start.
-fn refused(db: &std::path::Path) -> String {
-    let out = Command::new(BIN)
-        .args(["--host", "127.0.0.1", "--port", "0", "--db"])
-        .arg(db)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("run");
-    assert!(!out.status.success(), "must refuse {}", db.display());
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
-    stderr
+fn refused(db: &Path) -> String {
+    let db = db.to_str().expect("utf-8");
+    fails_with_one_line(&["--host", "127.0.0.1", "--port", "0", "--db", db])
 }
 
 /// A database with a few messages, closed.

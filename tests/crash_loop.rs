@@ -9,26 +9,26 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::client::Client;
-use common::{free_port, server_command};
+use common::{ServerProcess, free_port, server_command};
 use serde_json::{Value, json};
 use tidings::storage::Store;
 
 const CYCLES: usize = 20;
 const CLIENTS: usize = 3;
 
-fn start(port: u16, db: &Path) -> Child {
-    server_command(port, db)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tidings")
+fn start(port: u16, db: &Path) -> ServerProcess {
+    ServerProcess::spawn(
+        server_command(port, db)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    )
 }
 
 /// What one client saw and had acknowledged.

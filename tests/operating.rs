@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,22 +50,75 @@ async fn healthz_and_metrics() -> TestResult {
     Ok(())
 }
 
-fn start(port: u16, db: &std::path::Path, extra: &[&str]) -> std::process::Child {
-    server_command(port, db)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tidings")
+fn start(port: u16, db: &std::path::Path, extra: &[&str]) -> ServerProcess {
+    ServerProcess::spawn(
+        server_command(port, db)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
 }
 
-/// Waits for the listening line.
-fn wait_listening(child: &mut std::process::Child) {
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read");
-    assert!(line.starts_with("listening on"), "{line:?}");
+/// `--shutdown-timeout` bounds the whole shutdown, whatever cannot finish: here a client that
+/// never reads, with a message of its own that can never be acked (its own copy cannot be
+/// queued to it first). What was cut short is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_by_the_timeout_even_when_a_client_never_reads() -> TestResult {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("chat.redb");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let flags = [
+        "--shutdown-timeout",
+        "2",
+        "--socket-buffer",
+        "16",
+        "--ping-timeout-ms",
+        "600000",
+    ];
+    let mut server = start(port, &db, &flags);
+    server.wait_listening();
+    let mut stalled = connect_raw(&url).await?;
+    let mut sender = Client::connect(&url, &json!({})).await?;
+    // Fill the stalled client's buffer, its TCP window and the server's socket buffer.
+    let text = "x".repeat(16 * 1024);
+    for i in 0..1200 {
+        sender
+            .emit("chat message", &[json!(format!("{i} {text}"))])
+            .await?;
+    }
+    // Its own message is stored and broadcast, but never acked.
+    stalled
+        .send(Message::text(r#"421["chat message","mine","stalled-1"]"#))
+        .await?;
+    loop {
+        let (content, _) = sender.next_chat(WAIT).await?;
+        if content == "mine" {
+            break;
+        }
+    }
+    let signalled = Instant::now();
+    server.terminate();
+    let status = server.wait()?;
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took < Duration::from_millis(2_700),
+        "shutdown took {took:?} with --shutdown-timeout 2"
+    );
+    let mut logs = String::new();
+    if let Some(mut stderr) = server.stderr.take() {
+        stderr.read_to_string(&mut logs)?;
+    }
+    assert!(
+        logs.contains("shutdown timeout"),
+        "what was cut short is logged:\n{logs}"
+    );
+    drop(stalled);
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +128,7 @@ async fn sigterm_mid_flood_loses_nothing_and_logs_json() -> TestResult {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut server = start(port, &db, &["--log-format", "json"]);
-    wait_listening(&mut server);
+    server.wait_listening();
 
     // Two clients, each keeping up to 20 acked messages in flight.
     let mut acked: BTreeMap<String, u64> = BTreeMap::new();
@@ -154,7 +207,7 @@ async fn sigterm_mid_flood_loses_nothing_and_logs_json() -> TestResult {
 
     // Restart; the unacked messages are retried once and stored exactly once.
     let mut server = start(port, &db, &[]);
-    wait_listening(&mut server);
+    server.wait_listening();
     let mut retry = Client::connect(&url, &json!({})).await?;
     for offset in &unacked {
         let ack = retry

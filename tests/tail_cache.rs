@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use common::*;
@@ -111,28 +110,19 @@ async fn retention_evicts_from_the_cache_what_it_deletes() -> TestResult {
     Ok(())
 }
 
-/// A counter's value in Prometheus text (0 when absent: never incremented).
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn hits_and_misses_are_counted() -> TestResult {
     // Its own process, so no other test's replays are counted.
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut child = server_command(port, &dir.path().join("chat.redb"))
-        .args(["--tail-cache-messages", "50", "--replay-batch", "7"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    assert!(line.starts_with("listening on"), "{line:?}");
+    let mut child = ServerProcess::spawn(
+        server_command(port, &dir.path().join("chat.redb"))
+            .args(["--tail-cache-messages", "50", "--replay-batch", "7"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    child.wait_listening();
 
     let mut writer = common::client::Client::connect(&url, &json!({ "serverOffset": 0 })).await?;
     for i in 1..=100u64 {
@@ -163,7 +153,6 @@ async fn hits_and_misses_are_counted() -> TestResult {
     assert!(counter(&after_fresh, misses) > counter(&after_recent, misses));
     assert!(counter(&after_fresh, hits) > counter(&after_recent, hits));
 
-    child.kill()?;
-    child.wait()?;
+    drop(child);
     Ok(())
 }

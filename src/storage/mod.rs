@@ -9,6 +9,7 @@
 //! redb is blocking: call these from a dedicated thread or `spawn_blocking`, never directly on
 //! the async runtime.
 
+pub mod fault;
 mod reader;
 pub mod record;
 mod writer;

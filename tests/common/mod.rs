@@ -151,6 +151,61 @@ pub fn server_command(port: u16, db: &Path) -> std::process::Command {
     command
 }
 
+/// A server process that is killed and reaped when dropped, so a failing assertion never
+/// leaves one running (it derefs to its `Child`).
+pub struct ServerProcess(std::process::Child);
+
+impl ServerProcess {
+    /// Spawns `command` (a [`server_command`], usually).
+    pub fn spawn(command: &mut std::process::Command) -> Self {
+        Self(command.spawn().expect("start tidings"))
+    }
+
+    /// Reads the "listening on" line from its standard output (which must be piped) and
+    /// returns it.
+    pub fn wait_listening(&mut self) -> String {
+        use std::io::BufRead;
+        let stdout = self.0.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        assert!(line.starts_with("listening on"), "{line:?}");
+        line
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+}
+
+impl std::ops::Deref for ServerProcess {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A raw websocket to the engine.io endpoint whose TCP receive window is tiny, so the
 /// server's buffers fill as soon as the test stops reading; connected to namespace `/`.
 pub async fn connect_raw(
@@ -181,6 +236,14 @@ pub async fn connect_raw(
             other => return Err(format!("unexpected {other:?} while connecting").into()),
         }
     }
+}
+
+/// A counter's value in Prometheus text (0 when absent: never incremented).
+pub fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `GET path` over a fresh connection: the status and the body.
