@@ -80,3 +80,72 @@ async fn heartbeats_survive_a_backpressured_replay() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+/// Every ack, the `nickname` ack included, is queued under the socket's send lock and only
+/// while a slot stays free after it (for the heartbeat's ping): acks of a client that stopped
+/// reading never fill its buffer, and none is dropped. Before the fix, `nickname` acks went
+/// straight into the buffer: they took the last slots (the ping then waited behind them),
+/// and one that found it full was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_to_a_client_that_stopped_reading_leave_the_ping_a_slot() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = ServerProcess::spawn(
+        server_command(port, &dir.path().join("chat.redb"))
+            .args(["--socket-buffer", "16", "--ping-interval-ms", "300"])
+            .env("RUST_LOG", "off")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null()),
+    );
+    server.wait_listening();
+    let mut stalled = connect_raw(&url).await?;
+    let mut sender = common::client::Client::connect(&url, &json!({})).await?;
+    // Fill the stalled client's TCP window, the server's socket buffer and its outgoing
+    // buffer (delivery stops with two slots free).
+    let text = "z".repeat(16 * 1024);
+    let n = 1200u64;
+    for i in 1..=n {
+        sender
+            .emit("chat message", &[json!(format!("{i} {text}"))])
+            .await?;
+    }
+    for _ in 1..=n {
+        sender.next_chat(WAIT).await?;
+    }
+    const ACKS: u64 = 5;
+    for id in 0..ACKS {
+        let request = format!(r#"42{id}["nickname","name{id}"]"#);
+        stalled.send(Message::text(request)).await?;
+    }
+    // Pings come due while nothing is read.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let (mut acks, mut ping_before_second_ack) = (0u64, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acks < ACKS {
+        let frame = tokio::time::timeout_at(deadline.into(), stalled.next())
+            .await?
+            .ok_or("connection ended")??;
+        let text = match frame {
+            Message::Text(text) => text,
+            Message::Close(reason) => panic!("closed after {acks} acks: {reason:?}"),
+            _ => continue,
+        };
+        if text.as_str() == "2" {
+            ping_before_second_ack |= acks < 2;
+            stalled.send(Message::text("3")).await?;
+        } else if let Some(ack) = text.strip_prefix("43") {
+            assert!(ack.ends_with(r#"[{"ok":true}]"#), "{ack}");
+            acks += 1;
+        } else if text.as_str() == "41" {
+            panic!("disconnected after {acks} acks");
+        }
+    }
+    assert!(
+        ping_before_second_ack,
+        "the second ack took the slot left for the ping"
+    );
+    drop(server);
+    Ok(())
+}

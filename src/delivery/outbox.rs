@@ -3,11 +3,12 @@
 //!
 //! socketioxide's buffer (engine.io `max_buffer_size` packets) refuses a packet when full.
 //! For chat messages that is fine: delivery waits and retries. But an ack is single-shot (a
-//! refused `AckSender` is gone) and the engine.io heartbeat treats a refused ping as a timeout
-//! and closes the connection. So every packet but a ping leaves room behind it: chat messages
-//! and ephemeral events are queued only while [`HEADROOM`] slots stay free after them (one for
-//! an ack, one for a ping), acks only while one stays free (for the ping; engine.io has at most
-//! one ping in flight). The buffer offers no way to read its free space, hence the probe.
+//! refused `AckSender` is gone), and a ping that finds no room waits for one (engineioxide as
+//! patched in `vendor/`; unpatched, it closed the connection). So every packet but a ping
+//! leaves room behind it: chat messages and ephemeral events are queued only while
+//! [`HEADROOM`] slots stay free after them (one for an ack, one for a ping), acks only while
+//! one stays free (for the ping; engine.io has at most one ping in flight). The buffer offers
+//! no way to read its free space, hence the probe.
 //!
 //! The way in: `Socket::emit` reserves its slot *before* serializing the payload. Emitting a
 //! `HeldSlot` therefore runs its `Serialize` impl while one slot is held; from there it
