@@ -1,10 +1,15 @@
 //! Concurrency: clients connecting mid-flood (offset 0 and random offsets) each end with the
-//! exact, gap-free, duplicate-free sequence; live subscribers that lag catch up from the store.
+//! exact, gap-free, duplicate-free sequence; every message sent is stored once, each
+//! sender's in the order it sent them; live subscribers that lag catch up from the store.
+//!
+//! The tests of this file run one at a time (each takes `SERIAL`): the metrics they read to
+//! prove which path they exercised are the process's, and each flood wants the CPU.
 
 mod common;
 
 use common::*;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,10 +19,26 @@ const FLOODERS: u64 = 3;
 const PER_FLOODER: u64 = 1500;
 const LATE_CLIENTS: usize = 10;
 
-async fn flood_while_clients_join(mut config: Config) -> TestResult {
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const FELL_BEHIND: &str = "tidings_live_fell_behind_total";
+const LAGGED: &str = "tidings_live_broadcaster_lagged_total";
+const TAIL_MISSES: &str = "tidings_tail_cache_misses_total";
+
+/// The flood's metrics: how often each path ran during it.
+struct Paths {
+    fell_behind: u64,
+    lagged: u64,
+    tail_misses: u64,
+}
+
+async fn flood_while_clients_join(
+    mut config: Config,
+) -> Result<Paths, Box<dyn std::error::Error + Send + Sync>> {
     // Flooding is the point here, not the per-connection limit (tests/limits.rs has that).
     config.rate_limit = 0.0;
     let server = TestServer::start_with(config).await;
+    let before = get(&server.url, "/metrics").await.1;
     let total = FLOODERS * PER_FLOODER;
     let seed = fastrand::u64(..);
     println!("seed {seed}");
@@ -84,6 +105,25 @@ async fn flood_while_clients_join(mut config: Config) -> TestResult {
     let canonical = receive(&mut reference_client, total as usize).await;
     let ids: Vec<u64> = canonical.iter().map(|(_, id)| *id).collect();
     assert_eq!(ids, (1..=total).collect::<Vec<_>>(), "ids are 1..=total");
+    // What is stored is exactly what was sent, each once, and each flooder's messages in the
+    // order it sent them (fire-and-forget events are handled concurrently by socketioxide).
+    let mut by_flooder: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (content, _) in &canonical {
+        let (f, i) = content
+            .strip_prefix('f')
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(f, i)| Some((f.parse().ok()?, i.parse().ok()?)))
+            .unwrap_or_else(|| panic!("a message nobody sent: {content:?}"));
+        by_flooder.entry(f).or_default().push(i);
+    }
+    for f in 0..FLOODERS {
+        assert_eq!(
+            by_flooder.remove(&f).unwrap_or_default(),
+            (0..PER_FLOODER).collect::<Vec<_>>(),
+            "flooder {f}'s messages, each once, in its order (seed {seed})"
+        );
+    }
+    assert!(by_flooder.is_empty(), "unknown senders: {by_flooder:?}");
 
     for joiner in joiners {
         let (offset, seen) = joiner.await?;
@@ -93,28 +133,49 @@ async fn flood_while_clients_join(mut config: Config) -> TestResult {
             "client from offset {offset} (seed {seed})"
         );
     }
+    let after = get(&server.url, "/metrics").await.1;
+    let ran = |name| counter(&after, name) - counter(&before, name);
+    let paths = Paths {
+        fell_behind: ran(FELL_BEHIND),
+        lagged: ran(LAGGED),
+        tail_misses: ran(TAIL_MISSES),
+    };
+    println!(
+        "paths: fell behind {}, broadcaster lagged {}, tail cache misses {}",
+        paths.fell_behind, paths.lagged, paths.tail_misses
+    );
     server.stop().await;
-    Ok(())
+    Ok(paths)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_joining_mid_flood_see_every_message_once_in_order() -> TestResult {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir()?;
-    flood_while_clients_join(Config::with_db(dir.path().join("chat.redb"))).await
+    flood_while_clients_join(Config::with_db(dir.path().join("chat.redb"))).await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lagging_clients_catch_up_from_the_store_without_gaps() -> TestResult {
+async fn a_lagging_broadcaster_sends_everyone_to_catch_up_without_gaps() -> TestResult {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir()?;
     let mut config = Config::with_db(dir.path().join("chat.redb"));
-    // Tiny buffers: live receivers lag constantly and replays take many batches.
+    // The smallest live buffer: the broadcaster falls behind the writer's batches and every
+    // live client catches up; replays take many small batches.
     config.live_buffer = 16;
     config.replay_batch = 3;
-    flood_while_clients_join(config).await
+    let paths = flood_while_clients_join(config).await?;
+    assert!(
+        paths.lagged > 0,
+        "the broadcaster never lagged: the test missed its path"
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_falling_out_of_live_delivery_catch_up_and_rejoin_without_gaps() -> TestResult {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir()?;
     let mut config = Config::with_db(dir.path().join("chat.redb"));
     // The smallest socket buffer: the broadcaster finds members full all the time and takes
@@ -122,7 +183,13 @@ async fn clients_falling_out_of_live_delivery_catch_up_and_rejoin_without_gaps()
     config.socket_buffer = 16;
     config.tail_cache_messages = 0;
     config.replay_batch = 5;
-    flood_while_clients_join(config).await
+    let paths = flood_while_clients_join(config).await?;
+    assert!(
+        paths.fell_behind > 0,
+        "nobody fell behind: the test missed its path"
+    );
+    assert!(paths.tail_misses > 0, "nothing was read from the database");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,6 +199,7 @@ async fn pipelined_sends_into_full_buffers_are_all_acked() -> TestResult {
     // deliveries all the time. Every ack must arrive (a lost ack disconnects the client).
     const CLIENTS: u64 = 4;
     const EACH: u64 = 300;
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir()?;
     let mut config = Config::with_db(dir.path().join("chat.redb"));
     config.rate_limit = 0.0;

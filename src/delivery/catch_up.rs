@@ -170,3 +170,154 @@ impl CatchUp {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::TailLimits;
+    use crate::message::{ChatInput, MessageId, StoredRow};
+    use crate::storage::Store;
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        reader: StoreReader,
+        writer: crate::storage::StoreWriter,
+    }
+
+    /// A store holding `count` messages, ids 1..=count.
+    fn store_with(count: u64) -> Rig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (reader, mut writer) = Store::open(&dir.path().join("c.redb")).expect("open");
+        let inputs: Vec<ChatInput> = (1..=count)
+            .map(|i| ChatInput {
+                content: format!("m{i}"),
+                client_offset: None,
+                author: None,
+            })
+            .collect();
+        if !inputs.is_empty() {
+            writer.append_batch(&inputs, 1).expect("append");
+        }
+        Rig {
+            _dir: dir,
+            reader,
+            writer,
+        }
+    }
+
+    /// A hub at `last_id` whose tail cache holds `cached` (read from the store, as at start-up).
+    fn hub(rig: &Rig, last_id: u64, cached: &[u64]) -> Arc<Hub> {
+        let tail = TailLimits {
+            max_messages: 1000,
+            max_bytes: 1 << 20,
+        };
+        let rows = rig
+            .reader
+            .read_range(0, last_id, 10_000, usize::MAX)
+            .expect("read");
+        let cached = rows
+            .into_iter()
+            .filter(|row| cached.contains(&row.id.0))
+            .map(|row| Arc::new(Message::from(row)));
+        Arc::new(Hub::new(last_id, 16, tail, cached))
+    }
+
+    const LIMITS: BatchLimits = BatchLimits {
+        max_count: 4,
+        max_bytes: 1 << 20,
+    };
+
+    async fn read_all(catch_up: &mut CatchUp, through: u64) -> Vec<Vec<u64>> {
+        let mut batches = Vec::new();
+        loop {
+            let batch = catch_up.read_through(through).await.expect("read");
+            if batch.is_empty() {
+                return batches;
+            }
+            batches.push(batch.iter().map(|m| m.id.0).collect());
+        }
+    }
+
+    #[tokio::test]
+    async fn replays_in_bounded_contiguous_batches_from_the_store_then_the_cache() {
+        let rig = store_with(10);
+        let hub = hub(&rig, 10, &[7, 8, 9, 10]);
+        let mut catch_up = CatchUp::new(hub, rig.reader.clone(), 2, None, LIMITS);
+        assert_eq!(catch_up.replay_until(), 10);
+        assert_eq!(
+            read_all(&mut catch_up, 10).await,
+            vec![vec![3, 4, 5, 6], vec![7, 8, 9, 10]],
+            "3..=6 from the store (up to where the cache begins), the rest from the cache"
+        );
+        assert!(catch_up.caught_up() && !catch_up.had_gap());
+        assert_eq!(catch_up.cursor(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_range_the_cache_holds_is_not_read_from_the_store() {
+        // The store is empty: only the cache can answer.
+        let rig = store_with(0);
+        let tail = TailLimits {
+            max_messages: 10,
+            max_bytes: 1 << 20,
+        };
+        let cached = (5..=8).map(|id| {
+            Arc::new(Message::from(StoredRow {
+                id: MessageId(id),
+                message: crate::message::StoredMessage {
+                    content: format!("c{id}"),
+                    client_offset: None,
+                    received_at_ms: 0,
+                    author: None,
+                },
+            }))
+        });
+        let hub = Arc::new(Hub::new(8, 16, tail, cached));
+        let mut catch_up = CatchUp::new(hub, rig.reader.clone(), 4, None, LIMITS);
+        assert_eq!(read_all(&mut catch_up, 8).await, vec![vec![5, 6, 7, 8]]);
+    }
+
+    #[tokio::test]
+    async fn a_hole_left_by_retention_is_reported() {
+        let mut rig = store_with(10);
+        // Retention deletes 1..=6 while the client was away.
+        rig.writer.prune(Some(4), None, 100).expect("prune");
+        let hub = hub(&rig, 10, &[]);
+        let mut catch_up = CatchUp::new(hub, rig.reader.clone(), 2, None, LIMITS);
+        assert_eq!(read_all(&mut catch_up, 10).await, vec![vec![7, 8, 9, 10]]);
+        assert!(catch_up.had_gap(), "3..=6 are gone");
+        let hub_all = self::hub(&rig, 10, &[]);
+        let mut from_seven = CatchUp::new(hub_all, rig.reader.clone(), 6, None, LIMITS);
+        read_all(&mut from_seven, 10).await;
+        assert!(
+            !from_seven.had_gap(),
+            "nothing the client asked for is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_offset_from_another_database_replays_everything_and_latest_cuts_it() {
+        let rig = store_with(10);
+        let mut beyond = CatchUp::new(hub(&rig, 10, &[]), rig.reader.clone(), 99, None, LIMITS);
+        assert!(beyond.reset());
+        assert_eq!(beyond.start(), 0);
+        assert_eq!(
+            read_all(&mut beyond, 10).await.concat(),
+            (1..=10).collect::<Vec<_>>()
+        );
+        let mut latest = CatchUp::new(hub(&rig, 10, &[]), rig.reader.clone(), 0, Some(3), LIMITS);
+        assert_eq!(latest.start(), 7);
+        assert_eq!(read_all(&mut latest, 10).await, vec![vec![8, 9, 10]]);
+    }
+
+    #[tokio::test]
+    async fn skip_to_moves_the_cursor_forward_only() {
+        let rig = store_with(10);
+        let mut catch_up = CatchUp::new(hub(&rig, 10, &[]), rig.reader.clone(), 2, None, LIMITS);
+        catch_up.skip_to(8);
+        assert_eq!(catch_up.cursor(), 8);
+        catch_up.skip_to(5);
+        assert_eq!(catch_up.cursor(), 8);
+        assert_eq!(read_all(&mut catch_up, 10).await, vec![vec![9, 10]]);
+    }
+}

@@ -184,6 +184,7 @@ impl LiveSet {
             members = dropped.len(),
             "live broadcaster fell behind; every client catches up from the store"
         );
+        metrics::counter(metrics::LIVE_BROADCASTER_LAGGED).increment(1);
         for member in dropped {
             metrics::counter(metrics::LIVE_FELL_BEHIND).increment(1);
             member.fell_behind.notify_one();

@@ -212,3 +212,155 @@ impl Serialize for HeldSlot<'_> {
         Err(S::Error::custom("slot probe"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use socketioxide::extract::AckSender;
+    use socketioxide::{SocketIo, SocketIoBuilder};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::message::{Message, MessageId};
+
+    const BUFFER: usize = 8;
+
+    /// A socket with nothing read by its client, whose outgoing buffer has exactly `free`
+    /// slots left, and a way to get ack senders of it.
+    struct Rig {
+        socket: SocketRef,
+        lock: SendLock,
+        /// Packets the "client" has not read (the dummy socket's pipe behind the buffer).
+        from_server: mpsc::Receiver<engineioxide::Packet>,
+        to_server: mpsc::Sender<engineioxide::Packet>,
+        acks: mpsc::UnboundedReceiver<AckSender>,
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    impl Rig {
+        async fn new() -> Self {
+            let (_svc, io): (_, SocketIo) =
+                SocketIoBuilder::new().max_buffer_size(BUFFER).build_svc();
+            let (sockets_tx, mut sockets) = mpsc::unbounded_channel();
+            let (acks_tx, acks) = mpsc::unbounded_channel();
+            io.ns("/", async move |socket: SocketRef| {
+                let acks_tx = acks_tx.clone();
+                socket.on("ask", async move |ack: AckSender| {
+                    let _ = acks_tx.send(ack);
+                });
+                let _ = sockets_tx.send(socket);
+            });
+            let (to_server, mut from_server) = io.new_dummy_sock("/", ()).await;
+            let socket = sockets.recv().await.expect("connected");
+            // CONNECT, read.
+            from_server.recv().await.expect("connect packet");
+            Self {
+                socket,
+                lock: SendLock::default(),
+                from_server,
+                to_server,
+                acks,
+            }
+        }
+
+        /// Fills everything behind the buffer, then the buffer, then lets the client read
+        /// `free` packets: the buffer then has exactly `free` slots left.
+        async fn leave_free(&mut self, free: usize) {
+            loop {
+                while self.socket.emit("filler", &()).is_ok() {}
+                settle().await;
+                if self.socket.emit("filler", &()).is_err() {
+                    break;
+                }
+            }
+            for _ in 0..free {
+                self.from_server.recv().await.expect("a queued packet");
+            }
+            settle().await;
+        }
+
+        async fn ack_sender(&mut self) -> AckSender {
+            let ask = engineioxide::Packet::Message(r#"21["ask"]"#.into());
+            self.to_server.send(ask).await.expect("the client sends");
+            self.acks.recv().await.expect("an ack sender")
+        }
+    }
+
+    fn messages(n: u64) -> Vec<SharedMessage> {
+        (1..=n)
+            .map(|id| {
+                Arc::new(Message {
+                    id: MessageId(id),
+                    content: format!("m{id}"),
+                    author: None,
+                    time: 0,
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn chat_messages_leave_the_headroom_free() {
+        let mut rig = Rig::new().await;
+        rig.leave_free(5).await;
+        let queued =
+            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(10));
+        assert_eq!(
+            queued,
+            Ok(5 - HEADROOM),
+            "a run stops with the headroom free"
+        );
+        assert_eq!(
+            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(1)),
+            Err(NotQueued::Full)
+        );
+        assert_eq!(
+            emit_leaving_headroom(&rig.socket, &rig.lock, "sync", &()),
+            Err(NotQueued::Full)
+        );
+        rig.socket.extensions.insert(rig.lock.clone());
+        assert!(!emit_ephemeral(&rig.socket, "presence", &()));
+        // The two slots are really there: one ack, one ping.
+        assert!(rig.socket.emit("ack-stand-in", &()).is_ok());
+        assert!(rig.socket.emit("ping-stand-in", &()).is_ok());
+        assert!(rig.socket.emit("one-too-many", &()).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_ack_leaves_one_slot_and_comes_back_when_it_cannot() {
+        let mut rig = Rig::new().await;
+        let (first, second) = (rig.ack_sender().await, rig.ack_sender().await);
+        rig.leave_free(2).await;
+        assert!(try_ack(&rig.socket, &rig.lock, first, &"one").is_ok());
+        // One slot left, for the ping: the second ack waits, its sender is given back.
+        let outcome = try_ack(&rig.socket, &rig.lock, second, &"two");
+        assert!(
+            matches!(outcome, Err((NotQueued::Full, Some(_)))),
+            "expected Full with the sender back"
+        );
+        assert!(rig.socket.emit("ping-stand-in", &()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_closed_socket_is_reported_as_closed() {
+        let mut rig = Rig::new().await;
+        let ack = rig.ack_sender().await;
+        rig.socket.clone().disconnect().expect("disconnect");
+        settle().await;
+        assert_eq!(
+            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(1)),
+            Err(NotQueued::Closed)
+        );
+        assert!(matches!(
+            try_ack(&rig.socket, &rig.lock, ack, &"late"),
+            Err((NotQueued::Closed, _))
+        ));
+    }
+}

@@ -1,7 +1,8 @@
 //! Ingest: from a validated [`ChatInput`] to an id in the log, exactly once.
 //!
-//! The socket layer validates a `chat message` with [`crate::protocol`], then hands the
-//! [`ChatInput`] to [`Log::append`] and acks with the answer. Everything behind that call is
+//! The socket layer validates a `chat message` with [`crate::protocol`], then submits the
+//! [`ChatInput`] with [`Log::submit`] (in the order the connection received its messages) and
+//! acks with the answer its [`Receipt`] resolves to. Everything behind that call is
 //! "the log": here the [`writer`] thread, which dedups by client offset and content, assigns the
 //! next id and commits to the local redb file in groups, then publishes the new messages to the
 //! delivery hub before it answers, so the sender's own copy is on its way before the ack.
@@ -37,12 +38,18 @@ pub enum AppendError {
     Stopped,
 }
 
+/// What a submitted message becomes: resolves once the message is durably stored (or found
+/// already stored: same client offset and content) and published to the delivery hub, so the
+/// id is durable and every socket's delivery can see it.
+pub type Receipt = BoxFuture<'static, Result<AppendOutcome, AppendError>>;
+
 /// The ordered, durable log of chat messages, as ingest sees it.
 pub trait Log: Send + Sync {
-    /// Stores `input` durably, or finds it already stored (same client offset and content),
-    /// and resolves once the message has been published to the delivery hub: the id is then
-    /// durable and every socket's delivery can see it.
-    fn append(&self, input: ChatInput) -> BoxFuture<'_, Result<AppendOutcome, AppendError>>;
+    /// Hands `input` to the log. Resolves once the log has taken it, in order: messages
+    /// submitted one after the other (each submit awaited before the next) are stored in that
+    /// order. The returned [`Receipt`] then resolves to the outcome; several receipts may be
+    /// outstanding at once, so one connection's messages still share commits.
+    fn submit(&self, input: ChatInput) -> BoxFuture<'_, Result<Receipt, AppendError>>;
 
     /// Whether the log takes writes now (`/healthz` reports it).
     fn is_writable(&self) -> bool;

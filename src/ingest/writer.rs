@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 use super::retention::Retention;
-use super::{AppendError, BoxFuture, Log};
+use super::{AppendError, BoxFuture, Log, Receipt};
 use crate::delivery::Hub;
 use crate::message::{AppendOutcome, ChatInput, Message};
 use crate::ops::metrics;
@@ -74,15 +74,23 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Stores `input` durably (or finds it already stored) and publishes it; resolves after the
-    /// commit and the publish.
-    pub async fn append(&self, input: ChatInput) -> Result<AppendOutcome, AppendError> {
+    /// Queues `input` (after everything queued before it) and returns what resolves to its
+    /// outcome, after the commit and the publish.
+    pub async fn submit(&self, input: ChatInput) -> Result<Receipt, AppendError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Append { input, reply })
             .await
             .map_err(|_| AppendError::Stopped)?;
-        answer.await.map_err(|_| AppendError::Stopped)?
+        Ok(Box::pin(async move {
+            answer.await.map_err(|_| AppendError::Stopped)?
+        }))
+    }
+
+    /// Stores `input` durably (or finds it already stored) and publishes it; resolves after the
+    /// commit and the publish.
+    pub async fn append(&self, input: ChatInput) -> Result<AppendOutcome, AppendError> {
+        self.submit(input).await?.await
     }
 
     /// Whether the database accepts writes: the last commit succeeded and the writer runs.
@@ -109,8 +117,8 @@ impl WriterHandle {
 }
 
 impl Log for WriterHandle {
-    fn append(&self, input: ChatInput) -> BoxFuture<'_, Result<AppendOutcome, AppendError>> {
-        Box::pin(WriterHandle::append(self, input))
+    fn submit(&self, input: ChatInput) -> BoxFuture<'_, Result<Receipt, AppendError>> {
+        Box::pin(WriterHandle::submit(self, input))
     }
 
     fn is_writable(&self) -> bool {
@@ -301,5 +309,152 @@ fn commit_batch(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::TailLimits;
+    use crate::message::{ClientOffset, MessageId};
+    use crate::storage::Store;
+    use crate::storage::fault::FaultSwitch;
+
+    fn input(content: &str, offset: Option<&str>) -> ChatInput {
+        ChatInput {
+            content: content.into(),
+            client_offset: offset.map(|o| ClientOffset(o.into())),
+            author: None,
+        }
+    }
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        hub: Arc<Hub>,
+        writer: WriterHandle,
+        thread: JoinHandle<()>,
+        disk: FaultSwitch,
+    }
+
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = FaultSwitch::default();
+        let (_, store) =
+            Store::open_faulty(&dir.path().join("w.redb"), disk.clone()).expect("open");
+        let tail = TailLimits {
+            max_messages: 100,
+            max_bytes: 1 << 20,
+        };
+        let hub = Arc::new(Hub::new(store.last_id(), 64, tail, []));
+        let (writer, thread) =
+            spawn_writer(store, hub.clone(), WriterConfig::default()).expect("spawn");
+        Rig {
+            _dir: dir,
+            hub,
+            writer,
+            thread,
+            disk,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_get_consecutive_ids_published_before_the_answer() {
+        let rig = rig();
+        let (_, mut live) = rig.hub.subscribe();
+        let appends = (0..50).map(|n| {
+            let (writer, hub) = (rig.writer.clone(), rig.hub.clone());
+            tokio::spawn(async move {
+                let outcome = writer.append(input(&format!("m{n}"), None)).await;
+                // The answer comes after the publish: the hub has the id already.
+                let published = hub.last_published();
+                (outcome, published)
+            })
+        });
+        let mut ids = Vec::new();
+        for append in appends {
+            let (outcome, published) = append.await.expect("task");
+            let Ok(AppendOutcome::Stored(MessageId(id))) = outcome else {
+                panic!("not stored: {outcome:?}");
+            };
+            assert!(published >= id, "answered {id} before publishing it");
+            ids.push(id);
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=50).collect::<Vec<_>>());
+        for id in 1..=50 {
+            let message = live.recv().await.expect("published");
+            assert_eq!(message.id, MessageId(id), "published in id order");
+        }
+        rig.writer.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_retry_is_answered_with_the_original_id_and_not_published_again() {
+        let rig = rig();
+        let (_, mut live) = rig.hub.subscribe();
+        let first = rig.writer.append(input("hi", Some("o-1"))).await;
+        let again = rig.writer.append(input("hi", Some("o-1"))).await;
+        let other = rig.writer.append(input("other", Some("o-1"))).await;
+        assert!(matches!(first, Ok(AppendOutcome::Stored(MessageId(1)))));
+        assert!(matches!(again, Ok(AppendOutcome::Duplicate(MessageId(1)))));
+        assert!(matches!(other, Ok(AppendOutcome::Stored(MessageId(2)))));
+        let ids: Vec<u64> = [live.recv().await, live.recv().await]
+            .into_iter()
+            .map(|m| m.expect("published").id.0)
+            .collect();
+        assert_eq!(ids, [1, 2]);
+        assert!(live.try_recv().is_err(), "the retry was not published");
+        rig.writer.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_answers_with_the_error_publishes_nothing_and_uses_no_id() {
+        let rig = rig();
+        assert_eq!(
+            rig.writer.append(input("a", None)).await.ok(),
+            Some(AppendOutcome::Stored(MessageId(1)))
+        );
+        rig.disk.set_failing(true);
+        let failed = rig.writer.append(input("b", Some("o-b"))).await;
+        assert!(matches!(failed, Err(AppendError::Storage(_))), "{failed:?}");
+        assert!(!rig.writer.is_healthy());
+        assert_eq!(rig.hub.last_published(), 1, "nothing published");
+        rig.disk.set_failing(false);
+        // The retry is stored under the next id, which the failure did not consume.
+        assert_eq!(
+            rig.writer.append(input("b", Some("o-b"))).await.ok(),
+            Some(AppendOutcome::Stored(MessageId(2)))
+        );
+        assert!(rig.writer.is_healthy());
+        rig.writer.stop().await;
+    }
+
+    #[tokio::test]
+    async fn stop_answers_what_was_queued_before_it_then_refuses() {
+        let rig = rig();
+        // Each append is polled once, which queues it (the channel has room); then the stop.
+        let mut queued: Vec<_> = (0..20)
+            .map(|n| Box::pin(rig.writer.append(input(&format!("q{n}"), None))))
+            .collect();
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        for append in &mut queued {
+            assert!(append.as_mut().poll(&mut context).is_pending());
+        }
+        rig.writer.stop().await;
+        for (n, append) in queued.into_iter().enumerate() {
+            assert!(
+                matches!(append.await, Ok(AppendOutcome::Stored(_))),
+                "append {n} queued before the stop was not stored"
+            );
+        }
+        assert!(matches!(
+            rig.writer.append(input("late", None)).await,
+            Err(AppendError::Stopped)
+        ));
+        let thread = rig.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("join task")
+            .expect("the writer thread ends cleanly");
     }
 }

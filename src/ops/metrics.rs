@@ -47,6 +47,9 @@ pub const TAIL_CACHE_MESSAGES: &str = "tidings_tail_cache_messages";
 /// Times a client fell out of live delivery (its buffer was full) and caught up from the
 /// tail cache or the database (counter).
 pub const LIVE_FELL_BEHIND: &str = "tidings_live_fell_behind_total";
+/// Times the live broadcaster fell behind the hub (its channel, `--live-buffer`, overflowed)
+/// and sent every live client to catch up (counter).
+pub const LIVE_BROADCASTER_LAGGED: &str = "tidings_live_broadcaster_lagged_total";
 /// Highest stored id (gauge).
 pub const LAST_ID: &str = "tidings_last_message_id";
 

@@ -135,6 +135,7 @@ async fn admit(
             Instant::now(),
         ))),
         sending: sending.clone(),
+        arrival: Arc::default(),
     });
     socket.extensions.insert(sending.clone());
     let typing = Typing::new();

@@ -1,10 +1,16 @@
 //! `chat message (content, clientOffset?, meta?, ack?)`: the rate limit, validation, the log,
 //! and the ack, sent only after the sender's own copy of the message has been queued to it.
-//! Also [`InFlight`], which lets shutdown store and ack what was received before it closes the
-//! sockets.
+//!
+//! One connection's messages are stored in the order it sent them, though socketioxide runs
+//! each event's handler as a task of its own: the handler takes its place in line
+//! ([`ArrivalOrder`]) synchronously, as the event arrives, and submits to the log only in
+//! turn; the commits and acks that follow overlap. Also [`InFlight`], which lets shutdown
+//! store and ack what was received before it closes the sockets.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use tokio::sync::Notify;
@@ -67,13 +73,93 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// The `chat message` handler.
-pub(super) async fn on_chat_message(
+/// The order in which one connection's messages arrived, and whose turn it is to submit.
+#[derive(Debug, Default)]
+pub struct ArrivalOrder {
+    next_ticket: AtomicU64,
+    /// The ticket whose turn it is, and tickets given up before their turn (skipped).
+    turn: Mutex<(u64, BTreeSet<u64>)>,
+    moved: Notify,
+}
+
+impl ArrivalOrder {
+    /// A place in line, behind every one taken before.
+    pub fn take(self: &Arc<Self>) -> Place {
+        Place {
+            order: self.clone(),
+            ticket: self.next_ticket.fetch_add(1, Ordering::AcqRel),
+        }
+    }
+
+    fn serving(&self) -> u64 {
+        self.turn.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    /// Ends `ticket`'s place: passes the turn on if it was its turn, otherwise marks the place
+    /// to be skipped when the turn gets there.
+    fn leave(&self, ticket: u64) {
+        let mut turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
+        let (serving, given_up) = &mut *turn;
+        if *serving != ticket {
+            given_up.insert(ticket);
+            return;
+        }
+        *serving += 1;
+        while given_up.remove(serving) {
+            *serving += 1;
+        }
+        drop(turn);
+        self.moved.notify_waiters();
+    }
+}
+
+/// One message's place in line. Dropping it passes the turn on (or gives the place up, if
+/// the message is refused before its turn came).
+#[derive(Debug)]
+pub struct Place {
+    order: Arc<ArrivalOrder>,
+    ticket: u64,
+}
+
+impl Place {
+    /// Waits until every message that arrived before this one has left the line.
+    pub async fn wait_turn(&self) {
+        loop {
+            let moved = self.order.moved.notified();
+            if self.order.serving() == self.ticket {
+                return;
+            }
+            moved.await;
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.order.leave(self.ticket);
+    }
+}
+
+/// The `chat message` handler. Its first line runs as the event arrives, in the connection's
+/// order; the rest is a task of its own.
+pub(super) fn on_chat_message(
     socket: SocketRef,
     TryData(args): TryData<EventArgs>,
     ack: AckSender,
     State(state): State<ChatState>,
     Extension(connection): Extension<Connection>,
+) -> impl Future<Output = ()> {
+    let place = connection.arrival.take();
+    handle_chat_message(socket, args, ack, state, connection, place)
+}
+
+async fn handle_chat_message(
+    socket: SocketRef,
+    args: Result<EventArgs, socketioxide::ParserError>,
+    ack: AckSender,
+    state: ChatState,
+    connection: Connection,
+    place: Place,
 ) {
     let Some(_in_flight) = state.in_flight.enter() else {
         // Shutting down: not taken, not acked; the client retries after the restart.
@@ -107,7 +193,15 @@ pub(super) async fn on_chat_message(
             return;
         }
     };
-    let (id, duplicate) = match state.log.append(input).await {
+    place.wait_turn().await;
+    let submitted = state.log.submit(input).await;
+    // The connection's next message may be submitted now.
+    drop(place);
+    let outcome = match submitted {
+        Ok(receipt) => receipt.await,
+        Err(e) => Err(e),
+    };
+    let (id, duplicate) = match outcome {
         Ok(AppendOutcome::Stored(id)) => (id, false),
         Ok(AppendOutcome::Duplicate(id)) => (id, true),
         Err(e) => {
@@ -129,5 +223,36 @@ pub(super) async fn on_chat_message(
         // The message is stored and broadcast, but the client cannot learn it from this
         // ack: make it reconnect, so its retry is answered with `duplicate: true`.
         connection.signals.disconnect.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(future: &mut std::pin::Pin<Box<impl Future<Output = ()>>>) -> bool {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        future.as_mut().poll(&mut context).is_ready()
+    }
+
+    #[test]
+    fn turns_follow_arrival_and_skip_places_given_up() {
+        let order = Arc::new(ArrivalOrder::default());
+        let (first, second, third, fourth) =
+            (order.take(), order.take(), order.take(), order.take());
+        let mut fourth_turn = Box::pin(async move {
+            fourth.wait_turn().await;
+        });
+        let mut second_turn = Box::pin(second.wait_turn());
+        assert!(!ready(&mut second_turn), "the first has not left the line");
+        assert!(!ready(&mut fourth_turn));
+        // The third is refused (say, invalid) before its turn: its place is skipped.
+        drop(third);
+        drop(first);
+        assert!(ready(&mut second_turn), "the second goes after the first");
+        assert!(!ready(&mut fourth_turn), "not before the second has left");
+        drop(second_turn);
+        drop(second);
+        assert!(ready(&mut fourth_turn), "the third's place was skipped");
     }
 }

@@ -83,6 +83,8 @@ pub struct Connection {
     pub bucket: Arc<Mutex<TokenBucket>>,
     /// Taken while queueing to this socket (see [`SendLock`]).
     pub sending: SendLock,
+    /// The order its `chat message`s arrived in: they are stored in that order.
+    pub arrival: Arc<chat::ArrivalOrder>,
 }
 
 impl Connection {
