@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::cluster::ClusterConfig;
 use crate::delivery::{BatchLimits, TailLimits};
 use crate::ingest::retention::Retention;
 use crate::protocol::Limits;
@@ -46,6 +47,10 @@ pub mod defaults {
     pub const SHUTDOWN_TIMEOUT: u64 = 10;
     /// `--replay-batch`.
     pub const REPLAY_BATCH: u32 = 256;
+    /// `--stream`.
+    pub const STREAM: &str = "TIDINGS";
+    /// `--replicas`.
+    pub const REPLICAS: u8 = 3;
 }
 
 /// A durable Socket.IO chat server: serves the chat page and keeps every message in one redb
@@ -223,6 +228,33 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_RETAIN_DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub retain_days: Option<u64>,
 
+    /// Run as a node of a cluster: the comma-separated URLs of the NATS servers whose
+    /// JetStream stream is the log (every server of the NATS cluster). Unset: a single node,
+    /// whose log is the database file.
+    #[arg(
+        long,
+        env = "TIDINGS_CLUSTER",
+        value_delimiter = ',',
+        value_name = "URLS"
+    )]
+    pub cluster: Vec<String>,
+
+    /// Cluster mode: the JetStream stream that is the log (the same on every node).
+    #[arg(long, env = "TIDINGS_STREAM", default_value = defaults::STREAM,
+          value_parser = parse_stream_name)]
+    pub stream: String,
+
+    /// Cluster mode: replicas of the stream (3 for a production NATS cluster of 3 servers;
+    /// 1 with a single NATS server). Only used when the stream is created.
+    #[arg(long, env = "TIDINGS_REPLICAS", default_value_t = defaults::REPLICAS,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
+
+    /// Cluster mode: this node's name in presence, logs and JetStream consumer names
+    /// (default: host name and process id).
+    #[arg(long, env = "TIDINGS_NODE_NAME")]
+    pub node_name: Option<String>,
+
     /// Messages per replay batch read from the database.
     #[arg(long, env = "TIDINGS_REPLAY_BATCH", default_value_t = defaults::REPLAY_BATCH,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -251,7 +283,27 @@ impl Default for Config {
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             retain_messages: None,
             retain_days: None,
+            cluster: Vec::new(),
+            stream: defaults::STREAM.into(),
+            replicas: defaults::REPLICAS,
+            node_name: None,
         }
+    }
+}
+
+/// A JetStream stream name: letters, digits, `-` and `_` (it is also a subject token).
+fn parse_stream_name(name: &str) -> Result<String, String> {
+    if !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{name:?}: a stream name has 1 to 64 letters, digits, '-' or '_'"
+        ))
     }
 }
 
@@ -301,6 +353,26 @@ impl Config {
             max_count: self.replay_batch as usize,
             max_bytes: BatchLimits::MAX_BYTES,
         }
+    }
+
+    /// The cluster this node joins, if `--cluster` is set.
+    pub fn cluster(&self) -> Option<ClusterConfig> {
+        let urls: Vec<String> = self
+            .cluster
+            .iter()
+            .map(|url| url.trim().to_string())
+            .filter(|url| !url.is_empty())
+            .collect();
+        (!urls.is_empty()).then(|| ClusterConfig {
+            urls,
+            stream: self.stream.clone(),
+            replicas: usize::from(self.replicas),
+            retention: self.retention(),
+            node: self
+                .node_name
+                .clone()
+                .unwrap_or_else(crate::cluster::default_node_name),
+        })
     }
 
     /// What retention keeps.

@@ -165,10 +165,11 @@ pub struct Ops {
 
 /// `GET /healthz`: 200 while the database takes writes, 503 otherwise; JSON either way.
 async fn healthz(State(ops): State<Ops>) -> Response {
-    let writable = ops.log.is_writable();
+    let problem = ops.log.problem();
+    let writable = problem.is_none();
     let body = serde_json::json!({
         "status": if writable { "ok" } else { "unavailable" },
-        "database": if writable { "writable" } else { "not writable: the last commit failed" },
+        "database": problem.as_deref().unwrap_or("writable"),
         "lastId": ops.hub.last_published(),
         "connections": ops.connections.current(),
     });

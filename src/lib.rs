@@ -26,11 +26,14 @@
 //! - [`socket`]: the Socket.IO handlers: admission, chat, history, presence.
 //! - [`http`]: the router, the embedded page, `/healthz`, `/metrics`.
 //! - [`ops`]: the offline commands and the metric names.
+//! - [`cluster`]: cluster mode: the JetStream log, the applier that fills the local replica,
+//!   readiness, presence across nodes.
 //! - [`config`]: flags, environment variables and their defaults.
 //! - [`server`]: wiring and lifecycle: [`Server::open`] opens the database and starts the
 //!   writer; [`Server::serve`] takes an already bound listener and a shutdown future, so tests
 //!   bind port 0 and never sleep.
 
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod http;

@@ -7,6 +7,7 @@ use std::io::{BufReader, BufWriter, IsTerminal};
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use tidings::cluster::Cluster;
 use tidings::config::{Cli, Command, LogFormat};
 use tidings::ops::commands;
 use tidings::{Config, Server};
@@ -16,7 +17,8 @@ use tokio::net::TcpListener;
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // async-nats logs every reconnection attempt at info; tidings says what matters.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -44,9 +46,19 @@ async fn main() -> std::process::ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let address = format!("{}:{}", config.host, config.port);
     let db = config.db.clone();
-    let server = tokio::task::spawn_blocking(move || Server::open(config))
-        .await
-        .context("opening the database")??;
+    let server = match config.cluster() {
+        None => tokio::task::spawn_blocking(move || Server::open(config))
+            .await
+            .context("opening the database")??,
+        Some(cluster) => {
+            tracing::info!(nats = %cluster.urls.join(","), stream = %cluster.stream, node = %cluster.node, "joining the cluster");
+            let cluster = Cluster::join(cluster).await?;
+            tracing::info!(stream = %cluster.identity, "stream ready");
+            tokio::task::spawn_blocking(move || Server::open_in_cluster(config, cluster))
+                .await
+                .context("opening the database")??
+        }
+    };
     let listener = TcpListener::bind(&address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;

@@ -19,6 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Config;
+use crate::cluster::Cluster;
+use crate::cluster::applier::apply_forever;
+use crate::cluster::health::probe_forever;
+use crate::cluster::log::JetStreamLog;
+use crate::cluster::presence::{NatsRelay, exchange_forever};
 use crate::delivery::{Hub, LiveSet};
 use crate::http;
 use crate::ingest::retention::{Retention, prune_forever};
@@ -28,7 +33,7 @@ use crate::ops::metrics;
 use crate::protocol::{MAX_INCOMING_BINARIES, payload_limit};
 use crate::socket::admission::ConnectionCount;
 use crate::socket::chat::InFlight;
-use crate::socket::presence::{SharedRoster, broadcast_presence};
+use crate::socket::presence::{Relay, SharedRoster, broadcast_presence};
 use crate::socket::{self, ChatState};
 use crate::storage::{Store, StoreError, StoreReader, StoreWriter};
 
@@ -41,6 +46,9 @@ pub enum ServerError {
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The cluster could not be joined.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The writer thread could not be started.
     #[error("cannot start the writer thread: {0}")]
     Writer(#[source] std::io::Error),
@@ -52,6 +60,8 @@ pub enum ServerError {
 /// An opened database with its writer running, ready to serve.
 pub struct Server {
     config: Config,
+    /// Cluster mode: the link to NATS and the stream that is the log.
+    cluster: Option<Cluster>,
     /// The database's epoch, as clients see it.
     epoch: Arc<str>,
     hub: Arc<Hub>,
@@ -66,6 +76,17 @@ impl Server {
     pub fn open(config: Config) -> Result<Self, ServerError> {
         let stores = Store::open(&config.db)?;
         Self::with_store(config, stores)
+    }
+
+    /// Opens the node's database as a replica of `cluster`'s stream (refusing a file of
+    /// another stream, or one with a single-node history) and starts the writer. Blocking.
+    pub fn open_in_cluster(config: Config, cluster: Cluster) -> Result<Self, ServerError> {
+        let (reader, mut store_writer) = Store::open(&config.db)?;
+        store_writer.claim_stream(&cluster.identity)?;
+        let mut server = Self::with_store(config, (reader, store_writer))?;
+        server.epoch = format!("{:016x}", cluster.epoch()).into();
+        server.cluster = Some(cluster);
+        Ok(server)
     }
 
     /// Like [`Server::open`], over an already opened store (tests use one whose storage
@@ -89,6 +110,7 @@ impl Server {
                 .map_err(ServerError::Writer)?;
         Ok(Self {
             config,
+            cluster: None,
             epoch,
             hub,
             reader,
@@ -121,7 +143,35 @@ impl Server {
         let stopping = CancellationToken::new();
         let (live, broadcaster) = LiveSet::start(self.hub.clone(), stopping.clone());
         tasks.spawn(broadcaster);
-        let log: SharedLog = Arc::new(self.writer.clone());
+        let (log, relay): (SharedLog, Option<Arc<dyn Relay>>) = match &self.cluster {
+            None => (Arc::new(self.writer.clone()), None),
+            Some(cluster) => {
+                let node = cluster.config.node.clone();
+                tasks.spawn(apply_forever(
+                    cluster.js.clone(),
+                    cluster.config.stream.clone(),
+                    node.clone(),
+                    self.hub.last_published() + 1,
+                    self.writer.clone(),
+                    stopping.clone(),
+                ));
+                tasks.spawn(probe_forever(
+                    cluster.stream.clone(),
+                    cluster.health.clone(),
+                    self.hub.clone(),
+                    stopping.clone(),
+                ));
+                let log = JetStreamLog::new(
+                    cluster.js.clone(),
+                    crate::cluster::stream::subject(&cluster.config.stream),
+                    self.reader.clone(),
+                    self.hub.clone(),
+                    cluster.health.clone(),
+                );
+                let relay = NatsRelay::new(cluster.client.clone(), &cluster.config.stream, &node);
+                (Arc::new(log), Some(Arc::new(relay)))
+            }
+        };
         let state = ChatState {
             hub: self.hub.clone(),
             reader: self.reader.clone(),
@@ -136,6 +186,7 @@ impl Server {
             in_flight: in_flight.clone(),
             epoch: self.epoch.clone(),
             live,
+            relay,
         };
         let (service, io) = socket_io(config, state);
         socket::register(&io);
@@ -144,6 +195,16 @@ impl Server {
             tasks.spawn(prune_forever(
                 self.writer.clone(),
                 retention,
+                stopping.clone(),
+            ));
+        }
+        if let Some(cluster) = &self.cluster {
+            tasks.spawn(exchange_forever(
+                cluster.client.clone(),
+                cluster.config.stream.clone(),
+                cluster.config.node.clone(),
+                roster.clone(),
+                io.clone(),
                 stopping.clone(),
             ));
         }
@@ -232,7 +293,10 @@ impl Server {
             );
         }
         let finished = tokio::time::timeout_at(deadline, async {
+            // The log first (a cluster node's publishes), then the local writer (the same one
+            // on a single node: a second stop finds it stopped).
             log.stop().await;
+            self.writer.stop().await;
             join_thread(self.writer_thread).await;
         })
         .await;

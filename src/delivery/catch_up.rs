@@ -75,7 +75,9 @@ impl CatchUp {
         limits: BatchLimits,
     ) -> Self {
         let newest = hub.last_published();
-        let reset = after > newest;
+        // Above the log's end the offset means nothing here; at or below it (a cluster node
+        // still applying) the client gets what it asked for once this node has it.
+        let reset = after > hub.log_end();
         let mut cursor = if reset { 0 } else { after };
         if let Some(latest) = latest {
             cursor = cursor.max(newest.saturating_sub(latest));

@@ -12,9 +12,10 @@
 //! It does not store anything (the log publishes only after a durable commit) and it does not
 //! talk to sockets.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::tail::{TailCache, TailLimits};
 use crate::message::SharedMessage;
@@ -32,6 +33,13 @@ pub struct Hub {
     /// The newest messages, for replays. Its own lock: replays read it while the writer
     /// publishes, and everything up to `last_published` is in it (or evicted) first.
     tail: Mutex<TailCache>,
+    /// `last_published`, for those who wait for an id to be published (a cluster node's log
+    /// waits for its applier).
+    published: watch::Sender<u64>,
+    /// The highest id known to exist in the log, published here or not yet: in a cluster, a
+    /// node learns of ids before it has applied them. A client offset above it comes from
+    /// another database; one at or below it is waited for.
+    log_end: AtomicU64,
 }
 
 impl Hub {
@@ -54,6 +62,8 @@ impl Hub {
             last_published: Mutex::new(last_id),
             live,
             tail: Mutex::new(cache),
+            published: watch::Sender::new(last_id),
+            log_end: AtomicU64::new(last_id),
         }
     }
 
@@ -81,12 +91,18 @@ impl Hub {
             metrics::gauge(metrics::TAIL_CACHE_MESSAGES).set(tail.len() as f64);
         }
         let mut last = self.lock();
+        if let Some(newest) = messages.last() {
+            self.log_end.fetch_max(newest.id.0, Ordering::AcqRel);
+        }
         for message in messages {
             debug_assert!(message.id.0 > *last, "publish out of order");
             *last = message.id.0;
             // An error only means nobody is subscribed right now.
             let _ = self.live.send(message);
         }
+        let published = *last;
+        drop(last);
+        self.published.send_replace(published);
     }
 
     /// Messages with ids in `(after, through]` from the tail cache (bounded like a replay
@@ -118,6 +134,23 @@ impl Hub {
     /// The highest id published so far.
     pub fn last_published(&self) -> u64 {
         *self.lock()
+    }
+
+    /// Waits until `id` has been published.
+    pub async fn published(&self, id: u64) {
+        let mut published = self.published.subscribe();
+        // The sender lives as long as the hub, which the caller borrows.
+        let _ = published.wait_for(|last| *last >= id).await;
+    }
+
+    /// The highest id known to exist in the log (at least `last_published`).
+    pub fn log_end(&self) -> u64 {
+        self.log_end.load(Ordering::Acquire)
+    }
+
+    /// The log is known to reach `id` (a cluster node saw it in the stream).
+    pub fn learn_log_end(&self, id: u64) {
+        self.log_end.fetch_max(id, Ordering::AcqRel);
     }
 
     /// Subscribes to live messages. Returns the id the stream starts after: the receiver gets

@@ -36,6 +36,10 @@ pub enum AppendError {
     /// The log has stopped (shutdown).
     #[error("the log has stopped")]
     Stopped,
+    /// The log cannot take messages now (a cluster node without NATS, or still catching up);
+    /// the outcome of a message already handed over is unknown, never "not stored".
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// What a submitted message becomes: resolves once the message is durably stored (or found
@@ -53,6 +57,9 @@ pub trait Log: Send + Sync {
 
     /// Whether the log takes writes now (`/healthz` reports it).
     fn is_writable(&self) -> bool;
+
+    /// Why it does not, in words (`/healthz`); `None` while it does.
+    fn problem(&self) -> Option<String>;
 
     /// Finishes what it was given, then stops; later appends fail with
     /// [`AppendError::Stopped`].

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::retention::Retention;
 use super::{AppendError, BoxFuture, Log, Receipt};
 use crate::delivery::Hub;
-use crate::message::{AppendOutcome, ChatInput, Message};
+use crate::message::{AppendOutcome, ChatInput, Message, StoredRow};
 use crate::ops::metrics;
 use crate::storage::StoreWriter;
 
@@ -52,6 +52,12 @@ enum Command {
     Append {
         input: ChatInput,
         reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    },
+    /// Store rows that already have their ids (a cluster node applying the stream), then
+    /// publish them.
+    Apply {
+        rows: Vec<StoredRow>,
+        reply: oneshot::Sender<Result<usize, AppendError>>,
     },
     /// Delete one small batch of messages retention no longer keeps.
     Prune {
@@ -109,6 +115,18 @@ impl WriterHandle {
         answer.await.map_err(|_| AppendError::Stopped)?
     }
 
+    /// Stores rows that already have their ids, in id order (a cluster node applying the
+    /// stream; ids at or below the last one are skipped), and publishes them; resolves with
+    /// how many were new, after the commit and the publish.
+    pub async fn apply(&self, rows: Vec<StoredRow>) -> Result<usize, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Apply { rows, reply })
+            .await
+            .map_err(|_| AppendError::Stopped)?;
+        answer.await.map_err(|_| AppendError::Stopped)?
+    }
+
     /// Asks the writer to finish what is queued and stop. Appends sent afterwards fail with
     /// [`AppendError::Stopped`].
     pub async fn stop(&self) {
@@ -123,6 +141,10 @@ impl Log for WriterHandle {
 
     fn is_writable(&self) -> bool {
         self.is_healthy()
+    }
+
+    fn problem(&self) -> Option<String> {
+        (!self.is_healthy()).then(|| "not writable: the last commit failed".to_string())
     }
 
     fn stop(&self) -> BoxFuture<'_, ()> {
@@ -167,12 +189,12 @@ fn run(
             break;
         };
         let mut bytes = 0;
-        let mut prune = None;
+        let mut after_appends = None;
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
-                Command::Prune { retention, reply } => {
-                    prune = Some((retention, reply));
+                command @ (Command::Prune { .. } | Command::Apply { .. }) => {
+                    after_appends = Some(command);
                     break;
                 }
                 Command::Append { input, reply } => {
@@ -193,9 +215,15 @@ fn run(
         if !inputs.is_empty() {
             commit_guarded(&mut store, &hub, &healthy, &mut inputs, &mut replies);
         }
-        // A prune runs after the appends taken before it, which keep their order.
-        if let Some((retention, reply)) = prune {
-            let _ = reply.send(prune_batch(&mut store, &hub, retention));
+        // A prune or an apply runs after the appends taken before it, which keep their order.
+        match after_appends {
+            Some(Command::Prune { retention, reply }) => {
+                let _ = reply.send(prune_batch(&mut store, &hub, retention));
+            }
+            Some(Command::Apply { rows, reply }) => {
+                let _ = reply.send(apply_rows(&mut store, &hub, &healthy, rows));
+            }
+            _ => {}
         }
     }
     tracing::debug!("writer stopped");
@@ -219,6 +247,43 @@ fn prune_batch(
         tracing::debug!(deleted, "retention pruned old messages");
     }
     Ok(deleted)
+}
+
+/// Stores and publishes rows a cluster node's applier read from the stream.
+fn apply_rows(
+    store: &mut StoreWriter,
+    hub: &Hub,
+    healthy: &AtomicBool,
+    rows: Vec<StoredRow>,
+) -> Result<usize, AppendError> {
+    let before = store.last_id();
+    let started = Instant::now();
+    let applied = store.apply(&rows);
+    metrics::histogram(metrics::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+    healthy.store(applied.is_ok(), Ordering::Relaxed);
+    match applied {
+        Ok(applied) => {
+            metrics::counter(metrics::MESSAGES_STORED).increment(applied as u64);
+            metrics::gauge(metrics::LAST_ID).set(store.last_id() as f64);
+            hub.publish(
+                rows.into_iter()
+                    .filter(|row| row.id.0 > before)
+                    .map(|row| Arc::new(Message::from(row))),
+            );
+            Ok(applied)
+        }
+        Err(e) => {
+            metrics::counter(metrics::COMMIT_FAILURES).increment(1);
+            tracing::error!(
+                "applying {} messages from the stream failed: {e}",
+                rows.len()
+            );
+            if let Err(e) = store.reopen() {
+                tracing::error!("cannot reopen the database: {e}");
+            }
+            Err(AppendError::Storage(Arc::new(e)))
+        }
+    }
 }
 
 /// Commits a batch; a panic (there should be none) answers nothing and the writer goes on.

@@ -149,7 +149,7 @@ async fn admit(
         move |socket: SocketRef, reason: DisconnectReason, State(state): State<ChatState>| async move {
             on_close.log_closed(&socket.id, &reason);
             on_close.closed.cancel();
-            presence::left(&socket, &state.roster, &typing);
+            presence::left(&socket, &state, &typing);
         },
     );
     tracing::info!(

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use super::rate::Verdict;
 use super::{ChatState, Connection, rate_limited, send_ack};
+use crate::ingest::AppendError;
 use crate::message::AppendOutcome;
 use crate::ops::metrics;
 use crate::protocol::{AckReply, EventArgs, PayloadError, validate_chat_message};
@@ -207,7 +208,13 @@ async fn handle_chat_message(
         Err(e) => {
             // No ack: the client's retry will find the message stored or store it then.
             metrics::counter_with(metrics::REJECTED, "reason", "storage_failure").increment(1);
-            tracing::error!(sid = %socket.id, "message not stored: {e}");
+            match e {
+                // A cluster node without NATS, or catching up: expected, and said by /healthz.
+                AppendError::Unavailable(_) => {
+                    tracing::warn!(sid = %socket.id, "message not acked: {e}")
+                }
+                _ => tracing::error!(sid = %socket.id, "message not stored: {e}"),
+            }
             return;
         }
     };

@@ -69,6 +69,8 @@ pub struct ChatState {
     pub epoch: Arc<str>,
     /// The caught-up sockets, served by the live broadcaster.
     pub live: Arc<LiveSet>,
+    /// In a cluster: passes typing and renames to the other nodes.
+    pub relay: Option<Arc<dyn presence::Relay>>,
 }
 
 /// What the event handlers of one socket share (a socket extension).

@@ -16,7 +16,7 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use tokio_util::sync::CancellationToken;
 
 use super::rate::{RateLimit, TokenBucket, Verdict};
-use super::roster::Roster;
+use super::roster::{NodeRoster, Roster};
 use super::{ChatState, Connection, rate_limited, send_ack};
 use crate::delivery::outbox::emit_ephemeral;
 use crate::protocol::event::{PRESENCE, TYPING, USER_RENAMED};
@@ -46,6 +46,30 @@ impl SharedRoster {
     pub fn count(&self) -> usize {
         self.lock().snapshot().count
     }
+
+    /// This node's part of the roster (cluster mode tells the other nodes).
+    pub fn local(&self) -> NodeRoster {
+        self.lock().local()
+    }
+
+    /// Another node's part, as it just said.
+    pub fn set_remote(&self, node: &str, roster: NodeRoster) {
+        self.lock().set_remote(node, roster, Instant::now());
+    }
+
+    /// Forgets the nodes not heard of for `ttl`.
+    pub fn expire_remote(&self, ttl: Duration) {
+        if let Some(before) = Instant::now().checked_sub(ttl) {
+            self.lock().expire_remote(before);
+        }
+    }
+}
+
+/// Passes the ephemeral events of this node's clients (typing, renames) to the other nodes of
+/// a cluster, which show them to their own clients.
+pub trait Relay: Send + Sync {
+    /// Sends `event (data)` to the other nodes' clients.
+    fn relay(&self, event: &'static str, data: Value);
 }
 
 /// Per-socket typing state.
@@ -82,10 +106,21 @@ struct Renamed<'a> {
     to: &'a str,
 }
 
-/// Sends an ephemeral event to every other connected socket.
-fn to_others<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T) {
+/// Sends an ephemeral event to every other connected socket, on this node and, through the
+/// relay, on the others.
+fn to_others<T: Serialize + ?Sized>(
+    socket: &SocketRef,
+    relay: Option<&dyn Relay>,
+    event: &'static str,
+    data: &T,
+) {
     for other in socket.broadcast().sockets() {
         emit_ephemeral(&other, event, data);
+    }
+    if let Some(relay) = relay
+        && let Ok(data) = serde_json::to_value(data)
+    {
+        relay.relay(event, data);
     }
 }
 
@@ -101,12 +136,13 @@ pub(super) fn joined(socket: &SocketRef, roster: &SharedRoster, nickname: Option
 }
 
 /// A socket left: unlist it (the others hear of it on the next tick) and end its typing.
-pub(super) fn left(socket: &SocketRef, roster: &SharedRoster, typing: &Typing) {
-    let nickname = roster.lock().leave(socket.id.as_str());
+pub(super) fn left(socket: &SocketRef, state: &ChatState, typing: &Typing) {
+    let nickname = state.roster.lock().leave(socket.id.as_str());
     let was_typing = std::mem::take(&mut typing.lock().typing);
     if let (Some(name), true) = (nickname, was_typing) {
         to_others(
             socket,
+            state.relay.as_deref(),
             TYPING,
             &TypingNotice {
                 nickname: &name,
@@ -147,6 +183,7 @@ pub(super) async fn on_typing(
     }
     to_others(
         &socket,
+        state.relay.as_deref(),
         TYPING,
         &TypingNotice {
             nickname: &name,
@@ -183,13 +220,20 @@ pub(super) async fn on_nickname(
                     from: &old,
                     to: &name,
                 };
-                to_others(&socket, USER_RENAMED, &renamed);
+                to_others(&socket, state.relay.as_deref(), USER_RENAMED, &renamed);
             }
             json!({ "ok": true })
         }
         Err(e) => json!({ "error": format!("invalid nickname: {e}") }),
     };
     send_ack(&socket, ack, &reply, &connection).await;
+}
+
+/// Sends `event (data)` to every socket of this node (an event relayed from another node).
+pub fn to_everyone(io: &SocketIo, event: &str, data: &Value) {
+    for socket in io.sockets() {
+        emit_ephemeral(&socket, event, data);
+    }
 }
 
 /// Sends the roster, with who came and went, to everyone whenever it changed, at most once

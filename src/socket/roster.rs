@@ -4,6 +4,7 @@
 //! the snapshots. Presence is ephemeral: never stored, lost on restart by design.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -31,31 +32,36 @@ pub struct Snapshot {
     pub left_count: usize,
 }
 
+/// What one node of a cluster has online (the rest of the roster is local).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeRoster {
+    /// Nickname → sockets using it on that node.
+    pub names: BTreeMap<String, usize>,
+    /// Sockets without a nickname on that node.
+    pub anonymous: usize,
+}
+
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct Roster {
     /// Socket id → nickname (`None`: anonymous, e.g. a tutorial client).
     members: HashMap<String, Option<String>>,
-    /// Nickname → how many sockets use it (a person with two tabs is listed once).
+    /// Nickname → how many local sockets use it (a person with two tabs is listed once).
     names: BTreeMap<String, usize>,
+    /// Other nodes' rosters (cluster mode), with when each was last heard of.
+    remote: HashMap<String, (NodeRoster, Instant)>,
+    /// The names online as of the last [`Roster::take_changes`]: who came and went is the
+    /// difference, so a name that leaves and comes back in between is no news.
+    announced: BTreeSet<String>,
     /// Changed since the last snapshot was taken.
     dirty: bool,
-    /// Names that came online since the last snapshot was taken.
-    joined: BTreeSet<String>,
-    /// Names that went offline since the last snapshot was taken.
-    left: BTreeSet<String>,
 }
 
 impl Roster {
     /// A socket connected.
     pub fn join(&mut self, sid: &str, nickname: Option<String>) {
         if let Some(name) = &nickname {
-            let sockets = self.names.entry(name.clone()).or_default();
-            *sockets += 1;
-            // A name back before anyone was told it left is no news either way.
-            if *sockets == 1 && !self.left.remove(name) {
-                self.joined.insert(name.clone());
-            }
+            *self.names.entry(name.clone()).or_default() += 1;
         }
         if let Some(Some(old)) = self.members.insert(sid.to_string(), nickname) {
             self.forget_name(&old);
@@ -66,11 +72,8 @@ impl Roster {
     /// A socket left; returns its nickname.
     pub fn leave(&mut self, sid: &str) -> Option<String> {
         let nickname = self.members.remove(sid).flatten();
-        if let Some(name) = &nickname
-            && self.forget_name(name)
-            && !self.joined.remove(name)
-        {
-            self.left.insert(name.clone());
+        if let Some(name) = &nickname {
+            self.forget_name(name);
         }
         self.dirty = true;
         nickname
@@ -81,21 +84,17 @@ impl Roster {
     /// An anonymous socket taking a name is a join (news in the next snapshot); a named one
     /// changing it is told at once by the caller (`user renamed`), so it is no news here.
     pub fn rename(&mut self, sid: &str, nickname: String) -> Option<String> {
-        let sockets = self.names.entry(nickname.clone()).or_default();
-        *sockets += 1;
-        let first = *sockets == 1;
+        *self.names.entry(nickname.clone()).or_default() += 1;
         let old = self
             .members
             .insert(sid.to_string(), Some(nickname.clone()))
             .flatten();
-        match &old {
-            Some(old) => {
-                self.forget_name(old);
+        if let Some(old) = &old {
+            self.forget_name(old);
+            if !self.is_online(old) {
+                self.announced.remove(old);
             }
-            None if first && !self.left.remove(&nickname) => {
-                self.joined.insert(nickname);
-            }
-            None => {}
+            self.announced.insert(nickname);
         }
         self.dirty = true;
         old
@@ -106,17 +105,55 @@ impl Roster {
         self.members.get(sid).and_then(|n| n.as_deref())
     }
 
-    /// One socket fewer uses `name`; returns whether that was its last.
-    fn forget_name(&mut self, name: &str) -> bool {
-        let Some(n) = self.names.get_mut(name) else {
-            return false;
-        };
-        *n -= 1;
-        if *n > 0 {
-            return false;
+    fn forget_name(&mut self, name: &str) {
+        if let Some(n) = self.names.get_mut(name) {
+            *n -= 1;
+            if *n == 0 {
+                self.names.remove(name);
+            }
         }
-        self.names.remove(name);
-        true
+    }
+
+    fn is_online(&self, name: &str) -> bool {
+        self.names.contains_key(name)
+            || self
+                .remote
+                .values()
+                .any(|(roster, _)| roster.names.contains_key(name))
+    }
+
+    /// This node's part of the roster, for the other nodes.
+    pub fn local(&self) -> NodeRoster {
+        NodeRoster {
+            names: self.names.clone(),
+            anonymous: self.members.values().filter(|n| n.is_none()).count(),
+        }
+    }
+
+    /// What another node has online, as it just said.
+    pub fn set_remote(&mut self, node: &str, roster: NodeRoster, now: Instant) {
+        let changed = self
+            .remote
+            .get(node)
+            .is_none_or(|(known, _)| *known != roster);
+        self.remote.insert(node.to_string(), (roster, now));
+        self.dirty |= changed;
+    }
+
+    /// Forgets the nodes not heard of since `before` (they died, or lost NATS).
+    pub fn expire_remote(&mut self, before: Instant) {
+        let known = self.remote.len();
+        self.remote.retain(|_, (_, seen)| *seen >= before);
+        self.dirty |= self.remote.len() != known;
+    }
+
+    /// Every name online, on this node and the others.
+    fn online(&self) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = self.names.keys().cloned().collect();
+        for (roster, _) in self.remote.values() {
+            names.extend(roster.names.keys().cloned());
+        }
+        names
     }
 
     /// The snapshot with the names that came and went since the last call, if anything
@@ -125,22 +162,30 @@ impl Roster {
         if !std::mem::take(&mut self.dirty) {
             return None;
         }
-        let joined = std::mem::take(&mut self.joined);
-        let left = std::mem::take(&mut self.left);
-        Some(Snapshot {
+        let online = self.online();
+        let joined: Vec<String> = online.difference(&self.announced).cloned().collect();
+        let left: Vec<String> = self.announced.difference(&online).cloned().collect();
+        let snapshot = Snapshot {
             joined_count: joined.len(),
             joined: joined.into_iter().take(MAX_LISTED).collect(),
             left_count: left.len(),
             left: left.into_iter().take(MAX_LISTED).collect(),
             ..self.snapshot()
-        })
+        };
+        self.announced = online;
+        Some(snapshot)
     }
 
     /// Who is online now (no joined/left news: for a client that just connected).
     pub fn snapshot(&self) -> Snapshot {
+        let remote: usize = self
+            .remote
+            .values()
+            .map(|(roster, _)| roster.anonymous + roster.names.values().sum::<usize>())
+            .sum();
         Snapshot {
-            count: self.members.len(),
-            users: self.names.keys().take(MAX_LISTED).cloned().collect(),
+            count: self.members.len() + remote,
+            users: self.online().into_iter().take(MAX_LISTED).collect(),
             joined: Vec::new(),
             joined_count: 0,
             left: Vec::new(),
@@ -216,5 +261,34 @@ mod tests {
         assert_eq!(news.joined.len(), MAX_LISTED);
         assert_eq!(news.joined_count, MAX_LISTED + 50);
         assert_eq!(news.count, MAX_LISTED + 50);
+    }
+
+    #[test]
+    fn other_nodes_count_and_drop_out_when_not_heard_of() {
+        let mut roster = Roster::default();
+        let t0 = Instant::now();
+        roster.join("a", Some("ada".into()));
+        roster.take_changes();
+        let bo_elsewhere = NodeRoster {
+            names: [("bo".to_string(), 2), ("ada".to_string(), 1)].into(),
+            anonymous: 1,
+        };
+        roster.set_remote("node-b", bo_elsewhere.clone(), t0);
+        let news = roster.take_changes().expect("changed");
+        assert_eq!(news.count, 5, "1 here, 4 there");
+        assert_eq!(news.users, vec!["ada", "bo"]);
+        assert_eq!(news.joined, vec!["bo"], "ada was already online here");
+        // Heard of again with nothing new: no news.
+        roster.set_remote(
+            "node-b",
+            bo_elsewhere,
+            t0 + std::time::Duration::from_secs(1),
+        );
+        assert_eq!(roster.take_changes(), None);
+        // Not heard of since: it drops out, and bo with it.
+        roster.expire_remote(t0 + std::time::Duration::from_secs(2));
+        let news = roster.take_changes().expect("changed");
+        assert_eq!((news.count, news.left), (1, vec!["bo".to_string()]));
+        assert_eq!(roster.local().names.get("ada"), Some(&1));
     }
 }

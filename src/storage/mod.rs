@@ -36,6 +36,10 @@ const CLIENT_OFFSETS: MultimapTableDefinition<&str, u64> =
     MultimapTableDefinition::new("client_offsets");
 /// Small named counters: the schema version and the highest id ever assigned.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Cluster mode only: `"stream"` -> the identity of the JetStream stream this file is a replica
+/// of (`NAME@CREATED`). Absent in a single-node file.
+const CLUSTER: TableDefinition<&str, &str> = TableDefinition::new("cluster");
+const CLUSTER_STREAM: &str = "stream";
 
 const META_SCHEMA_VERSION: &str = "schema_version";
 /// The highest id assigned, as of the last transaction that deleted or imported rows. With
@@ -100,6 +104,16 @@ pub enum StoreError {
     /// The database was closed (the server is shutting down).
     #[error("the database is closed")]
     Closed,
+    /// The file belongs to another JetStream stream, or holds a single-node history.
+    #[error(
+        "database {path} {why}; a cluster node needs a file of its own (a new one is filled from the stream)"
+    )]
+    OtherLog {
+        /// The database file.
+        path: PathBuf,
+        /// What it holds instead.
+        why: String,
+    },
     /// A stored row does not decode.
     #[error("stored message {id} is unreadable: {source}")]
     Record {
@@ -108,6 +122,28 @@ pub enum StoreError {
         /// Why it does not decode.
         source: RecordError,
     },
+}
+
+/// The id of the stored message that `offset` and `content` are a retry of, if any: the dedup
+/// rule (same client offset and same content), over a read or a write transaction's tables.
+fn find_retry(
+    messages: &impl ReadableTable<u64, &'static [u8]>,
+    offsets: &impl redb::ReadableMultimapTable<&'static str, u64>,
+    offset: &str,
+    content: &str,
+) -> Result<Option<u64>, redb::StorageError> {
+    for id in offsets.get(offset)? {
+        let id = id?.value();
+        let Some(row) = messages.get(id)? else {
+            continue;
+        };
+        match record::decode_record(row.value()) {
+            Ok(stored) if stored.content == content => return Ok(Some(id)),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(id, "stored message is unreadable: {e}"),
+        }
+    }
+    Ok(None)
 }
 
 fn read_err(e: impl Into<redb::Error>) -> StoreError {

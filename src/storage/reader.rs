@@ -6,7 +6,8 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::record::decode_record;
 use super::{
-    MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SharedDb, StoreError, read_err, write_err,
+    CLIENT_OFFSETS, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SharedDb, StoreError,
+    read_err, write_err,
 };
 use crate::message::{MessageId, StoredRow};
 
@@ -94,6 +95,18 @@ impl StoreReader {
             let has_more = rows.len() == limit && range.next().is_some();
             rows.reverse();
             Ok((rows, has_more))
+        })
+    }
+
+    /// The stored message that a message with `offset` and `content` would be a retry of.
+    pub fn find_retry(&self, offset: &str, content: &str) -> Result<Option<MessageId>, StoreError> {
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let messages = read.open_table(MESSAGES).map_err(read_err)?;
+            let offsets = read.open_multimap_table(CLIENT_OFFSETS).map_err(read_err)?;
+            Ok(super::find_retry(&messages, &offsets, offset, content)
+                .map_err(read_err)?
+                .map(MessageId))
         })
     }
 

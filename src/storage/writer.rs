@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::sync::PoisonError;
 
-use redb::{Database, ReadableMultimapTable, ReadableTable};
+use redb::{Database, ReadableTable};
 
 use super::record::{decode_record, encode_record};
 use super::{
-    CLIENT_OFFSETS, MESSAGES, META, META_LAST_ID, META_PRUNED_THROUGH, Opener, SharedDb,
-    StoreError, open_checked, write_err,
+    CLIENT_OFFSETS, CLUSTER, CLUSTER_STREAM, MESSAGES, META, META_LAST_ID, META_PRUNED_THROUGH,
+    Opener, SharedDb, StoreError, find_retry, open_checked, write_err,
 };
 use crate::message::{AppendOutcome, ChatInput, MessageId, StoredMessage, StoredRow};
 
@@ -166,16 +166,14 @@ impl StoreWriter {
                             .is_ok_and(|m| m.content == record.message.content),
                         None => false,
                     };
-                    let mut retry = false;
-                    if let Some(offset) = &record.message.client_offset {
-                        for id in offsets.get(offset.as_str()).map_err(write_err)? {
-                            let id = id.map_err(write_err)?.value();
-                            if let Some(row) = messages.get(id).map_err(write_err)? {
-                                retry |= decode_record(row.value())
-                                    .is_ok_and(|m| m.content == record.message.content);
-                            }
+                    let retry = match &record.message.client_offset {
+                        Some(offset) => {
+                            find_retry(&messages, &offsets, offset, &record.message.content)
+                                .map_err(write_err)?
+                                .is_some()
                         }
-                    }
+                        None => false,
+                    };
                     if same_id || retry {
                         summary.skipped += 1;
                         continue;
@@ -202,6 +200,90 @@ impl StoreWriter {
         })?;
         self.next_id = next_id;
         Ok(summary)
+    }
+
+    /// Stores rows that already have their ids (a cluster node applying the stream, in
+    /// order), in one durable transaction; rows at or below the last id are skipped (already
+    /// applied). Returns the rows stored. A jump over missing ids is kept as a hole (the stream
+    /// deleted them by retention before this node saw them).
+    pub fn apply(&mut self, rows: &[StoredRow]) -> Result<usize, StoreError> {
+        let next_id = self.next_id;
+        let (applied, next_id) = self.db.with(|db| {
+            let mut next_id = next_id;
+            let mut applied = 0;
+            let write = db.begin_write().map_err(write_err)?;
+            {
+                let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
+                let mut offsets = write
+                    .open_multimap_table(CLIENT_OFFSETS)
+                    .map_err(write_err)?;
+                for row in rows {
+                    if row.id.0 < next_id {
+                        continue;
+                    }
+                    let bytes = encode_record(&row.message);
+                    messages
+                        .insert(row.id.0, bytes.as_slice())
+                        .map_err(write_err)?;
+                    if let Some(offset) = &row.message.client_offset {
+                        offsets
+                            .insert(offset.as_str(), row.id.0)
+                            .map_err(write_err)?;
+                    }
+                    next_id = row.id.0 + 1;
+                    applied += 1;
+                }
+            }
+            write.commit().map_err(write_err)?;
+            Ok((applied, next_id))
+        })?;
+        self.next_id = next_id;
+        Ok(applied)
+    }
+
+    /// Makes this file the replica of the stream `identity`: records it on a new file, checks
+    /// it on a known one. Refuses a file of another stream, or one holding a single-node
+    /// history (it would mix two logs' ids).
+    pub fn claim_stream(&mut self, identity: &str) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let last_id = self.last_id();
+        self.db.with(|db| {
+            let write = db.begin_write().map_err(write_err)?;
+            {
+                let mut cluster = write.open_table(CLUSTER).map_err(write_err)?;
+                let known = cluster
+                    .get(CLUSTER_STREAM)
+                    .map_err(write_err)?
+                    .map(|v| v.value().to_string());
+                match known {
+                    Some(known) if known == identity => {}
+                    Some(known) => {
+                        return Err(StoreError::OtherLog {
+                            path,
+                            why: format!(
+                                "is a replica of stream {known}, not of {identity} (the stream \
+                                 was recreated, or --stream names another one)"
+                            ),
+                        });
+                    }
+                    None if last_id > 0 => {
+                        return Err(StoreError::OtherLog {
+                            path,
+                            why: format!(
+                                "holds a single-node history ({last_id} message ids), not a replica \
+                                 of stream {identity}"
+                            ),
+                        });
+                    }
+                    None => {
+                        cluster
+                            .insert(CLUSTER_STREAM, identity)
+                            .map_err(write_err)?;
+                    }
+                }
+            }
+            write.commit().map_err(write_err)
+        })
     }
 
     /// Stores a batch in one write transaction with one durable commit (fsync).
@@ -236,26 +318,12 @@ impl StoreWriter {
                 .open_multimap_table(CLIENT_OFFSETS)
                 .map_err(write_err)?;
             for input in inputs {
-                if let Some(offset) = &input.client_offset {
-                    let mut original = None;
-                    for id in offsets.get(offset.0.as_str()).map_err(write_err)? {
-                        let id = id.map_err(write_err)?.value();
-                        let Some(row) = messages.get(id).map_err(write_err)? else {
-                            continue;
-                        };
-                        match decode_record(row.value()) {
-                            Ok(stored) if stored.content == input.content => {
-                                original = Some(id);
-                                break;
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(id, "stored message is unreadable: {e}"),
-                        }
-                    }
-                    if let Some(id) = original {
-                        outcomes.push(AppendOutcome::Duplicate(MessageId(id)));
-                        continue;
-                    }
+                if let Some(offset) = &input.client_offset
+                    && let Some(id) = find_retry(&messages, &offsets, &offset.0, &input.content)
+                        .map_err(write_err)?
+                {
+                    outcomes.push(AppendOutcome::Duplicate(MessageId(id)));
+                    continue;
                 }
                 let id = next_id;
                 next_id += 1;

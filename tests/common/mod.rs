@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod client;
+pub mod cluster;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,0 +1,298 @@
+//! The log of a cluster node: a message is stored by publishing it to the stream, and it is
+//! acked once JetStream acked it (a quorum of the stream's replicas has it) and this node's
+//! applier has it in the local replica (so the sender has its own copy first, as on a single
+//! node).
+//!
+//! Exactly once, across nodes and across time, for as long as the message is retained:
+//! - a message with a client offset is published with `Nats-Msg-Id` = a hash of the offset
+//!   and the content (the single node's dedup key), so a retry arriving at any node within
+//!   JetStream's duplicate window gets the original's sequence back (`duplicate: true`), even a
+//!   retry racing its original on another node;
+//! - before publishing, the node looks the message up in its own replica's dedup table, which
+//!   answers retries older than the window: ingest is open only while the replica is complete
+//!   up to the stream's end of [`super::health::GATE`] ago;
+//! - a publish whose ack does not come (a leader failover, a lost quorum) may still be stored:
+//!   it is retried with the same message id until it is acked or [`RETRY_FOR`] has passed,
+//!   never reported as "not stored". A message without a client offset gets a random message
+//!   id, which dedups these retries only.
+//!
+//! Submissions are queued on the NATS connection in the order they are made, so one client's
+//! messages keep their order; a retried publish may land after later ones.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::health::Health;
+use crate::delivery::Hub;
+use crate::ingest::{AppendError, BoxFuture, Log, Receipt};
+use crate::message::{AppendOutcome, ChatInput, MessageId, StoredMessage};
+use crate::storage::StoreReader;
+use crate::storage::record::encode_record;
+
+/// How long a publish is retried (with the same message id) before the client gets no ack:
+/// longer than a stream leader's failover (4–8 s measured).
+pub const RETRY_FOR: Duration = Duration::from_secs(12);
+
+/// Bound on one ack wait; a publish then is retried.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// See the module docs.
+pub struct JetStreamLog {
+    js: jetstream::Context,
+    subject: String,
+    reader: StoreReader,
+    hub: Arc<Hub>,
+    health: Arc<Health>,
+}
+
+impl JetStreamLog {
+    /// The log publishing to `subject` through `js`; `reader` is this node's replica.
+    pub fn new(
+        js: jetstream::Context,
+        subject: String,
+        reader: StoreReader,
+        hub: Arc<Hub>,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            js,
+            subject,
+            reader,
+            hub,
+            health,
+        }
+    }
+
+    async fn submit_input(&self, input: ChatInput) -> Result<Receipt, AppendError> {
+        if let Some(problem) = self.health.problem(&self.hub) {
+            return Err(AppendError::Unavailable(problem));
+        }
+        if let Some(offset) = &input.client_offset {
+            let reader = self.reader.clone();
+            let (offset, content) = (offset.0.clone(), input.content.clone());
+            let found = tokio::task::spawn_blocking(move || reader.find_retry(&offset, &content))
+                .await
+                .map_err(|e| AppendError::Unavailable(format!("dedup lookup failed: {e}")))?
+                .map_err(|e| AppendError::Storage(Arc::new(e)))?;
+            if let Some(original) = found {
+                return Ok(Box::pin(std::future::ready(Ok(AppendOutcome::Duplicate(
+                    original,
+                )))));
+            }
+        }
+        let publish = Publish {
+            js: self.js.clone(),
+            subject: self.subject.clone(),
+            message_id: message_id(&input),
+            payload: Bytes::from(encode_record(&StoredMessage::from_input(&input, now_ms()))),
+        };
+        let started = Instant::now();
+        let first = publish.send().await;
+        let (hub, health) = (self.hub.clone(), self.health.clone());
+        Ok(Box::pin(async move {
+            publish.until_acked(first, started, &hub, &health).await
+        }))
+    }
+}
+
+impl Log for JetStreamLog {
+    fn submit(&self, input: ChatInput) -> BoxFuture<'_, Result<Receipt, AppendError>> {
+        Box::pin(self.submit_input(input))
+    }
+
+    fn is_writable(&self) -> bool {
+        self.health.is_ready(&self.hub)
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.health.problem(&self.hub)
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        let client = self.js.client();
+        Box::pin(async move {
+            // What was published is on its way; bounded: flush never returns while
+            // disconnected.
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+        })
+    }
+}
+
+/// One message's publish, repeatable with the same message id.
+struct Publish {
+    js: jetstream::Context,
+    subject: String,
+    message_id: String,
+    payload: Bytes,
+}
+
+impl Publish {
+    async fn send(&self) -> Result<PublishAckFuture, jetstream::context::PublishError> {
+        self.js
+            .send_publish(
+                self.subject.clone(),
+                PublishMessage::build()
+                    .payload(self.payload.clone())
+                    .message_id(&self.message_id),
+            )
+            .await
+    }
+
+    /// Waits for the ack, publishing again (same message id) after a timeout or while the
+    /// stream has no leader, then for this node's replica to have the message.
+    async fn until_acked(
+        &self,
+        first: Result<PublishAckFuture, jetstream::context::PublishError>,
+        started: Instant,
+        hub: &Hub,
+        health: &Health,
+    ) -> Result<AppendOutcome, AppendError> {
+        let deadline = started + RETRY_FOR;
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = first;
+        let ack = loop {
+            let outcome = match attempt {
+                Ok(pending) => match tokio::time::timeout(ACK_TIMEOUT, pending).await {
+                    Ok(acked) => acked,
+                    Err(_) => Err(PublishErrorKind::TimedOut.into()),
+                },
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(ack) => break ack,
+                Err(e) => {
+                    health.publish_failed();
+                    let retryable = matches!(
+                        e.kind(),
+                        PublishErrorKind::TimedOut
+                            | PublishErrorKind::StreamNotFound
+                            | PublishErrorKind::BrokenPipe
+                            | PublishErrorKind::MaxAckPending
+                    );
+                    if !retryable || Instant::now() + backoff >= deadline {
+                        return Err(AppendError::Unavailable(format!(
+                            "the stream did not acknowledge the message: {e}"
+                        )));
+                    }
+                    tracing::debug!("publish not acknowledged ({e}), retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    attempt = self.send().await;
+                }
+            }
+        };
+        health.acked(ack.sequence, hub);
+        // The sender's own copy comes from this node's replica: wait for the applier.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(remaining.max(ACK_TIMEOUT), hub.published(ack.sequence))
+            .await
+            .is_err()
+        {
+            return Err(AppendError::Unavailable(format!(
+                "message {} is stored but this node has not applied it yet",
+                ack.sequence
+            )));
+        }
+        let id = MessageId(ack.sequence);
+        Ok(if ack.duplicate {
+            AppendOutcome::Duplicate(id)
+        } else {
+            AppendOutcome::Stored(id)
+        })
+    }
+}
+
+/// The `Nats-Msg-Id` of `input`: a hash of its dedup key (client offset and content), so every
+/// node gives a retry the same id; random for a message without an offset (nothing to dedup
+/// but this node's own retries of the publish).
+pub fn message_id(input: &ChatInput) -> String {
+    let digest = match &input.client_offset {
+        Some(offset) => {
+            let mut hash = Sha256::new();
+            hash.update(b"tidings/1\0");
+            hash.update((offset.0.len() as u64).to_be_bytes());
+            hash.update(offset.0.as_bytes());
+            hash.update(input.content.as_bytes());
+            hash.finalize()
+        }
+        None => {
+            let mut hash = Sha256::new();
+            hash.update(random_bytes());
+            hash.finalize()
+        }
+    };
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 16 bytes that differ from call to call and from process to process (std's randomly keyed
+/// hasher, the time and a counter): a unique message id, not a secret.
+fn random_bytes() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut out = [0u8; 16];
+    for half in out.chunks_mut(8) {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        hasher.write_u128(now_nanos());
+        half.copy_from_slice(&hasher.finish().to_be_bytes());
+    }
+    out
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn now_ms() -> u64 {
+    (now_nanos() / 1_000_000) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::ClientOffset;
+
+    fn input(content: &str, offset: Option<&str>) -> ChatInput {
+        ChatInput {
+            content: content.into(),
+            client_offset: offset.map(|o| ClientOffset(o.into())),
+            author: None,
+        }
+    }
+
+    #[test]
+    fn message_ids_follow_the_dedup_key() {
+        let a = message_id(&input("hi", Some("o-1")));
+        assert_eq!(
+            a,
+            message_id(&input("hi", Some("o-1"))),
+            "a retry, anywhere"
+        );
+        assert_eq!(a.len(), 32);
+        assert_ne!(
+            a,
+            message_id(&input("other", Some("o-1"))),
+            "same offset, new text"
+        );
+        assert_ne!(a, message_id(&input("hi", Some("o-2"))));
+        // The offset's length is part of the key: ("ab", "c") is not ("a", "bc").
+        assert_ne!(
+            message_id(&input("c", Some("ab"))),
+            message_id(&input("bc", Some("a")))
+        );
+        // Without an offset nothing is a retry of anything.
+        assert_ne!(
+            message_id(&input("hi", None)),
+            message_id(&input("hi", None))
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! Presence across the nodes of a cluster, over plain NATS subjects (ephemeral, like presence
+//! itself: at-most-once, nothing stored).
+//!
+//! Every node publishes its part of the roster every [`EVERY`] on
+//! `tidings.STREAM.presence.NODE` and merges the others' into what its clients see; a node not
+//! heard of for [`TTL`] (it died, or lost NATS) drops out. Typing notices and renames are
+//! relayed on `tidings.STREAM.events` and shown to every client of the other nodes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use socketioxide::SocketIo;
+use tokio_util::sync::CancellationToken;
+
+use crate::socket::presence::{Relay, SharedRoster, to_everyone};
+use crate::socket::roster::NodeRoster;
+
+/// How often a node tells the others who is online on it.
+pub const EVERY: Duration = Duration::from_secs(1);
+
+/// How long a node's part stays without news of it.
+pub const TTL: Duration = Duration::from_secs(3);
+
+/// One node's presence message.
+#[derive(Serialize, Deserialize)]
+struct Heartbeat {
+    node: String,
+    roster: NodeRoster,
+}
+
+/// One relayed event.
+#[derive(Serialize, Deserialize)]
+struct Relayed {
+    node: String,
+    event: String,
+    data: Value,
+}
+
+/// Typing notices and renames this node's clients send, for the other nodes.
+pub struct NatsRelay {
+    client: async_nats::Client,
+    subject: String,
+    node: String,
+}
+
+impl NatsRelay {
+    /// A relay for the cluster of `stream`.
+    pub fn new(client: async_nats::Client, stream: &str, node: &str) -> Self {
+        Self {
+            client,
+            subject: events_subject(stream),
+            node: node.to_string(),
+        }
+    }
+}
+
+impl Relay for NatsRelay {
+    fn relay(&self, event: &'static str, data: Value) {
+        let relayed = Relayed {
+            node: self.node.clone(),
+            event: event.to_string(),
+            data,
+        };
+        let Ok(payload) = serde_json::to_vec(&relayed) else {
+            return;
+        };
+        let (client, subject) = (self.client.clone(), self.subject.clone());
+        // Ephemeral: if NATS is away the notice is simply lost, like a full socket's.
+        tokio::spawn(async move {
+            let _ = client.publish(subject, payload.into()).await;
+        });
+    }
+}
+
+fn events_subject(stream: &str) -> String {
+    format!("tidings.{stream}.events")
+}
+
+fn presence_subject(stream: &str, node: &str) -> String {
+    format!("tidings.{stream}.presence.{node}")
+}
+
+/// Exchanges presence with the other nodes and shows their relayed events, until `stop`.
+pub async fn exchange_forever(
+    client: async_nats::Client,
+    stream: String,
+    node: String,
+    roster: SharedRoster,
+    io: SocketIo,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeats = None;
+    let mut events = None;
+    loop {
+        // (Re)subscribe while the subscriptions are missing: the client may start offline.
+        if heartbeats.is_none() {
+            heartbeats = client.subscribe(presence_subject(&stream, "*")).await.ok();
+        }
+        if events.is_none() {
+            events = client.subscribe(events_subject(&stream)).await.ok();
+        }
+        let next_heartbeat = async {
+            match heartbeats.as_mut() {
+                Some(subscription) => subscription.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        let next_event = async {
+            match events.as_mut() {
+                Some(subscription) => subscription.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                roster.expire_remote(TTL);
+                let beat = Heartbeat { node: node.clone(), roster: roster.local() };
+                if let Ok(payload) = serde_json::to_vec(&beat) {
+                    let subject = presence_subject(&stream, &node);
+                    let _ = client.publish(subject, payload.into()).await;
+                }
+            }
+            message = next_heartbeat => match message {
+                Some(message) => {
+                    if let Ok(beat) = serde_json::from_slice::<Heartbeat>(&message.payload)
+                        && beat.node != node
+                    {
+                        roster.set_remote(&beat.node, beat.roster);
+                    }
+                }
+                None => heartbeats = None,
+            },
+            message = next_event => match message {
+                Some(message) => {
+                    if let Ok(relayed) = serde_json::from_slice::<Relayed>(&message.payload)
+                        && relayed.node != node
+                        && is_relayable(&relayed.event)
+                    {
+                        to_everyone(&io, &relayed.event, &relayed.data);
+                    }
+                }
+                None => events = None,
+            },
+        }
+    }
+}
+
+/// Only the ephemeral events a node relays: nothing else may be injected through NATS.
+fn is_relayable(event: &str) -> bool {
+    use crate::protocol::event::{TYPING, USER_RENAMED};
+    event == TYPING || event == USER_RENAMED
+}
+
+/// Shared by the server's tasks.
+pub type SharedRelay = Arc<NatsRelay>;

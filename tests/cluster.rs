@@ -1,0 +1,494 @@
+//! Cluster mode against a real 3-server NATS JetStream cluster and tidings nodes on loopback:
+//! one total order on every node, exactly-once across nodes and restarts, no acked message
+//! lost or duplicated when a node or the stream's leader is killed, catching up after a
+//! restart, and no ack (but reads) without quorum.
+//!
+//! They need `nats-server`: `cargo test` shows them as ignored with that reason; CI runs them
+//! with `cargo test --test cluster -- --ignored`, and they fail loudly if it is missing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::client::{Client, ClientError};
+use common::cluster::{NatsCluster, Node};
+use common::*;
+use serde_json::{Value, json};
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    nats: NatsCluster,
+    nodes: Vec<Node>,
+}
+
+async fn rig(nodes: usize) -> Rig {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nats = NatsCluster::start(dir.path());
+    let urls = nats.urls();
+    let nodes: Vec<Node> = (0..nodes)
+        .map(|n| {
+            let name = format!("node{n}");
+            Node::start(&name, &dir.path().join(format!("{name}.redb")), &urls, &[])
+        })
+        .collect();
+    for node in &nodes {
+        node.wait_ready().await;
+    }
+    Rig {
+        _dir: dir,
+        nats,
+        nodes,
+    }
+}
+
+/// Everything `client` receives until it has `total` messages, as (content, id).
+async fn receive_all(client: &mut Client, total: usize) -> Vec<(String, u64)> {
+    let mut seen = Vec::with_capacity(total);
+    while seen.len() < total {
+        seen.push(client.next_chat(WAIT).await.expect("a message"));
+    }
+    seen
+}
+
+async fn send(client: &mut Client, content: &str, offset: &str) -> Result<Value, ClientError> {
+    let ack = client
+        .emit_with_ack("chat message", &[json!(content), json!(offset)], WAIT)
+        .await?;
+    Ok(ack.into_iter().next().unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn every_node_delivers_the_same_total_order() -> TestResult {
+    const EACH: usize = 60;
+    let rig = rig(3).await;
+    // A reader on every node, then a sender on every node, all at once.
+    let mut readers = Vec::new();
+    for node in &rig.nodes {
+        readers.push(Client::connect(&node.url, &json!({ "serverOffset": 0 })).await?);
+    }
+    let mut senders = Vec::new();
+    for (n, node) in rig.nodes.iter().enumerate() {
+        let mut client = Client::connect(&node.url, &json!({})).await?;
+        senders.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..EACH {
+                let text = format!("n{n}-{i}");
+                let pending = client
+                    .emit_pipelined("chat message", &[json!(text), json!(text)])
+                    .await
+                    .expect("emit");
+                acks.push(pending);
+            }
+            let mut ids = Vec::new();
+            for ack in acks {
+                let reply = tokio::time::timeout(WAIT, ack)
+                    .await
+                    .expect("an ack")
+                    .expect("connected");
+                ids.push(reply[0]["id"].as_u64().expect("an id"));
+            }
+            ids
+        }));
+    }
+    let mut acked = Vec::new();
+    for sender in senders {
+        acked.extend(sender.await?);
+    }
+    acked.sort_unstable();
+    let total = 3 * EACH;
+    assert_eq!(
+        acked,
+        (1..=total as u64).collect::<Vec<_>>(),
+        "ids 1..=total"
+    );
+    let mut views = Vec::new();
+    for reader in &mut readers {
+        views.push(receive_all(reader, total).await);
+    }
+    for view in &views[1..] {
+        assert_eq!(
+            view, &views[0],
+            "every node, the same messages in the same order"
+        );
+    }
+    // Each sender's messages in its own order.
+    let mut by_sender: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (content, _) in &views[0] {
+        let (n, i) = content.split_once('-').expect("n{n}-{i}");
+        by_sender
+            .entry(n.to_string())
+            .or_default()
+            .push(i.parse().expect("a number"));
+    }
+    for order in by_sender.values() {
+        assert_eq!(order, &(0..EACH).collect::<Vec<_>>());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn a_retry_on_another_node_and_after_a_restart_gets_the_original_id() -> TestResult {
+    let mut rig = rig(2).await;
+    let urls = rig.nats.urls();
+    let mut a = Client::connect(&rig.nodes[0].url, &json!({})).await?;
+    let original = send(&mut a, "hello", "retry-1").await?;
+    let id = original["id"].as_u64().ok_or("an id")?;
+    assert_eq!(original.get("duplicate"), None);
+    let mut b = Client::connect(&rig.nodes[1].url, &json!({})).await?;
+    assert_eq!(
+        send(&mut b, "hello", "retry-1").await?,
+        json!({ "id": id, "duplicate": true })
+    );
+    // Same offset, other text: a new message (the single node's rule).
+    let other = send(&mut b, "hello again", "retry-1").await?;
+    assert_eq!(other["id"].as_u64(), Some(id + 1));
+    // Two retries racing on two nodes at once (JetStream's message id settles it).
+    let (ra, rb) = tokio::join!(
+        send(&mut a, "race", "race-1"),
+        send(&mut b, "race", "race-1")
+    );
+    let (ra, rb) = (ra?, rb?);
+    assert_eq!(ra["id"], rb["id"], "{ra} / {rb}");
+    assert_eq!(
+        [ra.get("duplicate"), rb.get("duplicate")]
+            .iter()
+            .filter(|d| d.is_some())
+            .count(),
+        1,
+        "one stored, one answered as a duplicate: {ra} / {rb}"
+    );
+    // After node B restarts, the retry is still a duplicate.
+    drop(b);
+    rig.nodes[1].stop();
+    rig.nodes[1].restart(&urls, &[]);
+    rig.nodes[1].wait_ready().await;
+    let mut b = Client::connect(&rig.nodes[1].url, &json!({})).await?;
+    assert_eq!(
+        send(&mut b, "hello", "retry-1").await?,
+        json!({ "id": id, "duplicate": true })
+    );
+    // Stored once: the whole history, from either node.
+    let mut reader = Client::connect(&rig.nodes[1].url, &json!({ "serverOffset": 0 })).await?;
+    let history = receive_all(&mut reader, 3).await;
+    assert_eq!(
+        history.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        ["hello", "hello again", "race"]
+    );
+    reader.expect_silence(Duration::from_millis(300)).await?;
+    Ok(())
+}
+
+/// What one sender had acked (text -> id), every message it received in order, and how
+/// often it reconnected.
+type Outcome = (BTreeMap<String, u64>, Vec<(String, u64)>, usize);
+
+/// A client that sends acked messages to the first reachable node of `urls`, reconnecting
+/// to the next one (from its last seen id) when its node goes away, and retrying an unacked
+/// message with the same offset.
+async fn resilient_sender(k: usize, urls: Vec<String>, stop: Arc<AtomicBool>) -> Outcome {
+    let mut acked = BTreeMap::new();
+    let mut view: Vec<(String, u64)> = Vec::new();
+    let mut reconnects = 0;
+    let mut which = k % urls.len();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let connect = |which: usize, offset: u64| {
+        let url = urls[which].clone();
+        async move { Client::connect(&url, &json!({ "serverOffset": offset })).await }
+    };
+    let mut client = connect(which, 0).await.expect("connect");
+    let mut next = 0usize;
+    let mut pending: Option<String> = None;
+    loop {
+        assert!(Instant::now() < deadline, "sender {k} made no progress");
+        if pending.is_none() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            pending = Some(format!("s{k}-{next}"));
+            next += 1;
+        }
+        let text = pending.clone().unwrap_or_default();
+        let reply = client
+            .emit_with_ack(
+                "chat message",
+                &[json!(text), json!(text)],
+                Duration::from_secs(3),
+            )
+            .await;
+        // Whatever arrived meanwhile continues the view exactly.
+        while let Ok((content, id)) = client.next_chat(Duration::from_millis(1)).await {
+            let expected = view.last().map_or(1, |(_, last)| last + 1);
+            assert_eq!(id, expected, "sender {k}: gap or duplicate");
+            view.push((content, id));
+        }
+        match reply {
+            Ok(ack) if ack[0]["id"].is_u64() => {
+                acked.insert(text, ack[0]["id"].as_u64().unwrap_or(0));
+                pending = None;
+            }
+            Ok(ack) => panic!("sender {k}: unexpected ack {ack:?}"),
+            Err(ClientError::Timeout(_)) => {}
+            Err(_) => {
+                // The node went away: the next one, from the last id seen.
+                reconnects += 1;
+                loop {
+                    which = (which + 1) % urls.len();
+                    let offset = view.last().map_or(0, |(_, id)| *id);
+                    if let Ok(fresh) = connect(which, offset).await {
+                        client = fresh;
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "sender {k} cannot reconnect");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    // Catch up to everything stored, to compare views.
+    (acked, view, reconnects)
+}
+
+/// Checks the senders' outcomes against the history one node serves: every acked message
+/// stored once under its id, every view a gap-free prefix of that history.
+async fn check_outcomes(
+    url: &str,
+    outcomes: &[Outcome],
+) -> Result<(usize, usize), Box<dyn std::error::Error + Send + Sync>> {
+    let mut reader = Client::connect(url, &json!({ "serverOffset": 0 })).await?;
+    let mut history = Vec::new();
+    while let Ok(message) = reader.next_chat(Duration::from_secs(2)).await {
+        history.push(message);
+    }
+    let ids: Vec<u64> = history.iter().map(|(_, id)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase");
+    let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
+    for (content, _) in &history {
+        *copies.entry(content.as_str()).or_default() += 1;
+    }
+    let duplicated = copies.values().filter(|n| **n > 1).count();
+    let by_content: BTreeMap<&str, u64> = history.iter().map(|(c, id)| (c.as_str(), *id)).collect();
+    let mut lost = 0;
+    let mut acked = 0;
+    for (sent, view, _) in outcomes {
+        for (text, id) in sent {
+            acked += 1;
+            if by_content.get(text.as_str()) != Some(id) {
+                lost += 1;
+            }
+        }
+        assert!(
+            view.iter()
+                .zip(&history)
+                .all(|(seen, stored)| seen == stored),
+            "a client's view differs from the stored order"
+        );
+    }
+    assert_eq!(lost, 0, "every acked message is stored under its id");
+    assert_eq!(duplicated, 0, "nothing stored twice");
+    Ok((acked, history.len()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn killing_a_node_under_load_loses_and_duplicates_nothing() -> TestResult {
+    let mut rig = rig(3).await;
+    let urls: Vec<String> = rig.nodes.iter().map(|n| n.url.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Two senders start on node 0, one on node 1.
+    let senders: Vec<_> = [0usize, 3, 1]
+        .into_iter()
+        .map(|k| tokio::spawn(resilient_sender(k, urls.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rig.nodes[0].kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut outcomes = Vec::new();
+    for sender in senders {
+        outcomes.push(sender.await?);
+    }
+    let reconnects: usize = outcomes.iter().map(|o| o.2).sum();
+    assert!(
+        reconnects >= 2,
+        "the senders on the killed node moved ({reconnects})"
+    );
+    let (acked, stored) = check_outcomes(&rig.nodes[1].url, &outcomes).await?;
+    println!("node kill: {acked} acked, {stored} stored, {reconnects} reconnects");
+    assert!(acked >= 20, "progress before and after the kill ({acked})");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn killing_the_stream_leader_loses_and_duplicates_nothing() -> TestResult {
+    let mut rig = rig(2).await;
+    let urls: Vec<String> = rig.nodes.iter().map(|n| n.url.clone()).collect();
+    let leader = rig
+        .nats
+        .stream_leader("TIDINGS")
+        .await
+        .ok_or("the stream has a leader")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..3)
+        .map(|k| tokio::spawn(resilient_sender(k, urls.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    rig.nats.kill(leader);
+    let killed = Instant::now();
+    // Ingest resumes: a fresh client gets an ack within the failover.
+    let mut probe = Client::connect(&urls[1], &json!({})).await?;
+    let mut resumed = None;
+    for attempt in 0..40 {
+        let text = format!("after-kill-{attempt}");
+        if let Ok(Ok(ack)) = tokio::time::timeout(
+            Duration::from_secs(3),
+            probe.emit_with_ack("chat message", &[json!(text), json!(text)], WAIT),
+        )
+        .await
+            && ack[0]["id"].is_u64()
+        {
+            resumed = Some(killed.elapsed());
+            break;
+        }
+    }
+    let resumed = resumed.ok_or("ingest never resumed after the leader was killed")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut outcomes = Vec::new();
+    for sender in senders {
+        outcomes.push(sender.await?);
+    }
+    let (acked, stored) = check_outcomes(&urls[1], &outcomes).await?;
+    println!("leader kill: ingest resumed after {resumed:?}; {acked} acked, {stored} stored");
+    // The killed server comes back and catches up; nothing changes for the clients.
+    rig.nats.restart(leader);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn a_restarted_node_catches_up_and_serves_the_same_history() -> TestResult {
+    let mut rig = rig(2).await;
+    let urls = rig.nats.urls();
+    rig.nodes[1].stop();
+    let mut a = Client::connect(&rig.nodes[0].url, &json!({})).await?;
+    for i in 0..150 {
+        let text = format!("while-away-{i}");
+        a.emit("chat message", &[json!(text), json!(text)]).await?;
+    }
+    let last = send(&mut a, "last", "last").await?;
+    assert_eq!(last["id"], json!(151));
+    rig.nodes[1].restart(&urls, &[]);
+    rig.nodes[1].wait_ready().await;
+    let mut from_a = Client::connect(&rig.nodes[0].url, &json!({ "serverOffset": 0 })).await?;
+    let mut from_b = Client::connect(&rig.nodes[1].url, &json!({ "serverOffset": 0 })).await?;
+    let history = receive_all(&mut from_a, 151).await;
+    assert_eq!(receive_all(&mut from_b, 151).await, history);
+    // A client whose offset this node has not applied yet (it came from another node) is
+    // not treated as coming from another database: it gets what follows, once applied.
+    let mut ahead = Client::connect(&rig.nodes[1].url, &json!({ "serverOffset": 151 })).await?;
+    let next = send(&mut a, "next", "next").await?;
+    assert_eq!(
+        ahead.next_chat(WAIT).await?,
+        ("next".into(), next["id"].as_u64().unwrap_or(0))
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn without_quorum_nothing_is_acked_reads_work_and_the_node_recovers() -> TestResult {
+    let mut rig = rig(1).await;
+    let node = &rig.nodes[0];
+    let mut client = Client::connect(&node.url, &json!({})).await?;
+    assert_eq!(send(&mut client, "before", "q-1").await?["id"], json!(1));
+    rig.nats.kill(1);
+    rig.nats.kill(2);
+    // Not ready within seconds (a load balancer moves senders away)...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(&node.url, "/healthz").await;
+        if status == 503 {
+            assert!(body.contains("unavailable"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready without quorum: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // ...no ack...
+    let during = client
+        .emit_with_ack(
+            "chat message",
+            &[json!("during"), json!("q-2")],
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(
+        matches!(during, Err(ClientError::Timeout(_))),
+        "no ack without quorum: {during:?}"
+    );
+    // ...but reads and replay work from the local replica.
+    let mut reader = Client::connect(&node.url, &json!({ "serverOffset": 0 })).await?;
+    assert_eq!(reader.next_chat(WAIT).await?, ("before".into(), 1));
+    // NATS comes back: the node is ready again by itself, and the retry is stored once.
+    rig.nats.restart(1);
+    rig.nats.restart(2);
+    node.wait_ready().await;
+    let mut retry = None;
+    for _ in 0..20 {
+        if let Ok(ack) = send(&mut client, "during", "q-2").await
+            && ack["id"].is_u64()
+        {
+            retry = Some(ack);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let retry = retry.ok_or("the retry was never acked")?;
+    let mut fresh = Client::connect(&node.url, &json!({ "serverOffset": 0 })).await?;
+    let history = receive_all(&mut fresh, 2).await;
+    assert_eq!(
+        history[1],
+        ("during".into(), retry["id"].as_u64().unwrap_or(0))
+    );
+    fresh.expect_silence(Duration::from_millis(500)).await?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+fn a_file_of_another_stream_or_a_single_node_history_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nats = NatsCluster::start(dir.path());
+    // A single-node database with history.
+    let single = dir.path().join("single.redb");
+    {
+        let (_, mut writer) = tidings::storage::Store::open(&single).expect("create");
+        let input = tidings::message::ChatInput {
+            content: "solo".into(),
+            client_offset: None,
+            author: None,
+        };
+        writer.append_batch(&[input], 1).expect("append");
+    }
+    let out = std::process::Command::new(binary())
+        .args(["--host", "127.0.0.1", "--port", "0", "--replicas", "3"])
+        .args(["--cluster", &nats.urls()])
+        .arg("--db")
+        .arg(&single)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    assert!(stderr.contains("single-node history"), "{stderr}");
+}
