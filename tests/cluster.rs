@@ -492,3 +492,45 @@ fn a_file_of_another_stream_or_a_single_node_history_is_refused() {
     assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
     assert!(stderr.contains("single-node history"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn presence_spans_the_nodes_and_a_dead_node_drops_out() -> TestResult {
+    let mut rig = rig(2).await;
+    let mut ada = Client::connect(&rig.nodes[0].url, &json!({ "nickname": "ada" })).await?;
+    let _bo = Client::connect(&rig.nodes[1].url, &json!({ "nickname": "bo" })).await?;
+    let _anonymous = Client::connect(&rig.nodes[1].url, &json!({})).await?;
+    // Ada, on node 0, sees bo and the anonymous client of node 1.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut announced = Vec::new();
+    loop {
+        let presence = ada.next_named("presence", WAIT).await?;
+        announced.extend(presence[0]["joined"].as_array().cloned().unwrap_or_default());
+        if presence[0]["users"] == json!(["ada", "bo"]) && presence[0]["count"] == json!(3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never saw node 1's clients: {presence:?}");
+    }
+    assert!(announced.contains(&json!("bo")), "{announced:?}");
+    // Typing relayed across nodes.
+    let bo_typing = Client::connect(&rig.nodes[1].url, &json!({ "nickname": "cy" })).await?;
+    bo_typing.emit("typing", &[json!(true)]).await?;
+    assert_eq!(
+        ada.next_named("typing", WAIT).await?,
+        vec![json!({ "nickname": "cy", "typing": true })]
+    );
+    // Node 1 dies: within seconds its clients are gone from node 0's presence.
+    rig.nodes[1].kill();
+    let killed = Instant::now();
+    loop {
+        let presence = ada.next_named("presence", WAIT).await?;
+        if presence[0]["count"] == json!(1) {
+            assert_eq!(presence[0]["users"], json!(["ada"]));
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "node 1 never dropped out");
+    }
+    println!("presence: a dead node dropped out after {:?}", killed.elapsed());
+    assert!(killed.elapsed() < Duration::from_secs(6));
+    Ok(())
+}

@@ -11,17 +11,7 @@ use serde_json::{Value, json};
 
 /// The next event named `name`, skipping others.
 async fn next_named(client: &mut Client, name: &str) -> Result<Vec<Value>, ClientError> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match client
-            .next(deadline.saturating_duration_since(Instant::now()))
-            .await?
-        {
-            Incoming::Event(event, args) if event == name => return Ok(args),
-            Incoming::Event(..) => continue,
-            Incoming::Disconnected => return Err(ClientError::Closed),
-        }
-    }
+    client.next_named(name, WAIT).await
 }
 
 fn now_ms() -> u64 {

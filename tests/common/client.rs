@@ -272,6 +272,23 @@ impl Client {
         }
     }
 
+    /// The arguments of the next event named `name` within `timeout`, skipping others.
+    pub async fn next_named(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                Incoming::Event(event, args) if event == name => return Ok(args),
+                Incoming::Event(..) => continue,
+                Incoming::Disconnected => return Err(ClientError::Closed),
+            }
+        }
+    }
+
     /// The next `chat message (content, id)`, skipping other events; fails on anything that
     /// does not have that shape.
     pub async fn next_chat(&mut self, timeout: Duration) -> Result<(String, u64), ClientError> {
