@@ -47,6 +47,8 @@ pub mod defaults {
     pub const SHUTDOWN_TIMEOUT: u64 = 10;
     /// `--replay-batch`.
     pub const REPLAY_BATCH: u32 = 256;
+    /// `--recovery-window`, in seconds.
+    pub const RECOVERY_WINDOW: u64 = 600;
     /// `--stream`.
     pub const STREAM: &str = "TIDINGS";
     /// `--replicas`.
@@ -228,6 +230,13 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_RETAIN_DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub retain_days: Option<u64>,
 
+    /// Connection state recovery: how long, in seconds, after a client was last seen it can
+    /// reconnect with `socket.recovered` and get exactly what it missed (this survives
+    /// restarts, even kill -9); 0 turns recovery off.
+    #[arg(long, env = "TIDINGS_RECOVERY_WINDOW", default_value_t = defaults::RECOVERY_WINDOW,
+          value_parser = clap::value_parser!(u64).range(0..=30 * 24 * 3600))]
+    pub recovery_window: u64,
+
     /// Run as a node of a cluster: the comma-separated URLs of the NATS servers whose
     /// JetStream stream is the log (every server of the NATS cluster). Unset: a single node,
     /// whose log is the database file.
@@ -283,6 +292,7 @@ impl Default for Config {
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             retain_messages: None,
             retain_days: None,
+            recovery_window: defaults::RECOVERY_WINDOW,
             cluster: Vec::new(),
             stream: defaults::STREAM.into(),
             replicas: defaults::REPLICAS,

@@ -34,6 +34,7 @@ use crate::protocol::{MAX_INCOMING_BINARIES, payload_limit};
 use crate::socket::admission::ConnectionCount;
 use crate::socket::chat::InFlight;
 use crate::socket::presence::{Relay, SharedRoster, broadcast_presence};
+use crate::socket::recovery::{Recovery, keep_sessions};
 use crate::socket::{self, ChatState};
 use crate::storage::{Store, StoreError, StoreReader, StoreWriter};
 
@@ -172,6 +173,12 @@ impl Server {
                 (Arc::new(log), Some(Arc::new(relay)))
             }
         };
+        let recovery = Recovery {
+            window: Duration::from_secs(config.recovery_window),
+            writer: self.writer.clone(),
+            reader: self.reader.clone(),
+            hub: self.hub.clone(),
+        };
         let state = ChatState {
             hub: self.hub.clone(),
             reader: self.reader.clone(),
@@ -187,6 +194,7 @@ impl Server {
             epoch: self.epoch.clone(),
             live,
             relay,
+            recovery: recovery.clone(),
         };
         let (service, io) = socket_io(config, state);
         socket::register(&io);
@@ -209,6 +217,9 @@ impl Server {
             ));
         }
         tasks.spawn(broadcast_presence(io.clone(), roster, stopping.clone()));
+        if !recovery.window.is_zero() {
+            tasks.spawn(keep_sessions(io.clone(), recovery, stopping.clone()));
+        }
         let ops = http::Ops {
             log: log.clone(),
             hub: self.hub.clone(),

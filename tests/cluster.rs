@@ -505,11 +505,19 @@ async fn presence_spans_the_nodes_and_a_dead_node_drops_out() -> TestResult {
     let mut announced = Vec::new();
     loop {
         let presence = ada.next_named("presence", WAIT).await?;
-        announced.extend(presence[0]["joined"].as_array().cloned().unwrap_or_default());
+        announced.extend(
+            presence[0]["joined"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
         if presence[0]["users"] == json!(["ada", "bo"]) && presence[0]["count"] == json!(3) {
             break;
         }
-        assert!(Instant::now() < deadline, "never saw node 1's clients: {presence:?}");
+        assert!(
+            Instant::now() < deadline,
+            "never saw node 1's clients: {presence:?}"
+        );
     }
     assert!(announced.contains(&json!("bo")), "{announced:?}");
     // Typing relayed across nodes.
@@ -528,9 +536,15 @@ async fn presence_spans_the_nodes_and_a_dead_node_drops_out() -> TestResult {
             assert_eq!(presence[0]["users"], json!(["ada"]));
             break;
         }
-        assert!(killed.elapsed() < Duration::from_secs(10), "node 1 never dropped out");
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "node 1 never dropped out"
+        );
     }
-    println!("presence: a dead node dropped out after {:?}", killed.elapsed());
+    println!(
+        "presence: a dead node dropped out after {:?}",
+        killed.elapsed()
+    );
     assert!(killed.elapsed() < Duration::from_secs(6));
     Ok(())
 }

@@ -70,15 +70,28 @@ struct Meta<'a> {
     time: u64,
 }
 
+/// A message id as a JSON string (`"17"`), written straight into the packet: the last
+/// argument of a delivered `chat message` when connection state recovery is on, which the
+/// client keeps as its offset.
+struct IdString(u64);
+
+impl Serialize for IdString {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
 /// Queues `event (content, id, { author, time })` for as many of `messages` as fit while
 /// `HEADROOM` slots stay free, in order; returns how many were queued (at least one), or
-/// `Full` if not even the first fits. One probe covers the whole run, so a batch pays for
-/// it once, not once per message.
+/// `Full` if not even the first fits. With `offsets`, each ends with its id as a string too
+/// (`(content, id, meta, "id")`, for connection state recovery). One probe covers the whole
+/// run, so a batch pays for it once, not once per message.
 pub fn emit_chats_leaving_headroom(
     socket: &SocketRef,
     lock: &SendLock,
     event: &str,
     messages: &[SharedMessage],
+    offsets: bool,
 ) -> Result<usize, NotQueued> {
     let _sending = lock.hold();
     hold_then(socket, HEADROOM, &|| {
@@ -88,7 +101,13 @@ pub fn emit_chats_leaving_headroom(
                 author: message.author.as_deref(),
                 time: message.time,
             };
-            match socket.emit(event, &(&message.content, message.id.0, &meta)) {
+            let id = message.id.0;
+            let emitted = if offsets {
+                socket.emit(event, &(&message.content, id, &meta, IdString(id)))
+            } else {
+                socket.emit(event, &(&message.content, id, &meta))
+            };
+            match emitted {
                 Ok(()) => queued += 1,
                 // The rest waits for the next call; what was queued stays queued.
                 Err(_) if queued > 0 => break,
@@ -154,11 +173,19 @@ pub struct SocketOutbox {
     pub socket: SocketRef,
     /// Its send lock.
     pub lock: SendLock,
+    /// Whether messages end with their id as a string (connection state recovery).
+    pub offsets: bool,
 }
 
 impl ChatSink for SocketOutbox {
     fn queue_chats(&self, messages: &[SharedMessage]) -> Result<usize, NotQueued> {
-        emit_chats_leaving_headroom(&self.socket, &self.lock, CHAT_MESSAGE, messages)
+        emit_chats_leaving_headroom(
+            &self.socket,
+            &self.lock,
+            CHAT_MESSAGE,
+            messages,
+            self.offsets,
+        )
     }
 }
 
@@ -311,14 +338,14 @@ mod tests {
         let mut rig = Rig::new().await;
         rig.leave_free(5).await;
         let queued =
-            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(10));
+            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(10), false);
         assert_eq!(
             queued,
             Ok(5 - HEADROOM),
             "a run stops with the headroom free"
         );
         assert_eq!(
-            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(1)),
+            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(1), true),
             Err(NotQueued::Full)
         );
         assert_eq!(
@@ -355,7 +382,7 @@ mod tests {
         rig.socket.clone().disconnect().expect("disconnect");
         settle().await;
         assert_eq!(
-            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(1)),
+            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(1), true),
             Err(NotQueued::Closed)
         );
         assert!(matches!(

@@ -109,6 +109,8 @@ pub struct SocketDelivery {
     pub live: Arc<LiveSet>,
     /// Taken while queueing to the socket.
     pub sending: SendLock,
+    /// Whether messages end with their id as a string (connection state recovery).
+    pub offsets: bool,
 }
 
 /// Emits between yields to the scheduler during a long batch.
@@ -125,6 +127,7 @@ pub async fn deliver(socket: SocketRef, delivery: SocketDelivery) {
         sync,
         live,
         sending,
+        offsets,
     } = delivery;
     metrics::counter(metrics::REPLAYS).increment(1);
     let started = Instant::now();
@@ -148,7 +151,8 @@ pub async fn deliver(socket: SocketRef, delivery: SocketDelivery) {
             if replaying {
                 metrics::counter(metrics::REPLAYED_MESSAGES).increment(batch.len() as u64);
             }
-            if let Err(stop) = emit_batch(&socket, &sending, &signals, &emitted, &batch).await {
+            let sent = emit_batch(&socket, &sending, &signals, &emitted, &batch, offsets).await;
+            if let Err(stop) = sent {
                 break 'deliver stop;
             }
             continue;
@@ -175,6 +179,7 @@ pub async fn deliver(socket: SocketRef, delivery: SocketDelivery) {
             sink: Box::new(SocketOutbox {
                 socket: socket.clone(),
                 lock: sending.clone(),
+                offsets,
             }),
             emitted: emitted.clone(),
             fell_behind: fell_behind.clone(),
@@ -211,11 +216,14 @@ async fn emit_batch(
     signals: &Signals,
     emitted: &EmittedCursor,
     batch: &[SharedMessage],
+    offsets: bool,
 ) -> Result<(), Stop> {
     for chunk in batch.chunks(YIELD_EVERY) {
         let mut rest = chunk;
         while !rest.is_empty() {
-            let chats = || outbox::emit_chats_leaving_headroom(socket, sending, CHAT_MESSAGE, rest);
+            let chats = || {
+                outbox::emit_chats_leaving_headroom(socket, sending, CHAT_MESSAGE, rest, offsets)
+            };
             // At least one was queued (`Ok` promises it).
             let queued = emit_in_order(signals, chats).await?.clamp(1, rest.len());
             let (sent, unsent) = rest.split_at(queued);

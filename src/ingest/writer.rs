@@ -59,6 +59,18 @@ enum Command {
         rows: Vec<StoredRow>,
         reply: oneshot::Sender<Result<usize, AppendError>>,
     },
+    /// Record a recovery session as seen now (committed with the next batch of appends).
+    Session {
+        pid: String,
+        seen_ms: u64,
+        /// Told once the session is durable, if anyone waits for it.
+        reply: Option<oneshot::Sender<Result<(), AppendError>>>,
+    },
+    /// Delete the recovery sessions last seen before this time.
+    ExpireSessions {
+        before_ms: u64,
+        reply: oneshot::Sender<Result<usize, AppendError>>,
+    },
     /// Delete one small batch of messages retention no longer keeps.
     Prune {
         retention: Retention,
@@ -127,6 +139,47 @@ impl WriterHandle {
         answer.await.map_err(|_| AppendError::Stopped)?
     }
 
+    /// Records recovery session `pid` as issued (or seen) now, durably; resolves once committed
+    /// (with the appends queued around it: one commit).
+    pub async fn save_session(&self, pid: String) -> Result<(), AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Session {
+                pid,
+                seen_ms: now_ms(),
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| AppendError::Stopped)?;
+        answer.await.map_err(|_| AppendError::Stopped)?
+    }
+
+    /// Records that the clients of these sessions were seen now, without waiting.
+    pub fn touch_sessions(&self, pids: impl IntoIterator<Item = String>) {
+        let seen_ms = now_ms();
+        for pid in pids {
+            let touch = Command::Session {
+                pid,
+                seen_ms,
+                reply: None,
+            };
+            // A full queue (a flood of appends) can drop a touch: the session then expires a
+            // minute or so early, which only costs its client a full replay.
+            let _ = self.commands.try_send(touch);
+        }
+    }
+
+    /// Deletes the sessions last seen more than `window` ago; returns how many.
+    pub async fn expire_sessions(&self, window: std::time::Duration) -> Result<usize, AppendError> {
+        let before_ms = now_ms().saturating_sub(window.as_millis() as u64);
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::ExpireSessions { before_ms, reply })
+            .await
+            .map_err(|_| AppendError::Stopped)?;
+        answer.await.map_err(|_| AppendError::Stopped)?
+    }
+
     /// Asks the writer to finish what is queued and stop. Appends sent afterwards fail with
     /// [`AppendError::Stopped`].
     pub async fn stop(&self) {
@@ -181,8 +234,7 @@ fn run(
     healthy: Arc<AtomicBool>,
     mut receiver: mpsc::Receiver<Command>,
 ) {
-    let mut inputs = Vec::new();
-    let mut replies = Vec::new();
+    let mut batch = Batch::default();
     let mut stopping = false;
     while !stopping {
         let Some(first) = receiver.blocking_recv() else {
@@ -193,35 +245,52 @@ fn run(
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
-                command @ (Command::Prune { .. } | Command::Apply { .. }) => {
+                command @ (Command::Prune { .. }
+                | Command::Apply { .. }
+                | Command::ExpireSessions { .. }) => {
                     after_appends = Some(command);
                     break;
                 }
                 Command::Append { input, reply } => {
                     bytes += input.content.len();
-                    inputs.push(input);
-                    replies.push(reply);
+                    batch.inputs.push(input);
+                    batch.replies.push(reply);
+                }
+                Command::Session {
+                    pid,
+                    seen_ms,
+                    reply,
+                } => {
+                    batch.sessions.push((pid, seen_ms));
+                    batch.session_replies.extend(reply);
                 }
                 Command::Stop => {
                     stopping = true;
                     break;
                 }
             }
-            if inputs.len() >= config.max_batch_count || bytes >= config.max_batch_bytes {
+            let full = batch.inputs.len() + batch.sessions.len() >= config.max_batch_count;
+            if full || bytes >= config.max_batch_bytes {
                 break;
             }
             next = receiver.try_recv().ok();
         }
-        if !inputs.is_empty() {
-            commit_guarded(&mut store, &hub, &healthy, &mut inputs, &mut replies);
+        if !batch.is_empty() {
+            commit_guarded(&mut store, &hub, &healthy, &mut batch);
         }
-        // A prune or an apply runs after the appends taken before it, which keep their order.
+        // What must not share the appends' transaction runs after them; they keep their order.
         match after_appends {
             Some(Command::Prune { retention, reply }) => {
                 let _ = reply.send(prune_batch(&mut store, &hub, retention));
             }
             Some(Command::Apply { rows, reply }) => {
                 let _ = reply.send(apply_rows(&mut store, &hub, &healthy, rows));
+            }
+            Some(Command::ExpireSessions { before_ms, reply }) => {
+                let expired = store
+                    .expire_sessions(before_ms)
+                    .map_err(|e| AppendError::Storage(Arc::new(e)));
+                let _ = reply.send(expired);
             }
             _ => {}
         }
@@ -286,36 +355,51 @@ fn apply_rows(
     }
 }
 
+/// What one group commit holds: appends and recovery sessions, with whom to answer.
+#[derive(Default)]
+struct Batch {
+    inputs: Vec<ChatInput>,
+    replies: Vec<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
+    sessions: Vec<(String, u64)>,
+    session_replies: Vec<oneshot::Sender<Result<(), AppendError>>>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.inputs.is_empty() && self.sessions.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.inputs.clear();
+        self.replies.clear();
+        self.sessions.clear();
+        self.session_replies.clear();
+    }
+}
+
 /// Commits a batch; a panic (there should be none) answers nothing and the writer goes on.
-fn commit_guarded(
-    store: &mut StoreWriter,
-    hub: &Hub,
-    healthy: &AtomicBool,
-    inputs: &mut Vec<ChatInput>,
-    replies: &mut Vec<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
-) {
+fn commit_guarded(store: &mut StoreWriter, hub: &Hub, healthy: &AtomicBool, batch: &mut Batch) {
     let committed = catch_unwind(AssertUnwindSafe(|| {
-        commit_batch(store, hub, healthy, inputs, replies);
+        commit_batch(store, hub, healthy, batch);
     }));
     if committed.is_err() {
         // There should be no panic here; if there is one, the batch's senders get no
         // answer (so no ack: their clients retry) and the writer carries on.
         tracing::error!("the writer panicked; the batch was not acknowledged");
-        inputs.clear();
-        replies.clear();
+        batch.clear();
         if let Err(e) = store.reopen() {
             tracing::error!("cannot reopen the database: {e}");
         }
     }
 }
 
-fn commit_batch(
-    store: &mut StoreWriter,
-    hub: &Hub,
-    healthy: &AtomicBool,
-    inputs: &mut Vec<ChatInput>,
-    replies: &mut Vec<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
-) {
+fn commit_batch(store: &mut StoreWriter, hub: &Hub, healthy: &AtomicBool, batch: &mut Batch) {
+    let Batch {
+        inputs,
+        replies,
+        sessions,
+        session_replies,
+    } = batch;
     if !store.is_open() {
         match store.reopen() {
             Ok(()) => tracing::info!("database reopened"),
@@ -325,9 +409,19 @@ fn commit_batch(
     let received_at_ms = now_ms();
     let started = Instant::now();
     let batch = inputs.len();
-    let result = store.append_batch(inputs, received_at_ms);
+    let result = store.commit(inputs, sessions, received_at_ms);
+    sessions.clear();
+    for reply in session_replies.drain(..) {
+        let answer = match &result {
+            Ok(_) => Ok(()),
+            Err(_) => Err(AppendError::Unavailable("the session was not saved".into())),
+        };
+        let _ = reply.send(answer);
+    }
     metrics::histogram(metrics::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-    metrics::histogram(metrics::COMMIT_BATCH).record(batch as f64);
+    if batch > 0 {
+        metrics::histogram(metrics::COMMIT_BATCH).record(batch as f64);
+    }
     healthy.store(result.is_ok(), Ordering::Relaxed);
     match result {
         Ok(outcomes) => {

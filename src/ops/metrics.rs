@@ -50,6 +50,10 @@ pub const LIVE_FELL_BEHIND: &str = "tidings_live_fell_behind_total";
 /// Times the live broadcaster fell behind the hub (its channel, `--live-buffer`, overflowed)
 /// and sent every live client to catch up (counter).
 pub const LIVE_BROADCASTER_LAGGED: &str = "tidings_live_broadcaster_lagged_total";
+/// Connections by what became of their recovery request, by `outcome`: `new` (nothing to
+/// recover), `recovered`, or why not (`unknown_session`, `expired`, `messages_deleted`,
+/// `no_offset`, `malformed`, `unknown_offset`, `unavailable`) (counter).
+pub const RECOVERIES: &str = "tidings_recoveries_total";
 /// Highest stored id (gauge).
 pub const LAST_ID: &str = "tidings_last_message_id";
 

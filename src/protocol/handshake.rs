@@ -102,6 +102,57 @@ pub struct Handshake {
     pub latest: Option<u64>,
     /// The epoch of the database the offset came from (`auth.epoch`, from a `sync` event).
     pub epoch: Option<String>,
+    /// What a client asking for connection state recovery sent (`auth.pid`, `auth.offset`,
+    /// merged in by socket.io-client after a CONNECT that carried a pid).
+    pub recovery: Option<RecoveryRequest>,
+}
+
+/// A client's request to recover its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryRequest {
+    /// A well-formed private session id and the offset of the last event it processed (a
+    /// message id).
+    Resume {
+        /// The private session id the server gave it.
+        pid: String,
+        /// The last message id it processed.
+        offset: u64,
+    },
+    /// A pid without a usable offset: the client has processed no event since it got the pid
+    /// (socket.io-client sends the offset only once it stored one), or sent something else.
+    NoOffset,
+    /// Something that is not a pid this server could have issued.
+    Malformed,
+}
+
+/// Longest private session id accepted (the server issues 32 hex digits).
+const MAX_PID_CHARS: usize = 64;
+
+fn parse_recovery(auth: &Value) -> Option<RecoveryRequest> {
+    let object = auth.as_object()?;
+    let pid = object.get("pid")?;
+    let pid = match pid {
+        Value::String(pid)
+            if !pid.is_empty()
+                && pid.len() <= MAX_PID_CHARS
+                && pid.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            pid.clone()
+        }
+        _ => return Some(RecoveryRequest::Malformed),
+    };
+    let offset = match object.get("offset") {
+        Some(Value::String(text))
+            if !text.is_empty() && text.len() <= 16 && text.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            text.parse::<u64>().ok().filter(|n| *n <= MAX_SERVER_OFFSET)
+        }
+        _ => None,
+    };
+    Some(match offset {
+        Some(offset) => RecoveryRequest::Resume { pid, offset },
+        None => RecoveryRequest::NoOffset,
+    })
 }
 
 /// Parses the handshake `auth` object: [`parse_server_offset`] plus the optional `nickname`
@@ -143,6 +194,7 @@ pub fn parse_handshake(auth: &Value) -> Result<Handshake, AuthError> {
         nickname,
         latest,
         epoch,
+        recovery: parse_recovery(auth),
     })
 }
 
@@ -205,6 +257,7 @@ mod tests {
                 nickname: Some("bo".into()),
                 latest: Some(50),
                 epoch: None,
+                recovery: None,
             })
         );
         assert_eq!(
@@ -214,6 +267,7 @@ mod tests {
                 nickname: None,
                 latest: None,
                 epoch: None,
+                recovery: None,
             })
         );
         for bad in [
@@ -225,5 +279,46 @@ mod tests {
         ] {
             assert!(parse_handshake(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn recovery_requests() {
+        let recovery = |auth: Value| parse_handshake(&auth).map(|h| h.recovery);
+        assert_eq!(
+            recovery(json!({ "pid": "0a1b2c", "offset": "17", "serverOffset": 3 })),
+            Ok(Some(RecoveryRequest::Resume {
+                pid: "0a1b2c".into(),
+                offset: 17
+            }))
+        );
+        assert_eq!(
+            recovery(json!({ "pid": "0a1b2c" })),
+            Ok(Some(RecoveryRequest::NoOffset))
+        );
+        for offset in [
+            json!(17),
+            json!("-1"),
+            json!("x"),
+            json!("99999999999999999"),
+        ] {
+            assert_eq!(
+                recovery(json!({ "pid": "0a1b2c", "offset": offset })),
+                Ok(Some(RecoveryRequest::NoOffset)),
+                "{offset}"
+            );
+        }
+        for pid in [
+            json!(5),
+            json!(""),
+            json!("not hex!"),
+            json!("a".repeat(65)),
+        ] {
+            assert_eq!(
+                recovery(json!({ "pid": pid, "offset": "1" })),
+                Ok(Some(RecoveryRequest::Malformed)),
+                "{pid}"
+            );
+        }
+        assert_eq!(recovery(json!({ "serverOffset": 3 })), Ok(None));
     }
 }

@@ -20,7 +20,7 @@ pub mod nickname;
 pub use args::EventArgs;
 pub use chat::{AckReply, Limits, PayloadError, validate_chat_message};
 pub use handshake::{
-    AuthError, Handshake, MAX_SERVER_OFFSET, parse_handshake, parse_server_offset,
+    AuthError, Handshake, MAX_SERVER_OFFSET, RecoveryRequest, parse_handshake, parse_server_offset,
 };
 pub use history::{HistoryError, HistoryRequest, parse_history_request};
 pub use nickname::{NicknameError, validate_nickname};

@@ -112,16 +112,26 @@ async fn admit(
         .epoch
         .as_deref()
         .is_some_and(|epoch| epoch != &*state.epoch);
-    let start = if other_epoch { 0 } else { handshake.offset };
     let slot = state
         .connections
         .try_acquire()
         .ok_or(Refusal::Full(state.connections.max))?;
+    // Saved before the CONNECT reply that names the session goes out.
+    let recovery = state.recovery.admit(handshake.recovery.clone()).await;
+    let (start, latest, other_epoch) = match recovery.resume_after {
+        // Recovered: the last event it processed is what counts.
+        Some(after) => (after, None, false),
+        None if other_epoch => (0, handshake.latest, true),
+        None => (handshake.offset, handshake.latest, false),
+    };
+    if let Some(pid) = &recovery.pid {
+        socket.set_pid(pid.clone());
+    }
     let catch_up = CatchUp::new(
         state.hub.clone(),
         state.reader.clone(),
         start,
-        handshake.latest,
+        latest,
         state.batch,
     );
     let emitted = Arc::new(EmittedCursor::new(catch_up.cursor()));
@@ -136,6 +146,7 @@ async fn admit(
         ))),
         sending: sending.clone(),
         arrival: Arc::default(),
+        pid: recovery.pid.clone(),
     });
     socket.extensions.insert(sending.clone());
     let typing = Typing::new();
@@ -145,16 +156,20 @@ async fn admit(
     socket.on(TYPING, presence::on_typing);
     socket.on(NICKNAME, presence::on_nickname);
     let on_close = signals.clone();
+    let session = recovery.pid.clone();
     socket.on_disconnect(
         move |socket: SocketRef, reason: DisconnectReason, State(state): State<ChatState>| async move {
             on_close.log_closed(&socket.id, &reason);
             on_close.closed.cancel();
             presence::left(&socket, &state, &typing);
+            // The recovery window counts from now.
+            state.recovery.writer.touch_sessions(session);
         },
     );
     tracing::info!(
         sid = %socket.id,
         offset = start,
+        recovered = recovery.resume_after.is_some(),
         transport = ?socket.transport_type(),
         "connection opened"
     );
@@ -169,6 +184,7 @@ async fn admit(
         sync,
         live: state.live.clone(),
         sending,
+        offsets: recovery.pid.is_some(),
     };
     socket
         .extensions

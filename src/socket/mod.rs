@@ -8,6 +8,7 @@
 //! - [`presence`]: who is online, join/leave notices, typing, nickname changes (ephemeral);
 //!   [`roster`] is its plain state.
 //! - [`rate`]: the per-connection token bucket (pure).
+//! - [`recovery`]: durable connection state recovery (the CONNECT `pid`, sessions).
 //!
 //! Validation rules live in [`crate::protocol`]; ordering and delivery in [`crate::delivery`].
 
@@ -16,6 +17,7 @@ pub mod chat;
 pub mod history;
 pub mod presence;
 pub mod rate;
+pub mod recovery;
 pub mod roster;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -71,6 +73,8 @@ pub struct ChatState {
     pub live: Arc<LiveSet>,
     /// In a cluster: passes typing and renames to the other nodes.
     pub relay: Option<Arc<dyn presence::Relay>>,
+    /// Connection state recovery.
+    pub recovery: recovery::Recovery,
 }
 
 /// What the event handlers of one socket share (a socket extension).
@@ -87,6 +91,8 @@ pub struct Connection {
     pub sending: SendLock,
     /// The order its `chat message`s arrived in: they are stored in that order.
     pub arrival: Arc<chat::ArrivalOrder>,
+    /// Its recovery session, if recovery is on.
+    pub pid: Option<String>,
 }
 
 impl Connection {

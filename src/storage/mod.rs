@@ -36,6 +36,10 @@ const CLIENT_OFFSETS: MultimapTableDefinition<&str, u64> =
     MultimapTableDefinition::new("client_offsets");
 /// Small named counters: the schema version and the highest id ever assigned.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Connection state recovery: private session id -> when its client was last seen (ms since
+/// the Unix epoch). Written when a session is issued, when its socket closes, and once a minute
+/// for the sockets still connected; never per message.
+const SESSIONS: TableDefinition<&str, u64> = TableDefinition::new("sessions");
 /// Cluster mode only: `"stream"` -> the identity of the JetStream stream this file is a replica
 /// of (`NAME@CREATED`). Absent in a single-node file.
 const CLUSTER: TableDefinition<&str, &str> = TableDefinition::new("cluster");

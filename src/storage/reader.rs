@@ -6,8 +6,8 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::record::decode_record;
 use super::{
-    CLIENT_OFFSETS, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SharedDb, StoreError,
-    read_err, write_err,
+    CLIENT_OFFSETS, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SESSIONS, SharedDb,
+    StoreError, read_err, write_err,
 };
 use crate::message::{MessageId, StoredRow};
 
@@ -107,6 +107,20 @@ impl StoreReader {
             Ok(super::find_retry(&messages, &offsets, offset, content)
                 .map_err(read_err)?
                 .map(MessageId))
+        })
+    }
+
+    /// When the client of recovery session `pid` was last seen, if the session exists.
+    pub fn session(&self, pid: &str) -> Result<Option<u64>, StoreError> {
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let sessions = match read.open_table(SESSIONS) {
+                Ok(table) => table,
+                // A file written before sessions existed has no table yet.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(read_err(e)),
+            };
+            Ok(sessions.get(pid).map_err(read_err)?.map(|v| v.value()))
         })
     }
 

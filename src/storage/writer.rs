@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::sync::PoisonError;
 
-use redb::{Database, ReadableTable};
+use redb::{Database, ReadableTable, ReadableTableMetadata};
 
 use super::record::{decode_record, encode_record};
 use super::{
     CLIENT_OFFSETS, CLUSTER, CLUSTER_STREAM, MESSAGES, META, META_LAST_ID, META_PRUNED_THROUGH,
-    Opener, SharedDb, StoreError, find_retry, open_checked, write_err,
+    Opener, SESSIONS, SharedDb, StoreError, find_retry, open_checked, write_err,
 };
 use crate::message::{AppendOutcome, ChatInput, MessageId, StoredMessage, StoredRow};
 
@@ -297,21 +297,57 @@ impl StoreWriter {
         inputs: &[ChatInput],
         received_at_ms: u64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.commit(inputs, &[], received_at_ms)
+    }
+
+    /// [`StoreWriter::append_batch`], also recording recovery sessions (`pid`, last seen ms)
+    /// in the same durable commit.
+    pub fn commit(
+        &mut self,
+        inputs: &[ChatInput],
+        sessions: &[(String, u64)],
+        received_at_ms: u64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
         let (outcomes, next_id) = self
             .db
-            .with(|db| Self::append_in(db, self.next_id, inputs, received_at_ms))?;
+            .with(|db| Self::append_in(db, self.next_id, inputs, sessions, received_at_ms))?;
         self.next_id = next_id;
         Ok(outcomes)
+    }
+
+    /// Deletes the recovery sessions last seen before `before_ms`; returns how many.
+    pub fn expire_sessions(&mut self, before_ms: u64) -> Result<usize, StoreError> {
+        self.db.with(|db| {
+            let write = db.begin_write().map_err(write_err)?;
+            let expired;
+            {
+                let mut sessions = write.open_table(SESSIONS).map_err(write_err)?;
+                let before = sessions.len().map_err(write_err)?;
+                sessions
+                    .retain(|_, seen| seen >= before_ms)
+                    .map_err(write_err)?;
+                expired = before - sessions.len().map_err(write_err)?;
+            }
+            write.commit().map_err(write_err)?;
+            Ok(expired as usize)
+        })
     }
 
     fn append_in(
         db: &Database,
         mut next_id: u64,
         inputs: &[ChatInput],
+        sessions: &[(String, u64)],
         received_at_ms: u64,
     ) -> Result<(Vec<AppendOutcome>, u64), StoreError> {
         let mut outcomes = Vec::with_capacity(inputs.len());
         let write = db.begin_write().map_err(write_err)?;
+        if !sessions.is_empty() {
+            let mut table = write.open_table(SESSIONS).map_err(write_err)?;
+            for (pid, seen) in sessions {
+                table.insert(pid.as_str(), seen).map_err(write_err)?;
+            }
+        }
         {
             let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
             let mut offsets = write

@@ -18,8 +18,8 @@ function uid(label) {
  * (transports: null for the library default).
  * forceNew: every call gets its own connection (io() would otherwise share one per URL).
  * Each socket gets `.received`, the list of { content, id } of its 'chat message' events
- * (anything unexpected after them lands in `rest`, failing strict comparisons), and `.metas`,
- * the { id, author, time } of each.
+ * (anything unexpected after them lands in `rest`, failing strict comparisons), `.metas`,
+ * the { id, author, time } of each, and `.offsets`, the recovery offsets ("id") that ended them.
  * trackOffset: like the chat page, keep socket.auth.serverOffset at the highest id seen.
  */
 function client(url, { trackOffset = false, transports = ['websocket'], auth, ...opts } = {}) {
@@ -34,7 +34,11 @@ function client(url, { trackOffset = false, transports = ['websocket'], auth, ..
   const waiters = new Set();
   socket.received = received;
   socket.metas = [];
+  socket.offsets = [];
   socket.on('chat message', (content, id, meta, ...rest) => {
+    // With connection state recovery the last argument is the id again, as a string (the
+    // client's offset); kept apart too.
+    if (rest.length && rest[rest.length - 1] === String(id)) socket.offsets.push(rest.pop());
     // The third argument is tidings' extension { author, time } (tutorial pages ignore it);
     // it is checked here and kept apart, so tests compare { content, id } as the tutorial does.
     if (
