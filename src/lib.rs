@@ -28,7 +28,8 @@
 //! - [`ops`]: the offline commands and the metric names.
 //! - [`cluster`]: cluster mode: the JetStream log, the applier that fills the local replica,
 //!   readiness, presence across nodes.
-//! - [`config`]: flags, environment variables and their defaults.
+//! - [`config`]: flags, environment variables and their defaults; [`every`]: the beat of the
+//!   periodic tasks.
 //! - [`server`]: wiring and lifecycle: [`Server::open`] opens the database and starts the
 //!   writer; [`Server::serve`] takes an already bound listener and a shutdown future, so tests
 //!   bind port 0 and never sleep.
@@ -36,6 +37,7 @@
 pub mod cluster;
 pub mod config;
 pub mod delivery;
+pub mod every;
 pub mod http;
 pub mod ingest;
 pub mod message;

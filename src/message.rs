@@ -121,6 +121,36 @@ pub enum AppendOutcome {
 /// Messages are shared, never copied, between the tail cache and every socket's delivery.
 pub type SharedMessage = Arc<Message>;
 
+/// Shorthands for the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A `chat message` with `content` and, if given, a client offset.
+    pub(crate) fn input(content: &str, offset: Option<&str>) -> ChatInput {
+        ChatInput {
+            content: content.into(),
+            client_offset: offset.map(|o| ClientOffset(o.into())),
+            author: None,
+        }
+    }
+
+    /// Stored message `id`, with `content`.
+    pub(crate) fn message(id: u64, content: &str) -> SharedMessage {
+        Arc::new(Message {
+            id: MessageId(id),
+            content: content.to_owned(),
+            author: None,
+            time: 0,
+        })
+    }
+
+    /// Stored message `id`, with content `m{id}`.
+    pub(crate) fn msg(id: u64) -> SharedMessage {
+        message(id, &format!("m{id}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,21 +6,13 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{ServerProcess, server_command};
+use common::{ServerProcess, refused_in_one_line, server_command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidings");
 
 /// Runs `tidings ARGS`, expecting it to fail with one line on stderr; returns that line.
 fn fails_with_one_line(args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("run");
-    assert!(!out.status.success(), "{args:?} must fail");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
-    stderr
+    refused_in_one_line(Command::new(BIN).args(args))
 }
 
 #[test]

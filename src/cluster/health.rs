@@ -26,6 +26,7 @@ use async_nats::jetstream::stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::Hub;
+use crate::every::Every;
 
 /// How far back the replica must be complete for ingest to be open: less than the duplicate
 /// window (120 s), so a retry older than the window finds its original here.
@@ -170,14 +171,9 @@ pub async fn probe_forever(
     hub: Arc<Hub>,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(PROBE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut every = Every::new(PROBE_EVERY, stop);
     let mut logged_problem = Some("starting".to_string());
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stop.cancelled() => return,
-        }
+    while every.tick().await {
         match tokio::time::timeout(PROBE_TIMEOUT, stream.info()).await {
             Ok(Ok(info)) if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => {
                 health.probed(info.state.last_sequence, &hub);

@@ -259,15 +259,7 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::ClientOffset;
-
-    fn input(content: &str, offset: Option<&str>) -> ChatInput {
-        ChatInput {
-            content: content.into(),
-            client_offset: offset.map(|o| ClientOffset(o.into())),
-            author: None,
-        }
-    }
+    use crate::message::test_support::input;
 
     #[test]
     fn message_ids_follow_the_dedup_key() {

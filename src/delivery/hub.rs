@@ -164,22 +164,12 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Message, MessageId};
-    use std::sync::Arc;
+    use crate::message::test_support::msg;
 
     const ROOMY: TailLimits = TailLimits {
         max_messages: 100,
         max_bytes: 1 << 20,
     };
-
-    fn msg(id: u64) -> SharedMessage {
-        Arc::new(Message {
-            id: MessageId(id),
-            content: format!("m{id}"),
-            author: None,
-            time: 0,
-        })
-    }
 
     #[test]
     fn subscribe_starts_right_after_last_published() {

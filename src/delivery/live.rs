@@ -273,7 +273,7 @@ mod tests {
 
     use super::*;
     use crate::delivery::TailLimits;
-    use crate::message::{Message, MessageId};
+    use crate::message::test_support::msg;
 
     /// A socket stand-in: takes up to `room` more messages, or says it closed.
     #[derive(Default)]
@@ -319,15 +319,6 @@ mod tests {
             got.extend(messages[..n].iter().map(|m| m.id.0));
             Ok(n)
         }
-    }
-
-    fn msg(id: u64) -> SharedMessage {
-        Arc::new(Message {
-            id: MessageId(id),
-            content: format!("m{id}"),
-            author: None,
-            time: 0,
-        })
     }
 
     fn hub_at(last_id: u64, capacity: usize) -> Arc<Hub> {

@@ -142,17 +142,7 @@ impl TailCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::MessageId;
-    use std::sync::Arc;
-
-    fn msg(id: u64, content: &str) -> SharedMessage {
-        Arc::new(Message {
-            id: MessageId(id),
-            content: content.to_owned(),
-            author: None,
-            time: 0,
-        })
-    }
+    use crate::message::test_support::message as msg;
 
     fn ids(batch: Option<Vec<SharedMessage>>) -> Option<Vec<u64>> {
         batch.map(|b| b.iter().map(|m| m.id.0).collect())

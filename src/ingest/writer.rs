@@ -475,17 +475,10 @@ fn commit_batch(store: &mut StoreWriter, hub: &Hub, healthy: &AtomicBool, batch:
 mod tests {
     use super::*;
     use crate::delivery::TailLimits;
-    use crate::message::{ClientOffset, MessageId};
+    use crate::message::MessageId;
+    use crate::message::test_support::input;
     use crate::storage::Store;
     use crate::storage::fault::FaultSwitch;
-
-    fn input(content: &str, offset: Option<&str>) -> ChatInput {
-        ChatInput {
-            content: content.into(),
-            client_offset: offset.map(|o| ClientOffset(o.into())),
-            author: None,
-        }
-    }
 
     struct Rig {
         _dir: tempfile::TempDir,

@@ -15,8 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use tokio::sync::Notify;
 
-use super::rate::Verdict;
-use super::{ChatState, Connection, rate_limited, send_ack};
+use super::{ChatState, Connection, send_ack};
 use crate::ingest::AppendError;
 use crate::message::AppendOutcome;
 use crate::ops::metrics;
@@ -166,18 +165,17 @@ async fn handle_chat_message(
         // Shutting down: not taken, not acked; the client retries after the restart.
         return;
     };
-    let verdict = connection.take_allowance();
-    if let Some(reply) = rate_limited(verdict) {
-        metrics::counter_with(metrics::REJECTED, "reason", "rate_limited").increment(1);
-        send_ack(&socket, ack, &reply, &connection).await;
-        if let Verdict::Limited { strikes, .. } = verdict
-            && f64::from(strikes) > state.rate_limit.burst
-        {
-            tracing::warn!(sid = %socket.id, strikes, "disconnecting a client that ignores its rate limit");
-            connection.signals.disconnect.notify_one();
+    let ack = match connection.within_allowance(&socket, ack).await {
+        Ok(ack) => ack,
+        Err(strikes) => {
+            metrics::counter_with(metrics::REJECTED, "reason", "rate_limited").increment(1);
+            if f64::from(strikes) > state.rate_limit.burst {
+                tracing::warn!(sid = %socket.id, strikes, "disconnecting a client that ignores its rate limit");
+                connection.signals.disconnect.notify_one();
+            }
+            return;
         }
-        return;
-    }
+    };
     let input = args
         .map_err(|e| PayloadError::Undecodable(e.to_string()))
         .and_then(|EventArgs(args)| validate_chat_message(&args, &state.limits));

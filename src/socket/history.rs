@@ -4,7 +4,7 @@
 use serde_json::json;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 
-use super::{ChatState, Connection, rate_limited, send_ack};
+use super::{ChatState, Connection, send_ack};
 use crate::message::Message;
 use crate::protocol::{EventArgs, parse_history_request};
 
@@ -16,10 +16,9 @@ pub(super) async fn on_history(
     State(state): State<ChatState>,
     Extension(connection): Extension<Connection>,
 ) {
-    if let Some(reply) = rate_limited(connection.take_allowance()) {
-        send_ack(&socket, ack, &reply, &connection).await;
+    let Ok(ack) = connection.within_allowance(&socket, ack).await else {
         return;
-    }
+    };
     let request = args
         .map_err(|e| e.to_string())
         .and_then(|EventArgs(args)| parse_history_request(&args).map_err(|e| e.to_string()));

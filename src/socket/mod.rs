@@ -96,23 +96,29 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Takes one send from the connection's allowance.
-    fn take_allowance(&self) -> Verdict {
-        self.bucket
+    /// Takes one request (a send, a history page, a rename) from the connection's allowance
+    /// and gives `ack` back; over the limit, answers it with `{ error: "rate limited",
+    /// retryAfterMs }` instead and returns the refusals in a row.
+    async fn within_allowance(&self, socket: &SocketRef, ack: AckSender) -> Result<AckSender, u32> {
+        let verdict = self
+            .bucket
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take(Instant::now())
-    }
-}
-
-/// The ack of a request refused by the rate limit, if `verdict` refuses it.
-fn rate_limited(verdict: Verdict) -> Option<AckReply> {
-    match verdict {
-        Verdict::Allowed => None,
-        Verdict::Limited { retry_after, .. } => Some(AckReply::RateLimited {
-            error: "rate limited",
-            retry_after_ms: retry_after.as_millis().max(1) as u64,
-        }),
+            .take(Instant::now());
+        match verdict {
+            Verdict::Allowed => Ok(ack),
+            Verdict::Limited {
+                retry_after,
+                strikes,
+            } => {
+                let reply = AckReply::RateLimited {
+                    error: "rate limited",
+                    retry_after_ms: retry_after.as_millis().max(1) as u64,
+                };
+                send_ack(socket, ack, &reply, self).await;
+                Err(strikes)
+            }
+        }
     }
 }
 

@@ -15,9 +15,11 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use tokio_util::sync::CancellationToken;
 
+use crate::every::Every;
+
 use super::rate::{RateLimit, TokenBucket, Verdict};
 use super::roster::{NodeRoster, Roster};
-use super::{ChatState, Connection, rate_limited, send_ack};
+use super::{ChatState, Connection, send_ack};
 use crate::delivery::outbox::emit_ephemeral;
 use crate::protocol::event::{PRESENCE, TYPING, USER_RENAMED};
 use crate::protocol::{EventArgs, NicknameError, validate_nickname};
@@ -202,10 +204,9 @@ pub(super) async fn on_nickname(
     State(state): State<ChatState>,
     Extension(connection): Extension<Connection>,
 ) {
-    if let Some(reply) = rate_limited(connection.take_allowance()) {
-        send_ack(&socket, ack, &reply, &connection).await;
+    let Ok(ack) = connection.within_allowance(&socket, ack).await else {
         return;
-    }
+    };
     let name = match args.as_ref().ok().and_then(|EventArgs(a)| a.first()) {
         Some(value) => validate_nickname(value),
         None => Err(NicknameError::NotString("nothing")),
@@ -239,13 +240,8 @@ pub fn to_everyone(io: &SocketIo, event: &str, data: &Value) {
 /// Sends the roster, with who came and went, to everyone whenever it changed, at most once
 /// per interval.
 pub async fn broadcast_presence(io: SocketIo, roster: SharedRoster, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(PRESENCE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stop.cancelled() => return,
-        }
+    let mut every = Every::new(PRESENCE_INTERVAL, stop);
+    while every.tick().await {
         let Some(snapshot) = roster.lock().take_changes() else {
             continue;
         };

@@ -21,6 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use socketioxide::SocketIo;
 use tokio_util::sync::CancellationToken;
 
+use crate::every::Every;
+
 use super::Connection;
 use crate::delivery::Hub;
 use crate::ingest::WriterHandle;
@@ -158,13 +160,8 @@ impl Recovery {
 /// Marks the sessions of the sockets still open as seen and deletes expired ones, every
 /// [`TOUCH_EVERY`], until `stop`.
 pub async fn keep_sessions(io: SocketIo, recovery: Recovery, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(TOUCH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stop.cancelled() => return,
-        }
+    let mut every = Every::new(TOUCH_EVERY, stop);
+    while every.tick().await {
         let pids = io.sockets().into_iter().filter_map(|socket| {
             socket
                 .extensions

@@ -378,18 +378,11 @@ impl StoreWriter {
 
 #[cfg(test)]
 pub(super) mod tests {
+    pub(in crate::storage) use crate::message::test_support::input;
+
     use super::super::Store;
     use super::super::tests::temp_db;
     use super::*;
-    use crate::message::ClientOffset;
-
-    pub(in crate::storage) fn input(content: &str, offset: Option<&str>) -> ChatInput {
-        ChatInput {
-            content: content.into(),
-            client_offset: offset.map(|o| ClientOffset(o.into())),
-            author: None,
-        }
-    }
 
     #[test]
     fn appends_dedups_and_survives_reopen() -> Result<(), StoreError> {

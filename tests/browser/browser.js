@@ -58,12 +58,11 @@ const DESKTOP = { width: 1180, height: 760 };
 const PHONE = { width: 390, height: 780 };
 
 /**
- * A new browser context (its own localStorage: one "person") with a page on `url`.
- * nickname: stored in localStorage before the page loads (as if picked on an earlier visit).
- * colorScheme: 'light' (default) or 'dark' (the page follows the system's choice).
- * Console errors and page errors are collected in page.problems; CSP violations among them.
+ * A page in a new browser context (its own localStorage: one "person"), not loaded yet.
+ * Console errors and page errors are collected in page.problems, dialogs in page.dialogs.
+ * nickname: stored in localStorage before the first load (as if picked on an earlier visit).
  */
-async function openChat(browser, url, { nickname, viewport = DESKTOP, colorScheme = 'light', path: route = '/', waitConnected = true } = {}) {
+async function newPage(browser, { viewport = DESKTOP, colorScheme = 'light', nickname } = {}) {
   const context = await browser.newContext({ viewport, deviceScaleFactor: 1, colorScheme });
   context.setDefaultTimeout(WAIT_MS);
   if (nickname !== undefined) {
@@ -86,6 +85,17 @@ async function openChat(browser, url, { nickname, viewport = DESKTOP, colorSchem
     page.dialogs.push(`${dialog.type()}: ${dialog.message()}`);
     dialog.dismiss().catch(() => {});
   });
+  return page;
+}
+
+/**
+ * A new browser context (its own localStorage: one "person") with a page on `url`.
+ * nickname: stored in localStorage before the page loads (as if picked on an earlier visit).
+ * colorScheme: 'light' (default) or 'dark' (the page follows the system's choice).
+ * Console errors and page errors are collected in page.problems; CSP violations among them.
+ */
+async function openChat(browser, url, { nickname, viewport = DESKTOP, colorScheme = 'light', path: route = '/', waitConnected = true } = {}) {
+  const page = await newPage(browser, { viewport, colorScheme, nickname });
   const response = await page.goto(url + route, { waitUntil: 'load', timeout: WAIT_MS });
   page.response = response;
   if (waitConnected) await waitStatus(page, 'connected');
@@ -283,6 +293,7 @@ function setup({ serverArgs = ['--rate-limit', '0'] } = {}) {
 
 module.exports = {
   setup,
+  newPage,
   SKIP,
   IN_CI,
   CHROMIUM,

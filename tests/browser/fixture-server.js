@@ -71,15 +71,7 @@ function passThrough(port, html) {
 
 /** A fresh browser context on a fixture page at `url`, connected (`socket` is its global). */
 async function openFixture(browser, url) {
-  const context = await browser.newContext({ viewport: { width: 700, height: 520 }, colorScheme: 'light' });
-  context.setDefaultTimeout(B.WAIT_MS);
-  const page = await context.newPage();
-  page.problems = [];
-  page.dialogs = [];
-  page.on('pageerror', (err) => page.problems.push(`pageerror: ${err.message}`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') page.problems.push(`console error: ${msg.text()} (${msg.location().url || 'no url'})`);
-  });
+  const page = await B.newPage(browser, { viewport: { width: 700, height: 520 } });
   await page.goto(`${url}/`, { waitUntil: 'load' });
   await B.until(page, () => typeof socket !== 'undefined' && socket.connected, null, 'the page to connect');
   return page;

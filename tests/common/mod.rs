@@ -239,6 +239,15 @@ pub async fn connect_raw(
     }
 }
 
+/// Runs `command`, which must fail with exactly one line on stderr; returns that line.
+pub fn refused_in_one_line(command: &mut std::process::Command) -> String {
+    let out = command.env("RUST_LOG", "off").output().expect("run");
+    assert!(!out.status.success(), "{command:?} must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    stderr
+}
+
 /// A counter's value in Prometheus text (0 when absent: never incremented).
 pub fn counter(metrics: &str, name: &str) -> u64 {
     metrics
