@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use socketioxide::socket::Sid;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -105,7 +106,9 @@ impl LiveSet {
     /// Adds `member` if it has been queued everything up to `sent_through`; otherwise returns
     /// `sent_through`, the id to catch up to before trying again.
     pub fn try_join(&self, member: Member) -> Result<(), u64> {
+        let started = Instant::now();
         let mut shared = self.lock();
+        metrics::histogram(metrics::LIVE_JOIN_SECONDS).record(started.elapsed().as_secs_f64());
         if member.emitted.get() < shared.sent_through {
             return Err(shared.sent_through);
         }
@@ -221,9 +224,11 @@ async fn broadcast_forever(
             }
         }
         if !batch.is_empty() {
+            let started = Instant::now();
             let members = live.begin_pass(&batch);
             let out = send_to_members(&members, &batch).await;
             live.end_pass(out);
+            metrics::histogram(metrics::LIVE_PASS_SECONDS).record(started.elapsed().as_secs_f64());
         }
         if lagged {
             // A fresh receiver and the exact id it starts after; everything up to that id

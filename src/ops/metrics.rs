@@ -54,6 +54,10 @@ pub const LIVE_BROADCASTER_LAGGED: &str = "tidings_live_broadcaster_lagged_total
 /// recover), `recovered`, or why not (`unknown_session`, `expired`, `messages_deleted`,
 /// `no_offset`, `malformed`, `unknown_offset`, `unavailable`) (counter).
 pub const RECOVERIES: &str = "tidings_recoveries_total";
+/// How long the live broadcaster took to queue one batch to every live socket (histogram).
+pub const LIVE_PASS_SECONDS: &str = "tidings_live_pass_seconds";
+/// How long a socket waited to join (or be refused by) the live set (histogram).
+pub const LIVE_JOIN_SECONDS: &str = "tidings_live_join_seconds";
 /// Highest stored id (gauge).
 pub const LAST_ID: &str = "tidings_last_message_id";
 
@@ -101,6 +105,14 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                     b.set_buckets_for_metric(
                         Matcher::Full(REPLAY_SECONDS.into()),
                         &[0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Prefix("tidings_live_".into()),
+                        &[
+                            0.000_01, 0.000_1, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0,
+                        ],
                     )
                 });
             match builder.map(PrometheusBuilder::install_recorder) {
