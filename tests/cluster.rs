@@ -544,3 +544,55 @@ async fn presence_spans_the_nodes_and_a_dead_node_drops_out() -> TestResult {
     assert!(killed.elapsed() < Duration::from_secs(6));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn retention_maps_onto_the_stream_and_every_replica() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let nats = NatsCluster::start(dir.path());
+    let urls = nats.urls();
+    let nodes: Vec<Node> = (0..2)
+        .map(|n| {
+            let name = format!("node{n}");
+            let db = dir.path().join(format!("{name}.redb"));
+            Node::start(&name, &db, &urls, &["--retain-messages", "5"])
+        })
+        .collect();
+    for node in &nodes {
+        node.wait_ready().await;
+    }
+    let details = nats.stream_details("TIDINGS").await.ok_or("the stream")?;
+    assert_eq!(details["config"]["max_msgs"], json!(5), "{details}");
+    let mut client = Client::connect(&nodes[0].url, &json!({})).await?;
+    for i in 1..=10 {
+        assert_eq!(
+            send(&mut client, &format!("m{i}"), &format!("o{i}")).await?["id"],
+            json!(i)
+        );
+    }
+    let details = nats.stream_details("TIDINGS").await.ok_or("the stream")?;
+    assert_eq!(
+        (
+            &details["state"]["first_seq"],
+            &details["state"]["last_seq"]
+        ),
+        (&json!(6), &json!(10)),
+        "the stream keeps the newest 5"
+    );
+    // Every replica prunes the same way (retention runs at start and every 10 s).
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut reader = Client::connect(&node.url, &json!({ "serverOffset": 0 })).await?;
+            let first = reader.next_chat(WAIT).await?;
+            if first.1 == 6 {
+                let sync = reader.next_named("sync", WAIT).await?;
+                assert_eq!(sync[0]["complete"], json!(false), "{sync:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} never pruned", node.name);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(())
+}

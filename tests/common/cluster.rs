@@ -124,6 +124,30 @@ impl NatsCluster {
         self.wait_healthy(n);
     }
 
+    /// `stream`'s details (`/jsz?streams=true&config=true`: state, config, cluster) as one
+    /// live server's monitoring endpoint gives them.
+    pub async fn stream_details(&self, stream: &str) -> Option<serde_json::Value> {
+        for server in self.servers.iter().filter(|s| s.process.is_some()) {
+            let url = format!("http://127.0.0.1:{}", server.http_port);
+            let (status, body) = get(&url, "/jsz?streams=true&config=true").await;
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            if status != 200 {
+                continue;
+            }
+            let details = json["account_details"].as_array().into_iter().flatten();
+            for account in details {
+                for found in account["stream_detail"].as_array().into_iter().flatten() {
+                    if found["name"] == stream {
+                        return Some(found.clone());
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// The server leading `stream` (by its name `nN`), as the monitoring endpoint says.
     pub async fn stream_leader(&self, stream: &str) -> Option<usize> {
         for server in &self.servers {
