@@ -4,20 +4,35 @@
 # results.jsonl. About 30 minutes on a 2-core machine when nothing else runs; QUICK=1 makes a
 # scaled-down smoke run (~4 minutes). Compare mode waits for a quiet machine before each run
 # and repeats a run that other processes disturbed (see --quiet-wait and --retries).
+#
+# A scenario that fails (a correctness problem, a server that died, a bench error) does not
+# stop the others, but the script then exits 1 naming every failed scenario. BENCH=path runs
+# that tidings-bench binary instead of building one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export TIDINGS_REFERENCE="${TIDINGS_REFERENCE:-$PWD/../shared/reference/node-tutorial}"
 target="${CARGO_TARGET_DIR:-target}"
 out="${OUT:-$target/bench-results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
-cargo build --release --workspace --bins >&2
-bench="$target/release/tidings-bench"
+if [ -n "${BENCH:-}" ]; then
+  bench="$BENCH"
+else
+  cargo build --release --workspace --bins >&2
+  bench="$target/release/tidings-bench"
+fi
+failed=()
 
 run() {
   local name="$1"; shift
   echo "=== $name: tidings-bench $*" | tee "$out/$name.txt" >&2
-  "$bench" "$@" | tee -a "$out/$name.txt" || echo "($name exited with $?)" | tee -a "$out/$name.txt"
+  local status=0
+  "$bench" "$@" | tee -a "$out/$name.txt" || status=$?
+  # The JSON line is kept whatever the outcome (a failed run's lists its problems).
   tail -n 1 "$out/$name.txt" | grep '^{' >> "$out/results.jsonl" || true
+  if [ "$status" -ne 0 ]; then
+    echo "($name FAILED: exit status $status)" | tee -a "$out/$name.txt" >&2
+    failed+=("$name")
+  fi
 }
 
 if [ "${QUICK:-0}" = 1 ]; then
@@ -40,3 +55,7 @@ else
   run startup compare startup -n 1000000 --reference-messages 20000 --runs 5
 fi
 echo "results in $out" >&2
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "FAILED scenarios: ${failed[*]} (see their .txt files)" >&2
+  exit 1
+fi

@@ -12,20 +12,34 @@ use serde_json::{Value, json};
 
 const QUIET: Duration = Duration::from_millis(300);
 
-/// After a bad input: a fresh client still gets exactly the expected history and can send.
-async fn still_healthy(server: &TestServer, observer: &mut Client, stored_so_far: u64) {
+/// After a bad input: nothing was stored or broadcast but `stored` (the contents of ids 1..,
+/// in order), and a normal client still chats. A fresh client's replay is exactly `stored`
+/// followed by its own "normal" message; the observer's next message is "normal" (anything
+/// stored by the bad input would have a lower id, so it would come first).
+async fn still_healthy(server: &TestServer, observer: &mut Client, stored: &[&str]) {
+    // A bad input handled late would show up here, or as a lower id than "normal" below.
     observer
         .expect_silence(QUIET)
         .await
         .expect("no garbage broadcast");
     let mut fresh = server.connect(0).await;
-    let history = receive(&mut fresh, stored_so_far as usize).await;
-    assert_eq!(history.len() as u64, stored_so_far);
     let id = send_ok(&mut fresh, "normal", None).await;
-    assert_eq!(id, stored_so_far + 1);
+    let n = stored.len() as u64;
+    assert_eq!(id, n + 1, "the bad input stored nothing");
+    let mut expected: Vec<(String, u64)> = (1..)
+        .zip(stored)
+        .map(|(id, content)| (content.to_string(), id))
+        .collect();
+    expected.push(("normal".into(), id));
+    assert_eq!(
+        receive(&mut fresh, expected.len()).await,
+        expected,
+        "the history is exactly what was stored, then the new message"
+    );
     assert_eq!(
         observer.next_chat(WAIT).await.expect("normal"),
-        ("normal".into(), id)
+        ("normal".into(), id),
+        "the observer saw nothing before the new message"
     );
 }
 
@@ -76,7 +90,7 @@ async fn oversized_frames_close_only_that_connection() -> TestResult {
     .await?;
     assert_eq!(send_ok(&mut chatty, "accepted", None).await, 1);
     assert_eq!(observer.next_chat(WAIT).await?, ("accepted".into(), 1));
-    still_healthy(&server, &mut observer, 1).await;
+    still_healthy(&server, &mut observer, &["accepted"]).await;
     server.stop().await;
     Ok(())
 }
@@ -103,7 +117,7 @@ async fn binary_attachments_are_rejected_with_an_error_ack() -> TestResult {
         .await?;
     let error = error_of(&ack);
     assert!(error.contains("undecodable arguments"), "{ack:?}");
-    still_healthy(&server, &mut observer, 0).await;
+    still_healthy(&server, &mut observer, &[]).await;
     // The same connection keeps working.
     assert_eq!(send_ok(&mut client, "after binary", None).await, 2);
     server.stop().await;
@@ -128,7 +142,7 @@ async fn lone_surrogates_are_rejected() -> TestResult {
         )
         .await?;
     assert!(error_of(&ack).contains("undecodable arguments"), "{ack:?}");
-    still_healthy(&server, &mut observer, 0).await;
+    still_healthy(&server, &mut observer, &[]).await;
     server.stop().await;
     Ok(())
 }
@@ -146,7 +160,7 @@ async fn malformed_packets_close_only_their_connection() -> TestResult {
             "{garbage:?} closes the connection"
         );
     }
-    still_healthy(&server, &mut observer, 0).await;
+    still_healthy(&server, &mut observer, &[]).await;
     server.stop().await;
     Ok(())
 }
@@ -168,7 +182,7 @@ async fn other_namespaces_are_refused_and_ignored() -> TestResult {
         observer.next_chat(WAIT).await?,
         ("on the main namespace".into(), 1)
     );
-    still_healthy(&server, &mut observer, 1).await;
+    still_healthy(&server, &mut observer, &["on the main namespace"]).await;
     server.stop().await;
     Ok(())
 }
@@ -189,7 +203,7 @@ async fn polling_with_a_bogus_sid_is_a_400() -> TestResult {
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
     assert!(response.contains("Session ID unknown"), "{response}");
     let mut observer = server.connect(0).await;
-    still_healthy(&server, &mut observer, 0).await;
+    still_healthy(&server, &mut observer, &[]).await;
     server.stop().await;
     Ok(())
 }

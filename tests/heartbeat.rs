@@ -12,6 +12,11 @@ use serde_json::{Value, json};
 use tidings::Config;
 use tokio_tungstenite::tungstenite::Message;
 
+/// How long a wait may last before it is called a hang: these tests move 13-19 MB through a
+/// debug build, which a busy machine can stretch far beyond `WAIT`; nothing here measures
+/// speed.
+const HANG: Duration = Duration::from_secs(120);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_survive_a_backpressured_replay() -> TestResult {
     // A client that reads in bursts keeps the server's buffer full while it pauses. The
@@ -22,11 +27,12 @@ async fn heartbeats_survive_a_backpressured_replay() -> TestResult {
     config.rate_limit = 0.0;
     config.socket_buffer = 16;
     // Pings come often; answering one can take a while (the client reads through the
-    // backlog queued before it, on a loaded CI machine), so the timeout is the default's.
-    // Without headroom a ping fails at once, whatever the timeout: the buffer is full when
-    // it is due, and socketioxide counts a ping it cannot queue as a timeout.
+    // backlog queued before it, on a loaded machine), so the timeout is long: it is not what
+    // this test is about. Without headroom a ping fails at once, whatever the timeout: the
+    // buffer is full when it is due, and socketioxide counts a ping it cannot queue as a
+    // timeout.
     config.ping_interval_ms = 300;
-    config.ping_timeout_ms = 20_000;
+    config.ping_timeout_ms = 120_000;
     let server = TestServer::start_with(config).await;
     let mut writer = server.connect(0).await;
     let text = "y".repeat(16 * 1024);
@@ -39,15 +45,17 @@ async fn heartbeats_survive_a_backpressured_replay() -> TestResult {
             )
             .await?;
     }
+    // 13 MB to store and echo back first: on a busy machine that can take longer than WAIT,
+    // and only the ack's arrival matters here.
     let ack = writer
-        .emit_with_ack("chat message", &[json!("last"), json!("o-last")], WAIT)
+        .emit_with_ack("chat message", &[json!("last"), json!("o-last")], HANG)
         .await?;
     assert!(ack[0]["id"].is_u64(), "ack {ack:?}");
     let total = n + 1;
 
     let mut ws = connect_raw(&server.url).await?;
     let (mut next_id, mut pings) = (1u64, 0u32);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + HANG;
     while next_id <= total {
         let frame = tokio::time::timeout_at(deadline.into(), ws.next())
             .await?
@@ -93,7 +101,17 @@ async fn acks_to_a_client_that_stopped_reading_leave_the_ping_a_slot() -> TestRe
     let url = format!("http://127.0.0.1:{port}");
     let mut server = ServerProcess::spawn(
         server_command(port, &dir.path().join("chat.redb"))
-            .args(["--socket-buffer", "16", "--ping-interval-ms", "300"])
+            // The client stays stalled through the whole flood below, which can take tens of
+            // seconds on a busy machine: the ping timeout must outlast it (pings still come
+            // due every 300 ms, which is what this test is about).
+            .args([
+                "--socket-buffer",
+                "16",
+                "--ping-interval-ms",
+                "300",
+                "--ping-timeout-ms",
+                "120000",
+            ])
             .env("RUST_LOG", "off")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null()),
@@ -122,7 +140,7 @@ async fn acks_to_a_client_that_stopped_reading_leave_the_ping_a_slot() -> TestRe
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let (mut acks, mut ping_before_second_ack) = (0u64, false);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + HANG;
     while acks < ACKS {
         let frame = tokio::time::timeout_at(deadline.into(), stalled.next())
             .await?

@@ -18,7 +18,6 @@ async fn message_is_broadcast_to_all_then_acked_with_its_id() -> TestResult {
 
     let id = send_ok(&mut alice, "hello", Some("alice-1")).await;
     assert_eq!(id, 1);
-    // The sender's own copy was emitted before the ack, so it is already queued.
     assert_eq!(alice.next_chat(WAIT).await?, ("hello".into(), 1));
     assert_eq!(bob.next_chat(WAIT).await?, ("hello".into(), 1));
 
@@ -26,6 +25,58 @@ async fn message_is_broadcast_to_all_then_acked_with_its_id() -> TestResult {
     assert_eq!(id, 2);
     assert_eq!(alice.next_chat(WAIT).await?, ("hi alice".into(), 2));
     assert_eq!(bob.next_chat(WAIT).await?, ("hi alice".into(), 2));
+    server.stop().await;
+    Ok(())
+}
+
+/// The sender's own copy of its message is emitted before its ack: when the ack arrives, the
+/// copy (with the acked id) is already among what the client received, for every message,
+/// while another client floods (with the smallest socket buffer, so the sender keeps falling
+/// out of live delivery and its copies come from the catch-up reader, the slow path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_senders_own_copy_arrives_before_its_ack() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = tidings::Config::with_db(dir.path().join("chat.redb"));
+    config.rate_limit = 0.0;
+    config.socket_buffer = 16;
+    let server = TestServer::start_with(config).await;
+    let mut alice = server.connect(0).await;
+    let bob = server.connect(0).await;
+    let noise = tokio::spawn(async move {
+        for i in 0..2000 {
+            bob.emit("chat message", &[json!(format!("bob {i}"))])
+                .await
+                .expect("bob sends");
+        }
+        bob
+    });
+    for i in 0..60 {
+        let content = format!("alice {i}");
+        let (events, ack) = alice
+            .emit_collecting_until_ack(
+                "chat message",
+                &[json!(content), json!(format!("alice-{i}"))],
+                WAIT,
+            )
+            .await?;
+        let id = ack
+            .first()
+            .and_then(|a| a.get("id"))
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("ack without id: {ack:?}"))?;
+        let copies = events
+            .iter()
+            .filter(|(name, args)| name == "chat message" && args.first() == Some(&json!(content)))
+            .map(|(_, args)| args.get(1).cloned())
+            .collect::<Vec<_>>();
+        assert_eq!(
+            copies,
+            vec![Some(json!(id))],
+            "message {i}: its ack ({id}) came before its own copy; events before the ack: \
+             {events:?}"
+        );
+    }
+    drop(noise.await?);
     server.stop().await;
     Ok(())
 }

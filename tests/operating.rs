@@ -6,6 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::client::Client;
@@ -121,6 +123,70 @@ async fn shutdown_is_bounded_by_the_timeout_even_when_a_client_never_reads() -> 
     Ok(())
 }
 
+/// Messages each flooding client keeps in flight (sent, ack not yet received).
+const IN_FLIGHT: usize = 20;
+
+/// One flooding client: keeps up to [`IN_FLIGHT`] acked messages in flight until the server
+/// goes away; returns each message's offset and acked id (`None`: never acked). `acked` and
+/// `in_flight` count as it goes.
+async fn flood(
+    k: usize,
+    url: String,
+    acked: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+) -> Vec<(String, Option<u64>)> {
+    let mut client = Client::connect(&url, &json!({})).await.expect("connect");
+    let mut results = Vec::new();
+    let mut pending = std::collections::VecDeque::new();
+    let mut open = true;
+    let mut i = 0;
+    while open || !pending.is_empty() {
+        if open && pending.len() < IN_FLIGHT {
+            let offset = format!("c{k}-{i}");
+            i += 1;
+            match client
+                .emit_pipelined("chat message", &[json!(offset), json!(offset)])
+                .await
+            {
+                Ok(ack) => {
+                    in_flight.fetch_add(1, Ordering::SeqCst);
+                    pending.push_back((offset, ack));
+                }
+                Err(_) => {
+                    results.push((offset, None));
+                    open = false;
+                }
+            }
+            continue;
+        }
+        let Some((offset, ack)) = pending.pop_front() else {
+            break;
+        };
+        // An ack comes, or the connection closes and the receiver fails.
+        let id = tokio::time::timeout(WAIT, ack)
+            .await
+            .expect("an ack or the connection's end")
+            .ok()
+            .map(|args| {
+                args[0]["id"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("ack without id: {args:?}"))
+            });
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        if id.is_some() {
+            acked.fetch_add(1, Ordering::SeqCst);
+        } else {
+            open = false;
+        }
+        results.push((offset, id));
+    }
+    results
+}
+
+/// SIGTERM while two clients each keep 20 acked messages in flight: the server stores and
+/// acks what it received, takes nothing more, and exits 0. Every acked message is stored
+/// with its id; every message it took was acked, so each unacked one, retried after the
+/// restart, is new (not `duplicate`) and stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_flood_loses_nothing_and_logs_json() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -130,38 +196,27 @@ async fn sigterm_mid_flood_loses_nothing_and_logs_json() -> TestResult {
     let mut server = start(port, &db, &["--log-format", "json"]);
     server.wait_listening();
 
-    // Two clients, each keeping up to 20 acked messages in flight.
-    let mut acked: BTreeMap<String, u64> = BTreeMap::new();
-    let mut unacked: Vec<String> = Vec::new();
-    let mut floods = Vec::new();
-    for k in 0..2 {
-        let url = url.clone();
-        floods.push(tokio::spawn(async move {
-            let mut client = Client::connect(&url, &json!({})).await.expect("connect");
-            let mut results = Vec::new();
-            for i in 0..4000 {
-                let offset = format!("c{k}-{i}");
-                let r = client
-                    .emit_with_ack(
-                        "chat message",
-                        &[json!(offset), json!(offset)],
-                        Duration::from_secs(5),
-                    )
-                    .await;
-                let failed = r.is_err();
-                results.push((offset, r.ok().and_then(|a| a[0]["id"].as_u64())));
-                if failed {
-                    break;
-                }
-            }
-            results
-        }));
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let floods: Vec<_> = (0..2)
+        .map(|k| {
+            tokio::spawn(flood(
+                k,
+                url.clone(),
+                acked_count.clone(),
+                in_flight.clone(),
+            ))
+        })
+        .collect();
+    // The flood is under way: many acks, and the pipelines full.
+    let deadline = Instant::now() + WAIT;
+    while acked_count.load(Ordering::SeqCst) < 200 {
+        assert!(Instant::now() < deadline, "the flood did not get going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let in_flight_at_signal = in_flight.load(Ordering::SeqCst);
     let signalled = Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()?;
+    server.terminate();
     let status = server.wait()?;
     assert!(status.success(), "SIGTERM exits 0: {status}");
     assert!(
@@ -172,6 +227,8 @@ async fn sigterm_mid_flood_loses_nothing_and_logs_json() -> TestResult {
     if let Some(mut stderr) = server.stderr.take() {
         stderr.read_to_string(&mut logs)?;
     }
+    let mut acked: BTreeMap<String, u64> = BTreeMap::new();
+    let mut unacked: Vec<String> = Vec::new();
     for flood in floods {
         for (offset, id) in flood.await? {
             match id {
@@ -182,10 +239,14 @@ async fn sigterm_mid_flood_loses_nothing_and_logs_json() -> TestResult {
             }
         }
     }
+    println!(
+        "{in_flight_at_signal} in flight at SIGTERM; {} acked, {} unacked",
+        acked.len(),
+        unacked.len()
+    );
     assert!(
-        acked.len() > 10,
-        "the flood was under way ({} acked)",
-        acked.len()
+        in_flight_at_signal >= IN_FLIGHT,
+        "pipelined: {in_flight_at_signal} messages in flight at the signal"
     );
 
     // JSON logs: every line parses; connections are logged; message text is not.
@@ -205,7 +266,8 @@ async fn sigterm_mid_flood_loses_nothing_and_logs_json() -> TestResult {
     );
     assert!(!logs.contains("c0-1\""), "no message content in info logs");
 
-    // Restart; the unacked messages are retried once and stored exactly once.
+    // Restart; the unacked messages are retried once: none was stored (what the server took,
+    // it acked), so each is new.
     let mut server = start(port, &db, &[]);
     server.wait_listening();
     let mut retry = Client::connect(&url, &json!({})).await?;
@@ -214,12 +276,18 @@ async fn sigterm_mid_flood_loses_nothing_and_logs_json() -> TestResult {
             .emit_with_ack("chat message", &[json!(offset), json!(offset)], WAIT)
             .await?;
         assert!(ack[0]["id"].is_u64(), "{ack:?}");
+        assert_eq!(
+            ack[0].get("duplicate"),
+            None,
+            "{offset} was stored before the shutdown but never acked"
+        );
     }
-    // Everything acked before the signal is there, once.
+    // Everything acked before the signal is there, once, and nothing else.
     let mut reader = Client::connect(&url, &json!({})).await?;
     let total = acked.len() + unacked.len();
+    let marker = send_ok(&mut reader, "end", None).await;
+    assert_eq!(marker, total as u64 + 1, "nothing else was stored");
     let stored = receive(&mut reader, total).await;
-    reader.expect_silence(Duration::from_millis(300)).await?;
     let by_content: BTreeMap<&str, u64> = stored.iter().map(|(c, id)| (c.as_str(), *id)).collect();
     assert_eq!(by_content.len(), total, "no duplicates");
     for (offset, id) in &acked {
@@ -229,8 +297,9 @@ async fn sigterm_mid_flood_loses_nothing_and_logs_json() -> TestResult {
             "{offset} acked as {id}"
         );
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    for offset in &unacked {
+        assert!(by_content.contains_key(offset.as_str()), "{offset} retried");
+    }
     Ok(())
 }
 

@@ -74,36 +74,26 @@ pub async fn run(args: &CompareArgs, launcher: &Launcher, keep: bool) -> anyhow:
             // Let the disk and the page cache settle between servers.
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        let mut attempt = 0;
-        let mut report: Report = loop {
-            attempt += 1;
-            wait_until_quiet(Duration::from_secs(args.quiet_wait)).await;
+        let scenario = &args.scenario;
+        let quiet_wait = Duration::from_secs(args.quiet_wait);
+        let dir = &dir;
+        let mut report = run_until_undisturbed(args.retries, move |attempt| async move {
+            wait_until_quiet(quiet_wait).await;
             eprintln!(
                 "--- {} against {} (attempt {attempt})",
-                args.scenario.name(),
+                scenario.name(),
                 kind.name()
             );
-            let mut report = match run_one(&args.scenario, launcher, kind, &dir).await {
+            match run_one(scenario, launcher, kind, dir).await {
                 Ok(report) => report,
                 Err(e) => {
-                    let mut report = Report::new(args.scenario.name(), kind.name());
+                    let mut report = Report::new(scenario.name(), kind.name());
                     report.problems.push(format!("{e:#}"));
                     report
                 }
-            };
-            let disturbance = disturbance(&report);
-            if disturbance <= DISTURBED_CORES || attempt > args.retries {
-                if attempt > 1 {
-                    report
-                        .notes
-                        .push(format!("attempt {attempt} (earlier ones were disturbed)"));
-                }
-                break report;
             }
-            eprintln!(
-                "other processes used {disturbance:.2} cores during the run: running it again"
-            );
-        };
+        })
+        .await;
         if kind == Kind::Ours {
             report.param("server_bin", launcher.ours_bin().display().to_string());
             let env: Vec<String> = crate::server::OURS_ENV
@@ -131,6 +121,39 @@ pub async fn run(args: &CompareArgs, launcher: &Launcher, keep: bool) -> anyhow:
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Runs `attempt` (given its number, from 1) until a run is not disturbed by other processes,
+/// or `retries` more runs were made; returns the last run's report. A disturbed run is
+/// discarded for its figures only: its problems (lost, duplicated or reordered messages, a
+/// server that died, errors) are carried into the returned report, so a retry never hides one.
+async fn run_until_undisturbed<F, Fut>(retries: usize, mut attempt: F) -> Report
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Report>,
+{
+    let mut discarded_problems = Vec::new();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let mut report = attempt(n).await;
+        let disturbance = disturbance(&report);
+        if disturbance <= DISTURBED_CORES || n > retries {
+            if n > 1 {
+                report
+                    .notes
+                    .push(format!("attempt {n} (earlier ones were disturbed)"));
+            }
+            discarded_problems.append(&mut report.problems);
+            report.problems = discarded_problems;
+            return report;
+        }
+        eprintln!("other processes used {disturbance:.2} cores during the run: running it again");
+        for problem in report.problems {
+            eprintln!("problem in the discarded attempt {n}: {problem}");
+            discarded_problems.push(format!("attempt {n} (discarded as disturbed): {problem}"));
+        }
+    }
 }
 
 /// Other processes' CPU use (in cores) above which a run counts as disturbed.
@@ -219,4 +242,59 @@ async fn run_one(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Better;
+
+    /// A report whose run other processes disturbed (or not), with the given problems.
+    fn attempt_report(disturbed: bool, problems: &[&str]) -> Report {
+        let mut report = Report::new("ingest", "ours");
+        let cores = if disturbed { 1.0 } else { 0.0 };
+        report.metric(
+            "others_cpu_cores",
+            "others",
+            cores,
+            "cores",
+            Better::Neither,
+        );
+        report.problems = problems.iter().map(|p| p.to_string()).collect();
+        report
+    }
+
+    #[tokio::test]
+    async fn a_retry_never_drops_the_problems_of_a_disturbed_run() {
+        let mut runs = vec![
+            attempt_report(true, &["lost 3 messages"]),
+            attempt_report(true, &[]),
+            attempt_report(false, &[]),
+        ]
+        .into_iter();
+        let report = run_until_undisturbed(2, |_| {
+            let run = runs.next().expect("at most three runs");
+            async move { run }
+        })
+        .await;
+        assert_eq!(report.notes, ["attempt 3 (earlier ones were disturbed)"]);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(
+            report.problems[0].contains("attempt 1") && report.problems[0].contains("lost 3"),
+            "{:?}",
+            report.problems
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undisturbed_run_is_not_repeated_and_its_problems_stay() {
+        let mut calls = 0;
+        let report = run_until_undisturbed(2, |_| {
+            calls += 1;
+            async { attempt_report(false, &["duplicated 1 message"]) }
+        })
+        .await;
+        assert_eq!(calls, 1);
+        assert_eq!(report.problems, ["duplicated 1 message"]);
+    }
 }

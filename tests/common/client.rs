@@ -44,7 +44,20 @@ pub enum Incoming {
     Disconnected,
 }
 
-type Acks = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>>;
+/// Ack waiters by ack id; `None` once the connection has ended (no ack can come any more).
+type Acks = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Vec<Value>>>>>>;
+
+/// Registers a waiter for ack `id`; fails if the connection has already ended (a waiter
+/// added then would wait for ever).
+fn await_ack(acks: &Acks, id: u64) -> Result<oneshot::Receiver<Vec<Value>>, ClientError> {
+    let (tx, rx) = oneshot::channel();
+    acks.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_mut()
+        .ok_or(ClientError::Closed)?
+        .insert(id, tx);
+    Ok(rx)
+}
 
 /// A connected Socket.IO client. Dropping it closes the connection.
 pub struct Client {
@@ -112,7 +125,7 @@ impl Client {
 
         let (outgoing, mut to_send) = mpsc::channel::<Message>(1024);
         let (deliver, incoming) = mpsc::unbounded_channel();
-        let acks: Acks = Arc::default();
+        let acks: Acks = Arc::new(Mutex::new(Some(HashMap::new())));
         tokio::spawn(async move {
             while let Some(message) = to_send.recv().await {
                 let close = matches!(message, Message::Close(_));
@@ -138,7 +151,8 @@ impl Client {
                         let waiter = pending
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&id);
+                            .as_mut()
+                            .and_then(|waiters| waiters.remove(&id));
                         if let Some(waiter) = waiter {
                             let _ = waiter.send(args);
                         }
@@ -150,11 +164,12 @@ impl Client {
                     None => {}
                 }
             }
-            // Waiters for acks that can no longer come fail now instead of timing out.
+            // Waiters for acks that can no longer come fail now instead of timing out, and
+            // so do those registered from now on.
             pending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+                .take();
             let _ = deliver.send(Incoming::Disconnected);
         });
         Ok(Self {
@@ -183,11 +198,7 @@ impl Client {
     ) -> Result<Vec<Value>, ClientError> {
         let id = self.next_ack;
         self.next_ack += 1;
-        let (tx, rx) = oneshot::channel();
-        self.acks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, tx);
+        let rx = await_ack(&self.acks, id)?;
         for frame in frames(id) {
             self.outgoing
                 .send(frame)
@@ -198,10 +209,14 @@ impl Client {
             Ok(Ok(args)) => Ok(args),
             Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => {
-                self.acks
+                if let Some(waiters) = self
+                    .acks
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&id);
+                    .as_mut()
+                {
+                    waiters.remove(&id);
+                }
                 Err(ClientError::Timeout("an ack"))
             }
         }
@@ -253,11 +268,7 @@ impl Client {
     ) -> Result<oneshot::Receiver<Vec<Value>>, ClientError> {
         let id = self.next_ack;
         self.next_ack += 1;
-        let (tx, rx) = oneshot::channel();
-        self.acks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, tx);
+        let rx = await_ack(&self.acks, id)?;
         self.send_raw(format!("42{id}{}", event_json(event, args)))
             .await?;
         Ok(rx)

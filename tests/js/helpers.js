@@ -152,6 +152,50 @@ function ack(socket, ...args) {
   return socket.timeout(WAIT_MS).emitWithAck('chat message', ...args);
 }
 
+/**
+ * How long a wait may last before the test calls it a hang. Not a performance window: waits
+ * end on events (an ack, a message, a disconnect); this only turns a lost event into a
+ * failure that says what is missing, on a machine however busy.
+ */
+const HANG_MS = 60000;
+
+/**
+ * Emits 'chat message' with an ack; resolves with the ack, or rejects as soon as the socket
+ * disconnects before it (the server drops a client whose ack it cannot queue). No timer.
+ */
+function ackOrDisconnect(socket, ...args) {
+  return new Promise((resolve, reject) => {
+    const onDisconnect = (reason) => reject(new Error(`disconnected (${reason}) before the ack`));
+    socket.once('disconnect', onDisconnect);
+    socket.emit('chat message', ...args, (res) => {
+      socket.off('disconnect', onDisconnect);
+      resolve(res);
+    });
+  });
+}
+
+/**
+ * Promise.allSettled(promises), or, if some are still pending after hangMs, a rejection
+ * naming them with describe(i) (what the test knows about each).
+ */
+function allSettledOrHang(promises, describe, hangMs = HANG_MS) {
+  const settled = promises.map(() => false);
+  const tracked = promises.map((p, i) =>
+    Promise.resolve(p).then(
+      (value) => ((settled[i] = true), { status: 'fulfilled', value }),
+      (reason) => ((settled[i] = true), { status: 'rejected', reason }),
+    ),
+  );
+  let timer;
+  const hang = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      const pending = settled.map((done, i) => (done ? null : describe(i))).filter((d) => d !== null);
+      reject(new Error(`still waiting after ${hangMs} ms for ${pending.length}: ${pending.join('; ')}`));
+    }, hangMs);
+  });
+  return Promise.race([Promise.all(tracked), hang]).finally(() => clearTimeout(timer));
+}
+
 /** Close every socket made by client(); for afterEach hooks. */
 function closeAll() {
   for (const s of sockets) s.disconnect();
@@ -177,4 +221,17 @@ function serverPerTest() {
   return () => srv;
 }
 
-module.exports = { WAIT_MS, uid, client, once, connected, connectError, ack, closeAll, serverPerTest };
+module.exports = {
+  WAIT_MS,
+  HANG_MS,
+  uid,
+  client,
+  once,
+  connected,
+  connectError,
+  ack,
+  ackOrDisconnect,
+  allSettledOrHang,
+  closeAll,
+  serverPerTest,
+};

@@ -3,7 +3,7 @@
 const { describe, it, beforeEach, afterEach, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { start, stopAll, cleanup } = require('./server');
-const { uid, client, connected, ack, closeAll } = require('./helpers');
+const { uid, client, connected, once, ack, closeAll } = require('./helpers');
 
 describe('invalid payloads', () => {
   let srv;
@@ -50,7 +50,7 @@ describe('invalid payloads', () => {
     });
   }
 
-  it('invalid step-7 emits (no ack) are dropped and the connection still works', { timeout: 20000 }, async () => {
+  it('invalid step-7 emits (no ack) are never stored, not even later, and the connection still works', { timeout: 30000 }, async () => {
     sender.emit('chat message', 42);
     sender.emit('chat message', '');
     sender.emit('chat message', null);
@@ -58,5 +58,18 @@ describe('invalid payloads', () => {
     sender.emit('chat message');
     await followUpIsFirst();
     assert.equal(sender.connected, true);
+    // Nothing comes between the follow-up and a second message either.
+    const second = uid('invalid second follow-up');
+    assert.deepEqual(await ack(sender, second, uid('offset')), { id: 2 });
+    assert.deepEqual((await observer.waitForCount(2))[1], { content: second, id: 2 });
+    // A graceful stop finishes whatever the server was still doing with those emits; then
+    // the file holds exactly the two messages, whenever anything else might have been stored.
+    const { db, port } = srv;
+    assert.deepEqual(await srv.stop({ signal: 'SIGTERM' }), { code: 0, signal: null });
+    const again = await start({ db, port });
+    const fresh = client(again.url, { auth: { serverOffset: 0 } });
+    const [sync] = await once(fresh, 'sync');
+    assert.deepEqual(fresh.received, observer.received.slice(0, 2), 'the whole history');
+    assert.equal(sync.to, 2, `sync ${JSON.stringify(sync)}`);
   });
 });

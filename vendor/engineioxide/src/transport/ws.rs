@@ -167,7 +167,11 @@ where
     let (tx, rx) = ws.split();
 
     // Pipe between websocket and internal socket channel.
-    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
+    tokio::spawn(forward_to_socket::<H, S>(
+        socket.clone(),
+        tx,
+        engine.config.ping_timeout,
+    ));
 
     // pipe between internal socket channel and websocket
     match forward_to_handler(&engine, rx, &socket)
@@ -251,9 +255,16 @@ where
 /// Forwards all packets waiting to be sent to the websocket
 ///
 /// The websocket stream is flushed only when the internal channel is drained
+///
+/// Writes to a client that does not read block. Once the session is closed (a heartbeat
+/// timeout, a server close), what is still queued gets `grace` to go out, then the writer gives
+/// up: it holds the `internal_rx` lock, which the session's close waits for before it tells
+/// the handler, so a writer blocked for good would keep the handler from ever hearing of the
+/// disconnect (and the connection open).
 async fn forward_to_socket<H: EngineIoHandler, S>(
     socket: Arc<Socket<H::Data>>,
     mut tx: SplitSink<WebSocketStream<S>, Message>,
+    grace: std::time::Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -267,11 +278,34 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
         return;
     };
+    let given_up = async {
+        socket.cancellation_token.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        biased;
+        () = forward_packets::<H, S>(&socket, &mut tx, &mut internal_rx) => {}
+        () = given_up => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = %socket.id, "the client does not read: the ws writer gives up");
+        }
+    }
+}
+
+/// Writes the queued packets to the websocket until the channel is closed or the session is
+/// cancelled, then flushes and closes it.
+async fn forward_packets<H: EngineIoHandler, S>(
+    socket: &Arc<Socket<H::Data>>,
+    tx: &mut SplitSink<WebSocketStream<S>, Message>,
+    internal_rx: &mut InternalRx,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let InternalRx {
         buffered_rx,
         volatile_rx,
         ..
-    } = &mut *internal_rx;
+    } = internal_rx;
 
     // map a packet to a websocket message
     // It is declared as a macro rather than a closure to avoid ownership issues
@@ -513,7 +547,11 @@ mod tests {
         let (tx, _rx) = server.split();
 
         let polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx));
+        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            TIMEOUT,
+        ));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!writer.is_finished(), "the writer should wait for the lock");
 
@@ -534,7 +572,11 @@ mod tests {
         let (tx, _rx) = server.split();
 
         let _polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx));
+        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            TIMEOUT,
+        ));
         tokio::time::sleep(Duration::from_millis(20)).await;
 
         socket.cancellation_token.cancel();
