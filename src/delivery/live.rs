@@ -24,10 +24,10 @@
 //! store and does not decide what a client asked for (that is the delivery task's job).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
-use socketioxide::socket::Sid;
+use socketioxide::socket::{EncodedEvent, Sid};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -47,9 +47,42 @@ const YIELD_EVERY: usize = 128;
 /// Where the broadcaster queues one member's messages: its socket (see
 /// [`super::outbox::SocketOutbox`]), or a fake in tests.
 pub trait ChatSink: Send + Sync {
-    /// Queues as many of `messages` as fit, in order, and returns how many (at least one);
-    /// or why not even the first could be queued.
-    fn queue_chats(&self, messages: &[SharedMessage]) -> Result<usize, NotQueued>;
+    /// Queues as many of the batch's messages from index `from` on as fit, in order, and
+    /// returns how many (at least one); or why not even the first could be queued.
+    fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued>;
+}
+
+/// One pass's messages, and their packets, encoded once for every member (with and without
+/// the recovery offset) by the first member that needs them.
+pub struct PassBatch {
+    messages: Vec<SharedMessage>,
+    encoded: [OnceLock<Option<Vec<EncodedEvent>>>; 2],
+}
+
+impl PassBatch {
+    fn new(messages: Vec<SharedMessage>) -> Self {
+        Self {
+            messages,
+            encoded: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// The messages, ascending.
+    pub fn messages(&self) -> &[SharedMessage] {
+        &self.messages
+    }
+
+    /// The packets of every message (ending with the offset or not), encoded by `encode` the
+    /// first time they are asked for; `None` if encoding failed.
+    pub fn encoded(
+        &self,
+        offsets: bool,
+        encode: impl FnOnce(&[SharedMessage]) -> Option<Vec<EncodedEvent>>,
+    ) -> Option<&[EncodedEvent]> {
+        self.encoded[usize::from(offsets)]
+            .get_or_init(|| encode(&self.messages))
+            .as_deref()
+    }
 }
 
 /// A caught-up socket.
@@ -226,7 +259,7 @@ async fn broadcast_forever(
         if !batch.is_empty() {
             let started = Instant::now();
             let members = live.begin_pass(&batch);
-            let out = send_to_members(&members, &batch).await;
+            let out = send_to_members(&members, &PassBatch::new(batch)).await;
             live.end_pass(out);
             metrics::histogram(metrics::LIVE_PASS_SECONDS).record(started.elapsed().as_secs_f64());
         }
@@ -242,16 +275,15 @@ async fn broadcast_forever(
 
 /// Queues `batch` to every member; returns those whose buffer was full (`true`) or who
 /// closed (`false`).
-async fn send_to_members(
-    members: &[Arc<Member>],
-    batch: &[SharedMessage],
-) -> Vec<(Arc<Member>, bool)> {
+async fn send_to_members(members: &[Arc<Member>], batch: &PassBatch) -> Vec<(Arc<Member>, bool)> {
     let mut out = Vec::new();
+    let messages = batch.messages();
     for (n, member) in members.iter().enumerate() {
         let emitted = member.emitted.get();
-        let pending = &batch[batch.partition_point(|m| m.id.0 <= emitted)..];
+        let from = messages.partition_point(|m| m.id.0 <= emitted);
+        let pending = &messages[from..];
         if !pending.is_empty() {
-            match member.sink.queue_chats(pending) {
+            match member.sink.queue_chats(batch, from) {
                 Ok(queued) => {
                     let queued = queued.clamp(1, pending.len());
                     member.emitted.advance(pending[queued - 1].id.0);
@@ -307,7 +339,8 @@ mod tests {
     }
 
     impl ChatSink for Arc<FakeSink> {
-        fn queue_chats(&self, messages: &[SharedMessage]) -> Result<usize, NotQueued> {
+        fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
+            let messages = &batch.messages()[from..];
             if let Some(hook) = self.during_pass.get() {
                 hook();
             }

@@ -7,25 +7,23 @@
 //! patched in `vendor/`; unpatched, it closed the connection). So every packet but a ping
 //! leaves room behind it: chat messages and ephemeral events are queued only while
 //! [`HEADROOM`] slots stay free after them (one for an ack, one for a ping), acks only while
-//! one stays free (for the ping; engine.io has at most one ping in flight). The buffer offers
-//! no way to read its free space, hence the probe.
+//! one stays free (for the ping; engine.io has at most one ping in flight). The free space is
+//! read from the buffer (`buffer_capacity`, a vendored patch); everyone who queues to a socket
+//! holds its [`SendLock`], so between that read and the packets only a ping can come in, and
+//! the headroom has room for it.
 //!
-//! The way in: `Socket::emit` reserves its slot *before* serializing the payload. Emitting a
-//! `HeldSlot` therefore runs its `Serialize` impl while one slot is held; from there it
-//! emits the next level (or, at the bottom, the real message), then fails serialization on
-//! purpose so the held slot is released unused. The real message thus goes out only if
-//! `depth + 1` slots were free, and `depth` stay free for acks and pings. If a future
-//! socketioxide serialized before reserving, this would degrade to a plain emit, never to a
-//! lost or duplicated packet.
+//! The live broadcaster encodes each message once per batch ([`encode_chats`]) and queues the
+//! same packet to every member ([`queue_encoded_leaving_headroom`]): the cost of a delivery is
+//! then a reference-counted clone, not a serialization.
 
-use std::cell::Cell;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use serde::ser::{Error as _, Serialize, Serializer};
+use serde::ser::{Serialize, Serializer};
 use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::socket::EncodedEvent;
 use socketioxide::{SendError, SocketError};
 
-use super::live::ChatSink;
+use super::live::{ChatSink, PassBatch};
 use crate::message::SharedMessage;
 use crate::protocol::event::CHAT_MESSAGE;
 
@@ -36,14 +34,11 @@ pub const HEADROOM: usize = 2;
 /// Free slots an ack leaves: one, for the heartbeat's ping.
 const ACK_HEADROOM: usize = 1;
 
-/// The event name of probe packets; never sent (their serialization always fails).
-const PROBE: &str = "tidings:probe";
-
 /// Held by whoever is queueing to one socket (the live broadcaster, the socket's delivery
-/// task, an ack, an ephemeral event), from the probe to the last packet. Without it, another
-/// sender could take the slot an ack's probe found free before the ack is queued, and the
-/// ack would be lost; with it, only engine.io's pings come in between, and the headroom
-/// keeps a slot for them. Stored in the socket's extensions and beside its delivery state.
+/// task, an ack, an ephemeral event), from reading the free space to the last packet.
+/// Without it, another sender could take the slot an ack found free before the ack is queued,
+/// and the ack would be lost; with it, only engine.io's pings come in between, and the
+/// headroom keeps a slot for them. Stored in the socket's extensions and beside its delivery state.
 #[derive(Clone, Default)]
 pub struct SendLock(Arc<Mutex<()>>);
 
@@ -81,11 +76,54 @@ impl Serialize for IdString {
     }
 }
 
+/// The packets that fit in the socket's buffer while `headroom` slots stay free after them
+/// (at least one, or `Full`); `Closed` if the socket is gone.
+fn room(socket: &SocketRef, headroom: usize) -> Result<usize, NotQueued> {
+    if !socket.connected() {
+        return Err(NotQueued::Closed);
+    }
+    match socket.buffer_capacity().saturating_sub(headroom) {
+        0 => Err(NotQueued::Full),
+        room => Ok(room),
+    }
+}
+
+/// `chat message (content, id, { author, time })`, with the id again as a string at the end
+/// when `offsets` (connection state recovery).
+fn chat_args<'a>(
+    message: &'a crate::message::Message,
+    offsets: bool,
+) -> (&'a str, u64, Meta<'a>, Option<IdString>) {
+    let meta = Meta {
+        author: message.author.as_deref(),
+        time: message.time,
+    };
+    let id = message.id.0;
+    (&message.content, id, meta, offsets.then_some(IdString(id)))
+}
+
+/// Serializes a chat message's arguments as a list that ends where the offset is absent.
+struct ChatArgs<'a>((&'a str, u64, Meta<'a>, Option<IdString>));
+
+impl Serialize for ChatArgs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let (content, id, meta, offset) = &self.0;
+        let mut tuple = serializer.serialize_tuple(3 + usize::from(offset.is_some()))?;
+        tuple.serialize_element(content)?;
+        tuple.serialize_element(id)?;
+        tuple.serialize_element(meta)?;
+        if let Some(offset) = offset {
+            tuple.serialize_element(offset)?;
+        }
+        tuple.end()
+    }
+}
+
 /// Queues `event (content, id, { author, time })` for as many of `messages` as fit while
 /// `HEADROOM` slots stay free, in order; returns how many were queued (at least one), or
 /// `Full` if not even the first fits. With `offsets`, each ends with its id as a string too
-/// (`(content, id, meta, "id")`, for connection state recovery). One probe covers the whole
-/// run, so a batch pays for it once, not once per message.
+/// (`(content, id, meta, "id")`, for connection state recovery).
 pub fn emit_chats_leaving_headroom(
     socket: &SocketRef,
     lock: &SendLock,
@@ -94,33 +132,61 @@ pub fn emit_chats_leaving_headroom(
     offsets: bool,
 ) -> Result<usize, NotQueued> {
     let _sending = lock.hold();
-    hold_then(socket, HEADROOM, &|| {
-        let mut queued = 0;
-        for message in messages {
-            let meta = Meta {
-                author: message.author.as_deref(),
-                time: message.time,
-            };
-            let id = message.id.0;
-            let emitted = if offsets {
-                socket.emit(event, &(&message.content, id, &meta, IdString(id)))
-            } else {
-                socket.emit(event, &(&message.content, id, &meta))
-            };
-            match emitted {
-                Ok(()) => queued += 1,
-                // The rest waits for the next call; what was queued stays queued.
-                Err(_) if queued > 0 => break,
-                Err(e) => return Err(classify(e)),
-            }
+    let room = room(socket, HEADROOM)?;
+    let mut queued = 0;
+    for message in messages.iter().take(room) {
+        match socket.emit(event, &ChatArgs(chat_args(message, offsets))) {
+            Ok(()) => queued += 1,
+            // The rest waits for the next call; what was queued stays queued.
+            Err(_) if queued > 0 => break,
+            Err(e) => return Err(classify(e)),
         }
-        // Only an empty `messages` gets here with nothing queued.
-        if queued == 0 {
-            Err(NotQueued::Full)
-        } else {
-            Ok(queued)
+    }
+    if queued == 0 {
+        return Err(NotQueued::Full);
+    }
+    Ok(queued)
+}
+
+/// Each of `messages` as a `chat message` packet, encoded once for every socket of the
+/// namespace (`socket` is any of them).
+pub fn encode_chats(
+    socket: &SocketRef,
+    messages: &[SharedMessage],
+    offsets: bool,
+) -> Option<Vec<EncodedEvent>> {
+    messages
+        .iter()
+        .map(|message| {
+            socket
+                .encode_event(CHAT_MESSAGE, &ChatArgs(chat_args(message, offsets)))
+                .ok()
+        })
+        .collect()
+}
+
+/// Queues pre-encoded packets like [`emit_chats_leaving_headroom`] does: as many as fit
+/// while `HEADROOM` slots stay free, in order, at least one or `Full`.
+pub fn queue_encoded_leaving_headroom(
+    socket: &SocketRef,
+    lock: &SendLock,
+    encoded: &[EncodedEvent],
+) -> Result<usize, NotQueued> {
+    let _sending = lock.hold();
+    let room = room(socket, HEADROOM)?;
+    let mut queued = 0;
+    for event in encoded.iter().take(room) {
+        match socket.try_send_encoded(event) {
+            Ok(()) => queued += 1,
+            Err(_) if queued > 0 => break,
+            Err(SocketError::InternalChannelFull) => return Err(NotQueued::Full),
+            Err(_) => return Err(NotQueued::Closed),
         }
-    })
+    }
+    if queued == 0 {
+        return Err(NotQueued::Full);
+    }
+    Ok(queued)
 }
 
 /// Queues any event if at least `HEADROOM + 1` slots are free.
@@ -131,10 +197,8 @@ pub fn emit_leaving_headroom<T: Serialize + ?Sized>(
     data: &T,
 ) -> Result<(), NotQueued> {
     let _sending = lock.hold();
-    hold_then(socket, HEADROOM, &|| {
-        socket.emit(event, data).map(|()| 1).map_err(classify)
-    })
-    .map(|_| ())
+    room(socket, HEADROOM)?;
+    socket.emit(event, data).map_err(classify)
 }
 
 /// Queues an ephemeral event (presence, typing) if there is room; when the client is
@@ -159,7 +223,7 @@ pub fn try_ack<T: Serialize + ?Sized>(
     // competes: of the slots found free here, a ping may take one before the next line, and
     // one is still there for the ack.
     let _sending = lock.hold();
-    match hold_then(socket, ACK_HEADROOM + 1, &|| Ok(0)) {
+    match room(socket, ACK_HEADROOM) {
         Ok(_) => ack.send(reply).map_err(|e| (classify(e), None)),
         Err(NotQueued::Full) => Err((NotQueued::Full, Some(ack))),
         Err(NotQueued::Closed) => Err((NotQueued::Closed, None)),
@@ -178,14 +242,22 @@ pub struct SocketOutbox {
 }
 
 impl ChatSink for SocketOutbox {
-    fn queue_chats(&self, messages: &[SharedMessage]) -> Result<usize, NotQueued> {
-        emit_chats_leaving_headroom(
-            &self.socket,
-            &self.lock,
-            CHAT_MESSAGE,
-            messages,
-            self.offsets,
-        )
+    fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
+        match batch.encoded(self.offsets, |messages| {
+            encode_chats(&self.socket, messages, self.offsets)
+        }) {
+            Some(encoded) => {
+                queue_encoded_leaving_headroom(&self.socket, &self.lock, &encoded[from..])
+            }
+            // Encoding cannot fail for our own values; if it ever did, serialize per socket.
+            None => emit_chats_leaving_headroom(
+                &self.socket,
+                &self.lock,
+                CHAT_MESSAGE,
+                &batch.messages()[from..],
+                self.offsets,
+            ),
+        }
     }
 }
 
@@ -193,50 +265,6 @@ fn classify(error: SendError) -> NotQueued {
     match error {
         SendError::Socket(SocketError::InternalChannelFull) => NotQueued::Full,
         _ => NotQueued::Closed,
-    }
-}
-
-/// What runs once the slots are held: queues packets, returns how many.
-type Send<'a> = &'a dyn Fn() -> Result<usize, NotQueued>;
-
-/// Runs `send` while `held` slots of the buffer are reserved (see the module docs); `send`
-/// does not run at all when fewer than `held` slots are free.
-fn hold_then(socket: &SocketRef, held: usize, send: Send<'_>) -> Result<usize, NotQueued> {
-    if held == 0 {
-        return send();
-    }
-    let slot = HeldSlot {
-        socket,
-        inside: held - 1,
-        send,
-        outcome: Cell::new(None),
-    };
-    match socket.emit(PROBE, &slot) {
-        // Serialization ran (and failed on purpose) while our slot was reserved.
-        Err(SendError::Serialize(_)) => slot.outcome.take().unwrap_or(Err(NotQueued::Full)),
-        Err(e) => Err(classify(e)),
-        // A HeldSlot never serializes successfully; nothing usable was sent.
-        Ok(()) => Err(NotQueued::Full),
-    }
-}
-
-/// Serializing it runs the inner levels while the outer slot is reserved, then fails.
-struct HeldSlot<'a> {
-    socket: &'a SocketRef,
-    inside: usize,
-    send: Send<'a>,
-    /// Set by the first serialization; socketioxide may serialize a payload more than once
-    /// (it first checks whether it is a tuple), and the inner send must happen only once.
-    outcome: Cell<Option<Result<usize, NotQueued>>>,
-}
-
-impl Serialize for HeldSlot<'_> {
-    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        if self.outcome.get().is_none() {
-            self.outcome
-                .set(Some(hold_then(self.socket, self.inside, self.send)));
-        }
-        Err(S::Error::custom("slot probe"))
     }
 }
 
@@ -358,6 +386,49 @@ mod tests {
         assert!(rig.socket.emit("ack-stand-in", &()).is_ok());
         assert!(rig.socket.emit("ping-stand-in", &()).is_ok());
         assert!(rig.socket.emit("one-too-many", &()).is_err());
+    }
+
+    #[tokio::test]
+    async fn encoded_once_is_what_emit_sends_and_leaves_the_same_headroom() {
+        let mut rig = Rig::new().await;
+        let batch = messages(10);
+        for offsets in [false, true] {
+            assert_eq!(
+                emit_chats_leaving_headroom(
+                    &rig.socket,
+                    &rig.lock,
+                    CHAT_MESSAGE,
+                    &batch[..1],
+                    offsets
+                ),
+                Ok(1)
+            );
+            let encoded = encode_chats(&rig.socket, &batch[..1], offsets).expect("encodes");
+            assert_eq!(
+                queue_encoded_leaving_headroom(&rig.socket, &rig.lock, &encoded),
+                Ok(1)
+            );
+            let emitted = rig.from_server.recv().await.expect("the emitted packet");
+            let queued = rig.from_server.recv().await.expect("the encoded packet");
+            assert_eq!(format!("{emitted:?}"), format!("{queued:?}"));
+            let text = format!("{queued:?}");
+            assert!(text.contains("m1"), "{text}");
+            assert_eq!(
+                text.contains(r#"\"1\""#),
+                offsets,
+                "the offset ends it: {text}"
+            );
+        }
+        rig.leave_free(5).await;
+        let encoded = encode_chats(&rig.socket, &batch, true).expect("encodes");
+        assert_eq!(
+            queue_encoded_leaving_headroom(&rig.socket, &rig.lock, &encoded),
+            Ok(5 - HEADROOM)
+        );
+        assert_eq!(
+            queue_encoded_leaving_headroom(&rig.socket, &rig.lock, &encoded),
+            Err(NotQueued::Full)
+        );
     }
 
     #[tokio::test]

@@ -451,6 +451,15 @@ where
         Ok(Permit { inner: permit })
     }
 
+    /// Returns the number of packets that can be queued right now without the internal
+    /// buffer being full (`max_buffer_size` minus the queued and reserved packets).
+    ///
+    /// Another sender (e.g. the heartbeat) may take a slot right after this call.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.internal_tx.capacity()
+    }
+
     /// Emits a message to the client.
     ///
     /// If the transport is in websocket mode, the message is directly sent as a text frame.

@@ -278,6 +278,15 @@ impl From<BroadcastError> for RemoteActionError {
     }
 }
 
+/// An event packet encoded once (with [`Socket::encode_event`]), that can then be queued to
+/// any number of sockets of the same namespace with [`Socket::try_send_encoded`], without
+/// serializing it again: queueing it only clones a reference-counted buffer.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    ns: socketioxide_core::Str,
+    value: Value,
+}
+
 /// The minimal number of pending acks before looking for the abandoned ones.
 const ACK_SWEEP_MIN: usize = 64;
 
@@ -514,6 +523,37 @@ impl<A: Adapter> Socket<A> {
 
         permit.send(Packet::event(ns, data), self.parser);
         Ok(())
+    }
+
+    /// # Encode an event once, to queue it to many sockets with [`Socket::try_send_encoded`].
+    pub fn encode_event<T: ?Sized + Serialize>(
+        &self,
+        event: impl AsRef<str>,
+        data: &T,
+    ) -> Result<EncodedEvent, crate::ParserError> {
+        let ns = self.ns.path.clone();
+        let data = self.parser.encode_value(data, Some(event.as_ref()))?;
+        let value = self.parser.encode(Packet::event(ns.clone(), data));
+        Ok(EncodedEvent { ns, value })
+    }
+
+    /// # Queue an encoded event to this socket, if its buffer has room.
+    ///
+    /// Unlike a broadcast, the caller learns which socket refused it: it returns
+    /// [`SocketError::InternalChannelFull`] when the buffer is full, [`SocketError::Closed`]
+    /// when the socket is closed. Nothing is serialized here.
+    pub fn try_send_encoded(&self, event: &EncodedEvent) -> Result<(), SocketError> {
+        if !self.connected() || event.ns != self.ns.path {
+            return Err(SocketError::Closed);
+        }
+        self.send_raw(event.value.clone())
+    }
+
+    /// # The number of packets that can be queued to this socket right now.
+    ///
+    /// The heartbeat may take one of them at any time.
+    pub fn buffer_capacity(&self) -> usize {
+        self.esocket.capacity()
     }
 
     #[doc = include_str!("../docs/operators/emit_with_ack.md")]
