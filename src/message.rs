@@ -23,6 +23,12 @@ use serde::{Deserialize, Serialize};
 #[serde(transparent)]
 pub struct MessageId(pub u64);
 
+impl MessageId {
+    /// The largest id ever assigned: the largest integer a JavaScript client holds exactly
+    /// (`Number.MAX_SAFE_INTEGER`, the handshake's largest `serverOffset`).
+    pub const MAX: MessageId = MessageId((1 << 53) - 1);
+}
+
 /// A client's idempotency key for one message (the tutorial's `clientOffset`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientOffset(pub String);

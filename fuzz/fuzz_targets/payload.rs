@@ -1,13 +1,15 @@
-//! `chat message` validation: any arguments are accepted or rejected with a typed error;
-//! an accepted payload, sent again as the client would, is accepted identically.
+//! `chat message` validation: any arguments are accepted or rejected with a typed error, and
+//! the error tells the truth about the arguments; an accepted payload, sent again as the
+//! client would (content, clientOffset, { author }), is accepted identically.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tidings::Config;
 use tidings::message::ChatInput;
-use tidings::protocol::{Limits, validate_chat_message};
+use tidings::protocol::nickname::{MAX_NICKNAME_CHARS, validate_nickname};
+use tidings::protocol::{Limits, PayloadError, json_type_name, validate_chat_message};
 use tidings_fuzz::Json;
 
 #[derive(Debug, Arbitrary)]
@@ -22,22 +24,91 @@ enum Input {
         max_message: u8,
         max_offset: u8,
     },
+    /// Plausible arguments: a string content, an optional offset, a meta object with an
+    /// author (a class of input the generic JSON reaches rarely).
+    Chat {
+        content: String,
+        offset: Option<String>,
+        author: Option<Json>,
+        author_text: Option<String>,
+        extra: Option<(String, Json)>,
+    },
+}
+
+/// The arguments a client sends for `input`: what the server must accept as the same input.
+fn resend(input: &ChatInput) -> Vec<Value> {
+    let offset = input
+        .client_offset
+        .as_ref()
+        .map_or(Value::Null, |o| Value::String(o.0.clone()));
+    match &input.author {
+        None => match offset {
+            Value::Null => vec![json!(input.content)],
+            offset => vec![json!(input.content), offset],
+        },
+        Some(author) => vec![json!(input.content), offset, json!({ "author": author })],
+    }
 }
 
 fn check(args: &[Value], limits: &Limits) {
     match validate_chat_message(args, limits) {
         Ok(input) => {
             assert!(!input.content.is_empty() && input.content.len() <= limits.max_message_bytes);
-            let mut again = vec![Value::String(input.content.clone())];
+            assert_eq!(args.first(), Some(&json!(input.content)));
             if let Some(offset) = &input.client_offset {
                 assert!(!offset.0.is_empty() && offset.0.len() <= limits.max_client_offset_bytes);
-                again.push(Value::String(offset.0.clone()));
+                assert_eq!(args.get(1), Some(&json!(offset.0)));
             }
-            let round: Result<ChatInput, _> = validate_chat_message(&again, limits);
+            if let Some(author) = &input.author {
+                // Trimmed, at most 32 characters, no control characters: a fixed point.
+                assert_eq!(validate_nickname(&json!(author)).as_ref(), Ok(author));
+                assert!(author.chars().count() <= MAX_NICKNAME_CHARS);
+                assert_eq!(author.trim(), author);
+            }
+            let round: Result<ChatInput, _> = validate_chat_message(&resend(&input), limits);
             assert_eq!(round, Ok(input));
         }
-        Err(error) => assert!(!error.to_string().is_empty()),
+        Err(error) => explains(&error, args, limits),
     }
+}
+
+/// The error says something true about the arguments.
+fn explains(error: &PayloadError, args: &[Value], limits: &Limits) {
+    let text = error.to_string();
+    let string = |i: usize| args.get(i).and_then(Value::as_str);
+    let type_of = |i: usize| args.get(i).map(json_type_name);
+    match error {
+        PayloadError::MissingContent => assert!(args.is_empty()),
+        PayloadError::Undecodable(_) => panic!("values are always decodable: {text}"),
+        PayloadError::ContentNotString(t) => {
+            assert_eq!(type_of(0), Some(*t));
+            assert_ne!(*t, "string");
+        }
+        PayloadError::EmptyContent => assert_eq!(string(0), Some("")),
+        PayloadError::ContentTooLarge { size, limit } => {
+            assert_eq!(string(0).map(str::len), Some(*size));
+            assert!(size > limit && *limit == limits.max_message_bytes);
+        }
+        PayloadError::OffsetNotString(t) => {
+            assert_eq!(type_of(1), Some(*t));
+            assert!(*t != "string" && *t != "null");
+        }
+        PayloadError::EmptyOffset => assert_eq!(string(1), Some("")),
+        PayloadError::OffsetTooLarge { size, limit } => {
+            assert_eq!(string(1).map(str::len), Some(*size));
+            assert!(size > limit && *limit == limits.max_client_offset_bytes);
+        }
+        PayloadError::TooManyArguments(n) => assert!(*n == args.len() && *n > 3),
+        PayloadError::MetaNotObject(t) => {
+            assert_eq!(type_of(2), Some(*t));
+            assert!(*t != "object" && *t != "null");
+        }
+        PayloadError::BadAuthor(why) => {
+            let author = args.get(2).and_then(|meta| meta.get("author"));
+            assert_eq!(author.map(validate_nickname), Some(Err(why.clone())));
+        }
+    }
+    assert!(!text.is_empty());
 }
 
 fuzz_target!(|input: Input| match input {
@@ -61,5 +132,28 @@ fuzz_target!(|input: Input| match input {
             max_client_offset_bytes: usize::from(max_offset),
         };
         check(&args, &limits);
+    }
+    Input::Chat {
+        content,
+        offset,
+        author,
+        author_text,
+        extra,
+    } => {
+        let mut meta = serde_json::Map::new();
+        if let Some(author) = author_text {
+            meta.insert("author".into(), Value::String(author));
+        } else if let Some(author) = author {
+            meta.insert("author".into(), author.to_value());
+        }
+        if let Some((key, value)) = extra {
+            meta.entry(key).or_insert_with(|| value.to_value());
+        }
+        let args = vec![
+            Value::String(content),
+            offset.map_or(Value::Null, Value::String),
+            Value::Object(meta),
+        ];
+        check(&args, &Config::default().limits());
     }
 });

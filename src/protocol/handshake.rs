@@ -7,7 +7,7 @@ use super::json_type_name;
 use super::nickname::{NicknameError, validate_nickname};
 
 /// The largest offset a JavaScript client can hold exactly (`Number.MAX_SAFE_INTEGER`).
-pub const MAX_SERVER_OFFSET: u64 = (1 << 53) - 1;
+pub const MAX_SERVER_OFFSET: u64 = crate::message::MessageId::MAX.0;
 
 /// Why a handshake was refused; the text becomes the client's `connect_error` message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -148,7 +148,8 @@ impl StoreWriter {
     /// Imports records in one durable transaction. Idempotent: a record whose id already
     /// holds the same content, or whose client offset and content are already stored, is
     /// skipped. A record keeps its id when that id is above every stored id (so an import
-    /// into an empty database preserves ids); otherwise it gets the next id.
+    /// into an empty database preserves ids) and at most [`MessageId::MAX`] (no client could
+    /// hold a larger one); otherwise it gets the next id.
     pub fn import(&mut self, records: &[StoredRow]) -> Result<ImportSummary, StoreError> {
         let next_id = self.next_id;
         let (summary, next_id) = self.db.with(|db| {
@@ -178,7 +179,7 @@ impl StoreWriter {
                         summary.skipped += 1;
                         continue;
                     }
-                    let id = if record.id.0 >= next_id {
+                    let id = if record.id.0 >= next_id && record.id <= MessageId::MAX {
                         summary.kept_id += 1;
                         record.id.0
                     } else {
