@@ -164,7 +164,7 @@ async fn acked_messages_survive_repeated_kill_9() {
     let status = server.wait().expect("wait");
     assert!(status.success(), "SIGTERM exits 0: {status}");
 
-    let (reader, _) = Store::open(&db).expect("the file opens cleanly");
+    let (reader, _) = Store::open(&db, 1 << 20).expect("the file opens cleanly");
     let rows = reader
         .read_range(0, u64::MAX, usize::MAX, usize::MAX)
         .expect("read");

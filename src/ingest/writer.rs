@@ -317,8 +317,8 @@ mod tests {
     use super::*;
     use crate::delivery::TailLimits;
     use crate::message::{ClientOffset, MessageId};
-    use crate::storage::Store;
     use crate::storage::fault::FaultSwitch;
+    use crate::storage::{Store, TEST_CACHE_BYTES};
 
     fn input(content: &str, offset: Option<&str>) -> ChatInput {
         ChatInput {
@@ -340,7 +340,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let disk = FaultSwitch::default();
         let (_, store) =
-            Store::open_faulty(&dir.path().join("w.redb"), disk.clone()).expect("open");
+            Store::open_faulty(&dir.path().join("w.redb"), disk.clone(), TEST_CACHE_BYTES)
+                .expect("open");
         let tail = TailLimits {
             max_messages: 100,
             max_bytes: 1 << 20,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::backends::FileBackend;
-use redb::{BackendError, Database, StorageBackend};
+use redb::{BackendError, StorageBackend};
 
 use super::{Store, StoreError, StoreReader, StoreWriter};
 
@@ -82,11 +82,12 @@ impl StorageBackend for FaultyDisk {
 }
 
 impl Store {
-    /// Opens (or creates) `path` over a [`FaultyDisk`] controlled by `switch`; reopening
-    /// after a failure goes through it too.
+    /// Opens (or creates) `path` over a [`FaultyDisk`] controlled by `switch`, with a page
+    /// cache of `cache_bytes`; reopening after a failure goes through it too.
     pub fn open_faulty(
         path: &Path,
         switch: FaultSwitch,
+        cache_bytes: usize,
     ) -> Result<(StoreReader, StoreWriter), StoreError> {
         let file = path.to_path_buf();
         Self::open_with(
@@ -98,7 +99,7 @@ impl Store {
                     .create(true)
                     .truncate(false)
                     .open(&file)?;
-                Database::builder().create_with_backend(FaultyDisk {
+                Store::builder(cache_bytes).create_with_backend(FaultyDisk {
                     file: FileBackend::new(handle)?,
                     switch: switch.clone(),
                 })
