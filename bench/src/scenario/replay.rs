@@ -44,6 +44,11 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 64)]
     pub window: usize,
 
+    /// Full replays stop at this id (the oldest N messages) instead of the newest: with a
+    /// long history, the oldest pages are the ones no cache holds.
+    #[arg(long)]
+    pub first: Option<u64>,
+
     /// Give up on one replay after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
@@ -84,11 +89,19 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
 
     let timeout = Duration::from_secs(args.timeout);
     let last = stored.last_id;
+    let through = args.first.map_or(last, |first| first.min(last));
+    let label = match args.first {
+        Some(_) => format!("replay of the oldest {through} from offset 0"),
+        None => "full replay".to_string(),
+    };
+    if let Some(first) = args.first {
+        report.param("first", first);
+    }
     let mut full = Vec::new();
     for _ in 0..args.runs {
-        full.push(replay_once(&ws_url, 0, last, target.pid, timeout).await?);
+        full.push(replay_once(&ws_url, 0, through, target.pid, timeout).await?);
     }
-    summarize(&mut report, "replay_all", "full replay", &full, last);
+    summarize(&mut report, "replay_all", &label, &full, through);
     let from = last.saturating_sub(args.recent);
     let mut recent = Vec::new();
     for _ in 0..args.recent_runs {
@@ -101,6 +114,7 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
         &recent,
         last - from,
     );
+    report.server_memory(target.pid);
     Ok(report)
 }
 
