@@ -9,6 +9,8 @@
 #   LARGE_SIZES="4 32 128 1024"     sizes for the runs on a 1M-message history (151 MB)
 #   REPEATS=1                       rounds over the sizes
 #   QUICK=1                         a scaled-down smoke run (~5 minutes)
+#   QUIET_WAIT=600 RETRIES=2        how long each run waits for a quiet machine, and how
+#                                   often a disturbed run is repeated
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -30,7 +32,7 @@ run() {
   local size="$1" name="$2"; shift 2
   local file="$out/$name-$size.txt"
   echo "=== $name at --db-cache-mb=$size: $*" | tee -a "$file" >&2
-  "$bench" compare --only ours --ours-arg="--db-cache-mb=$size" "$@" | tee -a "$file" \
+  "$bench" compare --only ours --quiet-wait "${QUIET_WAIT:-600}" --retries "${RETRIES:-2}" --ours-arg="--db-cache-mb=$size" "$@" | tee -a "$file" \
     || echo "($name at $size exited with $?)" | tee -a "$file"
   tail -n 1 "$file" | grep '^{' >> "$out/results.jsonl" || true
 }

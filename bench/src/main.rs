@@ -18,6 +18,7 @@ mod progress;
 mod report;
 mod scenario;
 mod server;
+mod server_metrics;
 mod stats;
 
 use std::process::ExitCode;

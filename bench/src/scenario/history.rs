@@ -19,6 +19,7 @@ use crate::conn::{Buffers, Conn};
 use crate::frame::leading_u64;
 use crate::procfs::CpuMeter;
 use crate::report::{Better, Report};
+use crate::server_metrics::CacheMisses;
 use crate::stats::Histogram;
 
 #[derive(Debug, Clone, Args)]
@@ -182,6 +183,7 @@ pub async fn run(args: &HistoryArgs, target: &Target) -> anyhow::Result<Report> 
     // The walk: newest to oldest.
     let latency = Histogram::new();
     let mut pager = Pager::connect(&ws_url, timeout).await?;
+    let misses = CacheMisses::start(&target.url).await;
     let meter = CpuMeter::start(target.pid);
     let start = Instant::now();
     let (mut before, mut pages, mut seen, mut wrong) = (None, 0u64, 0u64, 0u64);
@@ -219,6 +221,9 @@ pub async fn run(args: &HistoryArgs, target: &Target) -> anyhow::Result<Report> 
     );
     report.latency("walk_page", "walk: page", &latency.summary(), "");
     report.cpu(&cpu, pages as f64, "page", "_walk");
+    misses
+        .report(&mut report, pages as f64, "page", "_walk")
+        .await;
     if seen != last || wrong > 0 {
         report.problems.push(format!(
             "walk: {seen} of {last} messages in {pages} pages, {wrong} pages not the expected ids"
@@ -229,6 +234,7 @@ pub async fn run(args: &HistoryArgs, target: &Target) -> anyhow::Result<Report> 
     if args.random > 0 && last > 0 {
         let latency = Arc::new(Histogram::new());
         let clients = args.clients.clamp(1, args.random);
+        let misses = CacheMisses::start(&target.url).await;
         let meter = CpuMeter::start(target.pid);
         let start = Instant::now();
         let mut set = JoinSet::new();
@@ -272,6 +278,9 @@ pub async fn run(args: &HistoryArgs, target: &Target) -> anyhow::Result<Report> 
         );
         report.latency("random_page", "random page", &latency.summary(), "");
         report.cpu(&cpu, done as f64, "page", "_random");
+        misses
+            .report(&mut report, done as f64, "page", "_random")
+            .await;
         if wrong > 0 {
             report
                 .problems

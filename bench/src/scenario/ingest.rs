@@ -16,6 +16,7 @@ use crate::frame::{self, AckBody, Frame};
 use crate::procfs::CpuMeter;
 use crate::progress::Progress;
 use crate::report::{Better, Report};
+use crate::server_metrics::CacheMisses;
 use crate::stats::Histogram;
 
 #[derive(Debug, Clone, Args)]
@@ -134,6 +135,7 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
     let counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start("acked", expected, counter.clone());
 
+    let misses = CacheMisses::start(&target.url).await;
     let meter = CpuMeter::start(target.pid);
     let start = Instant::now();
     let mut set = JoinSet::new();
@@ -187,6 +189,7 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
         );
     }
     report.cpu(&cpu, acked as f64, "msg", "");
+    misses.report(&mut report, acked as f64, "msg", "").await;
     report.server_memory(target.pid);
 
     let deliveries_expected = expected * shared.clients as u64;

@@ -12,6 +12,7 @@ use crate::conn::{Buffers, Conn};
 use crate::frame::{self, Frame};
 use crate::procfs::CpuMeter;
 use crate::report::{Better, Report};
+use crate::server_metrics::CacheMisses;
 use crate::stats::median;
 
 #[derive(Debug, Clone, Args)]
@@ -97,12 +98,22 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
     if let Some(first) = args.first {
         report.param("first", first);
     }
+    let misses = CacheMisses::start(&target.url).await;
     let mut full = Vec::new();
     for _ in 0..args.runs {
         full.push(replay_once(&ws_url, 0, through, target.pid, timeout).await?);
     }
     summarize(&mut report, "replay_all", &label, &full, through);
+    misses
+        .report(
+            &mut report,
+            (args.runs as u64 * through) as f64,
+            "msg",
+            "_replay_all",
+        )
+        .await;
     let from = last.saturating_sub(args.recent);
+    let misses = CacheMisses::start(&target.url).await;
     let mut recent = Vec::new();
     for _ in 0..args.recent_runs {
         recent.push(replay_once(&ws_url, from, last, target.pid, timeout).await?);
@@ -114,6 +125,9 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
         &recent,
         last - from,
     );
+    misses
+        .report(&mut report, args.recent_runs as f64, "replay", "_recent")
+        .await;
     report.server_memory(target.pid);
     Ok(report)
 }

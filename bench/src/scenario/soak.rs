@@ -27,8 +27,6 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use clap::Args;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant as Deadline;
 
@@ -37,6 +35,7 @@ use crate::conn::{Buffers, Conn};
 use crate::frame::{self, AckBody, Frame};
 use crate::procfs::{CpuMeter, Who, load_average, open_files, peak_rss_bytes, rss_bytes};
 use crate::report::{Better, Report};
+use crate::server_metrics::{scrape, value as metric_value};
 use crate::stats::Histogram;
 
 #[derive(Debug, Clone, Args)]
@@ -896,48 +895,14 @@ async fn final_check(
     Ok(check)
 }
 
-/// `GET /metrics` over a plain TCP connection (HTTP/1.1, `Connection: close`); `None` when
-/// the server has no such endpoint or does not answer within 5 s.
-async fn scrape(base: &str) -> Option<String> {
-    let host = base.strip_prefix("http://")?.trim_end_matches('/');
-    let fetch = async {
-        let mut stream = TcpStream::connect(host).await.ok()?;
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8(response).ok()?;
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(5), fetch)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// The value of an unlabelled metric in Prometheus text.
-fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
-        rest.trim().parse().ok()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn contents_and_metrics() {
+    fn contents() {
         assert_eq!(parse_content("s.abc.3.17.xxxx", "abc"), Some((3, 17)));
         assert_eq!(parse_content("s.abd.3.17.xxxx", "abc"), None);
         assert_eq!(parse_content("p.abc.3.17.", "abc"), None);
-        let text = "# TYPE tidings_connections gauge\ntidings_connections 12\n\
-                    tidings_connections_total 40\ntidings_tail_cache_bytes 1.5e6\n";
-        assert_eq!(metric_value(text, "tidings_connections"), Some(12.0));
-        assert_eq!(metric_value(text, "tidings_connections_total"), Some(40.0));
-        assert_eq!(metric_value(text, "tidings_tail_cache_bytes"), Some(1.5e6));
-        assert_eq!(metric_value(text, "tidings_missing"), None);
     }
 }
