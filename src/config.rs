@@ -53,7 +53,16 @@ pub mod defaults {
     pub const STREAM: &str = "TIDINGS";
     /// `--replicas`.
     pub const REPLICAS: u8 = 3;
+    /// `--db-cache-mb`: redb's page cache, in MiB (redb's own default is 1 GiB, which a
+    /// growing history fills). Chosen by measurement: see BENCHMARKS.md, "The database cache".
+    pub const DB_CACHE_MB: u32 = 32;
 }
+
+/// Largest `--db-cache-mb` accepted (256 GiB).
+pub const MAX_DB_CACHE_MB: u32 = 256 * 1024;
+
+/// Bytes in one unit of `--db-cache-mb`.
+const MIB: usize = 1 << 20;
 
 /// A durable Socket.IO chat server: serves the chat page and keeps every message in one redb
 /// file. Without a subcommand it serves (`tidings serve`).
@@ -102,6 +111,30 @@ pub struct DbArgs {
     /// The database file.
     #[arg(long, env = "TIDINGS_DB", default_value = defaults::DB)]
     pub db: PathBuf,
+
+    /// Memory for the database's page cache, in MiB (as for serving).
+    #[arg(long, env = "TIDINGS_DB_CACHE_MB", default_value_t = defaults::DB_CACHE_MB,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_DB_CACHE_MB)))]
+    pub db_cache_mb: u32,
+}
+
+impl DbArgs {
+    /// `db` with the default cache (tests and embedders).
+    pub fn new(db: impl Into<PathBuf>) -> Self {
+        Self {
+            db: db.into(),
+            db_cache_mb: defaults::DB_CACHE_MB,
+        }
+    }
+
+    /// The page cache's size in bytes.
+    pub fn cache_bytes(&self) -> usize {
+        cache_bytes(self.db_cache_mb)
+    }
+}
+
+fn cache_bytes(mb: u32) -> usize {
+    (mb as usize).saturating_mul(MIB)
 }
 
 /// `tidings export`.
@@ -154,6 +187,14 @@ pub struct Config {
     /// database.
     #[arg(long, env = "TIDINGS_DB", default_value = defaults::DB)]
     pub db: PathBuf,
+
+    /// Memory for the database's page cache (redb's read cache and write buffer), in MiB.
+    /// Recent replays come from the tail cache; this one serves older history, history
+    /// pages and the writer's B-tree pages. 0 turns it off (every page is read from the
+    /// file, through the operating system's page cache).
+    #[arg(long, env = "TIDINGS_DB_CACHE_MB", default_value_t = defaults::DB_CACHE_MB,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_DB_CACHE_MB)))]
+    pub db_cache_mb: u32,
 
     /// Largest accepted message content, in UTF-8 bytes.
     #[arg(long, env = "TIDINGS_MAX_MESSAGE_BYTES", default_value_t = defaults::MAX_MESSAGE_BYTES,
@@ -277,6 +318,7 @@ impl Default for Config {
             host: defaults::HOST.into(),
             port: defaults::PORT,
             db: defaults::DB.into(),
+            db_cache_mb: defaults::DB_CACHE_MB,
             max_message_bytes: defaults::MAX_MESSAGE_BYTES,
             max_client_offset_bytes: defaults::MAX_CLIENT_OFFSET_BYTES,
             live_buffer: defaults::LIVE_BUFFER,
@@ -327,6 +369,11 @@ impl Config {
             db: db.into(),
             ..Self::default()
         }
+    }
+
+    /// The database page cache's size in bytes.
+    pub fn db_cache_bytes(&self) -> usize {
+        cache_bytes(self.db_cache_mb)
     }
 
     /// The per-connection send limit this configuration sets.
@@ -408,5 +455,37 @@ mod tests {
             .expect("no arguments parse");
         let parsed = Config::from_arg_matches(&matches).expect("a configuration");
         assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        let command = Config::augment_args(clap::Command::new("tidings")).mut_args(|a| a.env(None));
+        let matches =
+            command.try_get_matches_from(std::iter::once("tidings").chain(args.iter().copied()))?;
+        Config::from_arg_matches(&matches)
+    }
+
+    #[test]
+    fn the_database_cache_is_set_in_mib_and_bad_values_are_refused() {
+        assert_eq!(
+            Config::default().db_cache_bytes(),
+            defaults::DB_CACHE_MB as usize * MIB
+        );
+        let config = parse(&["--db-cache-mb", "8"]).expect("8 MiB");
+        assert_eq!(config.db_cache_bytes(), 8 << 20);
+        assert_eq!(
+            parse(&["--db-cache-mb", "0"])
+                .expect("off")
+                .db_cache_bytes(),
+            0
+        );
+        for bad in ["-1", "lots", "1.5", "262145", ""] {
+            let error = parse(&[&format!("--db-cache-mb={bad}")])
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} must be refused"))
+                .to_string();
+            assert!(error.contains("--db-cache-mb"), "{bad:?}: {error}");
+        }
+        let offline = DbArgs::new("x.redb");
+        assert_eq!(offline.cache_bytes(), defaults::DB_CACHE_MB as usize * MIB);
     }
 }

@@ -18,6 +18,7 @@ use crate::delivery::Hub;
 use crate::ingest::SharedLog;
 use crate::ops::metrics;
 use crate::socket::admission::ConnectionCount;
+use crate::storage::StoreReader;
 use socketioxide::service::SocketIoService;
 use tower::ServiceExt;
 
@@ -161,6 +162,8 @@ pub struct Ops {
     pub db: PathBuf,
     /// Connected clients.
     pub connections: ConnectionCount,
+    /// The database, for its page cache's figures.
+    pub store: StoreReader,
 }
 
 /// `GET /healthz`: 200 while the database takes writes, 503 otherwise; JSON either way.
@@ -194,6 +197,22 @@ async fn render_metrics(State(ops): State<Ops>) -> Response {
         metrics::gauge(metrics::DATABASE_BYTES).set(meta.len() as f64);
     }
     metrics::gauge(metrics::LAST_ID).set(ops.hub.last_published() as f64);
+    // Blocking (a lock that closing the database takes), though brief.
+    let store = ops.store.clone();
+    if let Ok(Some(cache)) = tokio::task::spawn_blocking(move || store.cache_stats()).await {
+        metrics::gauge(metrics::DATABASE_CACHE_USED_BYTES).set(cache.used_bytes as f64);
+        metrics::counter(metrics::DATABASE_CACHE_HITS).absolute(cache.read_hits);
+        metrics::counter(metrics::DATABASE_CACHE_MISSES).absolute(cache.read_misses);
+        metrics::counter(metrics::DATABASE_CACHE_EVICTIONS).absolute(cache.evictions);
+    }
+    if let Some(rss) = tokio::fs::read_to_string("/proc/self/status")
+        .await
+        .ok()
+        .as_deref()
+        .and_then(resident_bytes)
+    {
+        metrics::gauge(metrics::RESIDENT_MEMORY).set(rss as f64);
+    }
     let mut response = handle.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -202,10 +221,25 @@ async fn render_metrics(State(ops): State<Ops>) -> Response {
     response
 }
 
+/// `VmRSS` of a `/proc/PID/status` text, in bytes.
+fn resident_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Bytes;
+
+    #[test]
+    fn resident_memory_from_proc_status() {
+        let status = "Name:\ttidings\nVmHWM:\t  30000 kB\nVmRSS:\t   22528 kB\nThreads:\t5\n";
+        assert_eq!(resident_bytes(status), Some(22528 * 1024));
+        assert_eq!(resident_bytes("Name:\tx\n"), None);
+        assert_eq!(resident_bytes("VmRSS:\t12 MB\n"), None);
+    }
 
     #[test]
     fn detached_request_shares_nothing_with_the_read_buffer() {

@@ -102,12 +102,12 @@ fn offline(command: Command) -> anyhow::Result<()> {
                     let file = File::create_new(path)
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     let mut out = BufWriter::new(file);
-                    commands::export(&args.db.db, args.since, &mut out, &show)
+                    commands::export(&args.db, args.since, &mut out, &show)
                 }
                 None => {
                     let stdout = std::io::stdout();
                     let mut out = BufWriter::new(stdout.lock());
-                    commands::export(&args.db.db, args.since, &mut out, &show)
+                    commands::export(&args.db, args.since, &mut out, &show)
                 }
             }
             .context(hint)?;
@@ -119,11 +119,11 @@ fn offline(command: Command) -> anyhow::Result<()> {
             let show = |lines: u64| bar.set_position(lines);
             let summary = if args.file.as_os_str() == "-" {
                 let stdin = std::io::stdin();
-                commands::import(&args.db.db, &mut stdin.lock(), &show)
+                commands::import(&args.db, &mut stdin.lock(), &show)
             } else {
                 let file = File::open(&args.file)
                     .with_context(|| format!("cannot open {}", args.file.display()))?;
-                commands::import(&args.db.db, &mut BufReader::new(file), &show)
+                commands::import(&args.db, &mut BufReader::new(file), &show)
             }
             .context(hint)?;
             bar.finish_and_clear();
@@ -136,11 +136,11 @@ fn offline(command: Command) -> anyhow::Result<()> {
             );
         }
         Command::Backup(args) => {
-            let count = commands::backup(&args.db.db, &args.path).context(hint)?;
+            let count = commands::backup(&args.db, &args.path).context(hint)?;
             eprintln!("backed up {count} messages to {}", args.path.display());
         }
         Command::Stats(args) => {
-            let stats = commands::stats(&args.db).context(hint)?;
+            let stats = commands::stats(&args).context(hint)?;
             println!("{}", serde_json::to_string_pretty(&stats)?);
         }
     }

@@ -75,14 +75,14 @@ impl Server {
     /// Opens the database named by `config` and starts the writer thread. Blocking (opens a
     /// file); call it before serving, or from `spawn_blocking`.
     pub fn open(config: Config) -> Result<Self, ServerError> {
-        let stores = Store::open(&config.db)?;
+        let stores = Store::open(&config.db, config.db_cache_bytes())?;
         Self::with_store(config, stores)
     }
 
     /// Opens the node's database as a replica of `cluster`'s stream (refusing a file of
     /// another stream, or one with a single-node history) and starts the writer. Blocking.
     pub fn open_in_cluster(config: Config, cluster: Cluster) -> Result<Self, ServerError> {
-        let (reader, mut store_writer) = Store::open(&config.db)?;
+        let (reader, mut store_writer) = Store::open(&config.db, config.db_cache_bytes())?;
         store_writer.claim_stream(&cluster.identity)?;
         let mut server = Self::with_store(config, (reader, store_writer))?;
         server.epoch = format!("{:016x}", cluster.epoch()).into();
@@ -96,6 +96,10 @@ impl Server {
         config: Config,
         (reader, store_writer): (StoreReader, StoreWriter),
     ) -> Result<Self, ServerError> {
+        // Install the recorder before anything records (the hub records the cache's size).
+        let _ = metrics::handle();
+        metrics::gauge(metrics::DATABASE_CACHE_BYTES).set(config.db_cache_bytes() as f64);
+        metrics::gauge(metrics::CONNECTIONS).set(0.0);
         let tail = config.tail_limits();
         // Seeded from the store, so the reconnects after a restart replay from memory too.
         let (newest, _) = reader.read_before(None, tail.max_messages)?;
@@ -225,6 +229,7 @@ impl Server {
             hub: self.hub.clone(),
             db: config.db.clone(),
             connections,
+            store: self.reader.clone(),
         };
         let app = http::router(service, ops);
         // Small frames (acks, chat lines) must leave at once: Nagle would hold them ~40 ms.

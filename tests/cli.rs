@@ -186,7 +186,7 @@ fn refused(db: &Path) -> String {
 /// A database with a few messages, closed.
 fn sample_db(path: &std::path::Path) {
     use tidings::message::ChatInput;
-    let (_, mut writer) = tidings::storage::Store::open(path).expect("create");
+    let (_, mut writer) = tidings::storage::Store::open(path, 1 << 20).expect("create");
     let inputs: Vec<ChatInput> = (0..50)
         .map(|i| ChatInput {
             content: format!("message {i} {}", "x".repeat(200)),

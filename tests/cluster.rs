@@ -471,7 +471,7 @@ fn a_file_of_another_stream_or_a_single_node_history_is_refused() {
     // A single-node database with history.
     let single = dir.path().join("single.redb");
     {
-        let (_, mut writer) = tidings::storage::Store::open(&single).expect("create");
+        let (_, mut writer) = tidings::storage::Store::open(&single, 1 << 20).expect("create");
         let input = tidings::message::ChatInput {
             content: "solo".into(),
             client_offset: None,

@@ -208,8 +208,8 @@ async fn run_client(k: usize, url: String, shared: Arc<Shared>) -> Outcome {
 /// acked so far, with its content and offset, each offset once, ids strictly increasing.
 /// Returns the number of rows.
 fn check_file(db: &Path, acked: &BTreeMap<String, (String, u64)>, after: &str) -> usize {
-    let (reader, _writer) =
-        Store::open_existing(db).unwrap_or_else(|e| panic!("{after}: the file opens: {e}"));
+    let (reader, _writer) = Store::open_existing(db, 1 << 20)
+        .unwrap_or_else(|e| panic!("{after}: the file opens: {e}"));
     let rows = reader
         .read_range(0, u64::MAX, usize::MAX, usize::MAX)
         .unwrap_or_else(|e| panic!("{after}: the file reads: {e}"));
@@ -328,7 +328,7 @@ async fn acked_messages_survive_repeated_kill_9() {
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
     let stored = check_file(&db, &acked, "after SIGTERM");
-    let (reader, _writer) = Store::open_existing(&db).expect("the file opens cleanly");
+    let (reader, _writer) = Store::open_existing(&db, 1 << 20).expect("the file opens cleanly");
     let rows = reader
         .read_range(0, u64::MAX, usize::MAX, usize::MAX)
         .expect("read");

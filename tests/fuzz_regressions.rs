@@ -70,7 +70,7 @@ fn a_trimmed_author_without_an_offset_round_trips() {
 fn an_import_with_an_id_beyond_what_clients_hold_gets_the_next_id()
 -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let (reader, mut writer) = Store::open(&dir.path().join("i.redb"))?;
+    let (reader, mut writer) = Store::open(&dir.path().join("i.redb"), 1 << 20)?;
     let row = |id: u64, content: &str| StoredRow {
         id: MessageId(id),
         message: StoredMessage {

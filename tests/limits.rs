@@ -202,7 +202,7 @@ async fn a_client_that_stops_reading_is_dropped_at_its_heartbeat() -> TestResult
     // this test depend on the machine's speed).
     let n = 1500u64;
     {
-        let (reader, mut writer) = Store::open(&dir.path().join("chat.redb"))?;
+        let (reader, mut writer) = Store::open(&dir.path().join("chat.redb"), 1 << 20)?;
         let text = "y".repeat(8 * 1024);
         let inputs: Vec<ChatInput> = (1..=n)
             .map(|i| ChatInput {

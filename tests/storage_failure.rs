@@ -22,7 +22,7 @@ async fn a_full_disk_acks_nothing_and_recovers() -> TestResult {
     let config = Config::with_db(&path);
     let stores = {
         let (path, full) = (path.clone(), full.clone());
-        tokio::task::spawn_blocking(move || Store::open_faulty(&path, full)).await??
+        tokio::task::spawn_blocking(move || Store::open_faulty(&path, full, 1 << 20)).await??
     };
     let server = tokio::task::spawn_blocking(move || Server::with_store(config, stores)).await??;
     let server = TestServer::serve(server).await;

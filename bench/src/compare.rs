@@ -10,9 +10,11 @@ use clap::{Args, Subcommand};
 use crate::procfs::machine_busy_seconds;
 use crate::report::{Report, print_comparison};
 use crate::scenario::fanout::FanoutArgs;
+use crate::scenario::history::HistoryArgs;
 use crate::scenario::idle::IdleArgs;
 use crate::scenario::ingest::IngestArgs;
 use crate::scenario::replay::ReplayArgs;
+use crate::scenario::soak::SoakArgs;
 use crate::scenario::startup::StartupArgs;
 use crate::scenario::{self, Target};
 use crate::server::{Kind, Launcher, WorkDir, free_port};
@@ -45,6 +47,8 @@ pub enum Scenario {
     Replay(ReplayArgs),
     Idle(IdleArgs),
     Startup(StartupArgs),
+    History(HistoryArgs),
+    Soak(SoakArgs),
 }
 
 impl Scenario {
@@ -55,7 +59,14 @@ impl Scenario {
             Scenario::Replay(_) => "replay",
             Scenario::Idle(_) => "idle",
             Scenario::Startup(_) => "startup",
+            Scenario::History(_) => "history",
+            Scenario::Soak(_) => "soak",
         }
+    }
+
+    /// Whether `kind` speaks what the scenario needs (`history` is a tidings extension).
+    fn supports(&self, kind: Kind) -> bool {
+        !matches!((self, kind), (Scenario::History(_), Kind::Reference))
     }
 }
 
@@ -64,10 +75,23 @@ pub async fn run(args: &CompareArgs, launcher: &Launcher, keep: bool) -> anyhow:
         eprintln!("warning: {warning}");
     }
     let dir = WorkDir::create(keep)?;
-    let kinds = match args.only {
+    let kinds: Vec<Kind> = match args.only {
         Some(kind) => vec![kind],
         None => vec![Kind::Ours, Kind::Reference],
-    };
+    }
+    .into_iter()
+    .filter(|&kind| {
+        let supported = args.scenario.supports(kind);
+        if !supported {
+            eprintln!(
+                "{} does not support {}: running it against ours only",
+                kind.name(),
+                args.scenario.name()
+            );
+        }
+        supported
+    })
+    .collect();
     let mut reports = Vec::new();
     for (i, &kind) in kinds.iter().enumerate() {
         if i > 0 {
@@ -84,7 +108,7 @@ pub async fn run(args: &CompareArgs, launcher: &Launcher, keep: bool) -> anyhow:
                 scenario.name(),
                 kind.name()
             );
-            match run_one(scenario, launcher, kind, dir).await {
+            match run_one(scenario, launcher, kind, dir, attempt).await {
                 Ok(report) => report,
                 Err(e) => {
                     let mut report = Report::new(scenario.name(), kind.name());
@@ -198,11 +222,13 @@ async fn run_one(
     launcher: &Launcher,
     kind: Kind,
     dir: &WorkDir,
+    attempt: usize,
 ) -> anyhow::Result<Report> {
     if let Scenario::Startup(args) = scenario {
         return scenario::startup::run(args, launcher, kind, &dir.path).await;
     }
-    let name = format!("{}-{}", scenario.name(), kind.name());
+    // A fresh database for every attempt: a repeated run must not find the last one's history.
+    let name = format!("{}-{}-{attempt}", scenario.name(), kind.name());
     let db = dir.path.join(match kind {
         Kind::Ours => format!("{name}.redb"),
         Kind::Reference => format!("{name}.sqlite"),
@@ -219,6 +245,8 @@ async fn run_one(
         Scenario::Fanout(a) => scenario::fanout::run(a, &target).await,
         Scenario::Replay(a) => scenario::replay::run(a, &target).await,
         Scenario::Idle(a) => scenario::idle::run(a, &target).await,
+        Scenario::History(a) => scenario::history::run(a, &target).await,
+        Scenario::Soak(a) => scenario::soak::run(a, &target).await,
         Scenario::Startup(_) => unreachable!("handled above"),
     };
     let exited = server.exited();

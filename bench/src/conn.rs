@@ -45,15 +45,21 @@ impl Conn {
     /// Opens a websocket to `ws_url` (see [`ws_url`]) with TCP_NODELAY and connects to
     /// namespace `/` with `auth = {"serverOffset": offset}`.
     pub async fn connect(ws_url: &str, offset: u64, buffers: Buffers) -> anyhow::Result<Self> {
+        Self::connect_auth(ws_url, &format!("{{\"serverOffset\":{offset}}}"), buffers).await
+    }
+
+    /// Like [`Conn::connect`] with any `auth` object (raw JSON text), e.g.
+    /// `{"serverOffset":0,"latest":1}` (tidings replays only the newest message then).
+    pub async fn connect_auth(ws_url: &str, auth: &str, buffers: Buffers) -> anyhow::Result<Self> {
         tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            Self::connect_inner(ws_url, offset, buffers),
+            Self::connect_inner(ws_url, auth, buffers),
         )
         .await
         .context("handshake timed out")?
     }
 
-    async fn connect_inner(ws_url: &str, offset: u64, buffers: Buffers) -> anyhow::Result<Self> {
+    async fn connect_inner(ws_url: &str, auth: &str, buffers: Buffers) -> anyhow::Result<Self> {
         let config = match buffers {
             Buffers::Busy => None,
             Buffers::Small => Some(WebSocketConfig::default().read_buffer_size(4096)),
@@ -69,8 +75,7 @@ impl Conn {
         if !open.as_str().starts_with('0') {
             bail!("expected an engine.io open packet, got {:?}", open.as_str());
         }
-        conn.send_owned(format!("40{{\"serverOffset\":{offset}}}"))
-            .await?;
+        conn.send_owned(format!("40{auth}")).await?;
         loop {
             let text = conn.next_text().await?.context("closed during connect")?;
             match frame::parse(text.as_str()) {
@@ -115,7 +120,8 @@ impl Conn {
             .context("websocket write")
     }
 
-    async fn send_owned(&mut self, text: String) -> anyhow::Result<()> {
+    /// Sends one raw text frame (a socket.io packet the caller built).
+    pub async fn send_owned(&mut self, text: String) -> anyhow::Result<()> {
         self.ws
             .send(Message::text(text))
             .await

@@ -18,6 +18,7 @@ mod progress;
 mod report;
 mod scenario;
 mod server;
+mod server_metrics;
 mod stats;
 
 use std::process::ExitCode;
@@ -28,9 +29,11 @@ use crate::compare::CompareArgs;
 use crate::disk::DiskArgs;
 use crate::report::Report;
 use crate::scenario::fanout::FanoutArgs;
+use crate::scenario::history::HistoryArgs;
 use crate::scenario::idle::IdleArgs;
 use crate::scenario::ingest::IngestArgs;
 use crate::scenario::replay::ReplayArgs;
+use crate::scenario::soak::SoakArgs;
 use crate::scenario::startup::StartupArgs;
 use crate::scenario::{Target, TargetArgs};
 use crate::server::{Launcher, WorkDir};
@@ -70,6 +73,22 @@ enum Command {
     Replay {
         #[command(flatten)]
         args: ReplayArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Store N messages, then page through them with `history` (tidings only): a walk from
+    /// the newest to the oldest, then pages at random positions.
+    History {
+        #[command(flatten)]
+        args: HistoryArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// A long run: acked senders, connection churn and periodic replays, sampling server RSS,
+    /// open files and ack p99; at the end every acked message must be stored exactly once.
+    Soak {
+        #[command(flatten)]
+        args: SoakArgs,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -123,6 +142,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Idle { args, target } => {
             scenario::idle::run(&args, &Target::from_args(&target)).await?
+        }
+        Command::History { args, target } => {
+            scenario::history::run(&args, &Target::from_args(&target)).await?
+        }
+        Command::Soak { args, target } => {
+            scenario::soak::run(&args, &Target::from_args(&target)).await?
         }
     };
     Ok(finish(&report))

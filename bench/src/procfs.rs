@@ -25,19 +25,43 @@ impl Who {
 
 /// Resident set size in bytes (`VmRSS` of /proc/PID/status).
 pub fn rss_bytes(who: Who) -> anyhow::Result<u64> {
+    status_kib(who, "VmRSS:").map(|kib| kib * 1024)
+}
+
+/// The highest resident set size the process has had, in bytes (`VmHWM`).
+pub fn peak_rss_bytes(who: Who) -> anyhow::Result<u64> {
+    status_kib(who, "VmHWM:").map(|kib| kib * 1024)
+}
+
+/// A `kB` field of /proc/PID/status.
+fn status_kib(who: Who, field: &str) -> anyhow::Result<u64> {
     let path = who.path("status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let line = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .with_context(|| format!("no VmRSS in {path}"))?;
-    let kib: u64 = line
-        .trim()
+        .find_map(|l| l.strip_prefix(field))
+        .with_context(|| format!("no {field} in {path}"))?;
+    line.trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .with_context(|| format!("bad VmRSS line in {path}: {line:?}"))?;
-    Ok(kib * 1024)
+        .with_context(|| format!("bad {field} line in {path}: {line:?}"))
+}
+
+/// The process's open file descriptors (entries of /proc/PID/fd).
+pub fn open_files(who: Who) -> anyhow::Result<u64> {
+    let path = who.path("fd");
+    let entries = std::fs::read_dir(&path).with_context(|| format!("reading {path}"))?;
+    Ok(entries.count() as u64)
+}
+
+/// The machine's 1-minute load average (/proc/loadavg).
+pub fn load_average() -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").context("reading /proc/loadavg")?;
+    text.split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .context("malformed /proc/loadavg")
 }
 
 /// User + system CPU seconds the process has used (/proc/PID/stat fields 14 and 15).
@@ -167,6 +191,9 @@ mod tests {
     #[test]
     fn reads_own_figures() {
         assert!(rss_bytes(Who::Myself).is_ok_and(|rss| rss > 0));
+        assert!(peak_rss_bytes(Who::Myself).is_ok_and(|peak| peak > 0));
+        assert!(open_files(Who::Myself).is_ok_and(|n| n >= 3));
+        assert!(load_average().is_ok_and(|l| l >= 0.0));
         assert!(cpu_seconds(Who::Myself).is_ok_and(|s| s >= 0.0));
     }
 }

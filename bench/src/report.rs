@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::procfs::CpuUse;
+use crate::procfs::{CpuUse, Who, peak_rss_bytes, rss_bytes};
 use crate::stats::Summary;
 
 /// Which direction of a metric is an improvement.
@@ -37,6 +37,9 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Anything that broke a promise or the run: errors, lost or duplicated messages, failures.
     pub problems: Vec<String>,
+    /// Figures sampled over time (one row per sample, the same keys in every row), printed
+    /// as a table.
+    pub series: Vec<Map<String, Value>>,
 }
 
 impl Report {
@@ -48,6 +51,31 @@ impl Report {
             metrics: Vec::new(),
             notes: Vec::new(),
             problems: Vec::new(),
+            series: Vec::new(),
+        }
+    }
+
+    /// The server's resident memory now and its peak since it started (`VmHWM`), when its
+    /// pid is known.
+    pub fn server_memory(&mut self, pid: Option<u32>) {
+        let Some(pid) = pid else { return };
+        if let Ok(rss) = rss_bytes(Who::Pid(pid)) {
+            self.metric(
+                "server_rss_mb",
+                "server RSS at the end",
+                rss as f64 / 1e6,
+                "MB",
+                Better::Lower,
+            );
+        }
+        if let Ok(peak) = peak_rss_bytes(Who::Pid(pid)) {
+            self.metric(
+                "server_peak_rss_mb",
+                "server peak RSS (since it started)",
+                peak as f64 / 1e6,
+                "MB",
+                Better::Lower,
+            );
         }
     }
 
@@ -171,6 +199,7 @@ impl Report {
                 m.unit
             );
         }
+        print_series(&self.series);
         for note in &self.notes {
             println!("   note: {note}");
         }
@@ -185,14 +214,62 @@ impl Report {
             .iter()
             .map(|m| (m.key.clone(), json_num(m.value)))
             .collect();
-        json!({
+        let mut out = json!({
             "scenario": self.scenario,
             "server": self.server,
             "params": self.params,
             "metrics": metrics,
             "notes": self.notes,
             "problems": self.problems,
+        });
+        if !self.series.is_empty()
+            && let Some(object) = out.as_object_mut()
+        {
+            object.insert(
+                "series".into(),
+                Value::Array(self.series.iter().cloned().map(Value::Object).collect()),
+            );
+        }
+        out
+    }
+}
+
+/// A series as a table: one column per key of the first row, numbers right-aligned.
+fn print_series(series: &[Map<String, Value>]) {
+    let Some(first) = series.first() else { return };
+    let keys: Vec<&String> = first.keys().collect();
+    let cell = |v: Option<&Value>| match v {
+        Some(Value::Number(n)) => n.as_f64().map_or_else(|| n.to_string(), fmt_num),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => "-".into(),
+    };
+    let rows: Vec<Vec<String>> = series
+        .iter()
+        .map(|row| keys.iter().map(|k| cell(row.get(k.as_str()))).collect())
+        .collect();
+    let widths: Vec<usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([k.chars().count()])
+                .max()
+                .unwrap_or(0)
         })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect();
+        println!("   {}", padded.join("  "));
+    };
+    line(keys.iter().map(|k| k.as_str()).collect());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
     }
 }
 

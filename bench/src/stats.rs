@@ -65,6 +65,17 @@ fn value(i: usize) -> u64 {
     (mantissa << shift) + (1 << shift) / 2
 }
 
+/// The smallest value bucket `i` holds.
+fn lowest(i: usize) -> u64 {
+    let i = i as u64;
+    if i < EXACT {
+        return i;
+    }
+    let shift = (i - EXACT) / SUB + 1;
+    let mantissa = (i - EXACT) % SUB + SUB;
+    mantissa << shift
+}
+
 impl Histogram {
     pub fn new() -> Self {
         Self {
@@ -92,29 +103,55 @@ impl Histogram {
 
     /// p50, p99 (nearest rank, bucket midpoints) and the exact maximum.
     pub fn summary(&self) -> Summary {
-        let count = self.count();
-        if count == 0 {
-            return Summary::default();
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        summarize(&counts, self.max.load(Ordering::Relaxed))
+    }
+
+    /// The summary and count of what was recorded since the last `take`, and a fresh start:
+    /// per-interval percentiles while recorders keep recording (a value recorded meanwhile
+    /// counts in this interval or the next, never in both).
+    pub fn take(&self) -> (Summary, u64) {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.swap(0, Ordering::Relaxed))
+            .collect();
+        self.count.store(0, Ordering::Relaxed);
+        // A value whose bucket was taken may have raised the maximum only after the swap:
+        // the top bucket taken bounds it then.
+        let top = counts.iter().rposition(|&c| c > 0).map_or(0, lowest);
+        let max = self.max.swap(0, Ordering::Relaxed).max(top);
+        (summarize(&counts, max), counts.iter().sum())
+    }
+}
+
+/// Percentiles of bucket counts whose largest value is `max`.
+fn summarize(counts: &[u64], max: u64) -> Summary {
+    let count: u64 = counts.iter().sum();
+    if count == 0 {
+        return Summary::default();
+    }
+    let rank = |q: f64| ((q * count as f64).ceil() as u64).clamp(1, count);
+    let (r50, r99) = (rank(0.50), rank(0.99));
+    let (mut p50, mut p99, mut seen) = (None, None, 0);
+    for (i, bucket) in counts.iter().enumerate() {
+        seen += bucket;
+        if p50.is_none() && seen >= r50 {
+            p50 = Some(value(i).min(max));
         }
-        let rank = |q: f64| ((q * count as f64).ceil() as u64).clamp(1, count);
-        let (r50, r99) = (rank(0.50), rank(0.99));
-        let max = self.max.load(Ordering::Relaxed);
-        let (mut p50, mut p99, mut seen) = (None, None, 0);
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            seen += bucket.load(Ordering::Relaxed);
-            if p50.is_none() && seen >= r50 {
-                p50 = Some(value(i).min(max));
-            }
-            if seen >= r99 {
-                p99 = Some(value(i).min(max));
-                break;
-            }
+        if seen >= r99 {
+            p99 = Some(value(i).min(max));
+            break;
         }
-        Summary {
-            p50_us: p50.unwrap_or(max),
-            p99_us: p99.unwrap_or(max),
-            max_us: max,
-        }
+    }
+    Summary {
+        p50_us: p50.unwrap_or(max),
+        p99_us: p99.unwrap_or(max),
+        max_us: max,
     }
 }
 
@@ -137,6 +174,7 @@ mod tests {
             assert!(i >= last, "index must not decrease at {v}");
             last = i;
             let mid = value(i) as f64;
+            assert!(lowest(i) <= v, "{v} is below its bucket's lowest value");
             assert!(
                 (mid - v as f64).abs() <= (v as f64) / 128.0 + 1.0,
                 "{v} -> {mid}"
@@ -157,6 +195,16 @@ mod tests {
         assert!((982..=998).contains(&s.p99_us), "{s:?}");
         assert_eq!(s.max_us, 1000);
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        let (taken, n) = h.take();
+        assert_eq!(n, 1000);
+        assert_eq!(
+            (taken.p50_us, taken.p99_us, taken.max_us),
+            (s.p50_us, s.p99_us, 1000)
+        );
+        h.record_us(7);
+        let (next, n) = h.take();
+        assert_eq!((n, next.p99_us, next.max_us), (1, 7, 7));
+        assert_eq!(h.take().1, 0);
         assert_eq!(median(&[]), None);
     }
 }

@@ -178,7 +178,7 @@ mod tests {
     use super::*;
     use crate::delivery::TailLimits;
     use crate::message::{ChatInput, MessageId, StoredRow};
-    use crate::storage::Store;
+    use crate::storage::{Store, TEST_CACHE_BYTES};
 
     struct Rig {
         _dir: tempfile::TempDir,
@@ -189,7 +189,8 @@ mod tests {
     /// A store holding `count` messages, ids 1..=count.
     fn store_with(count: u64) -> Rig {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (reader, mut writer) = Store::open(&dir.path().join("c.redb")).expect("open");
+        let (reader, mut writer) =
+            Store::open(&dir.path().join("c.redb"), TEST_CACHE_BYTES).expect("open");
         let inputs: Vec<ChatInput> = (1..=count)
             .map(|i| ChatInput {
                 content: format!("m{i}"),

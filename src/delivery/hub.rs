@@ -57,7 +57,7 @@ impl Hub {
         for message in newest {
             cache.push(message);
         }
-        metrics::gauge(metrics::TAIL_CACHE_MESSAGES).set(cache.len() as f64);
+        record_size(&cache);
         Self {
             last_published: Mutex::new(last_id),
             live,
@@ -88,7 +88,7 @@ impl Hub {
             for message in &messages {
                 tail.push(message.clone());
             }
-            metrics::gauge(metrics::TAIL_CACHE_MESSAGES).set(tail.len() as f64);
+            record_size(&tail);
         }
         let mut last = self.lock();
         if let Some(newest) = messages.last() {
@@ -128,7 +128,7 @@ impl Hub {
     pub fn forget_through(&self, id: u64) {
         let mut tail = self.tail();
         tail.forget_through(id);
-        metrics::gauge(metrics::TAIL_CACHE_MESSAGES).set(tail.len() as f64);
+        record_size(&tail);
     }
 
     /// The highest id published so far.
@@ -159,6 +159,12 @@ impl Hub {
         let last = self.lock();
         (*last, self.live.subscribe())
     }
+}
+
+/// The tail cache's size, as `/metrics` shows it.
+fn record_size(cache: &TailCache) {
+    metrics::gauge(metrics::TAIL_CACHE_MESSAGES).set(cache.len() as f64);
+    metrics::gauge(metrics::TAIL_CACHE_BYTES).set(cache.bytes() as f64);
 }
 
 #[cfg(test)]

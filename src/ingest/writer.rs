@@ -477,8 +477,8 @@ mod tests {
     use crate::delivery::TailLimits;
     use crate::message::MessageId;
     use crate::message::test_support::input;
-    use crate::storage::Store;
     use crate::storage::fault::FaultSwitch;
+    use crate::storage::{Store, TEST_CACHE_BYTES};
 
     struct Rig {
         _dir: tempfile::TempDir,
@@ -492,7 +492,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let disk = FaultSwitch::default();
         let (_, store) =
-            Store::open_faulty(&dir.path().join("w.redb"), disk.clone()).expect("open");
+            Store::open_faulty(&dir.path().join("w.redb"), disk.clone(), TEST_CACHE_BYTES)
+                .expect("open");
         let tail = TailLimits {
             max_messages: 100,
             max_bytes: 1 << 20,

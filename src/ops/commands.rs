@@ -1,16 +1,17 @@
 //! Offline commands over a database file: `export`, `import`, `backup`, `stats`.
 //!
-//! Each opens the file itself, so it needs the database to itself: a running server holds
-//! redb's lock and these report "already in use". `export`, `backup` and `stats` refuse a
-//! file that does not exist (they never create one); `import` may create it. They never
-//! overwrite a file they did not create. They are blocking functions; the binary calls them
-//! and draws progress through the callback.
+//! Each opens the file itself, with the page cache `--db-cache-mb` sets, so it needs the
+//! database to itself: a running server holds redb's lock and these report "already in
+//! use". `export`, `backup` and `stats` refuse a file that does not exist (they never create
+//! one); `import` may create it. They never overwrite a file they did not create. They are
+//! blocking functions; the binary calls them and draws progress through the callback.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::DbArgs;
 use crate::message::{MessageId, StoredMessage, StoredRow};
 use crate::storage::{ImportSummary, SCHEMA_VERSION, Store, StoreError};
 
@@ -95,12 +96,12 @@ impl From<ExportLine> for StoredRow {
 
 /// Writes every message with an id above `since` as JSON Lines; returns how many.
 pub fn export(
-    db: &Path,
+    db: &DbArgs,
     since: u64,
     out: &mut dyn Write,
     progress: &dyn Fn(u64, u64),
 ) -> Result<u64, AdminError> {
-    let (reader, _writer) = Store::open_existing(db)?;
+    let (reader, _writer) = Store::open_existing(&db.db, db.cache_bytes())?;
     let newest = reader.newest_id()?;
     let total = reader.count()?;
     let mut after = since;
@@ -127,11 +128,11 @@ pub fn export(
 
 /// Adds the messages of a JSON Lines export; see [`crate::storage::StoreWriter::import`].
 pub fn import(
-    db: &Path,
+    db: &DbArgs,
     input: &mut dyn BufRead,
     progress: &dyn Fn(u64),
 ) -> Result<ImportSummary, AdminError> {
-    let (_reader, mut writer) = Store::open(db)?;
+    let (_reader, mut writer) = Store::open(&db.db, db.cache_bytes())?;
     let mut total = ImportSummary::default();
     let mut batch = Vec::with_capacity(BATCH);
     let mut line_no = 0u64;
@@ -170,11 +171,11 @@ pub fn import(
 /// A consistent copy of the database at `dest`, which must not exist: it is never
 /// overwritten, not even by a file created there while the copy runs. Holding the database's
 /// lock while copying guarantees no commit is in progress.
-pub fn backup(db: &Path, dest: &Path) -> Result<u64, AdminError> {
+pub fn backup(db: &DbArgs, dest: &Path) -> Result<u64, AdminError> {
     if dest.exists() {
         return Err(AdminError::Exists(dest.to_path_buf()));
     }
-    let (reader, writer) = Store::open_existing(db)?;
+    let (reader, writer) = Store::open_existing(&db.db, db.cache_bytes())?;
     let count = reader.count()?;
     let mut partial_name = dest.as_os_str().to_owned();
     partial_name.push(".partial");
@@ -187,7 +188,7 @@ pub fn backup(db: &Path, dest: &Path) -> Result<u64, AdminError> {
             source: e,
         },
     })?;
-    let copied = std::fs::File::open(db)
+    let copied = std::fs::File::open(&db.db)
         .and_then(|mut source| std::io::copy(&mut source, &mut copy))
         .and_then(|_| copy.sync_all());
     drop((reader, writer));
@@ -209,7 +210,7 @@ pub fn backup(db: &Path, dest: &Path) -> Result<u64, AdminError> {
         },
     })?;
     // Prove the copy opens and holds everything.
-    let (copy, _) = Store::open_existing(dest)?;
+    let (copy, _) = Store::open_existing(dest, db.cache_bytes())?;
     let copied = copy.count()?;
     if copied != count {
         return Err(AdminError::Io {
@@ -237,10 +238,10 @@ pub struct Stats {
 }
 
 /// Counts and sizes of a database.
-pub fn stats(db: &Path) -> Result<Stats, AdminError> {
-    let (reader, _writer) = Store::open_existing(db)?;
-    let file_bytes = std::fs::metadata(db)
-        .map_err(io(format!("reading {}", db.display())))?
+pub fn stats(db: &DbArgs) -> Result<Stats, AdminError> {
+    let (reader, _writer) = Store::open_existing(&db.db, db.cache_bytes())?;
+    let file_bytes = std::fs::metadata(&db.db)
+        .map_err(io(format!("reading {}", db.db.display())))?
         .len();
     Ok(Stats {
         messages: reader.count()?,

@@ -44,6 +44,22 @@ pub const TAIL_CACHE_HITS: &str = "tidings_tail_cache_hits_total";
 pub const TAIL_CACHE_MISSES: &str = "tidings_tail_cache_misses_total";
 /// Messages held in the tail cache (gauge).
 pub const TAIL_CACHE_MESSAGES: &str = "tidings_tail_cache_messages";
+/// Bytes the tail cache counts against `--tail-cache-bytes` (gauge).
+pub const TAIL_CACHE_BYTES: &str = "tidings_tail_cache_bytes";
+/// The database page cache's configured size, `--db-cache-mb`, in bytes (gauge).
+pub const DATABASE_CACHE_BYTES: &str = "tidings_database_cache_bytes";
+/// Bytes of pages the database cache holds now (gauge, refreshed on scrape).
+pub const DATABASE_CACHE_USED_BYTES: &str = "tidings_database_cache_used_bytes";
+/// Page reads the database cache served (counter, refreshed on scrape; restarts at 0 when
+/// the database is reopened after an I/O failure).
+pub const DATABASE_CACHE_HITS: &str = "tidings_database_cache_hits_total";
+/// Page reads that missed the database cache and read the file (counter, as above).
+pub const DATABASE_CACHE_MISSES: &str = "tidings_database_cache_misses_total";
+/// Pages dropped from the database cache to stay within its size (counter, as above).
+pub const DATABASE_CACHE_EVICTIONS: &str = "tidings_database_cache_evictions_total";
+/// The process's resident memory in bytes, from /proc/self/status (gauge, refreshed on
+/// scrape; Linux only). The usual Prometheus name, so dashboards find it.
+pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
 /// Times a client fell out of live delivery (its buffer was full) and caught up from the
 /// tail cache or the database (counter).
 pub const LIVE_FELL_BEHIND: &str = "tidings_live_fell_behind_total";

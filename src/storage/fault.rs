@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::backends::FileBackend;
-use redb::{BackendError, Database, StorageBackend};
+use redb::{BackendError, StorageBackend};
 
 use super::{Store, StoreError, StoreReader, StoreWriter};
 
@@ -130,11 +130,12 @@ impl StorageBackend for FaultyDisk {
 }
 
 impl Store {
-    /// Opens (or creates) `path` over a [`FaultyDisk`] controlled by `switch`; reopening
-    /// after a failure goes through it too.
+    /// Opens (or creates) `path` over a [`FaultyDisk`] controlled by `switch`, with a page
+    /// cache of `cache_bytes`; reopening after a failure goes through it too.
     pub fn open_faulty(
         path: &Path,
         switch: FaultSwitch,
+        cache_bytes: usize,
     ) -> Result<(StoreReader, StoreWriter), StoreError> {
         let file = path.to_path_buf();
         Self::open_with(
@@ -146,7 +147,7 @@ impl Store {
                     .create(true)
                     .truncate(false)
                     .open(&file)?;
-                Database::builder().create_with_backend(FaultyDisk {
+                Store::builder(cache_bytes).create_with_backend(FaultyDisk {
                     file: FileBackend::new(handle)?,
                     switch: switch.clone(),
                 })
@@ -307,10 +308,8 @@ impl Store {
         Self::open_with(
             Path::new(":memory:"),
             Arc::new(move || {
-                Database::builder()
-                    // The fuzz target opens thousands of these a second; they are small.
-                    .set_cache_size(1 << 20)
-                    .create_with_backend(disk.clone())
+                // The fuzz target opens thousands of these a second; they are small.
+                Store::builder(1 << 20).create_with_backend(disk.clone())
             }),
         )
     }

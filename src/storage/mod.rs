@@ -166,18 +166,25 @@ pub type Opener = Arc<dyn Fn() -> Result<Database, DatabaseError> + Send + Sync>
 pub struct Store;
 
 impl Store {
-    /// Opens `path`, creating an empty tidings database if the file is missing or empty.
+    /// Opens `path`, creating an empty tidings database if the file is missing or empty,
+    /// with a page cache of at most `cache_bytes` (see [`Store::builder`]).
     ///
     /// Never overwrites or truncates an existing file: a file that is not a tidings database is
     /// refused with an error naming what it is.
-    pub fn open(path: &Path) -> Result<(StoreReader, StoreWriter), StoreError> {
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<(StoreReader, StoreWriter), StoreError> {
         let file = path.to_path_buf();
-        Self::open_with(path, Arc::new(move || Database::builder().create(&file)))
+        Self::open_with(
+            path,
+            Arc::new(move || Self::builder(cache_bytes).create(&file)),
+        )
     }
 
     /// Opens the existing database `path`; refuses, without creating anything, when there is
     /// no file there (the offline commands, which must never invent an empty database).
-    pub fn open_existing(path: &Path) -> Result<(StoreReader, StoreWriter), StoreError> {
+    pub fn open_existing(
+        path: &Path,
+        cache_bytes: usize,
+    ) -> Result<(StoreReader, StoreWriter), StoreError> {
         // redb's `open` never creates a file; this says why in our words.
         if !path.exists() {
             return Err(StoreError::Missing {
@@ -185,7 +192,20 @@ impl Store {
             });
         }
         let file = path.to_path_buf();
-        Self::open_with(path, Arc::new(move || Database::builder().open(&file)))
+        Self::open_with(
+            path,
+            Arc::new(move || Self::builder(cache_bytes).open(&file)),
+        )
+    }
+
+    /// redb's builder with its page cache (read cache plus write buffer) bounded to
+    /// `cache_bytes`. redb's own default is 1 GiB, and it keeps every page it writes or
+    /// reads until the cache is full: without this bound the process grows with the history
+    /// up to that gigabyte.
+    pub fn builder(cache_bytes: usize) -> redb::Builder {
+        let mut builder = Database::builder();
+        builder.set_cache_size(cache_bytes);
+        builder
     }
 
     /// Opens the database `opener` yields; `path` names it in errors.
@@ -318,12 +338,44 @@ fn new_epoch() -> u64 {
     hasher.finish().max(1)
 }
 
+/// What the database's page cache holds and how it has served reads, since the database was
+/// (re)opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Bytes of pages held (read cache and write buffer); at most the configured size, give
+    /// or take a page.
+    pub used_bytes: u64,
+    /// Page reads served from the cache.
+    pub read_hits: u64,
+    /// Page reads that went to the file (the operating system's page cache, or the disk).
+    pub read_misses: u64,
+    /// Pages dropped from the cache to stay within its size.
+    pub evictions: u64,
+}
+
+/// A page cache for unit tests: small, as on a small machine.
+#[cfg(test)]
+pub(crate) const TEST_CACHE_BYTES: usize = 4 << 20;
+
 /// The open database, shared by the reader handles and the writer until [`StoreReader::close`]
 /// takes it out: a stray handle somewhere must not keep the file locked after shutdown.
 #[derive(Clone)]
 struct SharedDb(Arc<RwLock<Option<Database>>>);
 
 impl SharedDb {
+    fn cache_stats(&self) -> Option<CacheStats> {
+        let guard = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        guard.as_ref().map(|db| {
+            let stats = db.cache_stats();
+            CacheStats {
+                used_bytes: stats.used_bytes() as u64,
+                read_hits: stats.read_hits(),
+                read_misses: stats.read_misses(),
+                evictions: stats.evictions(),
+            }
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
         // A panic while holding a read guard cannot leave the Option half-written.
         let guard = self.0.read().unwrap_or_else(PoisonError::into_inner);
@@ -355,11 +407,51 @@ mod tests {
         (dir, path)
     }
 
+    /// Stores about 3 MB (1,500 messages of 2 KiB), then reads all of it back, with a page
+    /// cache of `cache_bytes`; returns what the cache holds afterwards.
+    fn cache_after_3_mb(cache_bytes: usize) -> Result<CacheStats, StoreError> {
+        let (_dir, path) = temp_db();
+        let (reader, mut writer) = Store::open(&path, cache_bytes)?;
+        let text = "x".repeat(2048);
+        for batch in 0..15 {
+            let inputs: Vec<_> = (0..100)
+                .map(|i| writer::tests::input(&text, Some(&format!("o-{batch}-{i}"))))
+                .collect();
+            writer.append_batch(&inputs, 0)?;
+        }
+        let mut after = 0;
+        loop {
+            let rows = reader.read_range(after, u64::MAX, 256, usize::MAX)?;
+            let Some(last) = rows.last() else { break };
+            after = last.id.0;
+        }
+        assert_eq!(after, 1500);
+        Ok(reader.cache_stats().unwrap_or_default())
+    }
+
+    #[test]
+    fn the_page_cache_stays_within_its_configured_size() -> Result<(), StoreError> {
+        // One page of slack: redb's budget is checked page by page.
+        let small = cache_after_3_mb(512 << 10)?;
+        assert!(
+            small.used_bytes <= (512 + 64) << 10,
+            "a 512 KiB cache holds {small:?}"
+        );
+        assert!(small.evictions > 0, "{small:?}");
+        assert!(small.read_misses > 0, "{small:?}");
+        // The same work with room to spare keeps the whole file in memory: this bound is
+        // what keeps a growing history from growing the process.
+        let roomy = cache_after_3_mb(64 << 20)?;
+        assert!(roomy.used_bytes > 3 << 20, "a 64 MiB cache holds {roomy:?}");
+        assert_eq!(roomy.evictions, 0, "{roomy:?}");
+        Ok(())
+    }
+
     #[test]
     fn second_open_is_refused_as_in_use() -> Result<(), StoreError> {
         let (_dir, path) = temp_db();
-        let _first = Store::open(&path)?;
-        match Store::open(&path) {
+        let _first = Store::open(&path, TEST_CACHE_BYTES)?;
+        match Store::open(&path, TEST_CACHE_BYTES) {
             Err(e @ StoreError::InUse { .. }) => {
                 assert!(e.to_string().contains("already in use by another process"));
             }
@@ -373,7 +465,9 @@ mod tests {
         let (_dir, path) = temp_db();
         let garbage = b"this is not a database, it is a text file\n".repeat(200);
         std::fs::write(&path, &garbage).expect("write");
-        let err = Store::open(&path).err().expect("must refuse");
+        let err = Store::open(&path, TEST_CACHE_BYTES)
+            .err()
+            .expect("must refuse");
         assert!(matches!(err, StoreError::Open { .. }), "{err}");
         assert_eq!(std::fs::read(&path).expect("read"), garbage);
     }
@@ -390,7 +484,9 @@ mod tests {
             }
             w.commit().expect("commit");
         }
-        let err = Store::open(&path).err().expect("must refuse");
+        let err = Store::open(&path, TEST_CACHE_BYTES)
+            .err()
+            .expect("must refuse");
         assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
     }
 }

@@ -6,8 +6,8 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::record::decode_record;
 use super::{
-    CLIENT_OFFSETS, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SESSIONS, SharedDb,
-    StoreError, read_err, write_err,
+    CLIENT_OFFSETS, CacheStats, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SESSIONS,
+    SharedDb, StoreError, read_err, write_err,
 };
 use crate::message::{MessageId, StoredRow};
 
@@ -152,6 +152,11 @@ impl StoreReader {
         }
     }
 
+    /// What the page cache holds now and how it has served reads; `None` once closed.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.db.cache_stats()
+    }
+
     /// The database's epoch (see [`StoreReader::epoch`]); written when the file is created.
     pub fn epoch(&self) -> Result<u64, StoreError> {
         self.meta(META_EPOCH)
@@ -197,7 +202,7 @@ impl StoreReader {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{overwrite_row, temp_db};
-    use super::super::{Store, writer::tests::input};
+    use super::super::{Store, TEST_CACHE_BYTES, writer::tests::input};
     use super::*;
     use crate::message::ChatInput;
 
@@ -205,12 +210,12 @@ mod tests {
     fn unreadable_rows_are_skipped_by_replay() -> Result<(), StoreError> {
         let (_dir, path) = temp_db();
         {
-            let (_, mut writer) = Store::open(&path)?;
+            let (_, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
             writer.append_batch(&[input("a", None), input("b", None), input("c", None)], 1)?;
         }
         // A row from a future format version, as a downgrade would leave it.
         overwrite_row(&path, 2, &[9, 1, 2]);
-        let (reader, _) = Store::open(&path)?;
+        let (reader, _) = Store::open(&path, TEST_CACHE_BYTES)?;
         let ids: Vec<u64> = reader
             .read_range(0, 3, 10, usize::MAX)?
             .iter()
@@ -223,7 +228,7 @@ mod tests {
     #[test]
     fn history_pages_walk_backwards() -> Result<(), StoreError> {
         let (_dir, path) = temp_db();
-        let (reader, mut writer) = Store::open(&path)?;
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
         let inputs: Vec<ChatInput> = (1..=7).map(|i| input(&format!("m{i}"), None)).collect();
         writer.append_batch(&inputs, 1)?;
         let ids = |rows: &[StoredRow]| rows.iter().map(|r| r.id.0).collect::<Vec<_>>();

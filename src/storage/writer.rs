@@ -381,15 +381,15 @@ impl StoreWriter {
 pub(super) mod tests {
     pub(in crate::storage) use crate::message::test_support::input;
 
-    use super::super::Store;
     use super::super::tests::temp_db;
+    use super::super::{Store, TEST_CACHE_BYTES};
     use super::*;
 
     #[test]
     fn appends_dedups_and_survives_reopen() -> Result<(), StoreError> {
         let (_dir, path) = temp_db();
         {
-            let (reader, mut writer) = Store::open(&path)?;
+            let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
             assert_eq!(writer.last_id(), 0);
             let out = writer.append_batch(
                 &[
@@ -422,7 +422,7 @@ pub(super) mod tests {
             assert!(reader.read_range(3, 3, 10, 10)?.is_empty());
             assert!(reader.read_range(u64::MAX, u64::MAX, 10, 10)?.is_empty());
         }
-        let (reader, mut writer) = Store::open(&path)?;
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
         assert_eq!(writer.last_id(), 3);
         assert_eq!(reader.count()?, 3);
         let out = writer.append_batch(&[input("other", Some("o1")), input("c", None)], 6)?;
@@ -439,7 +439,7 @@ pub(super) mod tests {
     #[test]
     fn retention_prunes_oldest_first_with_their_offsets() -> Result<(), StoreError> {
         let (_dir, path) = temp_db();
-        let (reader, mut writer) = Store::open(&path)?;
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
         let epoch = reader.epoch()?;
         assert_ne!(epoch, 0);
         let inputs: Vec<ChatInput> = (1..=10)
@@ -465,7 +465,7 @@ pub(super) mod tests {
             ]
         );
         drop((reader, writer));
-        let (reader, writer) = Store::open(&path)?;
+        let (reader, writer) = Store::open(&path, TEST_CACHE_BYTES)?;
         assert_eq!((reader.epoch()?, writer.last_id()), (epoch, 11));
         Ok(())
     }
@@ -474,13 +474,13 @@ pub(super) mod tests {
     fn retention_by_age_goes_past_a_row_that_does_not_decode() -> Result<(), StoreError> {
         let (_dir, path) = temp_db();
         {
-            let (_, mut writer) = Store::open(&path)?;
+            let (_, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
             let inputs: Vec<ChatInput> = (1..=5).map(|i| input(&format!("m{i}"), None)).collect();
             writer.append_batch(&inputs, 100)?;
             writer.append_batch(&[input("new", None)], 5_000)?;
         }
         super::super::tests::overwrite_row(&path, 3, &[9, 1, 2]);
-        let (reader, mut writer) = Store::open(&path)?;
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
         // Everything received before t=1000 goes, the unreadable row 3 included (row 4,
         // after it, is older than the cutoff); the newer row 6 stays.
         assert_eq!(writer.prune(None, Some(1_000), 100)?, (5, 5));
@@ -488,7 +488,7 @@ pub(super) mod tests {
         // An unreadable newest row is kept: nothing after it says it is old.
         drop((reader, writer));
         super::super::tests::overwrite_row(&path, 6, &[9, 9]);
-        let (reader, mut writer) = Store::open(&path)?;
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
         assert_eq!(writer.prune(None, Some(10_000), 100)?, (0, 5));
         assert_eq!(reader.count()?, 1);
         Ok(())
@@ -497,12 +497,12 @@ pub(super) mod tests {
     #[test]
     fn ids_are_not_reused_after_retention_deletes_every_row() -> Result<(), StoreError> {
         let (_dir, path) = temp_db();
-        let (reader, mut writer) = Store::open(&path)?;
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
         writer.append_batch(&[input("a", None), input("b", None), input("c", None)], 100)?;
         assert_eq!(writer.prune(None, Some(1_000), 100)?, (3, 3));
         assert_eq!(reader.newest_id()?, 0, "every row is gone");
         drop((reader, writer));
-        let (_reader, mut writer) = Store::open(&path)?;
+        let (_reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
         assert_eq!(writer.last_id(), 3);
         let out = writer.append_batch(&[input("d", None)], 2_000)?;
         assert_eq!(out, vec![AppendOutcome::Stored(MessageId(4))]);

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use tokio::task::JoinSet;
 
+use super::prefill::{PrefillPlan, prefill};
 use super::{Target, connect_many, nonce, padded, summarize_errors};
 use crate::conn::{Buffers, Conn};
 use crate::frame::{self, AckBody, Frame};
 use crate::procfs::CpuMeter;
 use crate::progress::Progress;
 use crate::report::{Better, Report};
+use crate::server_metrics::CacheMisses;
 use crate::stats::Histogram;
 
 #[derive(Debug, Clone, Args)]
@@ -34,6 +36,12 @@ pub struct IngestArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+
+    /// Store this many messages first (4 connections, 64 in flight each; not measured), so
+    /// ingest runs on a database that already holds a history. The clients then connect at
+    /// the newest id (they replay none of it).
+    #[arg(long, default_value_t = 0)]
+    pub history: u64,
 }
 
 /// What one client saw.
@@ -82,11 +90,25 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
     report.param("clients", args.clients);
     report.param("messages_per_client", args.messages);
     report.param("content_bytes", args.size);
+    let mut offset = 0;
+    if args.history > 0 {
+        report.param("history", args.history);
+        let plan = PrefillPlan {
+            messages: args.history,
+            connections: 4,
+            window: 64,
+            size: 64,
+        };
+        let stored = prefill(&target.ws_url(), plan).await?;
+        stored.report_rate(&mut report, &plan);
+        offset = stored.last_id;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 
     let (conns, errors) = connect_many(
         &target.ws_url(),
         args.clients,
-        0,
+        offset,
         Buffers::Busy,
         64,
         "connecting",
@@ -113,6 +135,7 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
     let counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start("acked", expected, counter.clone());
 
+    let misses = CacheMisses::start(&target.url).await;
     let meter = CpuMeter::start(target.pid);
     let start = Instant::now();
     let mut set = JoinSet::new();
@@ -166,6 +189,8 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
         );
     }
     report.cpu(&cpu, acked as f64, "msg", "");
+    misses.report(&mut report, acked as f64, "msg", "").await;
+    report.server_memory(target.pid);
 
     let deliveries_expected = expected * shared.clients as u64;
     if acked < expected {

@@ -2,10 +2,12 @@
 //! opening many connections at once.
 
 pub mod fanout;
+pub mod history;
 pub mod idle;
 pub mod ingest;
 pub mod prefill;
 pub mod replay;
+pub mod soak;
 pub mod startup;
 
 use std::sync::Arc;
@@ -66,6 +68,24 @@ pub fn nonce() -> String {
         "{:06x}",
         (t as u64 ^ u64::from(std::process::id()) << 20) & 0xff_ffff
     )
+}
+
+/// A small deterministic generator of positions (no dependency for a few numbers).
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
 }
 
 /// `s` padded with `x` up to `size` bytes (never truncated).

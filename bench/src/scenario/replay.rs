@@ -12,6 +12,7 @@ use crate::conn::{Buffers, Conn};
 use crate::frame::{self, Frame};
 use crate::procfs::CpuMeter;
 use crate::report::{Better, Report};
+use crate::server_metrics::CacheMisses;
 use crate::stats::median;
 
 #[derive(Debug, Clone, Args)]
@@ -43,6 +44,11 @@ pub struct ReplayArgs {
     /// Messages in flight per prefill connection.
     #[arg(long, default_value_t = 64)]
     pub window: usize,
+
+    /// Full replays stop at this id (the oldest N messages) instead of the newest: with a
+    /// long history, the oldest pages are the ones no cache holds.
+    #[arg(long)]
+    pub first: Option<u64>,
 
     /// Give up on one replay after this many seconds.
     #[arg(long, default_value_t = 120)]
@@ -84,12 +90,30 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
 
     let timeout = Duration::from_secs(args.timeout);
     let last = stored.last_id;
+    let through = args.first.map_or(last, |first| first.min(last));
+    let label = match args.first {
+        Some(_) => format!("replay of the oldest {through} from offset 0"),
+        None => "full replay".to_string(),
+    };
+    if let Some(first) = args.first {
+        report.param("first", first);
+    }
+    let misses = CacheMisses::start(&target.url).await;
     let mut full = Vec::new();
     for _ in 0..args.runs {
-        full.push(replay_once(&ws_url, 0, last, target.pid, timeout).await?);
+        full.push(replay_once(&ws_url, 0, through, target.pid, timeout).await?);
     }
-    summarize(&mut report, "replay_all", "full replay", &full, last);
+    summarize(&mut report, "replay_all", &label, &full, through);
+    misses
+        .report(
+            &mut report,
+            (args.runs as u64 * through) as f64,
+            "msg",
+            "_replay_all",
+        )
+        .await;
     let from = last.saturating_sub(args.recent);
+    let misses = CacheMisses::start(&target.url).await;
     let mut recent = Vec::new();
     for _ in 0..args.recent_runs {
         recent.push(replay_once(&ws_url, from, last, target.pid, timeout).await?);
@@ -101,6 +125,10 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
         &recent,
         last - from,
     );
+    misses
+        .report(&mut report, args.recent_runs as f64, "replay", "_recent")
+        .await;
+    report.server_memory(target.pid);
     Ok(report)
 }
 

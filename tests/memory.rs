@@ -1,0 +1,156 @@
+//! Memory: `--db-cache-mb` / `TIDINGS_DB_CACHE_MB` bound the database's page cache, a bad
+//! value is refused with a clear error, and `/metrics` shows what memory goes where (the
+//! configured and used database cache, the tail cache's bytes, connections, resident memory).
+//!
+//! Metrics are process-wide, so this file holds the only in-process server of its test binary.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+use tidings::Config;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidings");
+
+/// The value of an unlabelled metric.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn metrics_show_where_the_memory_goes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = Config {
+        db_cache_mb: 1,
+        tail_cache_messages: 100,
+        rate_limit: 0.0,
+        ..Config::with_db(dir.path().join("chat.redb"))
+    };
+    let server = TestServer::start_with(config).await;
+    let mut sender = server.connect(0).await;
+    // 400 messages of 4 KiB: 1.6 MB of pages written through a 1 MiB cache, and a tail
+    // cache that keeps only the newest 100.
+    let text = "m".repeat(4096);
+    for i in 0..400 {
+        send_ok(&mut sender, &text, Some(&format!("o-{i}"))).await;
+    }
+    let mut reader = server.connect(0).await;
+    let replayed = receive(&mut reader, 400).await;
+    assert_eq!(replayed.last().map(|(_, id)| *id), Some(400));
+
+    let (status, text) = get(&server.url, "/metrics").await;
+    assert_eq!(status, 200);
+    let value = |name: &str| metric(&text, name).unwrap_or_else(|| panic!("no {name}:\n{text}"));
+    assert_eq!(value("tidings_database_cache_bytes"), (1 << 20) as f64);
+    let used = value("tidings_database_cache_used_bytes");
+    assert!(
+        used > 0.0 && used <= ((1 << 20) + 64 * 1024) as f64,
+        "{used}"
+    );
+    assert!(value("tidings_database_cache_evictions_total") > 0.0);
+    assert!(value("tidings_database_cache_misses_total") > 0.0);
+    assert!(metric(&text, "tidings_database_cache_hits_total").is_some());
+    assert_eq!(value("tidings_tail_cache_messages"), 100.0);
+    // Text plus the per-message overhead the cache counts (README: ~96 bytes).
+    assert_eq!(
+        value("tidings_tail_cache_bytes"),
+        (100 * (4096 + 96)) as f64
+    );
+    assert_eq!(value("tidings_connections"), 2.0);
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    server.stop().await;
+    Ok(())
+}
+
+/// The binary reads the flag and its variable, and reports what it applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flag_and_the_variable_are_applied() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for (flag, env, expected) in [
+        (Some("3"), None, 3 << 20),
+        (None, Some("5"), 5 << 20),
+        // The flag wins over the variable.
+        (Some("2"), Some("7"), 2 << 20),
+    ] {
+        let port = free_port();
+        let mut command = server_command(port, &dir.path().join("chat.redb"));
+        if let Some(mb) = flag {
+            command.args(["--db-cache-mb", mb]);
+        }
+        if let Some(mb) = env {
+            command.env("TIDINGS_DB_CACHE_MB", mb);
+        }
+        let mut server = ServerProcess::spawn(
+            command
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        server.wait_listening();
+        let (status, text) = get(&format!("http://127.0.0.1:{port}"), "/metrics").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            metric(&text, "tidings_database_cache_bytes"),
+            Some(expected as f64),
+            "{flag:?} {env:?}"
+        );
+        server.terminate();
+        assert!(server.wait()?.success());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_bad_cache_size_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("chat.redb");
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .env("RUST_LOG", "off");
+        match env {
+            Some(value) => command.env("TIDINGS_DB_CACHE_MB", value),
+            None => command.env_remove("TIDINGS_DB_CACHE_MB"),
+        };
+        command.output().expect("run tidings")
+    };
+    for (args, env) in [
+        (vec!["--db-cache-mb", "lots"], None),
+        (vec!["--db-cache-mb=-1"], None),
+        (vec!["--db-cache-mb", "1000000"], None),
+        (vec![], Some("64MB")),
+        (vec!["stats", "--db-cache-mb", "x"], None),
+    ] {
+        let out = run(&args, env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} {env:?} must fail");
+        assert!(
+            stderr.contains("invalid value") && stderr.contains("--db-cache-mb"),
+            "{args:?} {env:?}: {stderr}"
+        );
+        assert!(!db.exists(), "{args:?} {env:?} created the database");
+    }
+    // The offline commands take it too.
+    let out = run(&["import", "--db-cache-mb", "1", "-"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["stats", "--db-cache-mb", "1"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
