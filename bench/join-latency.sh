@@ -3,8 +3,10 @@
 # sockets (issue 12, defect 8; BENCHMARKS.md "Joining a large live set"). Starts BIN on a free
 # port with a fresh database, holds CONNS idle connections (every one is live and receives
 # every message), then runs ROUNDS fan-out rounds (RECEIVERS new receivers join, one sender
-# sends RATE msg/s for SECONDS), so joins happen while passes over CONNS+ sockets run. Prints
-# the server's tidings_live_join_seconds and tidings_live_pass_seconds histograms.
+# sends RATE msg/s for SECONDS), each started halfway through the previous one's sending, so
+# its receivers join while passes over CONNS+ sockets run. Prints the server's
+# tidings_live_join_seconds and tidings_live_pass_seconds histograms, taken before the rounds
+# (the idle connections' own joins, with nothing to pass) and after them.
 #
 #   bench/join-latency.sh BIN [CONNS] [ROUNDS]
 #   env: RATE=20 SECONDS=10 RECEIVERS=20 BENCH=target/release/tidings-bench
@@ -49,9 +51,22 @@ for _ in $(seq 1 300); do
 done
 echo "server holds $(ls /proc/"$server"/fd | wc -l) open files; running $rounds rounds" >&2
 sleep 5
+echo "before the rounds:"
+curl -s "$url/metrics" | grep -E '^tidings_live_(join|pass)_seconds_(sum|count)|^tidings_connections '
+# A first sender, so that the first round's receivers join during passes too.
+"$bench" fanout --url "$url" -r 1 --rate "$rate" --duration $(( seconds / 2 + 2 )) \
+  >"$dir/fanout-0.out" 2>&1 &
+rounds_running=($!)
+sleep $(( seconds / 2 ))
 for round in $(seq 1 "$rounds"); do
   "$bench" fanout --url "$url" -r "$receivers" --rate "$rate" --duration "$seconds" \
-    >"$dir/fanout-$round.out" 2>&1 || { tail -n 20 "$dir/fanout-$round.out"; exit 1; }
-  grep -h "PROBLEM" "$dir/fanout-$round.out" || true
+    >"$dir/fanout-$round.out" 2>&1 &
+  rounds_running+=($!)
+  sleep $(( seconds / 2 ))
 done
+failed=0
+for pid in "${rounds_running[@]}"; do wait "$pid" || failed=1; done
+grep -h "PROBLEM" "$dir"/fanout-*.out || true
+[ "$failed" = 0 ] || { tail -n 20 "$dir"/fanout-*.out; echo "a fan-out round failed"; exit 1; }
+echo "after $rounds rounds:"
 curl -s "$url/metrics" | grep -E '^tidings_live_(join|pass)_seconds|^tidings_connections '
