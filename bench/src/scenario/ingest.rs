@@ -10,7 +10,7 @@ use clap::Args;
 use tokio::task::JoinSet;
 
 use super::prefill::{PrefillPlan, prefill};
-use super::{Target, connect_many, nonce, padded, summarize_errors};
+use super::{Target, connect_many, nonce, parse_tag, summarize_errors, tagged};
 use crate::conn::{Buffers, Conn};
 use crate::frame::{self, AckBody, Frame};
 use crate::procfs::CpuMeter;
@@ -71,18 +71,12 @@ struct Shared {
 
 /// `i.NONCE.CLIENT.SEQ.` padded: the tag identifies who sent which message.
 fn content(shared: &Shared, client: usize, seq: usize) -> String {
-    padded(format!("i.{}.{client}.{seq}.", shared.nonce), shared.size)
+    tagged('i', &shared.nonce, client, seq as u64, shared.size)
 }
 
 fn parse_content(content: &str, nonce: &str) -> Option<(usize, usize)> {
-    let rest = content
-        .strip_prefix("i.")?
-        .strip_prefix(nonce)?
-        .strip_prefix('.')?;
-    let mut parts = rest.splitn(3, '.');
-    let client = parts.next()?.parse().ok()?;
-    let seq = parts.next()?.parse().ok()?;
-    Some((client, seq))
+    let (client, seq) = parse_tag(content, 'i', nonce)?;
+    Some((client, usize::try_from(seq).ok()?))
 }
 
 pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {

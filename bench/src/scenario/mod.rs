@@ -88,6 +88,25 @@ impl XorShift {
     }
 }
 
+/// `KIND.NONCE.CLIENT.SEQ.` padded to `size`: the tag says which run, sender and message a
+/// content is.
+pub fn tagged(kind: char, nonce: &str, client: usize, seq: u64, size: usize) -> String {
+    padded(format!("{kind}.{nonce}.{client}.{seq}."), size)
+}
+
+/// The sender and sequence number of a content [`tagged`] with `kind` and `nonce`.
+pub fn parse_tag(content: &str, kind: char, nonce: &str) -> Option<(usize, u64)> {
+    let rest = content
+        .strip_prefix(kind)?
+        .strip_prefix('.')?
+        .strip_prefix(nonce)?
+        .strip_prefix('.')?;
+    let mut parts = rest.splitn(3, '.');
+    let client = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    Some((client, seq))
+}
+
 /// `s` padded with `x` up to `size` bytes (never truncated).
 pub fn padded(mut s: String, size: usize) -> String {
     let missing = size.saturating_sub(s.len());

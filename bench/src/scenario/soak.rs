@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
 use tokio::time::Instant as Deadline;
 
-use super::{Target, XorShift, connect_many, nonce, padded};
+use super::{Target, XorShift, connect_many, nonce, parse_tag, tagged};
 use crate::conn::{Buffers, Conn};
 use crate::frame::{self, AckBody, Frame};
 use crate::procfs::{CpuMeter, Who, load_average, open_files, peak_rss_bytes, rss_bytes};
@@ -145,18 +145,11 @@ struct Shared {
 
 /// `s.NONCE.CLIENT.SEQ.` padded.
 fn content(shared: &Shared, client: usize, seq: u64) -> String {
-    padded(format!("s.{}.{client}.{seq}.", shared.nonce), shared.size)
+    tagged('s', &shared.nonce, client, seq, shared.size)
 }
 
 fn parse_content(content: &str, nonce: &str) -> Option<(usize, u64)> {
-    let rest = content
-        .strip_prefix("s.")?
-        .strip_prefix(nonce)?
-        .strip_prefix('.')?;
-    let mut parts = rest.splitn(3, '.');
-    let client = parts.next()?.parse().ok()?;
-    let seq = parts.next()?.parse().ok()?;
-    Some((client, seq))
+    parse_tag(content, 's', nonce)
 }
 
 /// What one sender did.
