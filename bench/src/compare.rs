@@ -235,11 +235,7 @@ async fn run_one(
     });
     let log = dir.path.join(format!("{name}.log"));
     let mut server = launcher.start(kind, &db, free_port()?, &log).await?;
-    let target = Target {
-        url: server.url.clone(),
-        pid: Some(server.pid),
-        name: kind.name().to_string(),
-    };
+    let target = Target::single(server.url.clone(), server.pid, kind.name());
     let result = match scenario {
         Scenario::Ingest(a) => scenario::ingest::run(a, &target).await,
         Scenario::Fanout(a) => scenario::fanout::run(a, &target).await,

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! tidings-bench ingest --url http://127.0.0.1:3000 -c 50 -m 100 [--server-pid PID]
+//! tidings-bench ingest --url http://127.0.0.1:3001,http://127.0.0.1:3002 --server-pid P1,P2
 //! tidings-bench compare ingest -c 50 -m 100
 //! ```
 //!
@@ -132,22 +133,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scenario::startup::run(&args, &cli.launcher, args.server, &dir.path).await?
         }
         Command::Ingest { args, target } => {
-            scenario::ingest::run(&args, &Target::from_args(&target)).await?
+            scenario::ingest::run(&args, &Target::from_args(&target)?).await?
         }
         Command::Fanout { args, target } => {
-            scenario::fanout::run(&args, &Target::from_args(&target)).await?
+            scenario::fanout::run(&args, &Target::from_args(&target)?).await?
         }
         Command::Replay { args, target } => {
-            scenario::replay::run(&args, &Target::from_args(&target)).await?
+            scenario::replay::run(&args, &Target::from_args(&target)?).await?
         }
         Command::Idle { args, target } => {
-            scenario::idle::run(&args, &Target::from_args(&target)).await?
+            scenario::idle::run(&args, &Target::from_args(&target)?).await?
         }
         Command::History { args, target } => {
-            scenario::history::run(&args, &Target::from_args(&target)).await?
+            scenario::history::run(&args, &Target::from_args(&target)?).await?
         }
         Command::Soak { args, target } => {
-            scenario::soak::run(&args, &Target::from_args(&target)).await?
+            scenario::soak::run(&args, &Target::from_args(&target)?).await?
         }
     };
     Ok(finish(&report))

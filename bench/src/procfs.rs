@@ -120,21 +120,24 @@ fn clock_ticks_per_second() -> f64 {
     })
 }
 
-/// CPU used by the server and by the bench over an interval.
+/// CPU used by the server (one process or several) and by the bench over an interval.
 pub struct CpuMeter {
-    server: Option<u32>,
+    servers: Vec<u32>,
     start: Instant,
-    server_start: Option<f64>,
+    servers_start: Vec<Option<f64>>,
     own_start: f64,
     machine_start: Option<f64>,
 }
 
 /// What a [`CpuMeter`] measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CpuUse {
     pub wall_s: f64,
-    /// Server CPU seconds, when its pid is known.
+    /// Server CPU seconds, when its pid is known: the sum over its processes, `None` if one
+    /// of them could not be read (a partial sum would pass for the whole).
     pub server_s: Option<f64>,
+    /// Each server process's CPU seconds, in the order of the pids given.
+    pub server_each_s: Vec<Option<f64>>,
     /// The bench's own CPU seconds.
     pub bench_s: f64,
     /// CPU seconds used by every other process of the machine (a disturbance when large).
@@ -153,35 +156,63 @@ impl CpuUse {
 }
 
 impl CpuMeter {
-    pub fn start(server: Option<u32>) -> Self {
+    pub fn start(servers: &[u32]) -> Self {
         Self {
-            server,
+            servers: servers.to_vec(),
             start: Instant::now(),
-            server_start: server.and_then(|pid| cpu_seconds(Who::Pid(pid)).ok()),
+            servers_start: servers
+                .iter()
+                .map(|&pid| cpu_seconds(Who::Pid(pid)).ok())
+                .collect(),
             own_start: cpu_seconds(Who::Myself).unwrap_or(0.0),
             machine_start: machine_busy_seconds().ok(),
         }
     }
 
     pub fn stop(&self) -> CpuUse {
-        let server_s = match (self.server, self.server_start) {
-            (Some(pid), Some(start)) => cpu_seconds(Who::Pid(pid)).ok().map(|now| now - start),
-            _ => None,
+        let server_each_s: Vec<Option<f64>> = self
+            .servers
+            .iter()
+            .zip(&self.servers_start)
+            .map(|(&pid, start)| {
+                let now = cpu_seconds(Who::Pid(pid)).ok()?;
+                Some(now - (*start)?)
+            })
+            .collect();
+        let server_s = if server_each_s.is_empty() {
+            None
+        } else {
+            server_each_s.iter().copied().sum::<Option<f64>>()
         };
         let bench_s = cpu_seconds(Who::Myself).unwrap_or(0.0) - self.own_start;
+        // Whatever of the servers could be read is not "other processes".
+        let servers_read: f64 = server_each_s.iter().flatten().sum();
         let others_s = match (self.machine_start, machine_busy_seconds()) {
-            (Some(start), Ok(now)) => {
-                Some((now - start - bench_s - server_s.unwrap_or(0.0)).max(0.0))
-            }
+            (Some(start), Ok(now)) => Some((now - start - bench_s - servers_read).max(0.0)),
             _ => None,
         };
         CpuUse {
             wall_s: self.start.elapsed().as_secs_f64(),
             server_s,
+            server_each_s,
             bench_s,
             others_s,
         }
     }
+}
+
+/// A figure summed over processes (`None` if one of them cannot be read), with each one's.
+pub fn summed(
+    pids: &[u32],
+    read: fn(Who) -> anyhow::Result<u64>,
+) -> (Option<u64>, Vec<Option<u64>>) {
+    let each: Vec<Option<u64>> = pids.iter().map(|&pid| read(Who::Pid(pid)).ok()).collect();
+    let sum = if each.is_empty() {
+        None
+    } else {
+        each.iter().copied().sum()
+    };
+    (sum, each)
 }
 
 #[cfg(test)]
@@ -195,5 +226,25 @@ mod tests {
         assert!(open_files(Who::Myself).is_ok_and(|n| n >= 3));
         assert!(load_average().is_ok_and(|l| l >= 0.0));
         assert!(cpu_seconds(Who::Myself).is_ok_and(|s| s >= 0.0));
+    }
+
+    #[test]
+    fn sums_over_processes() {
+        let me = std::process::id();
+        let one = CpuMeter::start(&[me]).stop();
+        assert_eq!(one.server_each_s.len(), 1);
+        assert!(one.server_s.is_some());
+        let two = CpuMeter::start(&[me, me]).stop();
+        assert_eq!(two.server_each_s.len(), 2);
+        assert!(two.server_s.is_some());
+        assert!(CpuMeter::start(&[]).stop().server_s.is_none());
+
+        let (sum, each) = summed(&[me, me], rss_bytes);
+        assert!(each.iter().all(Option::is_some));
+        assert_eq!(sum, Some(each.iter().flatten().sum()));
+        // A process that is gone spoils the sum but not the others' figures.
+        let (sum, each) = summed(&[me, u32::MAX], rss_bytes);
+        assert_eq!(sum, None);
+        assert!(each[0].is_some() && each[1].is_none());
     }
 }

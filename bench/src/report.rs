@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::procfs::{CpuUse, Who, peak_rss_bytes, rss_bytes};
+use crate::procfs::{CpuUse, Who, peak_rss_bytes, rss_bytes, summed};
 use crate::stats::Summary;
 
 /// Which direction of a metric is an improvement.
@@ -56,26 +56,56 @@ impl Report {
     }
 
     /// The server's resident memory now and its peak since it started (`VmHWM`), when its
-    /// pid is known.
-    pub fn server_memory(&mut self, pid: Option<u32>) {
-        let Some(pid) = pid else { return };
-        if let Ok(rss) = rss_bytes(Who::Pid(pid)) {
-            self.metric(
+    /// pid is known. With several processes: the sums, and each one's as `.p1`, `.p2`, ...
+    pub fn server_memory(&mut self, pids: &[u32]) {
+        let figures = [
+            (
                 "server_rss_mb",
                 "server RSS at the end",
-                rss as f64 / 1e6,
-                "MB",
-                Better::Lower,
-            );
-        }
-        if let Ok(peak) = peak_rss_bytes(Who::Pid(pid)) {
-            self.metric(
+                rss_bytes as fn(Who) -> _,
+            ),
+            (
                 "server_peak_rss_mb",
                 "server peak RSS (since it started)",
-                peak as f64 / 1e6,
-                "MB",
-                Better::Lower,
-            );
+                peak_rss_bytes,
+            ),
+        ];
+        for (key, label, read) in figures {
+            let (sum, each) = summed(pids, read);
+            if let Some(sum) = sum {
+                let label = if pids.len() > 1 {
+                    format!("{label}, sum of {} processes", pids.len())
+                } else {
+                    label.to_string()
+                };
+                self.metric(key, label, sum as f64 / 1e6, "MB", Better::Lower);
+            }
+            self.per_process(key, label, &each, |bytes| bytes as f64 / 1e6, "MB");
+        }
+    }
+
+    /// `{key}.pN` for each process's figure, when there are several.
+    fn per_process<T: Copy>(
+        &mut self,
+        key: &str,
+        label: &str,
+        each: &[Option<T>],
+        value: impl Fn(T) -> f64,
+        unit: &'static str,
+    ) {
+        if each.len() < 2 {
+            return;
+        }
+        for (i, figure) in each.iter().enumerate() {
+            if let Some(figure) = figure {
+                self.metric(
+                    format!("{key}.p{}", i + 1),
+                    format!("{label}: process {}", i + 1),
+                    value(*figure),
+                    unit,
+                    Better::Neither,
+                );
+            }
         }
     }
 
@@ -126,8 +156,10 @@ impl Report {
     }
 
     /// Server CPU per unit of work (when the server's pid is known) and the bench's own CPU
-    /// use, which tells whether the client was the bottleneck.
+    /// use, which tells whether the client was the bottleneck. With several server processes
+    /// the figures are over their sum, and each process's share follows as `.p1`, `.p2`, ...
     pub fn cpu(&mut self, cpu: &CpuUse, units: f64, per: &str, suffix: &str) {
+        let wall_s = cpu.wall_s.max(1e-9);
         if let Some(server_s) = cpu.server_s {
             if units > 0.0 {
                 self.metric(
@@ -141,11 +173,27 @@ impl Report {
             self.metric(
                 format!("server_cpu_cores{suffix}"),
                 format!("server CPU use{suffix}"),
-                server_s / cpu.wall_s.max(1e-9),
+                server_s / wall_s,
                 "cores",
                 Better::Neither,
             );
         }
+        if units > 0.0 {
+            self.per_process(
+                &format!("server_cpu_us_per_{per}{suffix}"),
+                &format!("server CPU per {per}{suffix}"),
+                &cpu.server_each_s,
+                |s| s * 1e6 / units,
+                "µs",
+            );
+        }
+        self.per_process(
+            &format!("server_cpu_cores{suffix}"),
+            &format!("server CPU use{suffix}"),
+            &cpu.server_each_s,
+            |s| s / wall_s,
+            "cores",
+        );
         if cpu.wall_s < 3.0 {
             self.notes.push(format!(
                 "CPU figures{suffix} come from 10 ms kernel ticks over {:.2} s: too short to be precise",

@@ -40,25 +40,34 @@ pub fn value(text: &str, name: &str) -> Option<f64> {
 const MISSES: &str = "tidings_database_cache_misses_total";
 
 /// Database cache misses over a window: every miss is one page read from the file (the
-/// operating system's page cache, or the disk).
+/// operating system's page cache, or the disk). With several servers (the nodes of a
+/// cluster), the sum of their misses.
 pub struct CacheMisses {
-    url: String,
+    urls: Vec<String>,
     start: Option<f64>,
 }
 
+/// The sum of every server's misses; `None` if one of them does not say.
+async fn misses(urls: &[String]) -> Option<f64> {
+    let mut sum = 0.0;
+    for url in urls {
+        sum += scrape(url).await.and_then(|t| value(&t, MISSES))?;
+    }
+    Some(sum)
+}
+
 impl CacheMisses {
-    pub async fn start(url: &str) -> Self {
-        let start = scrape(url).await.and_then(|t| value(&t, MISSES));
+    pub async fn start(urls: &[String]) -> Self {
         Self {
-            url: url.to_string(),
-            start,
+            urls: urls.to_vec(),
+            start: misses(urls).await,
         }
     }
 
     /// Adds `db_cache_misses_per_{per}{suffix}`: misses per unit of work since `start`.
     pub async fn report(self, report: &mut Report, units: f64, per: &str, suffix: &str) {
         let Some(start) = self.start else { return };
-        let Some(end) = scrape(&self.url).await.and_then(|t| value(&t, MISSES)) else {
+        let Some(end) = misses(&self.urls).await else {
             return;
         };
         report.metric(

@@ -1,7 +1,9 @@
 //! `fanout`: R receivers, one sender at a fixed rate (open loop: it never waits for acks). Each
 //! content carries its send time; receivers record the delivery latency. With several rates
 //! the run is a sweep that stops at the first rate whose p99 reaches `--stop-p99-ms` or that
-//! loses a message, and reports the highest rate that stayed under it.
+//! loses a message, and reports the highest rate that stayed under it. With several URLs (the
+//! nodes of a cluster) the receivers are spread over them in turn and the sender is on the
+//! first, so most deliveries cross from one node to another.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,15 +92,25 @@ pub async fn run(args: &FanoutArgs, target: &Target) -> anyhow::Result<Report> {
     report.param("rates", args.rate.clone());
     report.param("seconds_per_rate", args.duration);
     report.param("content_bytes", args.size);
-    let ws_url = target.ws_url();
-    let (conns, errors) =
-        connect_many(&ws_url, args.receivers, 0, Buffers::Busy, 64, "receivers").await;
+    let (conns, errors) = connect_many(
+        &target.ws_urls(),
+        args.receivers,
+        0,
+        Buffers::Busy,
+        64,
+        "receivers",
+    )
+    .await;
     if let Some(e) = summarize_errors("receiver connections", &errors) {
         report.problems.push(e);
     }
     let receivers = conns.len() as u64;
-    anyhow::ensure!(receivers > 0, "no receiver could connect to {}", target.url);
-    let mut sender = Conn::connect(&ws_url, 0, Buffers::Busy).await?;
+    anyhow::ensure!(
+        receivers > 0,
+        "no receiver could connect to {}",
+        target.name
+    );
+    let mut sender = Conn::connect(&target.ws_url(), 0, Buffers::Busy).await?;
 
     let mut starts = Vec::new();
     let mut next = 0;
@@ -139,7 +151,7 @@ pub async fn run(args: &FanoutArgs, target: &Target) -> anyhow::Result<Report> {
         } else {
             String::new()
         };
-        let outcome = send_step(&mut sender, &shared, i, rate, args, receivers, target.pid).await;
+        let outcome = send_step(&mut sender, &shared, i, rate, args, receivers, &target.pids).await;
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -268,7 +280,7 @@ async fn send_step(
     rate: u64,
     args: &FanoutArgs,
     receivers: u64,
-    pid: Option<u32>,
+    pids: &[u32],
 ) -> anyhow::Result<StepOutcome> {
     let n = rate * args.duration;
     let first = shared.starts[step];
@@ -276,7 +288,7 @@ async fn send_step(
     let mut sent_at: Vec<Instant> = Vec::with_capacity(n as usize);
     let counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(&format!("{rate}/s"), n * receivers, counter.clone());
-    let meter = CpuMeter::start(pid);
+    let meter = CpuMeter::start(pids);
     let started = Instant::now();
     let started_s = shared.base.elapsed().as_secs_f64();
     let period = Duration::from_secs_f64((1.0 / rate.max(1) as f64).max(0.001));

@@ -157,6 +157,7 @@ fn expected_page(before: Option<u64>, limit: u64, last: u64) -> Vec<u64> {
 
 pub async fn run(args: &HistoryArgs, target: &Target) -> anyhow::Result<Report> {
     let mut report = Report::new("history", &target.name);
+    let target = &target.first_only(&mut report);
     report.param("messages", args.messages);
     report.param("content_bytes", args.size);
     report.param("limit", args.limit);
@@ -183,8 +184,8 @@ pub async fn run(args: &HistoryArgs, target: &Target) -> anyhow::Result<Report> 
     // The walk: newest to oldest.
     let latency = Histogram::new();
     let mut pager = Pager::connect(&ws_url, timeout).await?;
-    let misses = CacheMisses::start(&target.url).await;
-    let meter = CpuMeter::start(target.pid);
+    let misses = CacheMisses::start(&target.urls).await;
+    let meter = CpuMeter::start(&target.pids);
     let start = Instant::now();
     let (mut before, mut pages, mut seen, mut wrong) = (None, 0u64, 0u64, 0u64);
     let most_pages = last / args.limit + 2;
@@ -234,8 +235,8 @@ pub async fn run(args: &HistoryArgs, target: &Target) -> anyhow::Result<Report> 
     if args.random > 0 && last > 0 {
         let latency = Arc::new(Histogram::new());
         let clients = args.clients.clamp(1, args.random);
-        let misses = CacheMisses::start(&target.url).await;
-        let meter = CpuMeter::start(target.pid);
+        let misses = CacheMisses::start(&target.urls).await;
+        let meter = CpuMeter::start(&target.pids);
         let start = Instant::now();
         let mut set = JoinSet::new();
         for c in 0..clients {
@@ -287,7 +288,7 @@ pub async fn run(args: &HistoryArgs, target: &Target) -> anyhow::Result<Report> 
                 .push(format!("{wrong} random pages were not the expected ids"));
         }
     }
-    report.server_memory(target.pid);
+    report.server_memory(&target.pids);
     Ok(report)
 }
 

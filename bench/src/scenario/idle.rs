@@ -38,12 +38,14 @@ pub struct IdleArgs {
 }
 
 pub async fn run(args: &IdleArgs, target: &Target) -> anyhow::Result<Report> {
-    let pid = target
-        .pid
-        .context("idle needs the server's pid: pass --server-pid, or use compare")?;
     let mut report = Report::new("idle", &target.name);
+    let target = &target.first_only(&mut report);
+    let pid = *target
+        .pids
+        .first()
+        .context("idle needs the server's pid: pass --server-pid, or use compare")?;
     report.param("conns", args.conns.clone());
-    let ws_url = target.ws_url();
+    let ws_urls = [target.ws_url()];
     let settle = Duration::from_secs(args.settle);
 
     tokio::time::sleep(settle).await;
@@ -63,7 +65,7 @@ pub async fn run(args: &IdleArgs, target: &Target) -> anyhow::Result<Report> {
     for &level in &args.conns {
         let missing = level.saturating_sub(held);
         let (conns, errors) = connect_many(
-            &ws_url,
+            &ws_urls,
             missing,
             0,
             Buffers::Small,

@@ -1,6 +1,8 @@
 //! `ingest`: C clients each send M messages with a clientOffset, one at a time, awaiting each
 //! ack before the next; every client also receives every broadcast, and the bench checks that
-//! each one got every message exactly once, in increasing id order.
+//! each one got every message exactly once, in increasing id order. With several URLs (the
+//! nodes of a cluster) the clients are spread over them in turn; a `--history` prefill goes to
+//! the first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,7 +102,7 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
     }
 
     let (conns, errors) = connect_many(
-        &target.ws_url(),
+        &target.ws_urls(),
         args.clients,
         offset,
         Buffers::Busy,
@@ -114,7 +116,7 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
     anyhow::ensure!(
         !conns.is_empty(),
         "no client could connect to {}",
-        target.url
+        target.name
     );
 
     let shared = Arc::new(Shared {
@@ -129,8 +131,8 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
     let counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start("acked", expected, counter.clone());
 
-    let misses = CacheMisses::start(&target.url).await;
-    let meter = CpuMeter::start(target.pid);
+    let misses = CacheMisses::start(&target.urls).await;
+    let meter = CpuMeter::start(&target.pids);
     let start = Instant::now();
     let mut set = JoinSet::new();
     for (me, conn) in conns.into_iter().enumerate() {
@@ -184,7 +186,7 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
     }
     report.cpu(&cpu, acked as f64, "msg", "");
     misses.report(&mut report, acked as f64, "msg", "").await;
-    report.server_memory(target.pid);
+    report.server_memory(&target.pids);
 
     let deliveries_expected = expected * shared.clients as u64;
     if acked < expected {

@@ -20,41 +20,96 @@ use tokio::task::JoinSet;
 
 use crate::conn::{Buffers, Conn};
 use crate::progress::Progress;
+use crate::report::Report;
 
 /// The server a scenario talks to, when given on the command line.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
-    /// The server's base URL (compare mode starts the servers and fills this in).
-    #[arg(long, default_value = "http://127.0.0.1:3000")]
-    pub url: String,
+    /// The server's base URL (compare mode starts the servers and fills this in). Several,
+    /// comma-separated, for the nodes of a cluster: a scenario's connections are spread over
+    /// them in turn (see each scenario for which go where).
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:3000")]
+    pub url: Vec<String>,
 
     /// The server's process id, for its CPU time and memory (/proc/PID); compare mode knows it.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Several, comma-separated (the nodes of a cluster, and NATS servers if wanted): figures
+    /// are their sum, with each process's share as `.p1`, `.p2`, ... in the order given.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 }
 
-/// A running server to measure.
+/// A running server (or the nodes of a cluster) to measure.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `http://host:port`.
-    pub url: String,
-    pub pid: Option<u32>,
-    /// How reports name it: `ours`, `reference` or the URL.
+    /// `http://host:port`, one per node; never empty.
+    pub urls: Vec<String>,
+    /// The processes whose CPU and memory count as the server's.
+    pub pids: Vec<u32>,
+    /// How reports name it: `ours`, `reference` or the URL(s).
     pub name: String,
 }
 
 impl Target {
-    pub fn from_args(args: &TargetArgs) -> Self {
+    pub fn from_args(args: &TargetArgs) -> anyhow::Result<Self> {
+        let urls: Vec<String> = args.url.iter().map(|u| u.trim().to_string()).collect();
+        anyhow::ensure!(
+            !urls.is_empty() && urls.iter().all(|u| !u.is_empty()),
+            "--url: an empty URL in {:?}",
+            args.url.join(",")
+        );
+        Ok(Self {
+            name: urls.join(","),
+            urls,
+            pids: args.server_pid.clone(),
+        })
+    }
+
+    /// One server with a known process.
+    pub fn single(url: String, pid: u32, name: &str) -> Self {
         Self {
-            url: args.url.clone(),
-            pid: args.server_pid,
-            name: args.url.clone(),
+            urls: vec![url],
+            pids: vec![pid],
+            name: name.to_string(),
         }
     }
 
-    pub fn ws_url(&self) -> String {
-        crate::conn::ws_url(&self.url)
+    /// The first URL: where the single-connection parts of a scenario go (a fanout's sender,
+    /// a prefill).
+    pub fn url(&self) -> &str {
+        &self.urls[0]
     }
+
+    /// The websocket URL of the first server.
+    pub fn ws_url(&self) -> String {
+        crate::conn::ws_url(self.url())
+    }
+
+    /// The websocket URL of every server, for [`connect_many`] to spread connections over.
+    pub fn ws_urls(&self) -> Vec<String> {
+        self.urls.iter().map(|u| crate::conn::ws_url(u)).collect()
+    }
+
+    /// The first URL and pid only, for the scenarios that measure one server (history, idle,
+    /// soak); a note in `report` says so when more were given.
+    pub fn first_only(&self, report: &mut Report) -> Target {
+        if self.urls.len() > 1 || self.pids.len() > 1 {
+            report.notes.push(format!(
+                "{} uses only the first URL and pid ({})",
+                report.scenario,
+                self.url()
+            ));
+        }
+        Target {
+            urls: vec![self.url().to_string()],
+            pids: self.pids.iter().copied().take(1).collect(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// The URL the `i`-th connection goes to: round-robin over `urls`.
+pub fn spread(urls: &[String], i: usize) -> &str {
+    &urls[i % urls.len()]
 }
 
 /// A short tag that makes this run's message contents and client offsets unique, so messages
@@ -114,10 +169,11 @@ pub fn padded(mut s: String, size: usize) -> String {
     s
 }
 
-/// Opens `n` connections at `offset`, at most `concurrency` handshakes at a time. Returns the
-/// connections opened and the errors of those that failed.
+/// Opens `n` connections at `offset`, at most `concurrency` handshakes at a time, the i-th to
+/// `ws_urls[i % len]` (see [`spread`]). Returns the connections opened and the errors of those
+/// that failed.
 pub async fn connect_many(
-    ws_url: &str,
+    ws_urls: &[String],
     n: usize,
     offset: u64,
     buffers: Buffers,
@@ -128,10 +184,10 @@ pub async fn connect_many(
     let done = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(label, n as u64, done.clone());
     let mut set = JoinSet::new();
-    for _ in 0..n {
+    for i in 0..n {
         let gate = gate.clone();
         let done = done.clone();
-        let url = ws_url.to_string();
+        let url = spread(ws_urls, i).to_string();
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
             let conn = Conn::connect(&url, offset, buffers).await;
@@ -175,5 +231,71 @@ mod tests {
         assert_eq!(padded("ab".into(), 5), "abxxx");
         assert_eq!(padded("abcdef".into(), 3), "abcdef");
         assert_eq!(nonce().len(), 6);
+    }
+
+    /// `--url` and `--server-pid` as a scenario's command line gives them.
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        target: TargetArgs,
+    }
+
+    fn target(args: &[&str]) -> anyhow::Result<Target> {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))?;
+        Target::from_args(&cli.target)
+    }
+
+    #[test]
+    fn one_url_and_pid_as_before() -> anyhow::Result<()> {
+        let t = target(&[])?;
+        assert_eq!(t.urls, ["http://127.0.0.1:3000"]);
+        assert!(t.pids.is_empty());
+        assert_eq!(t.name, "http://127.0.0.1:3000");
+        let t = target(&["--url", "http://127.0.0.1:4000", "--server-pid", "42"])?;
+        assert_eq!(t.urls, ["http://127.0.0.1:4000"]);
+        assert_eq!(t.pids, [42]);
+        assert_eq!(t.name, "http://127.0.0.1:4000");
+        assert_eq!(t.ws_url(), crate::conn::ws_url("http://127.0.0.1:4000"));
+        Ok(())
+    }
+
+    #[test]
+    fn lists_of_urls_and_pids() -> anyhow::Result<()> {
+        let t = target(&[
+            "--url",
+            "http://127.0.0.1:3001,http://127.0.0.1:3002, http://127.0.0.1:3003",
+            "--server-pid",
+            "11,12,13,14",
+        ])?;
+        assert_eq!(
+            t.urls,
+            [
+                "http://127.0.0.1:3001",
+                "http://127.0.0.1:3002",
+                "http://127.0.0.1:3003"
+            ]
+        );
+        assert_eq!(t.pids, [11, 12, 13, 14]);
+        assert_eq!(t.url(), "http://127.0.0.1:3001");
+        assert_eq!(t.ws_urls().len(), 3);
+        assert!(target(&["--url", "http://127.0.0.1:3001,"]).is_err());
+        assert!(target(&["--server-pid", "1,x"]).is_err());
+
+        let mut report = Report::new("soak", &t.name);
+        let first = t.first_only(&mut report);
+        assert_eq!(first.urls, ["http://127.0.0.1:3001"]);
+        assert_eq!(first.pids, [11]);
+        assert_eq!(report.notes.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn connections_go_round_robin() {
+        let urls: Vec<String> = ["a", "b", "c"].map(String::from).into();
+        let picked: Vec<&str> = (0..7).map(|i| spread(&urls, i)).collect();
+        assert_eq!(picked, ["a", "b", "c", "a", "b", "c", "a"]);
+        let one = vec!["only".to_string()];
+        assert!((0..3).all(|i| spread(&one, i) == "only"));
     }
 }

@@ -1,9 +1,11 @@
 //! `replay`: stores a history of N messages through the server, then times fresh clients
 //! receiving all of it from offset 0, and the last `--recent` messages from a recent offset.
+//! With several URLs (the nodes of a cluster) the history is stored through the first and the
+//! replays read from the one `--replay-from` picks.
 
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Args;
 
 use super::Target;
@@ -50,6 +52,11 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub first: Option<u64>,
 
+    /// Which server of `--url` the timed replays read from, counting from 0 (the history is
+    /// always stored through the first).
+    #[arg(long, default_value_t = 0)]
+    pub replay_from: usize,
+
     /// Give up on one replay after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
@@ -63,6 +70,8 @@ struct Run {
     missing: u64,
     repeated: u64,
     server_cpu_s: Option<f64>,
+    /// Each server process's CPU seconds (when there are several).
+    server_cpu_each_s: Vec<Option<f64>>,
     others_cores: Option<f64>,
 }
 
@@ -70,14 +79,24 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
     let mut report = Report::new("replay", &target.name);
     report.param("messages", args.messages);
     report.param("content_bytes", args.size);
-    let ws_url = target.ws_url();
+    let replay_url = target.urls.get(args.replay_from).with_context(|| {
+        format!(
+            "--replay-from {}: there are {} URLs",
+            args.replay_from,
+            target.urls.len()
+        )
+    })?;
+    if target.urls.len() > 1 {
+        report.param("replay_from", replay_url.as_str());
+    }
+    let ws_url = crate::conn::ws_url(replay_url);
     let plan = PrefillPlan {
         messages: args.messages,
         connections: args.prefill_connections,
         window: args.window,
         size: args.size,
     };
-    let stored = prefill(&ws_url, plan).await?;
+    let stored = prefill(&target.ws_url(), plan).await?;
     stored.report_rate(&mut report, &plan);
     if stored.acked < args.messages || stored.last_id < args.messages {
         report.problems.push(format!(
@@ -98,10 +117,10 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
     if let Some(first) = args.first {
         report.param("first", first);
     }
-    let misses = CacheMisses::start(&target.url).await;
+    let misses = CacheMisses::start(std::slice::from_ref(replay_url)).await;
     let mut full = Vec::new();
     for _ in 0..args.runs {
-        full.push(replay_once(&ws_url, 0, through, target.pid, timeout).await?);
+        full.push(replay_once(&ws_url, 0, through, &target.pids, timeout).await?);
     }
     summarize(&mut report, "replay_all", &label, &full, through);
     misses
@@ -113,10 +132,10 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
         )
         .await;
     let from = last.saturating_sub(args.recent);
-    let misses = CacheMisses::start(&target.url).await;
+    let misses = CacheMisses::start(std::slice::from_ref(replay_url)).await;
     let mut recent = Vec::new();
     for _ in 0..args.recent_runs {
-        recent.push(replay_once(&ws_url, from, last, target.pid, timeout).await?);
+        recent.push(replay_once(&ws_url, from, last, &target.pids, timeout).await?);
     }
     summarize(
         &mut report,
@@ -128,7 +147,7 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
     misses
         .report(&mut report, args.recent_runs as f64, "replay", "_recent")
         .await;
-    report.server_memory(target.pid);
+    report.server_memory(&target.pids);
     Ok(report)
 }
 
@@ -177,6 +196,22 @@ fn summarize(report: &mut Report, key: &str, label: &str, runs: &[Run], expected
             Better::Lower,
         );
     }
+    let processes = runs.first().map_or(0, |r| r.server_cpu_each_s.len());
+    for p in (0..processes).filter(|_| processes > 1) {
+        let cpu: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.server_cpu_each_s.get(p).copied().flatten())
+            .collect();
+        if let Some(c) = median(&cpu) {
+            report.metric(
+                format!("{key}_server_cpu_ms.p{}", p + 1),
+                format!("{label}: server CPU (median): process {}", p + 1),
+                c * 1000.0,
+                "ms",
+                Better::Neither,
+            );
+        }
+    }
     let others: Vec<f64> = runs.iter().filter_map(|r| r.others_cores).collect();
     if let Some(o) = median(&others) {
         report.metric(
@@ -202,10 +237,10 @@ async fn replay_once(
     ws_url: &str,
     offset: u64,
     last: u64,
-    pid: Option<u32>,
+    pids: &[u32],
     timeout: Duration,
 ) -> anyhow::Result<Run> {
-    let meter = CpuMeter::start(pid);
+    let meter = CpuMeter::start(pids);
     let start = Instant::now();
     let mut conn = Conn::connect(ws_url, offset, Buffers::Busy).await?;
     let handshake = start.elapsed();
@@ -242,6 +277,7 @@ async fn replay_once(
         missing,
         repeated,
         server_cpu_s: cpu.server_s,
+        server_cpu_each_s: cpu.server_each_s.clone(),
         others_cores: cpu.others_cores(),
     })
 }

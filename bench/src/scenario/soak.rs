@@ -163,6 +163,7 @@ struct SenderResult {
 
 pub async fn run(args: &SoakArgs, target: &Target) -> anyhow::Result<Report> {
     let mut report = Report::new("soak", &target.name);
+    let target = &target.first_only(&mut report);
     report.param("duration_s", args.duration);
     report.param("clients", args.clients);
     report.param("content_bytes", args.size);
@@ -183,7 +184,7 @@ pub async fn run(args: &SoakArgs, target: &Target) -> anyhow::Result<Report> {
         ack_latency: Histogram::new(),
         counters: Counters::default(),
     });
-    let whole_run = CpuMeter::start(target.pid);
+    let whole_run = CpuMeter::start(&target.pids);
 
     let mut senders = JoinSet::new();
     for me in 0..args.clients {
@@ -308,7 +309,7 @@ pub async fn run(args: &SoakArgs, target: &Target) -> anyhow::Result<Report> {
         Ok(check) => check.report(&mut report),
         Err(e) => report.problems.push(format!("final replay: {e:#}")),
     }
-    report.server_memory(target.pid);
+    report.server_memory(&target.pids);
     Ok(report)
 }
 
@@ -445,8 +446,15 @@ async fn churn(shared: Arc<Shared>, n: usize, every: Duration) {
             () = tokio::time::sleep_until(shared.stop_at) => return,
         }
         let offset = shared.counters.newest.load(Ordering::Relaxed);
-        let (conns, errors) =
-            connect_many(&shared.ws_url, n, offset, Buffers::Small, 64, "churn").await;
+        let (conns, errors) = connect_many(
+            std::slice::from_ref(&shared.ws_url),
+            n,
+            offset,
+            Buffers::Small,
+            64,
+            "churn",
+        )
+        .await;
         let c = &shared.counters;
         c.churn_failures
             .fetch_add(errors.len() as u64, Ordering::Relaxed);
@@ -559,7 +567,7 @@ async fn sample(
     let mut rows = Vec::new();
     let c = &shared.counters;
     let (mut acked_before, mut errors_before) = (0u64, 0u64);
-    let mut meter = CpuMeter::start(target.pid);
+    let mut meter = CpuMeter::start(&target.pids);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -587,7 +595,7 @@ async fn sample(
         eprintln!("soak: {}", Value::Object(sample.clone()));
         rows.push(sample);
         (acked_before, errors_before) = (acked, errors);
-        meter = CpuMeter::start(target.pid);
+        meter = CpuMeter::start(&target.pids);
     }
     rows
 }
@@ -612,7 +620,7 @@ async fn row(
         |bytes: anyhow::Result<u64>| bytes.map_or(Value::Null, |b| json!(round(b as f64 / 1e6)));
     let mut row = Map::new();
     row.insert("t_s".into(), json!(start.elapsed().as_secs()));
-    if let Some(pid) = target.pid {
+    if let Some(&pid) = target.pids.first() {
         row.insert("rss_mb".into(), mb(rss_bytes(Who::Pid(pid))));
         row.insert("peak_rss_mb".into(), mb(peak_rss_bytes(Who::Pid(pid))));
         row.insert(
@@ -620,7 +628,7 @@ async fn row(
             open_files(Who::Pid(pid)).map_or(Value::Null, |n| json!(n)),
         );
     }
-    let metrics = scrape(&target.url).await;
+    let metrics = scrape(target.url()).await;
     let metric = |name: &str| metrics.as_deref().and_then(|text| metric_value(text, name));
     row.insert(
         "conns".into(),
