@@ -54,7 +54,7 @@ pub mod defaults {
     /// `--replicas`.
     pub const REPLICAS: u8 = 3;
     /// `--db-cache-mb`: redb's page cache, in MiB (redb's own default is 1 GiB, which a
-    /// growing history fills). Chosen by measurement: see BENCHMARKS.md, "The database cache".
+    /// growing history fills). Chosen by measurement: BENCHMARKS.md, round 3, "The database cache".
     pub const DB_CACHE_MB: u32 = 32;
 }
 
