@@ -116,42 +116,44 @@ impl WriterHandle {
         self.healthy.load(Ordering::Relaxed) && !self.commands.is_closed()
     }
 
-    /// Deletes up to [`PRUNE_BATCH`] messages that `retention` no longer keeps, in one
-    /// transaction; returns how many (call again while it returns a full batch).
-    pub async fn prune(&self, retention: Retention) -> Result<usize, AppendError> {
+    /// Sends the command `make` builds around a reply channel and waits for the writer's
+    /// answer; a writer that has stopped answers [`AppendError::Stopped`].
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, AppendError>>) -> Command,
+    ) -> Result<T, AppendError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Prune { retention, reply })
+            .send(make(reply))
             .await
             .map_err(|_| AppendError::Stopped)?;
         answer.await.map_err(|_| AppendError::Stopped)?
+    }
+
+    /// Deletes up to [`PRUNE_BATCH`] messages that `retention` no longer keeps, in one
+    /// transaction; returns how many (call again while it returns a full batch).
+    pub async fn prune(&self, retention: Retention) -> Result<usize, AppendError> {
+        self.request(|reply| Command::Prune { retention, reply })
+            .await
     }
 
     /// Stores rows that already have their ids, in id order (a cluster node applying the
     /// stream; ids at or below the last one are skipped), and publishes them; resolves with
     /// how many were new, after the commit and the publish.
     pub async fn apply(&self, rows: Vec<StoredRow>) -> Result<usize, AppendError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Apply { rows, reply })
-            .await
-            .map_err(|_| AppendError::Stopped)?;
-        answer.await.map_err(|_| AppendError::Stopped)?
+        self.request(|reply| Command::Apply { rows, reply }).await
     }
 
     /// Records recovery session `pid` as issued (or seen) now, durably; resolves once committed
     /// (with the appends queued around it: one commit).
     pub async fn save_session(&self, pid: String) -> Result<(), AppendError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Session {
-                pid,
-                seen_ms: now_ms(),
-                reply: Some(reply),
-            })
-            .await
-            .map_err(|_| AppendError::Stopped)?;
-        answer.await.map_err(|_| AppendError::Stopped)?
+        let seen_ms = now_ms();
+        self.request(|reply| Command::Session {
+            pid,
+            seen_ms,
+            reply: Some(reply),
+        })
+        .await
     }
 
     /// Records that the clients of these sessions were seen now, without waiting.
@@ -172,12 +174,8 @@ impl WriterHandle {
     /// Deletes the sessions last seen more than `window` ago; returns how many.
     pub async fn expire_sessions(&self, window: std::time::Duration) -> Result<usize, AppendError> {
         let before_ms = now_ms().saturating_sub(window.as_millis() as u64);
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::ExpireSessions { before_ms, reply })
+        self.request(|reply| Command::ExpireSessions { before_ms, reply })
             .await
-            .map_err(|_| AppendError::Stopped)?;
-        answer.await.map_err(|_| AppendError::Stopped)?
     }
 
     /// Asks the writer to finish what is queued and stop. Appends sent afterwards fail with
