@@ -318,15 +318,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{AppendOutcome, ChatInput, MessageId};
-
-    fn input(content: &str) -> ChatInput {
-        ChatInput {
-            content: content.into(),
-            client_offset: None,
-            author: None,
-        }
-    }
+    use crate::message::test_support::input;
+    use crate::message::{AppendOutcome, MessageId};
 
     fn contents(reader: &StoreReader) -> Vec<String> {
         reader
@@ -342,14 +335,14 @@ mod tests {
         let disk = MemoryDisk::default();
         {
             let (reader, mut writer) = Store::open_memory(&disk)?;
-            writer.append_batch(&[input("a")], 1)?;
+            writer.append_batch(&[input("a", None)], 1)?;
             drop(writer);
             reader.close()?;
         }
         let (reader, mut writer) = Store::open_memory(&disk)?;
         assert_eq!(contents(&reader), ["a"]);
         assert_eq!(
-            writer.append_batch(&[input("b")], 2)?,
+            writer.append_batch(&[input("b", None)], 2)?,
             [AppendOutcome::Stored(MessageId(2))]
         );
         let copy = disk.copy(FaultSwitch::default());
@@ -364,9 +357,9 @@ mod tests {
         let switch = FaultSwitch::default();
         let disk = MemoryDisk::new(switch.clone());
         let (reader, mut writer) = Store::open_memory(&disk)?;
-        writer.append_batch(&[input("a")], 1)?;
+        writer.append_batch(&[input("a", None)], 1)?;
         switch.fail_after(1);
-        assert!(writer.append_batch(&[input("b")], 2).is_err());
+        assert!(writer.append_batch(&[input("b", None)], 2).is_err());
         assert!(switch.is_failing(), "the countdown turned the switch on");
         assert!(
             writer.reopen().is_err(),
@@ -377,7 +370,7 @@ mod tests {
         writer.reopen()?;
         assert_eq!(contents(&reader), ["a"]);
         assert_eq!(
-            writer.append_batch(&[input("c")], 3)?,
+            writer.append_batch(&[input("c", None)], 3)?,
             [AppendOutcome::Stored(MessageId(2))]
         );
         Ok(())
@@ -388,10 +381,10 @@ mod tests {
         let switch = FaultSwitch::default();
         let disk = MemoryDisk::new(switch.clone());
         let (reader, mut writer) = Store::open_memory(&disk)?;
-        writer.append_batch(&[input("a")], 1)?;
+        writer.append_batch(&[input("a", None)], 1)?;
         // The power goes in the middle of the next commit: whatever it wrote is lost.
         switch.fail_after(2);
-        assert!(writer.append_batch(&[input("b")], 2).is_err());
+        assert!(writer.append_batch(&[input("b", None)], 2).is_err());
         drop((reader, writer));
         disk.crash(Crash::LoseUnsynced);
         switch.set_failing(false);
