@@ -3,15 +3,15 @@
 # sockets (issue 12, defect 8; BENCHMARKS.md "Joining a large live set"). Starts BIN on a free
 # port with a fresh database, holds CONNS idle connections (every one is live and receives
 # every message), then runs ROUNDS fan-out rounds (RECEIVERS new receivers join, one sender
-# sends RATE msg/s for SECONDS), each started halfway through the previous one's sending, so
+# sends RATE msg/s for SECONDS_PER_ROUND), each started halfway through the previous one's sending, so
 # its receivers join while passes over CONNS+ sockets run. Prints the server's
 # tidings_live_join_seconds and tidings_live_pass_seconds histograms, taken before the rounds
 # (the idle connections' own joins, with nothing to pass) and after them.
 #
 #   bench/join-latency.sh BIN [CONNS] [ROUNDS]
-#   env: RATE=20 SECONDS=10 RECEIVERS=20 BENCH=target/release/tidings-bench
+#   env: RATE=20 SECONDS_PER_ROUND=10 RECEIVERS=20 BENCH=target/release/tidings-bench
 #
-# Every loop is bounded: the idle holder stops after its hold, each round after SECONDS plus
+# Every loop is bounded: the idle holder stops after its hold, each round after SECONDS_PER_ROUND plus
 # its drain, and the server is stopped by its pid on exit.
 set -euo pipefail
 bin="$1"
