@@ -481,11 +481,16 @@
   }
 
   // Load older pages while the user is near the top, or while the page is not yet tall
-  // enough to scroll at all.
+  // enough to scroll at all; but only once this connection's replay is over (`sync`). While
+  // the replayed messages stream in, the page is short only because they have not all
+  // arrived yet: filling then would load a second page above the latest one whenever the
+  // replay paused for a moment (a busy machine was enough).
   let fillTimer = null;
+  let replayOver = false;
   function scheduleFill() {
     clearTimeout(fillTimer);
     fillTimer = setTimeout(() => {
+      if (!replayOver) return; // `sync` schedules it again
       if (scroller.scrollHeight <= scroller.clientHeight + NEAR_TOP_PX || scroller.scrollTop < NEAR_TOP_PX) loadOlder();
     }, 150);
   }
@@ -532,9 +537,9 @@
       everConnected = true;
       setTimeout(renderEmpty, 400); // give the replay a moment before saying "no messages"
     }
+    replayOver = false; // until this connection's `sync`
     renderStatus();
     renderPeople();
-    scheduleFill();
   });
 
   socket.on('disconnect', (reason) => {
@@ -596,6 +601,7 @@
     if (sync.complete === false) {
       notice('Some messages are no longer available on the server.', 'gap');
     }
+    replayOver = true;
     renderEmpty();
     scheduleFill();
   });

@@ -704,6 +704,31 @@ describe('static/app.js: older history', () => {
     assert.match(page.$('history-note').textContent, /Could not load older messages: boom/);
   });
 
+  it('a short page loads older messages by itself, but only once the replay is over (sync)', () => {
+    const page = load();
+    const history = () => page.socket.sent('history');
+    // five replayed messages (100px of a 500px scroller), then the replay pauses
+    for (let id = 96; id <= 100; id++) page.socket.receive(`m${id}`, id, { author: null, time: 1 });
+    page.clock.tick(1000);
+    assert.equal(history().length, 0, 'not while the replay may still be arriving');
+    page.socket.fire('sync', { epoch: 'aaaa', from: 96, to: 100, complete: true });
+    page.clock.tick(200);
+    assert.equal(history().length, 1, 'the replay is over and the page is short: fill it');
+    assert.deepEqual(plain(history()[0][1]), { before: 96, limit: 50 });
+    // one older message, more exist: the page is still short, so it would go on filling...
+    history()[0].at(-1)(null, { messages: [{ id: 95, content: 'm95', author: null, time: 1 }], hasMore: true });
+    // ...but the connection drops and comes back first: its replay comes before any filling
+    page.socket.down();
+    page.socket.up();
+    page.socket.receive('m101', 101, { author: null, time: 1 });
+    page.clock.tick(1000);
+    assert.equal(history().length, 1, 'nothing asked during the second replay');
+    page.socket.fire('sync', { epoch: 'aaaa', from: 101, to: 101, complete: true });
+    page.clock.tick(200);
+    assert.equal(history().length, 2);
+    assert.deepEqual(plain(history()[1][1]), { before: 95, limit: 50 });
+  });
+
   it('never asks for history when it starts at id 1', () => {
     const page = load();
     page.socket.receive('first', 1, { author: null, time: 1 });
