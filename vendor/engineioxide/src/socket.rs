@@ -112,21 +112,72 @@ impl From<&Error> for Option<DisconnectReason> {
     }
 }
 
+/// One item of a socket's send buffer: a message or a binary payload inline, anything else
+/// (a heartbeat ping, a close, adjacent packets that must be sent together) boxed.
+///
+/// tokio's bounded channel allocates its first block of slots when it is created, so every
+/// socket pays for the slot's size whether it sends anything or not: 40 bytes here, against
+/// 168 for a [`PacketBuf`] (a `SmallVec` of two 80-byte [`Packet`]s, `Open` being the large
+/// variant). That is the difference between a 1.3 KB and a 5.4 KB block per socket.
+#[derive(Debug)]
+pub(crate) enum QueuedPacket {
+    /// A text message (`Packet::Message`).
+    Message(Str),
+    /// A binary payload (`Packet::Binary`).
+    Binary(Bytes),
+    /// Any other packet, or several that must be sent together.
+    Other(Box<PacketBuf>),
+}
+
+impl From<Packet> for QueuedPacket {
+    #[inline]
+    fn from(packet: Packet) -> Self {
+        match packet {
+            Packet::Message(msg) => QueuedPacket::Message(msg),
+            Packet::Binary(data) => QueuedPacket::Binary(data),
+            packet => QueuedPacket::Other(Box::new(smallvec![packet])),
+        }
+    }
+}
+
+impl From<PacketBuf> for QueuedPacket {
+    #[inline]
+    fn from(mut packets: PacketBuf) -> Self {
+        match packets.len() {
+            1 => packets
+                .pop()
+                .map_or(QueuedPacket::Other(Box::default()), Self::from),
+            _ => QueuedPacket::Other(Box::new(packets)),
+        }
+    }
+}
+
+impl From<QueuedPacket> for PacketBuf {
+    #[inline]
+    fn from(packet: QueuedPacket) -> Self {
+        match packet {
+            QueuedPacket::Message(msg) => smallvec![Packet::Message(msg)],
+            QueuedPacket::Binary(data) => smallvec![Packet::Binary(data)],
+            QueuedPacket::Other(packets) => *packets,
+        }
+    }
+}
+
 /// A permit to emit a message to the client.
 /// A permit holds a place in the internal channel to send one packet to the client.
 pub struct Permit<'a> {
-    inner: mpsc::Permit<'a, PacketBuf>,
+    inner: mpsc::Permit<'a, QueuedPacket>,
 }
 impl Permit<'_> {
     /// Consume the permit and emit a message to the client.
     #[inline]
     pub fn emit(self, msg: Str) {
-        self.inner.send(smallvec![Packet::Message(msg)]);
+        self.inner.send(QueuedPacket::Message(msg));
     }
     /// Consume the permit and emit a binary message to the client.
     #[inline]
     pub fn emit_binary(self, data: Bytes) {
-        self.inner.send(smallvec![Packet::Binary(data)]);
+        self.inner.send(QueuedPacket::Binary(data));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -138,7 +189,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(packets);
+        self.inner.send(QueuedPacket::from(packets));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -150,20 +201,20 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(packets);
+        self.inner.send(QueuedPacket::from(packets));
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct InternalRx {
-    pub buffered_rx: Receiver<PacketBuf>,
+    pub buffered_rx: Receiver<QueuedPacket>,
     pub peeked_packet: Option<PacketBuf>,
     pub volatile_rx: watch::Receiver<Option<PacketBuf>>,
 }
 
 impl InternalRx {
     fn new(
-        buffered_rx: Receiver<PacketBuf>,
+        buffered_rx: Receiver<QueuedPacket>,
         volatile_rx: watch::Receiver<Option<PacketBuf>>,
     ) -> Self {
         Self {
@@ -213,8 +264,8 @@ where
     /// The channel is made of a [`SmallVec`] of [`Packet`]s so that adjacent packets can be sent atomically.
     pub(crate) internal_rx: Mutex<InternalRx>,
 
-    /// Channel to send [PacketBuf] to the internal connection
-    pub(crate) internal_tx: mpsc::Sender<PacketBuf>,
+    /// Channel to send packets to the internal connection
+    pub(crate) internal_tx: mpsc::Sender<QueuedPacket>,
 
     /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
     /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
@@ -289,10 +340,10 @@ where
         tracing::debug!(?packet, "sending packet");
 
         self.internal_tx
-            .try_send(smallvec![packet])
+            .try_send(QueuedPacket::from(packet))
             .map_err(|p| match p {
-                TrySendError::Full(mut p) => TrySendError::Full(p.pop().unwrap()),
-                TrySendError::Closed(mut p) => TrySendError::Closed(p.pop().unwrap()),
+                TrySendError::Full(p) => TrySendError::Full(PacketBuf::from(p).pop().unwrap()),
+                TrySendError::Closed(p) => TrySendError::Closed(PacketBuf::from(p).pop().unwrap()),
             })?;
         Ok(())
     }
@@ -374,10 +425,13 @@ where
             // rather than failing at once. The client has `timeout` from now to answer, the
             // wait for room included.
             let deadline = tokio::time::Instant::now() + timeout;
-            tokio::time::timeout_at(deadline, self.internal_tx.send(smallvec![Packet::Ping]))
-                .await
-                .map_err(|_| Error::HeartbeatTimeout)?
-                .map_err(|_| Error::HeartbeatTimeout)?;
+            tokio::time::timeout_at(
+                deadline,
+                self.internal_tx.send(QueuedPacket::from(Packet::Ping)),
+            )
+            .await
+            .map_err(|_| Error::HeartbeatTimeout)?
+            .map_err(|_| Error::HeartbeatTimeout)?;
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "waiting for pong");
@@ -413,7 +467,7 @@ where
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "ping received, sending pong");
             self.internal_tx
-                .try_send(smallvec![Packet::Pong])
+                .try_send(QueuedPacket::from(Packet::Pong))
                 .map_err(|_| Error::HeartbeatTimeout)?;
         }
     }
@@ -652,12 +706,56 @@ where
         tokio::spawn(async move {
             let mut internal_rx = sock_clone.internal_rx.try_lock().unwrap();
             while let Some(packets) = internal_rx.buffered_rx.recv().await {
-                for packet in packets {
+                for packet in PacketBuf::from(packets) {
                     tx.send(packet).await.unwrap();
                 }
             }
         });
 
         (sock, rx)
+    }
+}
+
+#[cfg(test)]
+mod queued_packet_tests {
+    use super::*;
+
+    /// Every socket's channel allocates a block of 32 slots up front: keep the slot small.
+    #[test]
+    fn a_send_buffer_slot_stays_small() {
+        let size = std::mem::size_of::<QueuedPacket>();
+        assert!(size <= 40, "QueuedPacket is {size} bytes");
+        assert!(size < std::mem::size_of::<PacketBuf>());
+    }
+
+    /// Whatever is queued comes out as the same packets, in the same order.
+    #[test]
+    fn every_shape_comes_back_unchanged() {
+        let cases: Vec<PacketBuf> = vec![
+            smallvec![Packet::Message("hello".into())],
+            smallvec![Packet::Binary(Bytes::from_static(b"\x01\x02"))],
+            smallvec![Packet::BinaryV3(Bytes::from_static(b"\x03"))],
+            smallvec![Packet::Ping],
+            smallvec![Packet::Noop],
+            smallvec![Packet::Close],
+            smallvec![
+                Packet::Message("with attachments".into()),
+                Packet::Binary(Bytes::from_static(b"a")),
+                Packet::Binary(Bytes::from_static(b"b")),
+            ],
+            smallvec![],
+        ];
+        for packets in cases {
+            let queued = QueuedPacket::from(packets.clone());
+            assert_eq!(PacketBuf::from(queued), packets);
+        }
+        assert!(matches!(
+            QueuedPacket::from(Packet::Message("inline".into())),
+            QueuedPacket::Message(_)
+        ));
+        assert!(matches!(
+            QueuedPacket::from(Packet::Binary(Bytes::new())),
+            QueuedPacket::Binary(_)
+        ));
     }
 }
