@@ -6,6 +6,7 @@
 # fuzz/target/run-all/<target>.log. Exits non-zero if any target failed.
 #
 #   fuzz/run-all.sh [SECONDS] [JOBS] [TARGET...]      (defaults: 600 s, 1 job, every target)
+#   RUNS=10000000 fuzz/run-all.sh 0 1 live             (one process until N executions instead)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds=${1:-600}
@@ -39,16 +40,27 @@ failed=0
 for target in "${targets[@]}"; do
   log="target/run-all/$target.log"
   mkdir -p "corpus/$target"
-  echo "--- $target: ${seconds}s, $jobs job(s), log in fuzz/$log"
+  how="${seconds}s, $jobs job(s)"
+  [ -z "${RUNS:-}" ] || how="until $RUNS executions, one process"
+  echo "--- $target: $how, log in fuzz/$log"
   # shellcheck disable=SC2046
   nice -n 19 cargo fuzz build $(flags "$target") "$target"
   status=0
-  # shellcheck disable=SC2046
-  nice -n 19 cargo fuzz run $(flags "$target") "$target" "corpus/$target" -- \
-    -fork="$jobs" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    >"$log" 2>&1 || status=$?
-  # In fork mode each progress line starts with the executions so far: "#123456: cov: ...".
-  execs=$(sed -n 's/^#\([0-9]*\): .*/\1/p' "$log" | tail -n 1)
+  if [ -n "${RUNS:-}" ]; then
+    # One process until RUNS executions; libFuzzer prints its count at the end.
+    # shellcheck disable=SC2046
+    nice -n 19 cargo fuzz run $(flags "$target") "$target" "corpus/$target" -- \
+      -runs="$RUNS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      >"$log" 2>&1 || status=$?
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+  else
+    # shellcheck disable=SC2046
+    nice -n 19 cargo fuzz run $(flags "$target") "$target" "corpus/$target" -- \
+      -fork="$jobs" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+      >"$log" 2>&1 || status=$?
+    # In fork mode each progress line starts with the executions so far: "#123456: cov: ...".
+    execs=$(sed -n 's/^#\([0-9]*\): .*/\1/p' "$log" | tail -n 1)
+  fi
   result=ok
   if [ "$status" -ne 0 ]; then
     result="FAILED (exit $status; see fuzz/$log and fuzz/artifacts/$target/)"
@@ -59,6 +71,10 @@ for target in "${targets[@]}"; do
 done
 
 echo
-echo "=== executions per target (${seconds}s each, $jobs job(s))"
+if [ -n "${RUNS:-}" ]; then
+  echo "=== executions per target (one process each, until $RUNS executions)"
+else
+  echo "=== executions per target (${seconds}s each, $jobs job(s))"
+fi
 printf '%s\n' "${summary[@]}"
 exit "$failed"
