@@ -46,21 +46,19 @@ for target in "${targets[@]}"; do
   # shellcheck disable=SC2046
   nice -n 19 cargo fuzz build $(flags "$target") "$target"
   status=0
+  # One process until RUNS executions (libFuzzer prints its count at the end), or JOBS
+  # processes for SECONDS (each fork-mode progress line starts with the count: "#123: cov:").
   if [ -n "${RUNS:-}" ]; then
-    # One process until RUNS executions; libFuzzer prints its count at the end.
-    # shellcheck disable=SC2046
-    nice -n 19 cargo fuzz run $(flags "$target") "$target" "corpus/$target" -- \
-      -runs="$RUNS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-      >"$log" 2>&1 || status=$?
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    mode=(-runs="$RUNS" -print_final_stats=1)
+    count='s/^stat::number_of_executed_units: *//p'
   else
-    # shellcheck disable=SC2046
-    nice -n 19 cargo fuzz run $(flags "$target") "$target" "corpus/$target" -- \
-      -fork="$jobs" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-      >"$log" 2>&1 || status=$?
-    # In fork mode each progress line starts with the executions so far: "#123456: cov: ...".
-    execs=$(sed -n 's/^#\([0-9]*\): .*/\1/p' "$log" | tail -n 1)
+    mode=(-fork="$jobs" -max_total_time="$seconds")
+    count='s/^#\([0-9]*\): .*/\1/p'
   fi
+  # shellcheck disable=SC2046
+  nice -n 19 cargo fuzz run $(flags "$target") "$target" "corpus/$target" -- \
+    "${mode[@]}" -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1 || status=$?
+  execs=$(sed -n "$count" "$log" | tail -n 1)
   result=ok
   if [ "$status" -ne 0 ]; then
     result="FAILED (exit $status; see fuzz/$log and fuzz/artifacts/$target/)"
