@@ -1,6 +1,7 @@
 //! Admission: the connect middleware that checks a client's handshake and the connection cap,
-//! and prepares the socket completely (its handlers, its delivery) before the client learns it
-//! is connected; then the connect handler that starts its delivery task.
+//! and prepares the socket completely (its handlers, its delivery, its place in presence)
+//! before the client learns it is connected; then the connect handler that starts its
+//! delivery task.
 //!
 //! socketioxide spawns the connect handler after sending CONNECT, so anything registered there
 //! could miss the client's first events; the middleware runs before CONNECT is sent.
@@ -15,7 +16,7 @@ use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 
-use super::presence::{self, Typing};
+use super::presence::{self, Listed, Typing};
 use super::rate::TokenBucket;
 use super::{ChatState, Connection, chat, history};
 use crate::delivery::CatchUp;
@@ -92,14 +93,14 @@ struct PendingDelivery(Arc<Mutex<Option<Pending>>>);
 
 struct Pending {
     delivery: SocketDelivery,
-    /// The nickname it connected with, listed in presence once connected.
-    nickname: Option<String>,
+    /// Its place in presence, taken before CONNECT.
+    listed: Listed,
     /// Held while the socket lives (by its delivery task, or here if it never starts).
     slot: ConnectionSlot,
 }
 
 /// The connect middleware: refuses a bad `auth` or a full server, otherwise prepares the
-/// socket completely (event handlers, delivery) before the client learns it is connected.
+/// socket completely (event handlers, delivery, presence) before the client learns it is connected.
 async fn admit(
     socket: SocketRef,
     TryData(auth): TryData<Value>,
@@ -190,13 +191,13 @@ async fn admit(
         .extensions
         .insert(PendingDelivery(Arc::new(Mutex::new(Some(Pending {
             delivery,
-            nickname: handshake.nickname,
+            listed: presence::list(&state.roster, &socket, handshake.nickname),
             slot,
         })))));
     Ok(())
 }
 
-/// Runs once the client has been told it is connected: lists it in presence and starts its
+/// Runs once the client has been told it is connected: sends it who is here and starts its
 /// delivery task.
 async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
     let pending = socket
@@ -205,7 +206,7 @@ async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
         .and_then(|p| p.0.lock().unwrap_or_else(PoisonError::into_inner).take());
     let Some(Pending {
         delivery,
-        nickname,
+        listed,
         slot,
     }) = pending
     else {
@@ -213,7 +214,7 @@ async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
         let _ = socket.disconnect();
         return;
     };
-    presence::joined(&socket, &state.roster, nickname);
+    listed.connected(&socket);
     state.tasks.spawn(async move {
         let _slot = slot;
         deliver(socket, delivery).await;

@@ -126,15 +126,40 @@ fn to_others<T: Serialize + ?Sized>(
     }
 }
 
-/// A socket is connected: list it (the others hear of it on the next tick) and tell it who is
-/// here.
-pub(super) fn joined(socket: &SocketRef, roster: &SharedRoster, nickname: Option<String>) {
-    let snapshot = {
-        let mut roster = roster.lock();
-        roster.join(socket.id.as_str(), nickname);
-        roster.snapshot()
-    };
-    emit_ephemeral(socket, PRESENCE, &snapshot);
+/// A socket listed in the roster by admission, before the client learns it is connected: the
+/// client may send `typing` the moment it is told, before the connect handler runs, and that
+/// notice must find its name. Dropped before [`Listed::connected`] (the socket never
+/// connected, so no disconnect handler will run), it unlists the socket.
+pub(super) struct Listed {
+    roster: SharedRoster,
+    /// Cleared once connected: from then on the disconnect handler unlists it.
+    sid: Option<String>,
+}
+
+/// Lists a socket about to be connected (the others hear of it on the next tick).
+pub(super) fn list(roster: &SharedRoster, socket: &SocketRef, nickname: Option<String>) -> Listed {
+    roster.lock().join(socket.id.as_str(), nickname);
+    Listed {
+        roster: roster.clone(),
+        sid: Some(socket.id.to_string()),
+    }
+}
+
+impl Listed {
+    /// The socket is connected: tell it who is here.
+    pub(super) fn connected(mut self, socket: &SocketRef) {
+        self.sid = None;
+        let snapshot = self.roster.lock().snapshot();
+        emit_ephemeral(socket, PRESENCE, &snapshot);
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        if let Some(sid) = self.sid.take() {
+            self.roster.lock().leave(&sid);
+        }
+    }
 }
 
 /// A socket left: unlist it (the others hear of it on the next tick) and end its typing.

@@ -54,4 +54,28 @@ describe('messages emitted right at connection', () => {
       });
     assert.deepEqual(got.map((m) => m.content).sort(), [...contents].sort());
   });
+
+  // The server lists a socket in presence before it sends CONNECT: `typing` flushed right
+  // after CONNECT comes from a named, listed socket and reaches the others. (It was once
+  // listed by the connect handler, which socketioxide runs after CONNECT, and such typing
+  // was dropped.)
+  it('typing: every buffered notice reaches the others', { timeout: HANG_MS + 30000 }, async () => {
+    const names = Array.from({ length: CLIENTS }, (_, i) => `early-${i}`);
+    const seen = new Set();
+    let done;
+    const all = new Promise((resolve) => { done = resolve; });
+    observer.on('typing', (notice) => {
+      if (notice && notice.typing === true) seen.add(notice.nickname);
+      if (names.every((n) => seen.has(n))) done();
+    });
+    for (const nickname of names) {
+      client(srv.url, { auth: { serverOffset: 0, nickname } }).emit('typing', true);
+    }
+    let timer;
+    const hang = new Promise((resolve) => { timer = setTimeout(resolve, HANG_MS); });
+    await Promise.race([all, hang]);
+    clearTimeout(timer);
+    const missing = names.filter((n) => !seen.has(n));
+    assert.deepEqual(missing, [], `${missing.length} of ${CLIENTS} typing notices emitted at connection were lost`);
+  });
 });
