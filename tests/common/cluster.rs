@@ -25,6 +25,8 @@ pub fn nats_server() -> PathBuf {
 
 struct NatsServer {
     config: PathBuf,
+    /// Its log (`log_file`), quoted when the cluster does not form.
+    log: PathBuf,
     client_port: u16,
     http_port: u16,
     process: Option<ServerProcess>,
@@ -35,10 +37,42 @@ pub struct NatsCluster {
     servers: Vec<NatsServer>,
 }
 
+/// How long a server gets to report JetStream healthy (three fresh ones to elect a meta
+/// leader; a restarted one to catch up). Generous: a loaded machine is slow.
+const HEALTHY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Cluster starts tried when a server could not bind its port: the ports are chosen free, but
+/// another process (any outgoing connection) may take one before the server binds it.
+const START_ATTEMPTS: usize = 3;
+
 impl NatsCluster {
-    /// Starts three servers with their data under `dir`, and waits until each is healthy.
+    /// Starts three servers with their data under `dir`, and waits until they form a cluster:
+    /// each reports JetStream healthy and the meta leader sees both others current (a stream
+    /// of 3 replicas can be placed). Fails with every server's log if they do not.
     pub fn start(dir: &Path) -> Self {
         let binary = nats_server();
+        for attempt in 1..=START_ATTEMPTS {
+            let mut cluster = Self::configure(&dir.join(format!("nats-start-{attempt}")));
+            for n in 0..3 {
+                cluster.spawn(n, &binary);
+            }
+            match (0..3).try_for_each(|n| cluster.wait_healthy(n)) {
+                Ok(()) => match cluster.wait_formed() {
+                    Ok(()) => return cluster,
+                    Err(why) => panic!("{why}\n{}", cluster.logs()),
+                },
+                Err(why) if attempt < START_ATTEMPTS && cluster.port_was_taken() => {
+                    eprintln!("NATS cluster, start {attempt}: {why} (a port was taken); new ports");
+                }
+                Err(why) => panic!("{why}\n{}", cluster.logs()),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Three servers' configurations on fresh ports, files under `dir`; none started.
+    fn configure(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("create the NATS cluster's directory");
         let ports: Vec<(u16, u16, u16)> = (0..3)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
@@ -52,30 +86,27 @@ impl NatsCluster {
             .map(|(n, (client, http, route))| {
                 let store = dir.join(format!("nats-{n}"));
                 let config = dir.join(format!("nats-{n}.conf"));
+                let log = dir.join(format!("nats-{n}.log"));
                 let text = format!(
                     "server_name: n{n}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
+                     log_file: {:?}\n\
                      jetstream {{ store_dir: {:?} }}\n\
                      cluster {{ name: tidings-test, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
+                    log.display().to_string(),
                     store.display().to_string(),
                     routes.join(", ")
                 );
                 std::fs::write(&config, text).expect("write a NATS config");
                 NatsServer {
                     config,
+                    log,
                     client_port: *client,
                     http_port: *http,
                     process: None,
                 }
             })
             .collect();
-        let mut cluster = Self { servers };
-        for n in 0..3 {
-            cluster.spawn(n, &binary);
-        }
-        for n in 0..3 {
-            cluster.wait_healthy(n);
-        }
-        cluster
+        Self { servers }
     }
 
     fn spawn(&mut self, n: usize, binary: &Path) {
@@ -89,16 +120,78 @@ impl NatsCluster {
         ));
     }
 
-    fn wait_healthy(&self, n: usize) {
-        let port = self.servers[n].http_port;
-        let deadline = Instant::now() + Duration::from_secs(30);
+    /// Waits until server `n` answers `/healthz` with 200: JetStream is up and in contact
+    /// with a meta leader (and, after a restart, caught up).
+    fn wait_healthy(&mut self, n: usize) -> Result<(), String> {
+        let deadline = Instant::now() + HEALTHY_TIMEOUT;
+        let mut last = String::from("no answer");
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
+            let server = &mut self.servers[n];
+            if let Some(process) = &mut server.process
+                && let Ok(Some(status)) = process.try_wait()
+            {
+                return Err(format!("NATS server n{n} exited at start: {status}"));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            match blocking_get(server.http_port, "/healthz") {
+                Some((200, _)) => return Ok(()),
+                Some((status, body)) => last = format!("{status} {}", body.trim()),
+                None => {}
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("NATS server {n} did not start");
+        Err(format!(
+            "NATS server n{n} not healthy after {HEALTHY_TIMEOUT:?} (/healthz: {last})"
+        ))
+    }
+
+    /// Waits until the meta leader sees the two other servers as current peers.
+    fn wait_formed(&self) -> Result<(), String> {
+        let deadline = Instant::now() + HEALTHY_TIMEOUT;
+        while Instant::now() < deadline {
+            for server in &self.servers {
+                let Some((200, body)) = blocking_get(server.http_port, "/jsz") else {
+                    continue;
+                };
+                let Ok(jsz) = serde_json::from_str::<serde_json::Value>(&body) else {
+                    continue;
+                };
+                let meta = &jsz["meta_cluster"];
+                let current = meta["replicas"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|peer| peer["current"] == true)
+                    .count();
+                // Only the leader lists the replicas.
+                if current == 2 {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "the NATS servers did not form a 3-peer JetStream cluster in {HEALTHY_TIMEOUT:?}"
+        ))
+    }
+
+    /// Whether a server's log says it could not bind a port.
+    fn port_was_taken(&self) -> bool {
+        self.servers.iter().any(|server| {
+            std::fs::read_to_string(&server.log)
+                .is_ok_and(|log| log.contains("address already in use"))
+        })
+    }
+
+    /// The last lines of every server's log.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (n, server) in self.servers.iter().enumerate() {
+            let log = std::fs::read_to_string(&server.log).unwrap_or_else(|e| e.to_string());
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+            out.push_str(&format!("--- n{n} ({}):\n{tail}\n", server.log.display()));
+        }
+        out
     }
 
     /// Every server's client URL, comma-separated (what `--cluster` takes).
@@ -121,7 +214,9 @@ impl NatsCluster {
     /// Starts server `n` again, on its data.
     pub fn restart(&mut self, n: usize) {
         self.spawn(n, &nats_server());
-        self.wait_healthy(n);
+        if let Err(why) = self.wait_healthy(n) {
+            panic!("{why}\n{}", self.logs());
+        }
     }
 
     /// `stream`'s details (`/jsz?streams=true&config=true`: state, config, cluster) as one
@@ -175,6 +270,21 @@ impl NatsCluster {
         }
         None
     }
+}
+
+/// GET `path` on 127.0.0.1:`port` with a blocking socket (the cluster starts outside any
+/// runtime's help): the status and body, or None if nothing answered.
+fn blocking_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    // HTTP/1.0: a whole body, never chunked.
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let status = raw.split(' ').nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
 }
 
 /// A tidings node of a cluster: its process, URL and database file.
