@@ -496,7 +496,10 @@
   }
 
   scroller.addEventListener('scroll', () => {
-    if (scroller.scrollTop < NEAR_TOP_PX) loadOlder();
+    // Not during the replay either: its own scrolling to the bottom, when the messages first
+    // fill the page, fires a scroll event near the top (a reader who scrolled up meanwhile is
+    // served by `sync`'s fill, which checks the same place).
+    if (replayOver && scroller.scrollTop < NEAR_TOP_PX) loadOlder();
     if (unseenBelow && atBottom()) {
       unseenBelow = 0;
       renderJump();

@@ -662,6 +662,7 @@ describe('static/app.js: older history', () => {
   it('near the top, asks for the page before the oldest shown and puts it above, in order', () => {
     const page = load();
     for (let id = 71; id <= 120; id++) page.socket.receive(`m${id}`, id, { author: null, time: 1 });
+    page.socket.fire('sync', { epoch: 'aaaa', from: 71, to: 120, complete: true });
     page.clock.tick(200);
     assert.equal(page.socket.sent('history').length, 0, 'not while the reader is at the bottom of a full page');
     const scroller = page.$('scroller');
@@ -727,6 +728,30 @@ describe('static/app.js: older history', () => {
     page.clock.tick(200);
     assert.equal(history().length, 2);
     assert.deepEqual(plain(history()[1][1]), { before: 95, limit: 50 });
+  });
+
+  it('the replay scrolling to the bottom as it first fills the page loads nothing older', () => {
+    const page = load();
+    const history = () => page.socket.sent('history');
+    const scroller = page.$('scroller');
+    // 26 replayed messages: 520px in a 500px scroller, kept at the bottom: scrollTop 20, near
+    // the top, and the browser fires a scroll event for it (a busy machine makes the replay
+    // pause right there)
+    for (let id = 75; id <= 100; id++) page.socket.receive(`m${id}`, id, { author: null, time: 1 });
+    assert.equal(scroller.scrollTop, 20, 'kept at the bottom');
+    scroller.dispatch('scroll');
+    page.clock.tick(1000);
+    assert.equal(history().length, 0, 'not during the replay');
+    // the rest of the replay, then its end: the page is full and at the bottom, nothing to load
+    for (let id = 101; id <= 124; id++) page.socket.receive(`m${id}`, id, { author: null, time: 1 });
+    page.socket.fire('sync', { epoch: 'aaaa', from: 75, to: 124, complete: true });
+    page.clock.tick(200);
+    assert.equal(history().length, 0, 'the latest 50, nothing older');
+    // a reader who scrolls up after the replay gets the older page
+    scroller.scrollTop = 0;
+    scroller.dispatch('scroll');
+    assert.equal(history().length, 1);
+    assert.deepEqual(plain(history()[0][1]), { before: 75, limit: 50 });
   });
 
   it('never asks for history when it starts at id 1', () => {
