@@ -100,7 +100,8 @@ struct Pending {
 }
 
 /// The connect middleware: refuses a bad `auth` or a full server, otherwise prepares the
-/// socket completely (event handlers, delivery, presence) before the client learns it is connected.
+/// socket completely (event handlers, delivery, presence) before the client learns it is
+/// connected.
 async fn admit(
     socket: SocketRef,
     TryData(auth): TryData<Value>,
