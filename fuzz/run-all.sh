@@ -60,7 +60,11 @@ for target in "${targets[@]}"; do
     "${mode[@]}" -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1 || status=$?
   execs=$(sed -n "$count" "$log" | tail -n 1)
   result=ok
-  if [ "$status" -ne 0 ]; then
+  if [ "$status" -ne 0 ] && grep -q 'libFuzzer: run interrupted' "$log"; then
+    # Stopped by a signal (SIGINT to the fuzzer prints its final stats): no failure found.
+    result="interrupted (exit $status), no failure"
+    failed=1
+  elif [ "$status" -ne 0 ]; then
     result="FAILED (exit $status; see fuzz/$log and fuzz/artifacts/$target/)"
     failed=1
   fi
