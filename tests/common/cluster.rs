@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ServerProcess, binary, free_port, get};
+use super::{ServerProcess, binary, free_port, get, split_response};
 
 /// The `nats-server` binary (Debian's package), or a clear failure.
 pub fn nats_server() -> PathBuf {
@@ -282,9 +282,7 @@ fn blocking_get(port: u16, path: &str) -> Option<(u16, String)> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw).ok()?;
-    let status = raw.split(' ').nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
+    split_response(&raw)
 }
 
 /// A tidings node of a cluster: its process, URL and database file.

@@ -266,14 +266,12 @@ pub async fn get(url: &str, path: &str) -> (u16, String) {
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.expect("read");
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    split_response(&raw).unwrap_or((0, String::new()))
+}
+
+/// An HTTP/1.0 response's status and body, if it has both.
+pub fn split_response(raw: &str) -> Option<(u16, String)> {
+    let status = raw.split(' ').nth(1)?.parse().ok()?;
+    let (_, body) = raw.split_once("\r\n\r\n")?;
+    Some((status, body.to_string()))
 }
