@@ -353,6 +353,11 @@ where
     pub(crate) fn start_upgrade(&self) {
         self.upgrading.store(true, Ordering::Relaxed);
     }
+    /// Ends an upgrade that did not complete: polling requests are served again and the
+    /// heartbeat resumes.
+    pub(crate) fn cancel_upgrade(&self) {
+        self.upgrading.store(false, Ordering::Relaxed);
+    }
 
     /// Spawn the heartbeat job
     ///

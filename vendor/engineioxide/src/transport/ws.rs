@@ -136,16 +136,30 @@ where
                 let mut ws = ws_init().await;
 
                 let upgrade_fut = upgrade_handshake::<H, S>(&socket, &mut ws);
+                // An upgrade that fails or times out drops this websocket only (Ok: the caller
+                // closes the session on an error): the session goes on over polling, as with
+                // the reference server (engine.io closes the probe transport, not the socket),
+                // and the heartbeat, paused while upgrading, resumes and reclaims the session
+                // if the client is gone.
                 match tokio::time::timeout(engine.config.upgrade_timeout, upgrade_fut)
                     .with_cancellation_token(&socket.cancellation_token)
                     .await
                 {
-                    Some(Ok(res)) => res?,
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(_e))) => {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(
+                            ?sid,
+                            "ws upgrade failed, the session stays on polling: {_e}"
+                        );
+                        socket.cancel_upgrade();
+                        return Ok(());
+                    }
                     Some(Err(_)) => {
                         #[cfg(feature = "tracing")]
-                        tracing::debug!(?sid, "ws upgrade timed out, closing session");
-                        engine.close_session(socket.id, DisconnectReason::TransportError);
-                        return Err(Error::Upgrade);
+                        tracing::debug!(?sid, "ws upgrade timed out, the session stays on polling");
+                        socket.cancel_upgrade();
+                        return Ok(());
                     }
                     None => {
                         #[cfg(feature = "tracing")]
