@@ -6,8 +6,8 @@
 //!   for an ack reconnects at the last id it saw and sends the same message again (same
 //!   offset), as the official client does. Each sender also receives every message and checks
 //!   that its connection's stream is gap-free and in order across reconnects.
-//! - every `--churn-every` seconds, `--churn` connections are opened (at the newest id) and
-//!   closed again;
+//! - about every `--churn-every` seconds (jittered), `--churn` connections are opened (at the
+//!   newest id) and closed again, and each round's open and close times are sampled;
 //! - every `--replay-every` seconds, one client replays `--replay-messages` from a random
 //!   offset (old pages, read through the database cache) and checks they are gap-free;
 //! - every `--sample-every` seconds, a sample: the server's RSS and open files, ack p50 / p99
@@ -56,7 +56,7 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 300)]
     pub churn: usize,
 
-    /// Seconds between churn rounds.
+    /// Seconds between churn rounds, on average.
     #[arg(long, default_value_t = 5)]
     pub churn_every: u64,
 
@@ -140,6 +140,10 @@ struct Shared {
     max_messages: u64,
     max_reconnects: u64,
     ack_latency: Histogram,
+    /// How long each churn round took to open all its connections.
+    churn_open: Histogram,
+    /// How long each churn round took to close them.
+    churn_close: Histogram,
     counters: Counters,
 }
 
@@ -182,6 +186,8 @@ pub async fn run(args: &SoakArgs, target: &Target) -> anyhow::Result<Report> {
         max_messages: args.max_messages,
         max_reconnects: args.max_reconnects,
         ack_latency: Histogram::new(),
+        churn_open: Histogram::new(),
+        churn_close: Histogram::new(),
         counters: Counters::default(),
     });
     let whole_run = CpuMeter::start(&target.pids);
@@ -434,18 +440,26 @@ async fn sender(me: usize, shared: Arc<Shared>) -> SenderResult {
     r
 }
 
-/// Opens `n` connections at the newest id and closes them again, every `every`, until the
-/// deadline.
+/// Opens `n` connections at the newest id and closes them again, about every `every` (each
+/// round starts 0.5 to 1.5 periods after the previous one), until the deadline.
+///
+/// The jitter keeps the rounds out of step with the samples: at a fixed period that divides
+/// the sampling period, every sample lands at the same point of a round, and its connection
+/// and open-file counts show that point (a round's first handshakes in flight) instead of
+/// the usual state.
 async fn churn(shared: Arc<Shared>, n: usize, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
+    let mut rng = XorShift::new(u64::from(std::process::id()) ^ 0x636875726e);
+    let mut next = Deadline::now();
     loop {
+        let jitter = every.mul_f64(0.5 + (rng.next() % 1000) as f64 / 1000.0);
+        // A round that overran starts the next one at once, never a backlog of them.
+        next = (next + jitter).max(Deadline::now());
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep_until(next) => {}
             () = tokio::time::sleep_until(shared.stop_at) => return,
         }
         let offset = shared.counters.newest.load(Ordering::Relaxed);
+        let opening = Instant::now();
         let (conns, errors) = connect_many(
             std::slice::from_ref(&shared.ws_url),
             n,
@@ -459,11 +473,14 @@ async fn churn(shared: Arc<Shared>, n: usize, every: Duration) {
         c.churn_failures
             .fetch_add(errors.len() as u64, Ordering::Relaxed);
         c.churned.fetch_add(conns.len() as u64, Ordering::Relaxed);
+        shared.churn_open.record(opening.elapsed());
+        let closing_at = Instant::now();
         let mut closing = JoinSet::new();
         for conn in conns {
             closing.spawn(conn.close());
         }
         while closing.join_next().await.is_some() {}
+        shared.churn_close.record(closing_at.elapsed());
     }
 }
 
@@ -573,7 +590,8 @@ async fn sample(
     tick.tick().await;
     // One row at the start (before any load shows), then one per interval, the last at the
     // deadline.
-    rows.push(row(shared, target, start, &meter, 0, 0, true).await);
+    let mut totals = None;
+    rows.push(row(shared, target, start, &meter, &mut totals, 0, 0, true).await);
     let mut last = false;
     while !last {
         tokio::select! {
@@ -587,6 +605,7 @@ async fn sample(
             target,
             start,
             &meter,
+            &mut totals,
             acked - acked_before,
             errors - errors_before,
             false,
@@ -600,12 +619,32 @@ async fn sample(
     rows
 }
 
-/// One sample.
+/// Server counters whose change over an interval is a column of the samples.
+#[derive(Clone, Copy)]
+struct ServerTotals {
+    commit_s: f64,
+    commits: f64,
+    replayed: f64,
+}
+
+impl ServerTotals {
+    fn read(text: &str) -> Option<Self> {
+        Some(Self {
+            commit_s: metric_value(text, "tidings_commit_seconds_sum")?,
+            commits: metric_value(text, "tidings_commit_seconds_count")?,
+            replayed: metric_value(text, "tidings_replayed_messages_total").unwrap_or(0.0),
+        })
+    }
+}
+
+/// One sample. `totals` holds the server's counters at the previous sample.
+#[allow(clippy::too_many_arguments)]
 async fn row(
     shared: &Shared,
     target: &Target,
     start: Instant,
     meter: &CpuMeter,
+    totals: &mut Option<ServerTotals>,
     acked: u64,
     errors: u64,
     first: bool,
@@ -651,6 +690,31 @@ async fn row(
     row.insert("ack_p50_ms".into(), interval(latency.p50_ms()));
     row.insert("ack_p99_ms".into(), interval(latency.p99_ms()));
     row.insert("ack_max_ms".into(), interval(latency.max_ms()));
+    // Why connections churn slower or faster: how long rounds took to open and close their
+    // connections, what the writer's commits cost, how many messages replays sent.
+    let (open, opens) = shared.churn_open.take();
+    let (close, _) = shared.churn_close.take();
+    let churn = |summary: &crate::stats::Summary| {
+        if opens == 0 {
+            Value::Null
+        } else {
+            json!(round(summary.max_ms()))
+        }
+    };
+    row.insert("churn_open_max_ms".into(), churn(&open));
+    row.insert("churn_close_max_ms".into(), churn(&close));
+    let now = metrics.as_deref().and_then(ServerTotals::read);
+    if let (Some(now), Some(before)) = (now, *totals) {
+        let commits = now.commits - before.commits;
+        let commit_ms = (now.commit_s - before.commit_s) * 1e3 / commits.max(1.0);
+        row.insert("commit_mean_ms".into(), interval(commit_ms));
+        row.insert("commits_per_s".into(), interval(commits / seconds));
+        row.insert(
+            "replayed_per_s".into(),
+            interval((now.replayed - before.replayed) / seconds),
+        );
+    }
+    *totals = now;
     row.insert("errors".into(), json!(errors));
     row.insert(
         "server_cores".into(),
