@@ -77,7 +77,7 @@ use tokio::sync::{
 };
 
 pub use engineioxide_core::Sid;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{future::FutureExt as _, sync::CancellationToken};
 
 /// A [`DisconnectReason`] represents the reason why a [`Socket`] was closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,22 +363,32 @@ where
     ///
     /// Keep a handle to the job so that it can be aborted when the socket is closed
     pub(crate) fn spawn_heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
-        let cancellation_token = self.cancellation_token.clone();
+        tokio::spawn(self.heartbeat(interval, timeout));
+    }
 
-        tokio::spawn(
-            cancellation_token
-                .run_until_cancelled_owned(async move {
-                    if let Err(_e) = self.heartbeat_job(interval, timeout).await {
-                        self.close(DisconnectReason::HeartbeatTimeout);
-                        #[cfg(feature = "tracing")]
-                        tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
-                    }
-                })
-                .inspect(|_v| {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(aborted = _v.is_none(), "heartbeat job completed");
-                }),
-        );
+    /// The heartbeat job's task: the job, until the socket is closed.
+    ///
+    /// `with_cancellation_token_owned` rather than `CancellationToken::run_until_cancelled_owned`:
+    /// the latter is an `async fn` that keeps its argument, the job's future, twice (as its
+    /// argument, then inside the future it awaits), and this task lives as long as its socket.
+    fn heartbeat(
+        self: Arc<Self>,
+        interval: Duration,
+        timeout: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let cancellation_token = self.cancellation_token.clone();
+        async move {
+            if let Err(_e) = self.heartbeat_job(interval, timeout).await {
+                self.close(DisconnectReason::HeartbeatTimeout);
+                #[cfg(feature = "tracing")]
+                tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
+            }
+        }
+        .with_cancellation_token_owned(cancellation_token)
+        .map(|_v| {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(aborted = _v.is_none(), "heartbeat job completed");
+        })
     }
 
     /// Heartbeat is sent every `interval` milliseconds by the client and the server `is` expected to respond within `timeout` milliseconds.
@@ -762,5 +772,28 @@ mod queued_packet_tests {
             QueuedPacket::from(Packet::Binary(Bytes::new())),
             QueuedPacket::Binary(_)
         ));
+    }
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+
+    /// The heartbeat task lives as long as its socket: keep its future small. With
+    /// `run_until_cancelled_owned` it was 1,776 bytes (the job's future stored twice).
+    #[test]
+    fn the_heartbeat_task_stays_small() {
+        let socket = Arc::new(Socket::<()>::new(
+            ProtocolVersion::V4,
+            TransportType::Websocket,
+            &EngineIoConfig::default(),
+            http::Request::<()>::default().into_parts().0,
+            Box::new(|_, _| ()),
+            false,
+        ));
+        let heartbeat = socket.heartbeat(Duration::from_secs(25), Duration::from_secs(20));
+        let size = std::mem::size_of_val(&heartbeat);
+        println!("heartbeat {size} B");
+        assert!(size <= 768, "the heartbeat's future is {size} bytes");
     }
 }

@@ -70,21 +70,26 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         .ok_or(Error::InvalidWebSocketKey)?
         .clone();
 
+    // The upgrade and the open (or upgrade) handshake run once and their states are large (the
+    // request, the probe exchange, its timeout): boxed, they are freed once the session is
+    // established, instead of sizing the task that then reads the websocket for the
+    // connection's whole life.
+    let establishing = Box::pin({
+        let engine = engine.clone();
+        async move {
+            let conn = match hyper::upgrade::on(req).await {
+                Ok(conn) => hyper_util::rt::TokioIo::new(conn),
+                Err(_e) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!("ws upgrade error: {}", _e);
+                    return Ok(None);
+                }
+            };
+            establish(&engine, conn, protocol, sid, parts).await
+        }
+    });
     tokio::spawn(async move {
-        let conn = hyper::upgrade::on(req)
-            .await
-            .map(hyper_util::rt::TokioIo::new);
-
-        let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, parts).await,
-            Err(_e) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!("ws upgrade error: {}", _e);
-                return;
-            }
-        };
-
-        match res {
+        match serve(&engine, establishing).await {
             Ok(_) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(?sid, "ws closed")
@@ -108,17 +113,40 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
 /// Sends an open packet if it is not an upgrade from a polling request
 ///
 /// Read packets from the websocket and handle them, it will block until the connection is closed
-#[cfg_attr(
-    feature = "tracing",
-    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
-)]
-pub async fn on_init<H: EngineIoHandler, S>(
+pub fn on_init<H: EngineIoHandler, S>(
     engine: Arc<EngineIo<H>>,
     conn: S,
     protocol: ProtocolVersion,
     sid: Option<Sid>,
     req_data: Parts,
-) -> Result<(), Error>
+) -> impl Future<Output = Result<(), Error>> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Boxed for the reason given in `new_req`.
+    let establishing = Box::pin({
+        let engine = engine.clone();
+        async move { establish(&engine, conn, protocol, sid, req_data).await }
+    });
+    async move { serve(&engine, establishing).await }
+}
+
+/// An established websocket session: its socket and its websocket.
+type Established<D, S> = (Arc<Socket<D>>, WebSocketStream<S>);
+
+/// Creates the session (a new one, or the upgrade of a polling one) and does its handshake.
+/// `None`: nothing to serve, the upgrade did not complete and the session stays on polling.
+#[cfg_attr(
+    feature = "tracing",
+    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
+)]
+async fn establish<H: EngineIoHandler, S>(
+    engine: &Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<Option<Established<H::Data, S>>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -128,24 +156,24 @@ where
         .max_frame_size(Some(engine.config.ws_max_frame_size));
 
     let ws_init = move || WebSocketStream::from_raw_socket(conn, Role::Server, Some(ws_config));
-    let (socket, ws) = if let Some(sid) = sid {
+    if let Some(sid) = sid {
         match engine.get_socket(sid) {
-            None => return Err(Error::UnknownSessionID(sid)),
-            Some(socket) if socket.is_ws() => return Err(Error::MultipleWebsocketRequests),
+            None => Err(Error::UnknownSessionID(sid)),
+            Some(socket) if socket.is_ws() => Err(Error::MultipleWebsocketRequests),
             Some(socket) => {
                 let mut ws = ws_init().await;
 
                 let upgrade_fut = upgrade_handshake::<H, S>(&socket, &mut ws);
-                // An upgrade that fails or times out drops this websocket only (Ok: the caller
-                // closes the session on an error): the session goes on over polling, as with
-                // the reference server (engine.io closes the probe transport, not the socket),
-                // and the heartbeat, paused while upgrading, resumes and reclaims the session
-                // if the client is gone.
+                // An upgrade that fails or times out drops this websocket only (`Ok(None)`:
+                // the caller closes the session on an error): the session goes on over
+                // polling, as with the reference server (engine.io closes the probe transport,
+                // not the socket), and the heartbeat, paused while upgrading, resumes and
+                // reclaims the session if the client is gone.
                 match tokio::time::timeout(engine.config.upgrade_timeout, upgrade_fut)
                     .with_cancellation_token(&socket.cancellation_token)
                     .await
                 {
-                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Ok(()))) => Ok(Some((socket, ws))),
                     Some(Ok(Err(_e))) => {
                         #[cfg(feature = "tracing")]
                         tracing::debug!(
@@ -153,21 +181,20 @@ where
                             "ws upgrade failed, the session stays on polling: {_e}"
                         );
                         socket.cancel_upgrade();
-                        return Ok(());
+                        Ok(None)
                     }
                     Some(Err(_)) => {
                         #[cfg(feature = "tracing")]
                         tracing::debug!(?sid, "ws upgrade timed out, the session stays on polling");
                         socket.cancel_upgrade();
-                        return Ok(());
+                        Ok(None)
                     }
                     None => {
                         #[cfg(feature = "tracing")]
                         tracing::debug!(?sid, "socket is being closed");
-                        return Err(Error::Upgrade);
+                        Err(Error::Upgrade)
                     }
                 }
-                (socket, ws)
             }
         }
     } else {
@@ -181,7 +208,22 @@ where
         socket
             .clone()
             .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
-        (socket, ws)
+        Ok(Some((socket, ws)))
+    }
+}
+
+/// Awaits `establishing`, then serves the session: spawns the writer and reads the websocket
+/// until it closes or the session does.
+async fn serve<H: EngineIoHandler, S, F>(
+    engine: &Arc<EngineIo<H>>,
+    establishing: std::pin::Pin<Box<F>>,
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Future<Output = Result<Option<Established<H::Data, S>>, Error>>,
+{
+    let Some((socket, ws)) = establishing.await? else {
+        return Ok(());
     };
     let (tx, rx) = ws.split();
 
@@ -193,7 +235,7 @@ where
     ));
 
     // pipe between internal socket channel and websocket
-    match forward_to_handler(&engine, rx, &socket)
+    match forward_to_handler(engine, rx, &socket)
         .with_cancellation_token(&socket.cancellation_token)
         .await
     {
@@ -326,69 +368,39 @@ async fn forward_packets<H: EngineIoHandler, S>(
         ..
     } = internal_rx;
 
-    // map a packet to a websocket message
-    // It is declared as a macro rather than a closure to avoid ownership issues
-    macro_rules! map_fn {
-            ($item:ident) => {
-                let res = match $item {
-                    Packet::Binary(bin) | Packet::BinaryV3(bin) => {
-                        if socket.protocol == ProtocolVersion::V3 {
-                            // v3 protocol requires packet type as the first byte.
-                            // This requires a new buffer. This is OK as it is only for the V3 protocol.
-                            let mut buff = Vec::with_capacity(bin.len() + 1);
-                            buff.push(0x04);
-                            buff.extend(bin);
-                            tx.feed(Message::Binary(buff.into())).await
-                        } else {
-                            tx.feed(Message::Binary(bin)).await
-                        }
-                    }
-                    // A Noop Packet maybe sent by the server to upgrade from a polling connection
-                    // In the case that the packet was not poll in time it will remain in the buffer and therefore
-                    // it should be discarded here
-                    Packet::Noop => Ok(()),
-                    _ => {
-                        let packet: String = $item.try_into().unwrap();
-                        tx.feed(Message::Text(packet.into())).await
-                    }
+    // Forward buffered packets until the channel is closed or the session is cancelled. One
+    // write site: every `feed` await is a state of this future, which lives as long as the
+    // connection.
+    loop {
+        let mut packets = tokio::select! {
+            biased;
+            items = buffered_rx.recv() => match items {
+                Some(packets) => PacketBuf::from(packets),
+                None => break,
+            },
+            _ = socket.cancellation_token.cancelled() => break,
+            Ok(()) = volatile_rx.changed() => {
+                let packets = volatile_rx.borrow_and_update().clone().unwrap_or_default();
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
+                packets
+            },
+        };
+        // Write what came, then whatever else is queued, before one flush.
+        loop {
+            for packet in packets {
+                let Some(msg) = ws_message(socket.protocol, packet) else {
+                    continue;
                 };
-                if let Err(_e) = res {
+                if let Err(_e) = tx.feed(msg).await {
                     #[cfg(feature = "tracing")]
                     tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
                 }
-            };
-        }
-
-    // Forward buffered packets until the channel is closed or the session is cancelled.
-    loop {
-        tokio::select! {
-            biased;
-            items = buffered_rx.recv() => {
-                match items {
-                    Some(packets) => {
-                        for item in PacketBuf::from(packets) {
-                            map_fn!(item);
-                        }
-                        while let Ok(packets) = buffered_rx.try_recv() {
-                            for item in PacketBuf::from(packets) {
-                                map_fn!(item);
-                            }
-                        }
-                    }
-                    None => break
-                }
             }
-            _ = socket.cancellation_token.cancelled() => break,
-            Ok(()) = volatile_rx.changed() => {
-                let val = volatile_rx.borrow_and_update().clone();
-                if let Some(packets) = val {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in packets {
-                        map_fn!(item);
-                    }
-                }
-            },
+            match buffered_rx.try_recv() {
+                Ok(more) => packets = PacketBuf::from(more),
+                Err(_) => break,
+            }
         }
 
         #[cfg(feature = "tracing")]
@@ -402,6 +414,31 @@ async fn forward_packets<H: EngineIoHandler, S>(
     tx.flush().await.ok();
     tx.close().await.ok();
 }
+
+/// The websocket message of a packet; `None` for a Noop, which the server queues during an
+/// upgrade for a polling request that may have ended already: on the websocket it is dropped.
+fn ws_message(protocol: ProtocolVersion, packet: Packet) -> Option<Message> {
+    match packet {
+        Packet::Binary(bin) | Packet::BinaryV3(bin) => {
+            if protocol == ProtocolVersion::V3 {
+                // v3 protocol requires packet type as the first byte.
+                // This requires a new buffer. This is OK as it is only for the V3 protocol.
+                let mut buff = Vec::with_capacity(bin.len() + 1);
+                buff.push(0x04);
+                buff.extend(bin);
+                Some(Message::Binary(buff.into()))
+            } else {
+                Some(Message::Binary(bin))
+            }
+        }
+        Packet::Noop => None,
+        packet => {
+            let packet: String = packet.try_into().unwrap();
+            Some(Message::Text(packet.into()))
+        }
+    }
+}
+
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(
     sid: Sid,
@@ -556,6 +593,37 @@ mod tests {
             WebSocketStream::from_raw_socket(server, Role::Server, None).await,
             WebSocketStream::from_raw_socket(client, Role::Client, None).await,
         )
+    }
+
+    /// The futures that live as long as a websocket stay small: the handshake is boxed out of
+    /// the reader (`serve`), and the writer (`forward_to_socket`) has one write site. Before
+    /// this they were 1,576 and 1,976 bytes (with `DuplexStream`): each connection carries
+    /// them for its whole life, in two tasks.
+    #[tokio::test]
+    async fn connection_futures_are_small() {
+        let engine = Arc::new(EngineIo::new(
+            Arc::new(StubHandler),
+            EngineIoConfig::default(),
+        ));
+        let establishing =
+            Box::pin(async { Ok::<Option<Established<(), DuplexStream>>, Error>(None) });
+        let reader = serve(&engine, establishing);
+        let reader_size = std::mem::size_of_val(&reader);
+
+        let (server, _client) = ws_pair().await;
+        let (tx, _rx) = server.split();
+        let writer = forward_to_socket::<StubHandler, _>(socket(), tx, TIMEOUT);
+        let writer_size = std::mem::size_of_val(&writer);
+
+        println!("reader {reader_size} B, writer {writer_size} B");
+        assert!(
+            reader_size <= 512,
+            "the reader's future is {reader_size} bytes"
+        );
+        assert!(
+            writer_size <= 1024,
+            "the writer's future is {writer_size} bytes"
+        );
     }
 
     /// A polling request can still hold the lock at the end of an upgrade.
