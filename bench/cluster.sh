@@ -17,7 +17,10 @@
 # then nats-1..3 (processes.txt says which is which).
 #
 # Sizes (env): M1=2000 (messages per client at C=1), M50=200 (at C=50), N=100000 (replay and
-# catch-up), RECEIVERS=500, RATES=50,200,800, DURATION=10 (seconds per rate). QUICK=1: tiny
+# catch-up), RECEIVERS=500, RATES=50,200,800, DURATION=10 (seconds per rate),
+# OVERLOAD_RATE=800 and OVERLOAD_DRAIN=180 (the overload scenario: a fan-out at a rate the
+# cluster setups cannot keep up with on 2 cores, then up to DRAIN seconds for every ack and
+# delivery to arrive, to tell late from lost; OVERLOAD_RATE=0 skips it). QUICK=1: tiny
 # sizes, a smoke run of under a minute. The full run takes about 10 minutes on 2 cores. Also TIDINGS_BIN, BENCH, OUT, KEEP=1 (keep
 # the scratch folder), NATS_PORT_BASE=14220 (NATS listens on BASE+1..3, routes on BASE+11..13,
 # monitoring on BASE+21..23; the tidings nodes take free ports).
@@ -32,9 +35,11 @@ out="${OUT:-$target/bench-results/cluster-$(date +%Y%m%d-%H%M%S)}"
 if [ "${QUICK:-0}" = 1 ]; then
   M1="${M1:-100}" M50="${M50:-10}" N="${N:-2000}"
   RECEIVERS="${RECEIVERS:-50}" RATES="${RATES:-50,200}" DURATION="${DURATION:-2}"
+  OVERLOAD_RATE="${OVERLOAD_RATE:-400}" OVERLOAD_DRAIN="${OVERLOAD_DRAIN:-30}"
 else
   M1="${M1:-2000}" M50="${M50:-200}" N="${N:-100000}"
   RECEIVERS="${RECEIVERS:-500}" RATES="${RATES:-50,200,800}" DURATION="${DURATION:-10}"
+  OVERLOAD_RATE="${OVERLOAD_RATE:-800}" OVERLOAD_DRAIN="${OVERLOAD_DRAIN:-180}"
 fi
 port_base="${NATS_PORT_BASE:-14220}"
 for bin in "$tidings" "$bench"; do
@@ -299,6 +304,7 @@ catch_up() {
 }
 
 echo "sizes: M1=$M1 M50=$M50 N=$N RECEIVERS=$RECEIVERS RATES=$RATES DURATION=$DURATION" \
+  "OVERLOAD_RATE=$OVERLOAD_RATE OVERLOAD_DRAIN=$OVERLOAD_DRAIN" \
   | tee "$out/sizes.txt" >&2
 for setup in a-single b-1node c-3nodes; do
   if [ "$setup" != a-single ]; then
@@ -314,6 +320,11 @@ for setup in a-single b-1node c-3nodes; do
   scenario "$setup" ingest-c1 ingest -c 1 -m "$M1"
   scenario "$setup" ingest-c50 ingest -c 50 -m "$M50"
   scenario "$setup" fanout fanout -r "$RECEIVERS" --rate "$RATES" --duration "$DURATION"
+  if [ "$OVERLOAD_RATE" != 0 ]; then
+    # Nothing may be lost, however late: the sweep's p99 limit does not apply.
+    scenario "$setup" overload fanout -r "$RECEIVERS" --rate "$OVERLOAD_RATE" \
+      --duration "$DURATION" --drain "$OVERLOAD_DRAIN" --stop-p99-ms 1e9
+  fi
   scenario "$setup" replay replay -n "$N" --runs 3 --replay-from "$replay_from"
   if [ "$setup" = c-3nodes ]; then
     catch_up
