@@ -151,7 +151,12 @@ pub async fn deliver(socket: SocketRef, delivery: SocketDelivery) {
             if replaying {
                 metrics::counter(metrics::REPLAYED_MESSAGES).increment(batch.len() as u64);
             }
-            let sent = emit_batch(&socket, &sending, &signals, &emitted, &batch, offsets).await;
+            // Boxed (once a batch): its state is the largest of this task's, which an idle
+            // socket would otherwise carry for its whole life.
+            let sent = Box::pin(emit_batch(
+                &socket, &sending, &signals, &emitted, &batch, offsets,
+            ))
+            .await;
             if let Err(stop) = sent {
                 break 'deliver stop;
             }
@@ -170,7 +175,7 @@ pub async fn deliver(socket: SocketRef, delivery: SocketDelivery) {
                 complete: !sync.other_database && !catch_up.had_gap(),
             };
             let emit = || outbox::emit_leaving_headroom(&socket, &sending, SYNC, &report);
-            if let Err(stop) = emit_in_order(&signals, emit).await {
+            if let Err(stop) = Box::pin(emit_in_order(&signals, emit)).await {
                 break 'deliver stop;
             }
         }
