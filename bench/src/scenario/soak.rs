@@ -692,17 +692,13 @@ async fn row(
     row.insert("ack_max_ms".into(), interval(latency.max_ms()));
     // Why connections churn slower or faster: how long rounds took to open and close their
     // connections, what the writer's commits cost, how many messages replays sent.
-    let (open, opens) = shared.churn_open.take();
-    let (close, _) = shared.churn_close.take();
-    let churn = |summary: &crate::stats::Summary| {
-        if opens == 0 {
-            Value::Null
-        } else {
-            json!(round(summary.max_ms()))
-        }
+    // A round can open in one interval and close in the next: each column has its own count.
+    let slowest = |histogram: &Histogram| match histogram.take() {
+        (_, 0) => Value::Null,
+        (summary, _) => json!(round(summary.max_ms())),
     };
-    row.insert("churn_open_max_ms".into(), churn(&open));
-    row.insert("churn_close_max_ms".into(), churn(&close));
+    row.insert("churn_open_max_ms".into(), slowest(&shared.churn_open));
+    row.insert("churn_close_max_ms".into(), slowest(&shared.churn_close));
     let now = metrics.as_deref().and_then(ServerTotals::read);
     if let (Some(now), Some(before)) = (now, *totals) {
         let commits = now.commits - before.commits;

@@ -432,10 +432,7 @@ fn ws_message(protocol: ProtocolVersion, packet: Packet) -> Option<Message> {
             }
         }
         Packet::Noop => None,
-        packet => {
-            let packet: String = packet.try_into().unwrap();
-            Some(Message::Text(packet.into()))
-        }
+        packet => Some(Message::Text(String::from(packet).into())),
     }
 }
 
