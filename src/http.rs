@@ -7,8 +7,8 @@
 //! request; everything else under `/socket.io/` goes to socketioxide.
 
 use axum::Router;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::path::PathBuf;
@@ -119,34 +119,16 @@ pub fn router(socket_io: SocketIoService<Router>, ops: Ops) -> Router {
         .fallback_service(socket_io.map_request(detach_from_read_buffer::<axum::body::Body>))
 }
 
-/// Copies the request's URI and header values into allocations of their own.
+/// Copies the request's URI into an allocation of its own.
 ///
-/// hyper parses them as slices of the connection's 8 KiB read buffer, and engine.io keeps
-/// the request parts for the life of the socket (`Socket::req_parts`): without the copy every
-/// idle websocket pins its whole read buffer for a few hundred bytes of headers.
+/// hyper parses it as a slice of the connection's 8 KiB read buffer, and engine.io keeps it
+/// for the life of the socket (`Socket::req_parts`): without the copy every idle websocket
+/// would pin its whole read buffer for a few bytes of path and query. The headers and
+/// extensions are not kept (`keep_request_headers(false)` in `server.rs`).
 pub fn detach_from_read_buffer<B>(request: Request<B>) -> Request<B> {
     let (mut parts, body) = request.into_parts();
-    let mut headers = HeaderMap::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        let copy = match HeaderValue::from_bytes(value.as_bytes()) {
-            Ok(mut copy) => {
-                copy.set_sensitive(value.is_sensitive());
-                copy
-            }
-            // Cannot happen (the bytes came from a valid value); keep the original then.
-            Err(_) => value.clone(),
-        };
-        headers.append(name.clone(), copy);
-    }
-    parts.headers = headers;
     if let Ok(uri) = Uri::try_from(parts.uri.to_string()) {
         parts.uri = uri;
-    }
-    // axum's router keeps a copy of the URI too.
-    if let Some(original) = parts.extensions.get_mut::<OriginalUri>()
-        && let Ok(uri) = Uri::try_from(original.0.to_string())
-    {
-        original.0 = uri;
     }
     Request::from_parts(parts, body)
 }
@@ -243,36 +225,16 @@ mod tests {
 
     #[test]
     fn detached_request_shares_nothing_with_the_read_buffer() {
-        let buffer = Bytes::from(b"GET /socket.io/?EIO=4 HTTP/1.1\r\ncookie: secret\r\n".to_vec());
+        let buffer = Bytes::from(b"GET /socket.io/?EIO=4 HTTP/1.1\r\n".to_vec());
         let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
-        let shared = |from: usize, to: usize| {
-            HeaderValue::from_maybe_shared(buffer.slice(from..to)).expect("valid header value")
-        };
-        let mut cookie = shared(40, 46);
-        cookie.set_sensitive(true);
         let request = Request::builder()
             .uri(Uri::from_maybe_shared(buffer.slice(4..21)).expect("valid uri"))
-            .header("cookie", cookie)
-            .header("x-custom", shared(0, 3))
-            .extension(OriginalUri(
-                Uri::from_maybe_shared(buffer.slice(4..21)).expect("valid uri"),
-            ))
             .body(())
             .expect("valid request");
-        assert!(range.contains(&(request.headers()["cookie"].as_bytes().as_ptr() as usize)));
+        assert!(range.contains(&(request.uri().path().as_ptr() as usize)));
 
         let detached = detach_from_read_buffer(request);
         assert_eq!(detached.uri(), "/socket.io/?EIO=4");
-        assert_eq!(detached.headers()["cookie"], "secret");
-        assert!(detached.headers()["cookie"].is_sensitive());
-        assert_eq!(detached.headers()["x-custom"], "GET");
-        for value in detached.headers().values() {
-            assert!(!range.contains(&(value.as_bytes().as_ptr() as usize)));
-        }
-        let path = detached.uri().path().as_ptr() as usize;
-        assert!(!range.contains(&path));
-        let original = &detached.extensions().get::<OriginalUri>().expect("kept").0;
-        assert_eq!(original, "/socket.io/?EIO=4");
-        assert!(!range.contains(&(original.path().as_ptr() as usize)));
+        assert!(!range.contains(&(detached.uri().path().as_ptr() as usize)));
     }
 }

@@ -203,7 +203,8 @@ async fn admit(
 async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
     let pending = socket
         .extensions
-        .get::<PendingDelivery>()
+        // Removed, not read: the socket keeps its extensions for its whole life.
+        .remove::<PendingDelivery>()
         .and_then(|p| p.0.lock().unwrap_or_else(PoisonError::into_inner).take());
     let Some(Pending {
         delivery,

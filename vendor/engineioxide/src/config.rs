@@ -87,6 +87,14 @@ pub struct EngineIoConfig {
     /// Allowed transports on this server
     /// It is represented as a bitfield to allow to combine any number of transports easily
     pub transports: u8,
+
+    /// Whether a socket keeps the headers and extensions of the request that opened its
+    /// session in [`Socket::req_parts`](crate::socket::Socket::req_parts), for its whole life.
+    /// Without them it keeps the method, URI and version.
+    ///
+    /// Defaults to `true`. An application that does not read them saves their copy for each
+    /// socket (a few hundred bytes, a few kilobytes for a browser's request with cookies).
+    pub keep_request_headers: bool,
 }
 
 impl Default for EngineIoConfig {
@@ -102,6 +110,7 @@ impl Default for EngineIoConfig {
             ws_max_message_size: 64 << 20,
             ws_max_frame_size: 16 << 20,
             transports: TransportType::Polling as u8 | TransportType::Websocket as u8,
+            keep_request_headers: true,
         }
     }
 }
@@ -217,6 +226,14 @@ impl EngineIoConfigBuilder {
     /// but will consume more memory.
     pub fn ws_read_buffer_size(mut self, ws_read_buffer_size: usize) -> Self {
         self.config.ws_read_buffer_size = ws_read_buffer_size;
+        self
+    }
+
+    /// Whether a socket keeps the headers and extensions of the request that opened its
+    /// session in [`Socket::req_parts`](crate::socket::Socket::req_parts). Defaults to `true`;
+    /// without them it keeps the method, URI and version, and saves their copy for its life.
+    pub fn keep_request_headers(mut self, keep_request_headers: bool) -> Self {
+        self.config.keep_request_headers = keep_request_headers;
         self
     }
 

@@ -49,6 +49,11 @@ impl<H: EngineIoHandler> EngineIo<H> {
         let engine = self.clone();
         let close_fn = Box::new(move |sid, reason| engine.close_session(sid, reason));
 
+        let req = if self.config.keep_request_headers {
+            req
+        } else {
+            without_headers(req)
+        };
         let socket = Socket::new(
             protocol,
             transport,
@@ -112,6 +117,13 @@ impl<H: EngineIoHandler> EngineIo<H> {
             "remaining sockets",
         );
     }
+}
+
+/// The request's method, URI and version, without its headers and extensions.
+fn without_headers(mut req: Parts) -> Parts {
+    req.headers = http::HeaderMap::new();
+    req.extensions = http::Extensions::new();
+    req
 }
 
 #[cfg(test)]
@@ -193,5 +205,51 @@ mod tests {
         let socket = engine.get_socket(socket.id).unwrap();
         assert_eq!(socket.protocol, ProtocolVersion::V4);
         assert!(socket.is_http());
+    }
+
+    fn request_with_headers() -> Parts {
+        let mut req = Request::builder()
+            .uri("/engine.io/?EIO=4&transport=websocket")
+            .header("cookie", "a=1")
+            .header("user-agent", "test")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(42u32);
+        req.into_parts().0
+    }
+
+    #[tokio::test]
+    async fn a_socket_keeps_the_request_headers_by_default() {
+        let engine = create_engine();
+        let socket = engine.create_session(
+            ProtocolVersion::V4,
+            TransportType::Websocket,
+            request_with_headers(),
+            true,
+        );
+        assert_eq!(socket.req_parts.headers["cookie"], "a=1");
+        assert_eq!(socket.req_parts.extensions.get::<u32>(), Some(&42));
+    }
+
+    #[tokio::test]
+    async fn a_socket_keeps_only_the_request_line_when_configured() {
+        let config = EngineIoConfig::builder()
+            .keep_request_headers(false)
+            .build();
+        let engine = Arc::new(EngineIo::new(Arc::new(MockHandler), config));
+        let socket = engine.create_session(
+            ProtocolVersion::V4,
+            TransportType::Websocket,
+            request_with_headers(),
+            true,
+        );
+        assert!(socket.req_parts.headers.is_empty());
+        assert_eq!(socket.req_parts.headers.capacity(), 0);
+        assert!(socket.req_parts.extensions.is_empty());
+        assert_eq!(
+            socket.req_parts.uri,
+            "/engine.io/?EIO=4&transport=websocket"
+        );
+        assert_eq!(socket.req_parts.method, http::Method::GET);
     }
 }

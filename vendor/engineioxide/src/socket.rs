@@ -71,9 +71,9 @@ use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
 use tokio::sync::{
-    Mutex,
+    Mutex, Notify,
+    futures::Notified,
     mpsc::{self, Receiver, error::TrySendError},
-    watch,
 };
 
 pub use engineioxide_core::Sid;
@@ -209,19 +209,61 @@ impl Permit<'_> {
 pub(crate) struct InternalRx {
     pub buffered_rx: Receiver<QueuedPacket>,
     pub peeked_packet: Option<PacketBuf>,
-    pub volatile_rx: watch::Receiver<Option<PacketBuf>>,
 }
 
 impl InternalRx {
-    fn new(
-        buffered_rx: Receiver<QueuedPacket>,
-        volatile_rx: watch::Receiver<Option<PacketBuf>>,
-    ) -> Self {
+    fn new(buffered_rx: Receiver<QueuedPacket>) -> Self {
         Self {
             buffered_rx,
             peeked_packet: None,
-            volatile_rx,
         }
+    }
+}
+
+/// The volatile packets not written yet: only the latest, a volatile emit replaces those that
+/// were not written. Read by whichever transport holds [`Socket::internal_rx`].
+///
+/// Nothing is allocated until the first volatile emit (a `watch` channel allocated ~520 bytes
+/// for every socket, most of which never send a volatile packet).
+#[derive(Debug, Default)]
+pub(crate) struct VolatileSlot {
+    latest: std::sync::Mutex<Option<Box<PacketBuf>>>,
+    filled: Notify,
+}
+
+impl VolatileSlot {
+    /// Replaces the packets not written yet.
+    fn put(&self, packets: PacketBuf) {
+        *self.lock() = Some(Box::new(packets));
+        self.filled.notify_one();
+    }
+
+    /// The packets not written yet, if any.
+    pub(crate) fn take(&self) -> Option<PacketBuf> {
+        self.lock().take().map(|packets| *packets)
+    }
+
+    /// Completes once packets may have been put since the last [`take`](Self::take) that
+    /// followed a completed wait: a wake-up may find the slot empty.
+    pub(crate) fn filled(&self) -> Notified<'_> {
+        self.filled.notified()
+    }
+
+    /// Waits for packets and takes them.
+    pub(crate) async fn next(&self) -> PacketBuf {
+        loop {
+            self.filled().await;
+            if let Some(packets) = self.take() {
+                return packets;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Box<PacketBuf>>> {
+        // The slot holds plain data: a panic while it was locked cannot leave it inconsistent.
+        self.latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -267,17 +309,15 @@ where
     /// Channel to send packets to the internal connection
     pub(crate) internal_tx: mpsc::Sender<QueuedPacket>,
 
-    /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
-    /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
-    /// message is retained; subsequent volatile sends overwrite the previous one.
-    volatile_tx: watch::Sender<Option<PacketBuf>>,
+    /// Volatile [PacketBuf]s that bypass the internal buffer: only the latest is retained;
+    /// subsequent volatile sends overwrite the previous one.
+    pub(crate) volatile: VolatileSlot,
 
-    /// Internal channel to receive Pong [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) in the heartbeat job
-    /// which is running in a separate task
-    heartbeat_rx: Mutex<Receiver<()>>,
-    /// Channel to send Ping [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) from the connexion to the heartbeat job
-    /// which is running in a separate task
-    pub(crate) heartbeat_tx: mpsc::Sender<()>,
+    /// Signalled by the transports when the client's heartbeat arrives (a Pong packet in the
+    /// v4 protocol, a Ping in v3), for the heartbeat job, which runs in a separate task. A
+    /// signal that the job is not waiting for is kept (one at most), as a channel of one
+    /// would keep it, without allocating one.
+    pub(crate) client_heartbeat: Notify,
 
     /// A cancellation token that will be triggered when the socket is being closed.
     pub(crate) cancellation_token: CancellationToken,
@@ -307,8 +347,6 @@ where
         supports_binary: bool,
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::channel(config.max_buffer_size);
-        let (heartbeat_tx, heartbeat_rx) = mpsc::channel(1);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         Self {
             id: Sid::new(),
@@ -316,13 +354,12 @@ where
             transport: AtomicU8::new(transport as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
 
-            volatile_tx,
+            volatile: VolatileSlot::default(),
 
-            heartbeat_rx: Mutex::new(heartbeat_rx),
-            heartbeat_tx,
+            client_heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
 
             close_fn,
@@ -414,18 +451,13 @@ where
     ///
     /// If the client does not respond within the timeout, the connection is closed.
     async fn heartbeat_job_v4(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        let mut heartbeat_rx = self
-            .heartbeat_rx
-            .try_lock()
-            .expect("Pong rx should be locked only once");
-
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat sender routine started");
 
         let mut interval_tick = tokio::time::interval(interval);
         interval_tick.tick().await;
         // Some clients send the pong packet in first. If that happens, we should consume it.
-        heartbeat_rx.try_recv().ok();
+        self.client_heartbeat.notified().now_or_never();
         loop {
             // If we are currently upgrading we should pause the heartbeat process
             if self.is_upgrading() {
@@ -451,10 +483,9 @@ where
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "waiting for pong");
 
-            tokio::time::timeout_at(deadline, heartbeat_rx.recv())
+            tokio::time::timeout_at(deadline, self.client_heartbeat.notified())
                 .await
-                .map_err(|_| Error::HeartbeatTimeout)?
-                .ok_or(Error::HeartbeatTimeout)?;
+                .map_err(|_| Error::HeartbeatTimeout)?;
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "pong received");
@@ -465,19 +496,13 @@ where
 
     #[cfg(feature = "v3")]
     async fn heartbeat_job_v3(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        let mut heartbeat_rx = self
-            .heartbeat_rx
-            .try_lock()
-            .expect("Pong rx should be locked only once");
-
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat receiver routine started");
 
         loop {
-            tokio::time::timeout(interval + timeout, heartbeat_rx.recv())
+            tokio::time::timeout(interval + timeout, self.client_heartbeat.notified())
                 .await
-                .map_err(|_| Error::HeartbeatTimeout)?
-                .ok_or(Error::HeartbeatTimeout)?;
+                .map_err(|_| Error::HeartbeatTimeout)?;
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "ping received, sending pong");
@@ -629,7 +654,8 @@ where
     }
 
     pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile_tx.send(Some(packets)).is_ok()
+        self.volatile.put(packets);
+        true
     }
 }
 
@@ -641,8 +667,8 @@ impl<D: Default + Send + Sync + 'static> std::fmt::Debug for Socket<D> {
             .field("conn", &self.transport)
             .field("internal_rx", &self.internal_rx)
             .field("internal_tx", &self.internal_tx)
-            .field("heartbeat_rx", &self.heartbeat_rx)
-            .field("heartbeat_tx", &self.heartbeat_tx)
+            .field("volatile", &self.volatile)
+            .field("client_heartbeat", &self.client_heartbeat)
             .field("cancellation_token", &self.cancellation_token)
             .field("req_data", &self.req_parts)
             .finish()
@@ -690,8 +716,6 @@ where
         buffer_size: usize,
     ) -> (Arc<Socket<D>>, tokio::sync::mpsc::Receiver<Packet>) {
         let (internal_tx, internal_rx) = mpsc::channel(buffer_size);
-        let (heartbeat_tx, heartbeat_rx) = mpsc::channel(1);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         let sock = Self {
             id: sid,
@@ -699,13 +723,12 @@ where
             transport: AtomicU8::new(TransportType::Websocket as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
 
-            volatile_tx,
+            volatile: VolatileSlot::default(),
 
-            heartbeat_rx: Mutex::new(heartbeat_rx),
-            heartbeat_tx,
+            client_heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
             close_fn,
 
@@ -795,5 +818,110 @@ mod heartbeat_tests {
         let size = std::mem::size_of_val(&heartbeat);
         println!("heartbeat {size} B");
         assert!(size <= 768, "the heartbeat's future is {size} bytes");
+    }
+}
+
+#[cfg(test)]
+mod allocation_tests {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// Counts the bytes allocated by the current thread, so that other tests running at the
+    /// same time do not count.
+    struct CountingAllocator;
+
+    thread_local! {
+        static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    // SAFETY: every call is forwarded to `System` unchanged; the counter is a const-initialized
+    // thread-local `Cell`, which neither allocates nor re-enters the allocator.
+    unsafe impl GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATED.with(|n| n.set(n.get() + layout.size()));
+            // SAFETY: the caller's contract is `System::alloc`'s.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract is `System::dealloc`'s.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+    fn allocated_here() -> usize {
+        ALLOCATED.with(Cell::get)
+    }
+
+    /// What a socket allocates when it is created (its `Arc` aside): its send buffer's channel
+    /// (with its first block of 32 slots) and its cancellation token. The heartbeat's signal
+    /// and the volatile slot allocate nothing (as channels they took 1,056 bytes more).
+    #[test]
+    fn a_new_socket_allocates_its_send_buffer_and_nothing_else() {
+        let before = allocated_here();
+        let channels = (
+            mpsc::channel::<()>(1),
+            tokio::sync::watch::channel::<Option<PacketBuf>>(None),
+        );
+        println!(
+            "the heartbeat and volatile channels took {} bytes",
+            allocated_here() - before
+        );
+        drop(channels);
+
+        let parts = http::Request::<()>::default().into_parts().0;
+        let config = EngineIoConfig::default();
+        let before = allocated_here();
+        let socket = Socket::<()>::new(
+            ProtocolVersion::V4,
+            TransportType::Websocket,
+            &config,
+            parts,
+            Box::new(|_, _| ()),
+            false,
+        );
+        let bytes = allocated_here() - before;
+        println!("a new socket allocated {bytes} bytes");
+        assert!(bytes <= 2_304, "a new socket allocated {bytes} bytes");
+        drop(socket);
+    }
+
+    #[tokio::test]
+    async fn the_volatile_slot_keeps_the_latest_packets_and_wakes_its_reader() {
+        let slot = VolatileSlot::default();
+        assert!(slot.take().is_none());
+        slot.put(smallvec![Packet::Message("dropped".into())]);
+        slot.put(smallvec![Packet::Message("kept".into())]);
+        let packets = slot.next().await;
+        assert_eq!(packets.as_slice(), [Packet::Message("kept".into())]);
+        assert!(slot.take().is_none());
+
+        // A reader waiting on an empty slot wakes when packets are put.
+        let slot = Arc::new(slot);
+        let reader = tokio::spawn({
+            let slot = slot.clone();
+            async move { slot.next().await }
+        });
+        tokio::task::yield_now().await;
+        slot.put(smallvec![Packet::Message("later".into())]);
+        let packets = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the reader woke")
+            .expect("the reader did not panic");
+        assert_eq!(packets.as_slice(), [Packet::Message("later".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_client_heartbeat_that_comes_first_is_kept_once() {
+        let signal = Notify::new();
+        signal.notify_one();
+        signal.notify_one();
+        // The first wait takes the kept signal at once, the second one waits.
+        assert!(signal.notified().now_or_never().is_some());
+        assert!(signal.notified().now_or_never().is_none());
     }
 }

@@ -227,6 +227,18 @@ impl<A: Adapter> SocketIoBuilder<A> {
         self
     }
 
+    /// Whether a socket keeps the headers and extensions of the request that opened its
+    /// session, for [`Socket::req_parts`](crate::socket::Socket::req_parts) and the
+    /// [`HttpExtension`](crate::extract::HttpExtension) extractors. Defaults to `true`;
+    /// without them it keeps the method, URI and version, and saves their copy for its life.
+    #[inline]
+    pub fn keep_request_headers(mut self, keep_request_headers: bool) -> Self {
+        self.engine_config_builder = self
+            .engine_config_builder
+            .keep_request_headers(keep_request_headers);
+        self
+    }
+
     /// The maximum size of an incoming message
     ///
     /// The default value is 64 MiB which should be reasonably big for all normal use-cases but small enough

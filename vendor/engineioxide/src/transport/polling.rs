@@ -119,14 +119,13 @@ where
     let payload = {
         let InternalRx {
             buffered_rx,
-            volatile_rx,
             peeked_packet,
         } = &mut *rx;
 
         // Prepend the packet peeked during the previous
         // polling request so it is encoded first, ahead of the newly received packets.
         let rx_stream = stream::iter(peeked_packet.take())
-            .chain(rx_stream::EncoderStream::new(buffered_rx, volatile_rx));
+            .chain(rx_stream::EncoderStream::new(buffered_rx, &socket.volatile));
 
         // Stop waiting for the next packet as soon as the session is closed. The combinator is biased
         // towards the encoder completion, so any buffered close packet is still flushed to the client.
@@ -192,8 +191,8 @@ where
                 break;
             }
             Ok(Packet::Pong | Packet::Ping) => {
-                // A full channel means that the client is already known to be alive.
-                socket.heartbeat_tx.try_send(()).ok();
+                // A signal the heartbeat job has not taken yet already says the client is alive.
+                socket.client_heartbeat.notify_one();
                 Ok(())
             }
             Ok(Packet::Message(msg)) => {
@@ -229,10 +228,9 @@ mod rx_stream {
     use engineioxide_core::PacketBuf;
     use futures_core::Stream;
     use pin_project_lite::pin_project;
-    use tokio::sync::{mpsc, watch};
-    use tokio_util::sync::ReusableBoxFuture;
+    use tokio::sync::{futures::Notified, mpsc};
 
-    use crate::socket::QueuedPacket;
+    use crate::socket::{QueuedPacket, VolatileSlot};
 
     /// [`ReceiverStream`] is a stream that wraps a [`mpsc::Receiver`] by reference.
     /// Allowing to use it as a stream even if it is behind a mutex.
@@ -254,72 +252,55 @@ mod rx_stream {
         }
     }
 
-    type WatchFutOutput<'a, T> = (
-        Result<(), watch::error::RecvError>,
-        &'a mut watch::Receiver<T>,
-    );
-
-    /// Wraps a [`watch::Receiver`] into a [`Stream`] by reference.
-    /// Allowing to use it as a stream even if it is behind a mutex.
-    ///
-    /// Inspired by <https://docs.rs/tokio-stream/latest/tokio_stream/wrappers/struct.WatchStream.html>
-    pub struct WatchStream<'a, T> {
-        inner: ReusableBoxFuture<'a, WatchFutOutput<'a, T>>,
+    pin_project! {
+        /// The volatile packets as a [`Stream`], by reference: each item is the latest
+        /// packets put in the slot since the previous one. It never ends.
+        pub struct VolatileStream<'a> {
+            slot: &'a VolatileSlot,
+            #[pin]
+            filled: Notified<'a>,
+        }
     }
-    impl<'a, T: Send + Sync + 'static> WatchStream<'a, T> {
-        pub fn new(rx: &'a mut watch::Receiver<T>) -> Self {
+
+    impl<'a> VolatileStream<'a> {
+        pub fn new(slot: &'a VolatileSlot) -> Self {
             Self {
-                inner: ReusableBoxFuture::new(make_future(rx)),
+                slot,
+                filled: slot.filled(),
             }
         }
     }
 
-    async fn make_future<T>(
-        rx: &mut watch::Receiver<T>,
-    ) -> (Result<(), watch::error::RecvError>, &mut watch::Receiver<T>) {
-        let result = rx.changed().await;
-        (result, rx)
-    }
+    impl Stream for VolatileStream<'_> {
+        type Item = PacketBuf;
 
-    impl<'a, T: Clone + Send + Sync + 'static> Stream for WatchStream<'a, T> {
-        type Item = T;
-
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            let (result, rx) = ready!(self.inner.poll(cx));
-            match result {
-                Ok(_) => {
-                    let received = (*rx.borrow_and_update()).clone();
-                    self.inner.set(make_future(rx));
-                    Poll::Ready(Some(received))
-                }
-                Err(_) => {
-                    self.inner.set(make_future(rx));
-                    Poll::Ready(None)
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            let mut this = self.project();
+            loop {
+                ready!(this.filled.as_mut().poll(cx));
+                this.filled.set(this.slot.filled());
+                if let Some(packets) = this.slot.take() {
+                    return Poll::Ready(Some(packets));
                 }
             }
         }
     }
-
-    impl<T> Unpin for WatchStream<'_, T> {}
 
     pin_project! {
-        /// Combines a [`WatchStream`] and a [`ReceiverStream`] into a single [`Stream`].
+        /// Combines a [`VolatileStream`] and a [`ReceiverStream`] into a single [`Stream`].
         pub struct EncoderStream<'a> {
             #[pin]
-            watch: WatchStream<'a, Option<PacketBuf>>,
+            volatile: VolatileStream<'a>,
             #[pin]
             rx: ReceiverStream<'a, QueuedPacket>,
         }
     }
 
     impl<'a> EncoderStream<'a> {
-        pub fn new(
-            rx: &'a mut mpsc::Receiver<QueuedPacket>,
-            watch: &'a mut watch::Receiver<Option<PacketBuf>>,
-        ) -> Self {
+        pub fn new(rx: &'a mut mpsc::Receiver<QueuedPacket>, volatile: &'a VolatileSlot) -> Self {
             Self {
                 rx: ReceiverStream::new(rx),
-                watch: WatchStream::new(watch),
+                volatile: VolatileStream::new(volatile),
             }
         }
     }
@@ -329,12 +310,12 @@ mod rx_stream {
 
         fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             let this = self.project();
-            // low priority: poll the watch stream first, then the rx stream.
-            // same than with ws transport
+            // Volatile packets have a low priority: the rx stream is polled first, then the
+            // volatile stream, as with the ws transport.
             match this.rx.poll_next(cx) {
                 Poll::Ready(v) => Poll::Ready(v.map(PacketBuf::from)),
-                Poll::Pending => match this.watch.poll_next(cx) {
-                    Poll::Ready(Some(v)) => Poll::Ready(v),
+                Poll::Pending => match this.volatile.poll_next(cx) {
+                    Poll::Ready(Some(v)) => Poll::Ready(Some(v)),
                     Poll::Ready(None) | Poll::Pending => Poll::Pending,
                 },
             }

@@ -279,8 +279,8 @@ where
                     break;
                 }
                 Packet::Pong | Packet::Ping => {
-                    // A full channel means that the client is already known to be alive.
-                    socket.heartbeat_tx.try_send(()).ok();
+                    // A signal the heartbeat job has not taken yet already says the client is alive.
+                    socket.client_heartbeat.notify_one();
                     Ok::<(), Error>(())
                 }
                 Packet::Message(msg) => {
@@ -362,11 +362,7 @@ async fn forward_packets<H: EngineIoHandler, S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let InternalRx {
-        buffered_rx,
-        volatile_rx,
-        ..
-    } = internal_rx;
+    let InternalRx { buffered_rx, .. } = internal_rx;
 
     // Forward buffered packets until the channel is closed or the session is cancelled. One
     // write site: every `feed` await is a state of this future, which lives as long as the
@@ -379,8 +375,7 @@ async fn forward_packets<H: EngineIoHandler, S>(
                 None => break,
             },
             _ = socket.cancellation_token.cancelled() => break,
-            Ok(()) = volatile_rx.changed() => {
-                let packets = volatile_rx.borrow_and_update().clone().unwrap_or_default();
+            packets = socket.volatile.next() => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
                 packets
