@@ -117,15 +117,14 @@ where
 
     let max_payload = engine.config.max_payload;
     let payload = {
-        let InternalRx {
-            buffered_rx,
-            peeked_packet,
-        } = &mut *rx;
+        let InternalRx { peeked_packet } = &mut *rx;
 
         // Prepend the packet peeked during the previous
         // polling request so it is encoded first, ahead of the newly received packets.
-        let rx_stream = stream::iter(peeked_packet.take())
-            .chain(rx_stream::EncoderStream::new(buffered_rx, &socket.volatile));
+        let rx_stream = stream::iter(peeked_packet.take()).chain(rx_stream::EncoderStream::new(
+            &socket.send_buffer,
+            &socket.volatile,
+        ));
 
         // Stop waiting for the next packet as soon as the session is closed. The combinator is biased
         // towards the encoder completion, so any buffered close packet is still flushed to the client.
@@ -228,18 +227,19 @@ mod rx_stream {
     use engineioxide_core::PacketBuf;
     use futures_core::Stream;
     use pin_project_lite::pin_project;
-    use tokio::sync::{futures::Notified, mpsc};
+    use tokio::sync::futures::Notified;
 
+    use crate::send_buffer::SendBuffer;
     use crate::socket::{QueuedPacket, VolatileSlot};
 
-    /// [`ReceiverStream`] is a stream that wraps a [`mpsc::Receiver`] by reference.
-    /// Allowing to use it as a stream even if it is behind a mutex.
+    /// [`ReceiverStream`] is a stream that receives from a [`SendBuffer`] by reference, for the
+    /// request holding the socket's `internal_rx` lock.
     pub struct ReceiverStream<'a, T> {
-        inner: &'a mut mpsc::Receiver<T>,
+        inner: &'a SendBuffer<T>,
     }
 
     impl<'a, T> ReceiverStream<'a, T> {
-        pub fn new(inner: &'a mut mpsc::Receiver<T>) -> Self {
+        pub fn new(inner: &'a SendBuffer<T>) -> Self {
             Self { inner }
         }
     }
@@ -247,7 +247,7 @@ mod rx_stream {
     impl<'a, T> Stream for ReceiverStream<'a, T> {
         type Item = T;
 
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             self.inner.poll_recv(cx)
         }
     }
@@ -297,7 +297,7 @@ mod rx_stream {
     }
 
     impl<'a> EncoderStream<'a> {
-        pub fn new(rx: &'a mut mpsc::Receiver<QueuedPacket>, volatile: &'a VolatileSlot) -> Self {
+        pub fn new(rx: &'a SendBuffer<QueuedPacket>, volatile: &'a VolatileSlot) -> Self {
             Self {
                 rx: ReceiverStream::new(rx),
                 volatile: VolatileStream::new(volatile),

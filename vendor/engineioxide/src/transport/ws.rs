@@ -25,14 +25,8 @@ use tokio_util::future::FutureExt as _;
 use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Sid, Str, TransportType};
 
 use crate::{
-    DisconnectReason, Socket,
-    body::ResponseBody,
-    config::EngineIoConfig,
-    engine::EngineIo,
-    errors::Error,
-    handler::EngineIoHandler,
-    socket::{InternalRx, QueuedPacket},
-    transport::make_open_packet,
+    DisconnectReason, Socket, body::ResponseBody, config::EngineIoConfig, engine::EngineIo,
+    errors::Error, handler::EngineIoHandler, socket::QueuedPacket, transport::make_open_packet,
 };
 
 /// Create a response for websocket upgrade
@@ -331,7 +325,8 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
 {
     // A polling request that was in progress during the upgrade may still hold the lock.
     let lock = socket.internal_rx.lock();
-    let Some(mut internal_rx) = lock
+    // Held while writing: it makes this task the send buffer's receiver.
+    let Some(_internal_rx) = lock
         .with_cancellation_token(&socket.cancellation_token)
         .await
     else {
@@ -345,7 +340,7 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     };
     tokio::select! {
         biased;
-        () = forward_packets::<H, S>(&socket, &mut tx, &mut internal_rx) => {}
+        () = forward_packets::<H, S>(&socket, &mut tx) => {}
         () = given_up => {
             #[cfg(feature = "tracing")]
             tracing::debug!(sid = %socket.id, "the client does not read: the ws writer gives up");
@@ -353,18 +348,17 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     }
 }
 
-/// Writes the queued packets to the websocket until the channel is closed or the session is
-/// cancelled, then flushes and closes it.
+/// Writes the queued packets to the websocket until the send buffer is closed or the session
+/// is cancelled, then flushes and closes it. The caller holds `internal_rx`.
 async fn forward_packets<H: EngineIoHandler, S>(
     socket: &Arc<Socket<H::Data>>,
     tx: &mut SplitSink<WebSocketStream<S>, Message>,
-    internal_rx: &mut InternalRx,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let InternalRx { buffered_rx, .. } = internal_rx;
+    let buffered_rx = &socket.send_buffer;
 
-    // Forward buffered packets until the channel is closed or the session is cancelled. One
+    // Forward buffered packets until the buffer is closed or the session is cancelled. One
     // write site: every `feed` await is a state of this future, which lives as long as the
     // connection.
     loop {
@@ -489,7 +483,7 @@ where
 
     // We send a last Noop request to close a potential waiting polling request.
     socket
-        .internal_tx
+        .send_buffer
         .send(QueuedPacket::from(Packet::Noop))
         .await
         .map_err(|_| Error::Upgrade)?;
