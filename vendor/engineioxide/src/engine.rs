@@ -1,6 +1,6 @@
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{Arc, OnceLock, RwLock},
 };
 
 use engineioxide_core::{ProtocolVersion, Sid, TransportType};
@@ -9,6 +9,7 @@ use http::request::Parts;
 use crate::{
     config::EngineIoConfig,
     handler::EngineIoHandler,
+    heartbeat::Heartbeats,
     socket::{DisconnectReason, Socket},
 };
 
@@ -24,6 +25,9 @@ pub struct EngineIo<H: EngineIoHandler> {
 
     /// The config for the engine.io server
     pub config: EngineIoConfig,
+
+    /// The task that pings every v4 session, spawned with the first one
+    heartbeats: OnceLock<Heartbeats<H::Data>>,
 }
 
 impl<H: EngineIoHandler> EngineIo<H> {
@@ -33,6 +37,7 @@ impl<H: EngineIoHandler> EngineIo<H> {
             sockets: RwLock::new(HashMap::new()),
             config,
             handler,
+            heartbeats: OnceLock::new(),
         }
     }
 }
@@ -73,6 +78,21 @@ impl<H: EngineIoHandler> EngineIo<H> {
 
     /// Get a socket by its sid
     /// Clones the socket ref to avoid holding the lock
+    /// Starts the heartbeat of a new session: its first ping now.
+    pub(crate) fn start_heartbeat(&self, socket: &Arc<Socket<H::Data>>) {
+        #[cfg(feature = "v3")]
+        if socket.protocol == ProtocolVersion::V3 {
+            // The v3 client pings and the server answers: a task per session, as before.
+            socket
+                .clone()
+                .spawn_heartbeat(self.config.ping_interval, self.config.ping_timeout);
+            return;
+        }
+        self.heartbeats
+            .get_or_init(|| Heartbeats::spawn(self.config.ping_interval, self.config.ping_timeout))
+            .watch(socket);
+    }
+
     pub fn get_socket(&self, sid: Sid) -> Option<Arc<Socket<H::Data>>> {
         self.sockets.read().unwrap().get(&sid).cloned()
     }

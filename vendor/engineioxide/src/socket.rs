@@ -54,26 +54,29 @@
 //!
 //! let svc = EngineIoService::new(Arc::new(MyHandler::default()));
 //! ```
+#[cfg(any(feature = "v3", feature = "__test_harness"))]
+use std::sync::Arc;
+#[cfg(feature = "v3")]
+use std::time::Duration;
 use std::{
     collections::VecDeque,
     fmt::Debug,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU8, Ordering},
-    },
-    time::Duration,
+    sync::atomic::{AtomicBool, AtomicU8, Ordering},
 };
 
 use crate::{config::EngineIoConfig, errors::Error, send_buffer::SendBuffer};
 use bytes::Bytes;
 use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
+#[cfg(feature = "v3")]
 use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
 use tokio::sync::{Mutex, Notify, futures::Notified, mpsc::error::TrySendError};
 
 pub use engineioxide_core::Sid;
-use tokio_util::{future::FutureExt as _, sync::CancellationToken};
+#[cfg(feature = "v3")]
+use tokio_util::future::FutureExt as _;
+use tokio_util::sync::CancellationToken;
 
 /// A [`DisconnectReason`] represents the reason why a [`Socket`] was closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,9 +386,9 @@ where
         self.upgrading.store(false, Ordering::Relaxed);
     }
 
-    /// Spawn the heartbeat job
-    ///
-    /// Keep a handle to the job so that it can be aborted when the socket is closed
+    /// Spawns the heartbeat job of a v3 session (the client pings, the server answers; v4
+    /// sessions are driven by the engine's [`Heartbeats`](crate::heartbeat::Heartbeats)).
+    #[cfg(feature = "v3")]
     pub(crate) fn spawn_heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
         tokio::spawn(self.heartbeat(interval, timeout));
     }
@@ -395,6 +398,7 @@ where
     /// `with_cancellation_token_owned` rather than `CancellationToken::run_until_cancelled_owned`:
     /// the latter is an `async fn` that keeps its argument, the job's future, twice (as its
     /// argument, then inside the future it awaits), and this task lives as long as its socket.
+    #[cfg(feature = "v3")]
     fn heartbeat(
         self: Arc<Self>,
         interval: Duration,
@@ -402,7 +406,7 @@ where
     ) -> impl Future<Output = ()> + Send + 'static {
         let cancellation_token = self.cancellation_token.clone();
         async move {
-            if let Err(_e) = self.heartbeat_job(interval, timeout).await {
+            if let Err(_e) = self.heartbeat_job_v3(interval, timeout).await {
                 self.close(DisconnectReason::HeartbeatTimeout);
                 #[cfg(feature = "tracing")]
                 tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
@@ -413,72 +417,6 @@ where
             #[cfg(feature = "tracing")]
             tracing::debug!(aborted = _v.is_none(), "heartbeat job completed");
         })
-    }
-
-    /// Heartbeat is sent every `interval` milliseconds by the client and the server `is` expected to respond within `timeout` milliseconds.
-    ///
-    /// If the client or server does not respond within the timeout, the connection is closed.
-    #[cfg(feature = "v3")]
-    async fn heartbeat_job(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        match self.protocol {
-            ProtocolVersion::V3 => self.heartbeat_job_v3(interval, timeout).await,
-            ProtocolVersion::V4 => self.heartbeat_job_v4(interval, timeout).await,
-        }
-    }
-
-    /// Heartbeat is sent every `interval` milliseconds and the client is expected to respond within `timeout` milliseconds.
-    ///
-    /// If the client does not respond within the timeout, the connection is closed.
-    #[cfg(not(feature = "v3"))]
-    async fn heartbeat_job(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        self.heartbeat_job_v4(interval, timeout).await
-    }
-
-    /// Heartbeat is sent every `interval` milliseconds and the client is expected to respond within `timeout` milliseconds.
-    ///
-    /// If the client does not respond within the timeout, the connection is closed.
-    async fn heartbeat_job_v4(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        #[cfg(feature = "tracing")]
-        tracing::debug!(sid = ?self.id, "heartbeat sender routine started");
-
-        let mut interval_tick = tokio::time::interval(interval);
-        interval_tick.tick().await;
-        // Some clients send the pong packet in first. If that happens, we should consume it.
-        self.client_heartbeat.notified().now_or_never();
-        loop {
-            // If we are currently upgrading we should pause the heartbeat process
-            if self.is_upgrading() {
-                interval_tick.tick().await;
-                continue;
-            }
-
-            #[cfg(feature = "tracing")]
-            tracing::trace!(sid = ?self.id, "emitting ping");
-
-            // A full buffer means the client reads slowly, not that it is gone: wait for room
-            // rather than failing at once. The client has `timeout` from now to answer, the
-            // wait for room included.
-            let deadline = tokio::time::Instant::now() + timeout;
-            tokio::time::timeout_at(
-                deadline,
-                self.send_buffer.send(QueuedPacket::from(Packet::Ping)),
-            )
-            .await
-            .map_err(|_| Error::HeartbeatTimeout)?
-            .map_err(|_| Error::HeartbeatTimeout)?;
-
-            #[cfg(feature = "tracing")]
-            tracing::trace!(sid = ?self.id, "waiting for pong");
-
-            tokio::time::timeout_at(deadline, self.client_heartbeat.notified())
-                .await
-                .map_err(|_| Error::HeartbeatTimeout)?;
-
-            #[cfg(feature = "tracing")]
-            tracing::trace!(sid = ?self.id, "pong received");
-
-            interval_tick.tick().await;
-        }
     }
 
     #[cfg(feature = "v3")]
@@ -784,32 +722,13 @@ mod queued_packet_tests {
 }
 
 #[cfg(test)]
-mod heartbeat_tests {
-    use super::*;
-
-    /// The heartbeat task lives as long as its socket: keep its future small. With
-    /// `run_until_cancelled_owned` it was 1,776 bytes (the job's future stored twice).
-    #[test]
-    fn the_heartbeat_task_stays_small() {
-        let socket = Arc::new(Socket::<()>::new(
-            ProtocolVersion::V4,
-            TransportType::Websocket,
-            &EngineIoConfig::default(),
-            http::Request::<()>::default().into_parts().0,
-            Box::new(|_, _| ()),
-            false,
-        ));
-        let heartbeat = socket.heartbeat(Duration::from_secs(25), Duration::from_secs(20));
-        let size = std::mem::size_of_val(&heartbeat);
-        println!("heartbeat {size} B");
-        assert!(size <= 768, "the heartbeat's future is {size} bytes");
-    }
-}
-
-#[cfg(test)]
 mod allocation_tests {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
 
     use super::*;
 

@@ -199,9 +199,7 @@ where
 
         let mut ws = ws_init().await;
         init_handshake(socket.id, &mut ws, &engine.config).await?;
-        socket
-            .clone()
-            .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
+        engine.start_heartbeat(&socket);
         Ok(Some((socket, ws)))
     }
 }
