@@ -7,8 +7,9 @@
 //! few dozen bytes each) and wakes when the nearest one is due.
 //!
 //! What it keeps from the task per session: the first ping goes out at once; pings follow at
-//! a fixed cadence (`interval` after the previous one, or at once if the answer came after
-//! that); the client has `timeout` from the ping to answer; no ping while the session is
+//! a fixed cadence (`interval` after the previous one; when the answer comes later than that,
+//! which a timeout longer than the interval allows, within an interval of the answer); the
+//! client has `timeout` from the ping to answer; no ping while the session is
 //! upgrading; a ping that finds the send buffer full waits for room (in a task of its own,
 //! until the deadline), since a slow reader is not a gone client. An answer that came before
 //! the ping does not count for it.
@@ -175,13 +176,16 @@ fn step<D: Default + Send + Sync + 'static>(
             }
             let deadline = sent + timeout;
             if now < deadline {
-                // Checked at the next ping's time, which comes before the deadline.
+                // The ping's time came before its deadline (a timeout longer than the
+                // interval): look again an interval later, so that a late answer is followed
+                // by the next ping within an interval, as a client answering late expects.
+                let next = (now + interval).min(deadline);
                 return Some((
                     Session {
                         phase: Phase::Pong(sent),
                         ..session
                     },
-                    deadline,
+                    next,
                 ));
             }
             #[cfg(feature = "tracing")]
@@ -296,11 +300,18 @@ mod tests {
         socket.client_heartbeat.notify_one();
         tokio::time::sleep(INTERVAL).await;
         assert_eq!(pings(&socket), 1);
-        // Not answered: no new ping until the answer or the timeout, then closed.
-        tokio::time::sleep(timeout - Duration::from_millis(10)).await;
+        // Answered late (the ping of 250 ms, at 751 ms, after the next ping's time): the next
+        // ping follows within an interval of the answer (at 1,000 ms).
+        tokio::time::sleep(INTERVAL * 2).await;
+        assert_eq!(pings(&socket), 0, "no ping while one is unanswered");
+        socket.client_heartbeat.notify_one();
+        tokio::time::sleep(INTERVAL + Duration::from_millis(10)).await;
+        assert_eq!(pings(&socket), 1);
+        // Not answered: no new ping until the answer or the timeout (1,750 ms), then closed.
+        tokio::time::sleep(timeout - Duration::from_millis(30)).await;
         assert_eq!(pings(&socket), 0);
         assert!(closed.lock().unwrap().is_empty());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
         assert_eq!(
             *closed.lock().unwrap(),
             [DisconnectReason::HeartbeatTimeout]
