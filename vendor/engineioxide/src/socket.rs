@@ -265,7 +265,8 @@ impl VolatileSlot {
 /// * the packet communication between with the `Engine`
 ///   and the user defined [`Handler`](crate::handler::EngineIoHandler).
 /// * the user defined [`Data`](crate::handler::EngineIoHandler::Data) bound to the socket.
-/// * the heartbeat job that verify that the connection is still up by sending packets periodically.
+/// * the state the heartbeat needs to verify that the connection is still up (the engine's
+///   heartbeat driver pings v4 sessions periodically; a v3 session has a task of its own).
 pub struct Socket<D>
 where
     D: Default + Send + Sync + 'static,
@@ -306,9 +307,9 @@ where
     pub(crate) volatile: VolatileSlot,
 
     /// Signalled by the transports when the client's heartbeat arrives (a Pong packet in the
-    /// v4 protocol, a Ping in v3), for the heartbeat job, which runs in a separate task. A
-    /// signal that the job is not waiting for is kept (one at most), as a channel of one
-    /// would keep it, without allocating one.
+    /// v4 protocol, a Ping in v3). A signal nobody waits for is kept (one at most) until
+    /// taken: by the engine's heartbeat driver at its checks (v4), by the session's heartbeat
+    /// job, which waits for it (v3).
     pub(crate) client_heartbeat: Notify,
 
     /// A cancellation token that will be triggered when the socket is being closed.
