@@ -190,7 +190,7 @@ where
                 break;
             }
             Ok(Packet::Pong | Packet::Ping) => {
-                // A signal the heartbeat job has not taken yet already says the client is alive.
+                // A signal not taken yet already says the client is alive.
                 socket.client_heartbeat.notify_one();
                 Ok(())
             }
