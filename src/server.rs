@@ -24,7 +24,7 @@ use crate::cluster::applier::apply_forever;
 use crate::cluster::health::probe_forever;
 use crate::cluster::log::JetStreamLog;
 use crate::cluster::presence::{NatsRelay, exchange_forever};
-use crate::delivery::{Hub, LiveSet};
+use crate::delivery::{Hub, Live};
 use crate::http;
 use crate::ingest::retention::{Retention, prune_forever};
 use crate::ingest::{SharedLog, WriterConfig, WriterHandle, spawn_writer};
@@ -146,7 +146,7 @@ impl Server {
         let in_flight = InFlight::default();
         let connections = ConnectionCount::new(config.max_connections as usize);
         let stopping = CancellationToken::new();
-        let (live, broadcaster) = LiveSet::start(self.hub.clone(), stopping.clone());
+        let (live, broadcaster) = Live::start(self.hub.clone(), stopping.clone());
         tasks.spawn(broadcaster);
         let (log, relay): (SharedLog, Option<Arc<dyn Relay>>) = match &self.cluster {
             None => (Arc::new(self.writer.clone()), None),

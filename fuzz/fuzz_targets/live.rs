@@ -22,7 +22,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use socketioxide::socket::Sid;
 use tidings::delivery::cursor::EmittedCursor;
-use tidings::delivery::live::{ChatSink, LiveSet, Member, PassBatch};
+use tidings::delivery::live::{ChatSink, LiveSet, Member, PassBatch, Refused};
 use tidings::delivery::outbox::NotQueued;
 use tidings::delivery::{Hub, TailLimits};
 use tidings::message::{Message, MessageId, SharedMessage};
@@ -76,6 +76,7 @@ struct Buffer {
 struct Sink {
     buffer: Arc<Mutex<Buffer>>,
     world: Arc<Mutex<World>>,
+    fell_behind: Arc<Notify>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,6 +93,13 @@ impl ChatSink for Sink {
         }
         queue(&self.buffer, &batch.messages()[from..])
     }
+
+    fn fell_behind(&self) {
+        // Its task notices on its next turn (the real one is spawned at this point).
+        self.fell_behind.notify_one();
+    }
+
+    fn broadcaster_stopped(&self) {}
 }
 
 fn queue(buffer: &Mutex<Buffer>, messages: &[SharedMessage]) -> Result<usize, NotQueued> {
@@ -143,7 +151,7 @@ struct Client {
 
 struct World {
     hub: Arc<Hub>,
-    live: Arc<LiveSet>,
+    live: Arc<LiveSet<Sink>>,
     /// Every published message (the store): `stored[i]` has id `i + 1`.
     stored: Vec<SharedMessage>,
     clients: Vec<Client>,
@@ -288,15 +296,15 @@ impl World {
                 }
                 let member = Member {
                     sid: socket.sid,
-                    sink: Box::new(Sink {
+                    sink: Sink {
                         buffer: socket.buffer.clone(),
                         world: world.unwrap_or_else(|| panic!("the world is gone")),
-                    }),
+                        fell_behind: socket.fell_behind.clone(),
+                    },
                     emitted: socket.emitted.clone(),
-                    fell_behind: socket.fell_behind.clone(),
                 };
                 match self.live.try_join(member) {
-                    Err(sent_through) => {
+                    Err(Refused { sent_through, .. }) => {
                         assert!(
                             socket.emitted.get() < sent_through,
                             "refused although it has everything up to {sent_through}"
@@ -382,7 +390,7 @@ fn run(input: &mut Unstructured) -> arbitrary::Result<()> {
         stored.iter().cloned(),
     ));
     let stop = CancellationToken::new();
-    let (live, broadcaster) = LiveSet::start(hub.clone(), stop.clone());
+    let (live, broadcaster) = LiveSet::<Sink>::start(hub.clone(), stop.clone());
     let broadcaster = RUNTIME.with(|rt| rt.spawn(broadcaster));
     let world = Arc::new(Mutex::new(World {
         hub,

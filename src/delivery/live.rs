@@ -3,9 +3,10 @@
 //!
 //! The broadcaster takes the hub's messages in id order, a batch at a time, and queues each
 //! batch to every member through its [`ChatSink`], skipping per member the ids it already has.
-//! A member whose buffer is full (its client reads slowly) is taken out and told; its own
-//! delivery task ([`super::socket_task`]) then catches it up from the tail cache or the store at
-//! the client's pace and joins again.
+//! A member whose buffer is full (its client reads slowly) is taken out and told
+//! ([`ChatSink::fell_behind`]); a delivery task ([`super::socket_task`]) then catches it up from
+//! the tail cache or the store at the client's pace and joins again. A member needs no task of
+//! its own while it is live: the set holds everything its delivery needs to resume.
 //!
 //! The rule that keeps every socket gap-free and duplicate-free at both switches: the set keeps
 //! `sent_through`, the id through which every member has been (or, by the end of the pass in
@@ -28,8 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use socketioxide::socket::{EncodedEvent, Sid};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::Hub;
@@ -44,12 +45,21 @@ const MAX_BATCH: usize = 256;
 /// Members served between yields, so the connections' writers woken so far get to run.
 const YIELD_EVERY: usize = 128;
 
-/// Where the broadcaster queues one member's messages: its socket (see
-/// [`super::outbox::SocketOutbox`]), or a fake in tests.
-pub trait ChatSink: Send + Sync {
+/// One member's side of the broadcaster: where its messages go and what happens when it is
+/// taken out. A socket (see [`super::socket_task::LiveSocket`]), or a fake in tests.
+pub trait ChatSink: Send + Sync + 'static {
     /// Queues as many of the batch's messages from index `from` on as fit, in order, and
     /// returns how many (at least one); or why not even the first could be queued.
     fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued>;
+
+    /// The broadcaster took this member out of the set (its buffer was full, or the
+    /// broadcaster lost messages): it must catch up before it joins again. Called once, after
+    /// the removal, outside the set's lock.
+    fn fell_behind(&self);
+
+    /// The broadcaster stopped (the server is shutting down) with this member in the set:
+    /// nothing more will be queued to it.
+    fn broadcaster_stopped(&self);
 }
 
 /// One pass's messages, and their packets, encoded once for every member (with and without
@@ -86,32 +96,46 @@ impl PassBatch {
 }
 
 /// A caught-up socket.
-pub struct Member {
+pub struct Member<S> {
     /// The socket's id.
     pub sid: Sid,
-    /// Where to queue its messages.
-    pub sink: Box<dyn ChatSink>,
     /// What has been queued to it; the broadcaster skips ids up to it and advances it.
     pub emitted: Arc<EmittedCursor>,
-    /// Notified when the broadcaster takes it out of the set (it fell behind).
-    pub fell_behind: Arc<Notify>,
+    /// Where to queue its messages, and what to do when it is taken out.
+    pub sink: S,
 }
 
-struct Shared {
+/// A member the set did not take: it has not been queued everything up to `sent_through`.
+pub struct Refused<S> {
+    /// The id to catch up to before trying again.
+    pub sent_through: u64,
+    /// The member, given back.
+    pub member: Member<S>,
+}
+
+struct Shared<S> {
     /// Every member has been queued, or is being queued by the pass in progress, every
     /// message up to this id.
     sent_through: u64,
-    members: HashMap<Sid, Arc<Member>>,
+    members: HashMap<Sid, Arc<Member<S>>>,
     /// The members as a list for the broadcaster's passes; `None` once membership changed.
-    list: Option<Arc<[Arc<Member>]>>,
+    list: Option<Arc<[Arc<Member<S>>]>>,
+}
+
+impl<S> Shared<S> {
+    /// Membership changed: the pass list is rebuilt on the next pass.
+    fn changed(&mut self) {
+        self.list = None;
+        metrics::gauge(metrics::LIVE_SOCKETS).set(self.members.len() as f64);
+    }
 }
 
 /// See the module docs.
-pub struct LiveSet {
-    shared: Mutex<Shared>,
+pub struct LiveSet<S> {
+    shared: Mutex<Shared<S>>,
 }
 
-impl LiveSet {
+impl<S: ChatSink> LiveSet<S> {
     /// The set, and the broadcaster that serves it until `stop` is cancelled (or the hub
     /// closes). Subscribing here, before any socket exists, makes `sent_through` exactly the
     /// point the broadcaster's stream starts after.
@@ -131,22 +155,25 @@ impl LiveSet {
         (live, broadcaster)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shared> {
+    fn lock(&self) -> MutexGuard<'_, Shared<S>> {
         // Every critical section is a few plain assignments and map operations.
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds `member` if it has been queued everything up to `sent_through`; otherwise returns
-    /// `sent_through`, the id to catch up to before trying again.
-    pub fn try_join(&self, member: Member) -> Result<(), u64> {
+    /// Adds `member` if it has been queued everything up to `sent_through`; otherwise gives
+    /// it back with `sent_through`, the id to catch up to before trying again.
+    pub fn try_join(&self, member: Member<S>) -> Result<(), Refused<S>> {
         let started = Instant::now();
         let mut shared = self.lock();
         metrics::histogram(metrics::LIVE_JOIN_SECONDS).record(started.elapsed().as_secs_f64());
         if member.emitted.get() < shared.sent_through {
-            return Err(shared.sent_through);
+            return Err(Refused {
+                sent_through: shared.sent_through,
+                member,
+            });
         }
         shared.members.insert(member.sid, Arc::new(member));
-        shared.list = None;
+        shared.changed();
         Ok(())
     }
 
@@ -154,7 +181,7 @@ impl LiveSet {
     pub fn leave(&self, sid: Sid) {
         let mut shared = self.lock();
         if shared.members.remove(&sid).is_some() {
-            shared.list = None;
+            shared.changed();
         }
     }
 
@@ -170,7 +197,7 @@ impl LiveSet {
 
     /// Starts a pass over `batch`: moves `sent_through` to its end and returns the members
     /// to serve.
-    fn begin_pass(&self, batch: &[SharedMessage]) -> Arc<[Arc<Member>]> {
+    fn begin_pass(&self, batch: &[SharedMessage]) -> Arc<[Arc<Member<S>>]> {
         let mut shared = self.lock();
         if let Some(last) = batch.last() {
             shared.sent_through = shared.sent_through.max(last.id.0);
@@ -181,7 +208,7 @@ impl LiveSet {
     }
 
     /// Takes out the members that fell behind or closed during a pass; tells the former.
-    fn end_pass(&self, out: Vec<(Arc<Member>, bool)>) {
+    fn end_pass(&self, out: Vec<(Arc<Member<S>>, bool)>) {
         if out.is_empty() {
             return;
         }
@@ -195,14 +222,14 @@ impl LiveSet {
                     .is_some_and(|now| Arc::ptr_eq(now, member))
                 {
                     shared.members.remove(&member.sid);
-                    shared.list = None;
+                    shared.changed();
                 }
             }
         }
         for (member, behind) in out {
             if behind {
                 metrics::counter(metrics::LIVE_FELL_BEHIND).increment(1);
-                member.fell_behind.notify_one();
+                member.sink.fell_behind();
             }
         }
     }
@@ -210,11 +237,12 @@ impl LiveSet {
     /// The broadcaster lost messages: nobody may stay in the set (they would miss them).
     /// Everyone catches up from the cache or the store and joins again after `start`.
     fn reset(&self, start: u64) {
-        let dropped: Vec<Arc<Member>> = {
+        let dropped: Vec<Arc<Member<S>>> = {
             let mut shared = self.lock();
             shared.sent_through = shared.sent_through.max(start);
-            shared.list = None;
-            shared.members.drain().map(|(_, member)| member).collect()
+            let dropped = shared.members.drain().map(|(_, member)| member).collect();
+            shared.changed();
+            dropped
         };
         tracing::warn!(
             members = dropped.len(),
@@ -223,14 +251,38 @@ impl LiveSet {
         metrics::counter(metrics::LIVE_BROADCASTER_LAGGED).increment(1);
         for member in dropped {
             metrics::counter(metrics::LIVE_FELL_BEHIND).increment(1);
-            member.fell_behind.notify_one();
+            member.sink.fell_behind();
+        }
+    }
+
+    /// The broadcaster stopped: empties the set and tells every member. A socket that joins
+    /// later finds its own stop signal already given (the server's shutdown comes first).
+    fn stop(&self) {
+        let members: Vec<Arc<Member<S>>> = {
+            let mut shared = self.lock();
+            let members = shared.members.drain().map(|(_, member)| member).collect();
+            shared.changed();
+            members
+        };
+        for member in members {
+            member.sink.broadcaster_stopped();
         }
     }
 }
 
 /// Receives the hub's messages in order and hands each batch to every member.
-async fn broadcast_forever(
-    live: Arc<LiveSet>,
+async fn broadcast_forever<S: ChatSink>(
+    live: Arc<LiveSet<S>>,
+    hub: Arc<Hub>,
+    receiver: broadcast::Receiver<SharedMessage>,
+    stop: CancellationToken,
+) {
+    broadcast_until_stopped(&live, hub, receiver, stop).await;
+    live.stop();
+}
+
+async fn broadcast_until_stopped<S: ChatSink>(
+    live: &LiveSet<S>,
     hub: Arc<Hub>,
     mut receiver: broadcast::Receiver<SharedMessage>,
     stop: CancellationToken,
@@ -275,7 +327,10 @@ async fn broadcast_forever(
 
 /// Queues `batch` to every member; returns those whose buffer was full (`true`) or who
 /// closed (`false`).
-async fn send_to_members(members: &[Arc<Member>], batch: &PassBatch) -> Vec<(Arc<Member>, bool)> {
+async fn send_to_members<S: ChatSink>(
+    members: &[Arc<Member<S>>],
+    batch: &PassBatch,
+) -> Vec<(Arc<Member<S>>, bool)> {
     let mut out = Vec::new();
     let messages = batch.messages();
     for (n, member) in members.iter().enumerate() {
@@ -308,6 +363,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use tokio::sync::Notify;
+
     use super::*;
     use crate::delivery::TailLimits;
     use crate::message::test_support::msg;
@@ -318,6 +375,8 @@ mod tests {
         got: Mutex<Vec<u64>>,
         room: AtomicUsize,
         closed: AtomicBool,
+        /// Told that the broadcaster stopped.
+        stopped: AtomicBool,
         /// Runs inside `queue_chats`, in the middle of a pass.
         during_pass: OnceLock<Box<dyn Fn() + Send + Sync>>,
     }
@@ -338,8 +397,28 @@ mod tests {
         }
     }
 
-    impl ChatSink for Arc<FakeSink> {
+    /// A member's sink in these tests: a shared fake socket, and its own "fell behind" signal.
+    struct TestSink {
+        sink: Arc<FakeSink>,
+        fell_behind: Arc<Notify>,
+    }
+
+    impl ChatSink for TestSink {
         fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
+            self.sink.queue(batch, from)
+        }
+
+        fn fell_behind(&self) {
+            self.fell_behind.notify_one();
+        }
+
+        fn broadcaster_stopped(&self) {
+            self.sink.stopped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl FakeSink {
+        fn queue(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
             let messages = &batch.messages()[from..];
             if let Some(hook) = self.during_pass.get() {
                 hook();
@@ -373,7 +452,7 @@ mod tests {
         fell_behind: Arc<Notify>,
     }
 
-    fn member(sink: &Arc<FakeSink>, emitted: u64) -> (Member, Joined) {
+    fn member(sink: &Arc<FakeSink>, emitted: u64) -> (Member<TestSink>, Joined) {
         let joined = Joined {
             sink: sink.clone(),
             emitted: Arc::new(EmittedCursor::new(emitted)),
@@ -381,11 +460,21 @@ mod tests {
         };
         let member = Member {
             sid: Sid::new(),
-            sink: Box::new(sink.clone()),
+            sink: TestSink {
+                sink: sink.clone(),
+                fell_behind: joined.fell_behind.clone(),
+            },
             emitted: joined.emitted.clone(),
-            fell_behind: joined.fell_behind.clone(),
         };
         (member, joined)
+    }
+
+    type TestSet = LiveSet<TestSink>;
+
+    /// `try_join`, with only the id of a refusal.
+    fn join(live: &TestSet, member: Member<TestSink>) -> Result<(), u64> {
+        live.try_join(member)
+            .map_err(|refused| refused.sent_through)
     }
 
     async fn eventually(what: &str, condition: impl Fn() -> bool) {
@@ -401,17 +490,13 @@ mod tests {
     #[tokio::test]
     async fn a_socket_joins_only_with_everything_up_to_sent_through() {
         let hub = hub_at(5, 64);
-        let (live, broadcaster) = LiveSet::start(hub.clone(), CancellationToken::new());
+        let (live, broadcaster) = TestSet::start(hub.clone(), CancellationToken::new());
         tokio::spawn(broadcaster);
         let sink = FakeSink::with_room(100);
         let (behind, _) = member(&sink, 4);
-        assert_eq!(
-            live.try_join(behind).err(),
-            Some(5),
-            "4 < 5: catch up first"
-        );
+        assert_eq!(join(&live, behind).err(), Some(5), "4 < 5: catch up first");
         let (caught_up, joined) = member(&sink, 5);
-        assert_eq!(live.try_join(caught_up), Ok(()));
+        assert_eq!(join(&live, caught_up), Ok(()));
         hub.publish([msg(6), msg(7)]);
         eventually("6 and 7 are queued", || joined.sink.got() == [6, 7]).await;
         assert_eq!(joined.emitted.get(), 7);
@@ -420,13 +505,13 @@ mod tests {
     #[tokio::test]
     async fn ids_a_member_already_has_are_skipped() {
         let hub = hub_at(5, 64);
-        let (live, broadcaster) = LiveSet::start(hub.clone(), CancellationToken::new());
+        let (live, broadcaster) = TestSet::start(hub.clone(), CancellationToken::new());
         // 6 and 7 are published before the broadcaster runs; the socket caught up to 7 from
         // the store meanwhile and joins (it has everything up to sent_through = 5).
         hub.publish([msg(6), msg(7)]);
         let sink = FakeSink::with_room(100);
         let (ahead, joined) = member(&sink, 7);
-        assert_eq!(live.try_join(ahead), Ok(()));
+        assert_eq!(join(&live, ahead), Ok(()));
         tokio::spawn(broadcaster);
         hub.publish([msg(8)]);
         eventually("8 is queued", || joined.sink.got() == [8]).await;
@@ -435,13 +520,13 @@ mod tests {
     #[tokio::test]
     async fn a_member_with_a_full_buffer_is_taken_out_and_told_while_others_go_on() {
         let hub = hub_at(5, 64);
-        let (live, broadcaster) = LiveSet::start(hub.clone(), CancellationToken::new());
+        let (live, broadcaster) = TestSet::start(hub.clone(), CancellationToken::new());
         let slow_sink = FakeSink::with_room(1);
         let fast_sink = FakeSink::with_room(100);
         let (slow, slow_joined) = member(&slow_sink, 5);
         let (fast, fast_joined) = member(&fast_sink, 5);
-        assert_eq!(live.try_join(slow), Ok(()));
-        assert_eq!(live.try_join(fast), Ok(()));
+        assert_eq!(join(&live, slow), Ok(()));
+        assert_eq!(join(&live, fast), Ok(()));
         hub.publish([msg(6), msg(7)]);
         tokio::spawn(broadcaster);
         tokio::time::timeout(Duration::from_secs(5), slow_joined.fell_behind.notified())
@@ -456,7 +541,7 @@ mod tests {
         assert_eq!(live.len(), 1, "only the fast member is live");
         // The slow one may come back only once it has 7 (from the cache or the store).
         let (again, _) = member(&slow_sink, 6);
-        assert_eq!(live.try_join(again).err(), Some(7));
+        assert_eq!(join(&live, again).err(), Some(7));
         hub.publish([msg(8)]);
         eventually("the fast member goes on", || {
             fast_joined.sink.got() == [6, 7, 8]
@@ -472,12 +557,12 @@ mod tests {
     #[tokio::test]
     async fn a_closed_member_is_dropped_without_being_told() {
         let hub = hub_at(0, 64);
-        let (live, broadcaster) = LiveSet::start(hub.clone(), CancellationToken::new());
+        let (live, broadcaster) = TestSet::start(hub.clone(), CancellationToken::new());
         tokio::spawn(broadcaster);
         let sink = FakeSink::with_room(100);
         sink.closed.store(true, Ordering::SeqCst);
         let (closed, joined) = member(&sink, 0);
-        assert_eq!(live.try_join(closed), Ok(()));
+        assert_eq!(join(&live, closed), Ok(()));
         hub.publish([msg(1)]);
         eventually("the closed member is gone", || live.is_empty()).await;
         let told = tokio::time::timeout(Duration::from_millis(50), joined.fell_behind.notified());
@@ -490,10 +575,10 @@ mod tests {
     #[tokio::test]
     async fn a_socket_joining_during_a_pass_needs_the_whole_batch_of_that_pass() {
         let hub = hub_at(5, 64);
-        let (live, broadcaster) = LiveSet::start(hub.clone(), CancellationToken::new());
+        let (live, broadcaster) = TestSet::start(hub.clone(), CancellationToken::new());
         let sink = FakeSink::with_room(100);
         let (existing, _) = member(&sink, 5);
-        assert_eq!(live.try_join(existing), Ok(()));
+        assert_eq!(join(&live, existing), Ok(()));
         let late_sink = FakeSink::with_room(100);
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         {
@@ -506,9 +591,9 @@ mod tests {
                 // Mid-pass over 6..=7: a socket that has only 5 must not join (it would
                 // miss 6 and 7); one that has 7 may.
                 let (behind, _) = member(&late_sink, 5);
-                outcomes.push(live.try_join(behind));
+                outcomes.push(join(&live, behind));
                 let (caught_up, _) = member(&late_sink, 7);
-                outcomes.push(live.try_join(caught_up));
+                outcomes.push(join(&live, caught_up));
             };
             let installed = sink.during_pass.set(Box::new(hook));
             assert!(installed.is_ok());
@@ -535,12 +620,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stopped_broadcaster_empties_the_set_and_tells_every_member() {
+        let hub = hub_at(0, 64);
+        let stop = CancellationToken::new();
+        let (live, broadcaster) = TestSet::start(hub.clone(), stop.clone());
+        let broadcaster = tokio::spawn(broadcaster);
+        let (sink_a, sink_b) = (FakeSink::with_room(100), FakeSink::with_room(100));
+        let (a, joined_a) = member(&sink_a, 0);
+        let (b, _) = member(&sink_b, 0);
+        assert_eq!(join(&live, a), Ok(()));
+        assert_eq!(join(&live, b), Ok(()));
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), broadcaster)
+            .await
+            .expect("the broadcaster stops")
+            .expect("it did not panic");
+        assert!(live.is_empty(), "nobody stays in a set nobody serves");
+        assert!(sink_a.stopped.load(Ordering::SeqCst));
+        assert!(sink_b.stopped.load(Ordering::SeqCst));
+        let told = tokio::time::timeout(Duration::from_millis(50), joined_a.fell_behind.notified());
+        assert!(told.await.is_err(), "stopped, not sent to catch up");
+    }
+
+    #[tokio::test]
     async fn a_lagging_broadcaster_sends_everyone_to_catch_up_past_the_hub() {
         let hub = hub_at(0, 2);
-        let (live, broadcaster) = LiveSet::start(hub.clone(), CancellationToken::new());
+        let (live, broadcaster) = TestSet::start(hub.clone(), CancellationToken::new());
         let sink = FakeSink::with_room(100);
         let (member_a, joined) = member(&sink, 0);
-        assert_eq!(live.try_join(member_a), Ok(()));
+        assert_eq!(join(&live, member_a), Ok(()));
         // Five messages into a channel of two before the broadcaster reads any: it lags.
         hub.publish((1..=5).map(msg));
         tokio::spawn(broadcaster);
@@ -550,12 +658,12 @@ mod tests {
         assert!(live.is_empty());
         let (rejoin, _) = member(&sink, 2);
         assert_eq!(
-            live.try_join(rejoin).err(),
+            join(&live, rejoin).err(),
             Some(5),
             "catch up to the hub's end"
         );
         let (rejoin, again) = member(&sink, 5);
-        assert_eq!(live.try_join(rejoin), Ok(()));
+        assert_eq!(join(&live, rejoin), Ok(()));
         hub.publish([msg(6)]);
         eventually("live again after the lag", || again.emitted.get() == 6).await;
     }

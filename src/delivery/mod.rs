@@ -28,4 +28,5 @@ pub mod tail;
 pub use catch_up::{BatchLimits, CatchUp};
 pub use hub::Hub;
 pub use live::LiveSet;
+pub use socket_task::{Live, LiveSocket};
 pub use tail::TailLimits;

@@ -23,7 +23,7 @@ use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::socket::EncodedEvent;
 use socketioxide::{SendError, SocketError};
 
-use super::live::{ChatSink, PassBatch};
+use super::live::PassBatch;
 use crate::message::SharedMessage;
 use crate::protocol::event::CHAT_MESSAGE;
 
@@ -230,8 +230,9 @@ pub fn try_ack<T: Serialize + ?Sized>(
     }
 }
 
-/// One socket as the live broadcaster's [`ChatSink`]: `chat message`s under its send lock,
+/// Where the live broadcaster queues one socket's `chat message`s: under its send lock,
 /// leaving the headroom.
+#[derive(Clone)]
 pub struct SocketOutbox {
     /// The socket.
     pub socket: SocketRef,
@@ -241,8 +242,9 @@ pub struct SocketOutbox {
     pub offsets: bool,
 }
 
-impl ChatSink for SocketOutbox {
-    fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
+impl SocketOutbox {
+    /// Queues the batch's messages from index `from` on as [`super::live::ChatSink::queue_chats`] says.
+    pub fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
         match batch.encoded(self.offsets, |messages| {
             encode_chats(&self.socket, messages, self.offsets)
         }) {

@@ -1,5 +1,5 @@
-//! The task that serves one socket: replay what the client asked for, send `sync`, join the
-//! live set, and catch up again whenever the client falls out of it.
+//! One socket's delivery: replay what the client asked for, send `sync`, join the live set,
+//! and catch up again whenever the client falls out of it.
 //!
 //! ```text
 //! replay (catch-up reader, at the client's pace) ─▶ sync ─▶ try_join ─┬─▶ live (broadcaster)
@@ -7,26 +7,33 @@
 //!        └──────────── not caught up to sent_through / fell behind ◀──┴───────┘
 //! ```
 //!
-//! It owns the socket's [`CatchUp`] reader and [`Signals`]; the socket layer builds a
-//! [`SocketDelivery`] when it admits a socket and spawns [`deliver`] once the client knows it
-//! is connected. It does not handle events (that is the socket layer's job).
+//! A task runs only while the socket catches up: once it joins, its delivery state is parked
+//! in its [`LiveSocket`] in the live set and the task ends (tens of thousands of idle sockets
+//! cost no task each); when the broadcaster takes it out, [`LiveSocket`] spawns a task again.
+//! The socket layer builds a [`SocketDelivery`] when it admits a socket, spawns [`deliver`]
+//! once the client knows it is connected, and on disconnect takes the socket out of the set.
+//! It does not handle events (that is the socket layer's job).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use socketioxide::SocketError;
 use socketioxide::extract::SocketRef;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::catch_up::CatchUp;
 use super::cursor::EmittedCursor;
-use super::live::{LiveSet, Member};
+use super::live::{ChatSink, LiveSet, Member, PassBatch, Refused};
 use super::outbox::{self, NotQueued, SendLock, SocketOutbox};
 use crate::message::SharedMessage;
 use crate::ops::metrics;
 use crate::protocol::event::{CHAT_MESSAGE, SYNC};
+
+/// The live set of sockets.
+pub type Live = LiveSet<LiveSocket>;
 
 /// `sync ({ epoch, from, to, complete })`, sent once after the replay, before live messages.
 #[derive(serde::Serialize)]
@@ -54,12 +61,13 @@ pub struct Signals {
     /// Cancelled when the socket disconnects or the server shuts down (a child token of
     /// the server's: socketioxide runs no disconnect handlers when the server closes).
     pub closed: CancellationToken,
-    /// The socket must be disconnected: an ack was lost (the client reconnects, replays and
-    /// retries, getting a duplicate ack), or the client keeps sending over its rate limit.
-    pub disconnect: Notify,
-    /// Set once "connection closed" has been logged (by the disconnect handler, or by the
-    /// delivery task when the server shuts down and no handler runs).
-    pub logged: AtomicBool,
+    /// Set once the socket must be disconnected (see [`disconnect`]).
+    disconnecting: AtomicBool,
+    /// Wakes a catch-up task when `disconnecting` is set.
+    disconnect: Notify,
+    /// Set once "connection closed" has been logged (by the disconnect handler, or by
+    /// delivery when the server shuts down and no handler runs).
+    logged: AtomicBool,
 }
 
 impl Signals {
@@ -67,6 +75,7 @@ impl Signals {
     pub fn new(shutdown: &CancellationToken) -> Self {
         Self {
             closed: shutdown.child_token(),
+            disconnecting: AtomicBool::new(false),
             disconnect: Notify::new(),
             logged: AtomicBool::new(false),
         }
@@ -79,20 +88,43 @@ impl Signals {
         }
     }
 
-    async fn wait(&self) -> Stop {
+    /// Whether delivery must stop: the socket closed, or is being disconnected.
+    fn stopping(&self) -> bool {
+        self.closed.is_cancelled() || self.disconnecting.load(Ordering::Acquire)
+    }
+
+    async fn stopped(&self) {
+        if self.disconnecting.load(Ordering::Acquire) {
+            return;
+        }
         tokio::select! {
-            () = self.closed.cancelled() => Stop::Closed,
-            () = self.disconnect.notified() => Stop::Disconnect,
+            () = self.closed.cancelled() => {}
+            () = self.disconnect.notified() => {}
+        }
+    }
+
+    /// Logs the close if the server shut down and no disconnect handler logged it.
+    fn log_if_shut_down(&self, sid: &dyn std::fmt::Display) {
+        if self.closed.is_cancelled() {
+            self.log_closed(sid, &"ServerShutdown");
         }
     }
 }
 
-/// How a delivery wait ended.
-enum Stop {
-    /// The socket or the server closed: nothing more to do.
-    Closed,
-    /// Disconnect the socket (its client reconnects and recovers what it missed).
-    Disconnect,
+/// Delivery to the socket stopped (it closed, or is being disconnected).
+struct Stopped;
+
+/// Stops a socket's delivery and disconnects it; its client reconnects and recovers what it
+/// missed. For an ack that was lost (the client's retry gets a duplicate ack), a client that
+/// keeps sending over its rate limit, and a store that cannot be read.
+pub fn disconnect(socket: &SocketRef, signals: &Arc<Signals>, live: &Live, tasks: &TaskTracker) {
+    if signals.disconnecting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    signals.disconnect.notify_one();
+    // A task that joins after this finds `disconnecting` set and leaves again.
+    live.leave(socket.id);
+    tasks.spawn(force_disconnect(socket.clone(), signals.clone()));
 }
 
 /// Everything one socket's delivery needs, prepared at admission.
@@ -106,128 +138,263 @@ pub struct SocketDelivery {
     /// What `sync` will say.
     pub sync: SyncPlan,
     /// Where it goes once caught up.
-    pub live: Arc<LiveSet>,
+    pub live: Arc<Live>,
     /// Taken while queueing to the socket.
     pub sending: SendLock,
     /// Whether messages end with their id as a string (connection state recovery).
     pub offsets: bool,
+    /// Where its catch-up tasks run (shutdown waits for them).
+    pub tasks: TaskTracker,
 }
 
 /// Emits between yields to the scheduler during a long batch.
 const YIELD_EVERY: usize = 32;
 
-/// Serves one socket until it closes: replays what the client asked for, sends `sync`, then
-/// joins the live set; whenever the broadcaster takes it out (the client fell behind), catches
-/// it up from the tail cache or the store at the client's pace and joins again.
+/// Serves one socket until it joins the live set: replays what the client asked for, sends
+/// `sync`, then joins (catching up further first if the live stream has moved on meanwhile).
+/// From there the broadcaster delivers, and spawns a task again if the socket falls behind.
 pub async fn deliver(socket: SocketRef, delivery: SocketDelivery) {
     let SocketDelivery {
-        mut catch_up,
+        catch_up,
         emitted,
         signals,
         sync,
         live,
         sending,
         offsets,
+        tasks,
     } = delivery;
     metrics::counter(metrics::REPLAYS).increment(1);
-    let started = Instant::now();
-    let mut replaying = true;
-    let fell_behind = Arc::new(Notify::new());
-    // What to catch up to before trying to join: first the replay the client asked for.
-    let mut through = catch_up.replay_until();
-    let stop = 'deliver: loop {
-        let batch = tokio::select! {
-            batch = catch_up.read_through(through) => batch,
-            stop = signals.wait() => break 'deliver stop,
+    let through = catch_up.replay_until();
+    let delivery = Delivery {
+        outbox: SocketOutbox {
+            socket,
+            lock: sending,
+            offsets,
+        },
+        parked: Parked {
+            catch_up,
+            emitted,
+            signals,
+            live,
+            tasks,
+            replay: Some(Box::new(Replay {
+                sync,
+                started: Instant::now(),
+            })),
+        },
+    };
+    delivery.catch_up_and_join(through).await;
+}
+
+/// The replay in progress: what `sync` will say once it is done.
+struct Replay {
+    sync: SyncPlan,
+    started: Instant,
+}
+
+/// A socket's delivery state that does not take part in live delivery: kept in its
+/// [`LiveSocket`] while it is live, and taken out by the task that catches it up.
+struct Parked {
+    catch_up: CatchUp,
+    emitted: Arc<EmittedCursor>,
+    signals: Arc<Signals>,
+    live: Arc<Live>,
+    tasks: TaskTracker,
+    /// Until `sync` is sent (boxed: a live socket does not carry it).
+    replay: Option<Box<Replay>>,
+}
+
+/// A socket's whole delivery state, owned by the task catching it up.
+struct Delivery {
+    outbox: SocketOutbox,
+    parked: Parked,
+}
+
+/// Counts a running catch-up task in [`metrics::CATCHING_UP`] while it lives.
+struct CatchingUp;
+
+impl CatchingUp {
+    fn start() -> Self {
+        metrics::gauge(metrics::CATCHING_UP).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for CatchingUp {
+    fn drop(&mut self) {
+        metrics::gauge(metrics::CATCHING_UP).decrement(1.0);
+    }
+}
+
+/// A socket in the live set: where the broadcaster queues its messages, and its delivery
+/// state until the broadcaster takes it out.
+pub struct LiveSocket {
+    outbox: SocketOutbox,
+    parked: Mutex<Option<Parked>>,
+}
+
+impl ChatSink for LiveSocket {
+    fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
+        self.outbox.queue_chats(batch, from)
+    }
+
+    fn fell_behind(&self) {
+        let Some(mut parked) = self.take_parked() else {
+            return;
         };
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::warn!(sid = %socket.id, "delivery stopped: {e}");
-                break 'deliver Stop::Disconnect;
+        if parked.signals.stopping() {
+            // Closed or being disconnected: nothing to catch up.
+            parked.signals.log_if_shut_down(&self.outbox.socket.id);
+            return;
+        }
+        // What reached it live is skipped; it catches up to wherever the set has got.
+        parked.catch_up.skip_to(parked.emitted.get());
+        let through = parked.catch_up.cursor();
+        let tasks = parked.tasks.clone();
+        let delivery = Delivery {
+            outbox: self.outbox.clone(),
+            parked,
+        };
+        tasks.spawn(delivery.catch_up_and_join(through));
+    }
+
+    fn broadcaster_stopped(&self) {
+        if let Some(parked) = self.take_parked() {
+            parked.signals.log_if_shut_down(&self.outbox.socket.id);
+        }
+    }
+}
+
+impl LiveSocket {
+    fn take_parked(&self) -> Option<Parked> {
+        // Taken once, by whoever takes the socket out of the set.
+        self.parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl Delivery {
+    /// Catches up to `through` at the client's pace (sending `sync` once the replay is done),
+    /// then tries to join the live set; catches up again to what the set has sent meanwhile
+    /// until it joins, and ends there: the state goes into the set with the socket.
+    async fn catch_up_and_join(mut self, mut through: u64) {
+        let _counted = CatchingUp::start();
+        loop {
+            if self.catch_up_to(through).await.is_err() {
+                self.parked.signals.log_if_shut_down(&self.outbox.socket.id);
+                return;
             }
-        };
-        if !batch.is_empty() {
-            if replaying {
+            let sid = self.outbox.socket.id;
+            let live = self.parked.live.clone();
+            let signals = self.parked.signals.clone();
+            let member = Member {
+                sid,
+                emitted: self.parked.emitted.clone(),
+                sink: LiveSocket {
+                    outbox: self.outbox,
+                    parked: Mutex::new(Some(self.parked)),
+                },
+            };
+            match live.try_join(member) {
+                Ok(()) => {
+                    // Closed or told to disconnect before it joined: whoever did that has
+                    // already taken it out, or looked before it was in. Leave (dropping the
+                    // parked state with it).
+                    if signals.stopping() {
+                        live.leave(sid);
+                        signals.log_if_shut_down(&sid);
+                    }
+                    return;
+                }
+                // Newer messages were sent meanwhile: catch up to those first.
+                Err(Refused {
+                    sent_through,
+                    member,
+                }) => {
+                    let LiveSocket { outbox, parked } = member.sink;
+                    let Some(parked) = parked.into_inner().unwrap_or_else(PoisonError::into_inner)
+                    else {
+                        // Unreachable: only the set takes it, and this member was never in it.
+                        tracing::error!(sid = %sid, "a refused member lost its delivery state");
+                        return;
+                    };
+                    self = Self { outbox, parked };
+                    through = sent_through;
+                }
+            }
+        }
+    }
+
+    /// Queues everything stored up to `through` after the cursor, in batches at the client's
+    /// pace; then sends `sync` if this was the replay.
+    async fn catch_up_to(&mut self, through: u64) -> Result<(), Stopped> {
+        let Self { outbox, parked } = self;
+        loop {
+            let batch = tokio::select! {
+                batch = parked.catch_up.read_through(through) => batch,
+                () = parked.signals.stopped() => return Err(Stopped),
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(sid = %outbox.socket.id, "delivery stopped: {e}");
+                    disconnect(&outbox.socket, &parked.signals, &parked.live, &parked.tasks);
+                    return Err(Stopped);
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            if parked.replay.is_some() {
                 metrics::counter(metrics::REPLAYED_MESSAGES).increment(batch.len() as u64);
             }
-            // Boxed (once a batch): its state is the largest of this task's, which an idle
-            // socket would otherwise carry for its whole life.
-            let sent = Box::pin(emit_batch(
-                &socket, &sending, &signals, &emitted, &batch, offsets,
-            ))
-            .await;
-            if let Err(stop) = sent {
-                break 'deliver stop;
-            }
-            continue;
+            // Boxed (once a batch): its state is the largest of this task's.
+            Box::pin(emit_batch(outbox, &parked.signals, &parked.emitted, &batch)).await?;
         }
         // Caught up to `through`.
-        if replaying && catch_up.caught_up() {
-            replaying = false;
-            metrics::histogram(metrics::REPLAY_SECONDS).record(started.elapsed().as_secs_f64());
+        if parked.catch_up.caught_up()
+            && let Some(replay) = parked.replay.take()
+        {
+            metrics::histogram(metrics::REPLAY_SECONDS)
+                .record(replay.started.elapsed().as_secs_f64());
             let report = SyncReport {
-                epoch: &sync.epoch,
-                from: catch_up.start() + 1,
-                to: catch_up.cursor(),
+                epoch: &replay.sync.epoch,
+                from: parked.catch_up.start() + 1,
+                to: parked.catch_up.cursor(),
                 // A hole in the replay is exact (ids are contiguous), and immune to races with
                 // retention running meanwhile.
-                complete: !sync.other_database && !catch_up.had_gap(),
+                complete: !replay.sync.other_database && !parked.catch_up.had_gap(),
             };
-            let emit = || outbox::emit_leaving_headroom(&socket, &sending, SYNC, &report);
-            if let Err(stop) = Box::pin(emit_in_order(&signals, emit)).await {
-                break 'deliver stop;
-            }
+            let emit =
+                || outbox::emit_leaving_headroom(&outbox.socket, &outbox.lock, SYNC, &report);
+            Box::pin(emit_in_order(&parked.signals, emit)).await?;
         }
-        let member = Member {
-            sid: socket.id,
-            sink: Box::new(SocketOutbox {
-                socket: socket.clone(),
-                lock: sending.clone(),
-                offsets,
-            }),
-            emitted: emitted.clone(),
-            fell_behind: fell_behind.clone(),
-        };
-        match live.try_join(member) {
-            // Newer messages were sent meanwhile: catch up to those first.
-            Err(sent_through) => through = sent_through,
-            Ok(()) => {
-                // Live: the broadcaster queues everything now, until this socket closes or
-                // falls behind.
-                tokio::select! {
-                    () = fell_behind.notified() => {}
-                    stop = signals.wait() => break 'deliver stop,
-                }
-                catch_up.skip_to(emitted.get());
-            }
-        }
-    };
-    live.leave(socket.id);
-    if let Stop::Disconnect = stop {
-        force_disconnect(&socket, &signals).await;
-    }
-    // Cancelled with no disconnect handler having logged: the server is shutting down.
-    if signals.closed.is_cancelled() {
-        signals.log_closed(&socket.id, &"ServerShutdown");
+        Ok(())
     }
 }
 
 /// Queues a batch of caught-up messages to one socket in order, waiting while its buffer is
 /// full, and advances its emitted cursor as they go.
 async fn emit_batch(
-    socket: &SocketRef,
-    sending: &SendLock,
+    outbox: &SocketOutbox,
     signals: &Signals,
     emitted: &EmittedCursor,
     batch: &[SharedMessage],
-    offsets: bool,
-) -> Result<(), Stop> {
+) -> Result<(), Stopped> {
     for chunk in batch.chunks(YIELD_EVERY) {
         let mut rest = chunk;
         while !rest.is_empty() {
             let chats = || {
-                outbox::emit_chats_leaving_headroom(socket, sending, CHAT_MESSAGE, rest, offsets)
+                outbox::emit_chats_leaving_headroom(
+                    &outbox.socket,
+                    &outbox.lock,
+                    CHAT_MESSAGE,
+                    rest,
+                    outbox.offsets,
+                )
             };
             // At least one was queued (`Ok` promises it).
             let queued = emit_in_order(signals, chats).await?.clamp(1, rest.len());
@@ -248,7 +415,7 @@ async fn emit_batch(
 /// Disconnects a socket whose client must reconnect to recover. socketioxide needs a free
 /// slot in the outgoing buffer for that; delivery has stopped, so one frees up as soon as the
 /// client reads (a client that never reads is closed by the engine.io heartbeat instead).
-async fn force_disconnect(socket: &SocketRef, signals: &Signals) {
+async fn force_disconnect(socket: SocketRef, signals: Arc<Signals>) {
     let mut backoff = Duration::from_millis(1);
     loop {
         match socket.clone().disconnect() {
@@ -265,11 +432,11 @@ async fn force_disconnect(socket: &SocketRef, signals: &Signals) {
 
 /// Queues what `emit` queues (one message, or a run of them), waiting while the socket's
 /// outgoing buffer is full (the client reads slowly) instead of dropping anything. Errs once
-/// the socket is closed.
+/// the socket is closed or delivery must stop.
 async fn emit_in_order<T>(
     signals: &Signals,
     emit: impl Fn() -> Result<T, NotQueued>,
-) -> Result<T, Stop> {
+) -> Result<T, Stopped> {
     // Not too eager: a retry that finds only a slot or two free briefly holds them (see
     // `outbox`); waiting a little lets the connection drain more first.
     let mut backoff = Duration::from_millis(1);
@@ -281,11 +448,11 @@ async fn emit_in_order<T>(
                 // to the headroom) and the engine.io heartbeat closes it: `closed` fires.
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    stop = signals.wait() => return Err(stop),
+                    () = signals.stopped() => return Err(Stopped),
                 }
                 backoff = (backoff * 2).min(Duration::from_millis(50));
             }
-            Err(NotQueued::Closed) => return Err(Stop::Closed),
+            Err(NotQueued::Closed) => return Err(Stopped),
         }
     }
 }

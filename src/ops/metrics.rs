@@ -74,6 +74,11 @@ pub const RECOVERIES: &str = "tidings_recoveries_total";
 pub const LIVE_PASS_SECONDS: &str = "tidings_live_pass_seconds";
 /// How long a socket waited to join (or be refused by) the live set (histogram).
 pub const LIVE_JOIN_SECONDS: &str = "tidings_live_join_seconds";
+/// Sockets in the live set: caught up, served by the broadcaster alone (gauge).
+pub const LIVE_SOCKETS: &str = "tidings_live_sockets";
+/// Sockets with a delivery task running: replaying, or catching up after falling out of the
+/// live set (gauge).
+pub const CATCHING_UP: &str = "tidings_catching_up_sockets";
 /// Highest stored id (gauge).
 pub const LAST_ID: &str = "tidings_last_message_id";
 

@@ -95,8 +95,6 @@ struct Pending {
     delivery: SocketDelivery,
     /// Its place in presence, taken before CONNECT.
     listed: Listed,
-    /// Held while the socket lives (by its delivery task, or here if it never starts).
-    slot: ConnectionSlot,
 }
 
 /// The connect middleware: refuses a bad `auth` or a full server, otherwise prepares the
@@ -159,10 +157,17 @@ async fn admit(
     socket.on(NICKNAME, presence::on_nickname);
     let on_close = signals.clone();
     let session = recovery.pid.clone();
+    // In an `Arc`: socketioxide wants the handler `Clone` (it runs one copy, once).
+    let slot = Arc::new(slot);
     socket.on_disconnect(
         move |socket: SocketRef, reason: DisconnectReason, State(state): State<ChatState>| async move {
+            // The connection is counted until its handler has run (or, at shutdown, when no
+            // handler runs, until the socket is dropped).
+            let _slot = slot;
             on_close.log_closed(&socket.id, &reason);
             on_close.closed.cancel();
+            // After `closed`: a catch-up task that joins after this sees it and leaves.
+            state.live.leave(socket.id);
             presence::left(&socket, &state, &typing);
             // The recovery window counts from now.
             state.recovery.writer.touch_sessions(session);
@@ -187,13 +192,13 @@ async fn admit(
         live: state.live.clone(),
         sending,
         offsets: recovery.pid.is_some(),
+        tasks: state.tasks.clone(),
     };
     socket
         .extensions
         .insert(PendingDelivery(Arc::new(Mutex::new(Some(Pending {
             delivery,
             listed: presence::list(&state.roster, &socket, handshake.nickname),
-            slot,
         })))));
     Ok(())
 }
@@ -206,19 +211,11 @@ async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
         // Removed, not read: the socket keeps its extensions for its whole life.
         .remove::<PendingDelivery>()
         .and_then(|p| p.0.lock().unwrap_or_else(PoisonError::into_inner).take());
-    let Some(Pending {
-        delivery,
-        listed,
-        slot,
-    }) = pending
-    else {
+    let Some(Pending { delivery, listed }) = pending else {
         tracing::error!(sid = %socket.id, "connected without a prepared delivery");
         let _ = socket.disconnect();
         return;
     };
     listed.connected(&socket);
-    state.tasks.spawn(async move {
-        let _slot = slot;
-        deliver(socket, delivery).await;
-    });
+    state.tasks.spawn(deliver(socket, delivery));
 }

@@ -16,6 +16,7 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use tokio::sync::Notify;
 
 use super::{ChatState, Connection, send_ack};
+use crate::delivery::socket_task::disconnect;
 use crate::ingest::AppendError;
 use crate::message::AppendOutcome;
 use crate::ops::metrics;
@@ -171,7 +172,7 @@ async fn handle_chat_message(
             metrics::counter_with(metrics::REJECTED, "reason", "rate_limited").increment(1);
             if f64::from(strikes) > state.rate_limit.burst {
                 tracing::warn!(sid = %socket.id, strikes, "disconnecting a client that ignores its rate limit");
-                connection.signals.disconnect.notify_one();
+                disconnect(&socket, &connection.signals, &state.live, &state.tasks);
             }
             return;
         }
@@ -227,7 +228,7 @@ async fn handle_chat_message(
     if !send_ack(&socket, ack, &reply, &connection).await {
         // The message is stored and broadcast, but the client cannot learn it from this
         // ack: make it reconnect, so its retry is answered with `duplicate: true`.
-        connection.signals.disconnect.notify_one();
+        disconnect(&socket, &connection.signals, &state.live, &state.tasks);
     }
 }
 

@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use crate::delivery::cursor::EmittedCursor;
 use crate::delivery::outbox::{self, NotQueued, SendLock};
 use crate::delivery::socket_task::Signals;
-use crate::delivery::{BatchLimits, Hub, LiveSet};
+use crate::delivery::{BatchLimits, Hub, Live};
 use crate::ingest::SharedLog;
 use crate::protocol::{AckReply, Limits};
 use crate::storage::StoreReader;
@@ -53,8 +53,8 @@ pub struct ChatState {
     pub limits: Limits,
     /// Replay batch bounds.
     pub batch: BatchLimits,
-    /// Tracks the delivery tasks; shutdown waits for them, so the database is closed only
-    /// after the last replay read.
+    /// Tracks the delivery tasks (catching up) and forced disconnects; shutdown waits for
+    /// them, so the database is closed only after the last replay read.
     pub tasks: TaskTracker,
     /// Cancelled when the server shuts down (socketioxide does not run per-socket disconnect
     /// handlers then).
@@ -70,7 +70,7 @@ pub struct ChatState {
     /// This database's epoch, as sent in `sync` (16 hex digits).
     pub epoch: Arc<str>,
     /// The caught-up sockets, served by the live broadcaster.
-    pub live: Arc<LiveSet>,
+    pub live: Arc<Live>,
     /// In a cluster: passes typing and renames to the other nodes.
     pub relay: Option<Arc<dyn presence::Relay>>,
     /// Connection state recovery.
