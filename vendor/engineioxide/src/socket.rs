@@ -151,6 +151,28 @@ impl From<PacketBuf> for QueuedPacket {
     }
 }
 
+impl QueuedPacket {
+    /// Takes the next packet out of `queued`, leaving the rest of several boxed together in
+    /// place; `None` once it is empty. A writer holds the item (40 bytes) while it waits for
+    /// the connection, instead of a [`PacketBuf`] (168) and an iterator over it.
+    pub(crate) fn next_packet(queued: &mut Option<QueuedPacket>) -> Option<Packet> {
+        match queued.take()? {
+            QueuedPacket::Message(msg) => Some(Packet::Message(msg)),
+            QueuedPacket::Binary(data) => Some(Packet::Binary(data)),
+            QueuedPacket::Other(mut packets) => {
+                if packets.is_empty() {
+                    return None;
+                }
+                let first = packets.remove(0);
+                if !packets.is_empty() {
+                    *queued = Some(QueuedPacket::Other(packets));
+                }
+                Some(first)
+            }
+        }
+    }
+}
+
 impl From<QueuedPacket> for PacketBuf {
     #[inline]
     fn from(packet: QueuedPacket) -> Self {
@@ -719,6 +741,33 @@ mod queued_packet_tests {
             QueuedPacket::from(Packet::Binary(Bytes::new())),
             QueuedPacket::Binary(_)
         ));
+    }
+
+    /// A writer taking packets one at a time gets each shape's packets, in order, and then
+    /// nothing.
+    #[test]
+    fn packets_come_out_one_at_a_time_in_order() {
+        let cases: Vec<PacketBuf> = vec![
+            smallvec![Packet::Message("hello".into())],
+            smallvec![Packet::Binary(Bytes::from_static(b"\x01"))],
+            smallvec![Packet::Ping],
+            smallvec![Packet::Noop],
+            smallvec![
+                Packet::Message("with attachments".into()),
+                Packet::Binary(Bytes::from_static(b"a")),
+                Packet::Binary(Bytes::from_static(b"b")),
+            ],
+            smallvec![],
+        ];
+        for packets in cases {
+            let mut queued = Some(QueuedPacket::from(packets.clone()));
+            let mut out = PacketBuf::new();
+            while let Some(packet) = QueuedPacket::next_packet(&mut queued) {
+                out.push(packet);
+            }
+            assert_eq!(out, packets);
+            assert!(queued.is_none(), "nothing is left behind");
+        }
     }
 }
 
