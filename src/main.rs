@@ -13,8 +13,21 @@ use tidings::ops::commands;
 use tidings::{Config, Server};
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    let thp = without_transparent_huge_pages();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(thp)),
+        Err(e) => {
+            eprintln!("tidings: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(thp: Result<(), std::io::Error>) -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // async-nats logs every reconnection attempt at info; tidings says what matters.
@@ -25,6 +38,9 @@ async fn main() -> std::process::ExitCode {
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
+    }
+    if let Err(e) = thp {
+        tracing::warn!("transparent huge pages stay on (memory use may be higher): {e}");
     }
     let outcome = match cli.command {
         None => serve(cli.serve).await,
@@ -179,3 +195,24 @@ async fn shutdown_signal() {
 /// mimalloc: per-delivery serialization allocates and frees small buffers at a high rate.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Turns transparent huge pages off for this process, before the runtime allocates, unless
+/// the operator set `MIMALLOC_ALLOW_THP` (mimalloc's own switch for the same thing).
+///
+/// Why: mimalloc commits its arena up front, and a kernel with THP `always` (a common
+/// default) backs it with 2 MiB pages, so memory that was touched once, or is used sparsely,
+/// stays resident in 2 MiB units. Measured (`tidings-bench compare idle`): 25 MB with no
+/// connection and ~8.5 KiB per idle connection at 10,000 with THP, 10.6 MB and ~7.8 KiB
+/// without; fan-out and ingest CPU unchanged. The same reason Redis asks for THP off.
+#[cfg(target_os = "linux")]
+fn without_transparent_huge_pages() -> Result<(), std::io::Error> {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return Ok(());
+    }
+    nix::sys::prctl::set_thp_disable(true).map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn without_transparent_huge_pages() -> Result<(), std::io::Error> {
+    Ok(())
+}

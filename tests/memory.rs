@@ -154,3 +154,35 @@ fn a_bad_cache_size_is_refused_with_a_clear_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The server turns transparent huge pages off for itself (with THP `always`, mimalloc's
+/// arena sits in 2 MiB pages: ~25 MB at rest instead of ~11, and ~1 KiB more per idle
+/// connection; BENCHMARKS.md round 8), unless the operator set `MIMALLOC_ALLOW_THP`.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_runs_without_transparent_huge_pages_unless_told() -> TestResult {
+    for (allow, expected) in [(None, "0"), (Some("1"), "1")] {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let mut command = server_command(port, &dir.path().join("chat.redb"));
+        if let Some(value) = allow {
+            command.env("MIMALLOC_ALLOW_THP", value);
+        }
+        let mut server = ServerProcess::spawn(
+            command
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        server.wait_listening();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?;
+        let thp = status
+            .lines()
+            .find_map(|line| line.strip_prefix("THP_enabled:"))
+            .map(str::trim);
+        assert_eq!(thp, Some(expected), "MIMALLOC_ALLOW_THP={allow:?}");
+        server.terminate();
+        assert!(server.wait()?.success());
+    }
+    Ok(())
+}
