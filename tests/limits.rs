@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::client::{Client, ClientError, Incoming};
+use common::client::{Client, ClientError};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
@@ -71,19 +71,7 @@ async fn a_client_that_ignores_its_limit_is_disconnected() -> TestResult {
     config.rate_burst = 3;
     let server = TestServer::start_with(config).await;
     let mut abuser = server.connect(0).await;
-    for i in 0..10 {
-        abuser
-            .emit("chat message", &[json!(format!("spam {i}"))])
-            .await?;
-    }
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match abuser.next(deadline - Instant::now()).await {
-            Ok(Incoming::Disconnected) | Err(ClientError::Closed) => break,
-            Ok(_) => continue,
-            Err(e) => panic!("expected a disconnect, got {e}"),
-        }
-    }
+    spam_until_disconnected(&mut abuser, 10).await;
     // Only the burst was stored; everyone else is unaffected.
     let mut other = server.connect(0).await;
     assert_eq!(send_ok(&mut other, "still fine", None).await, 4);

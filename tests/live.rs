@@ -9,9 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::client::{ClientError, Incoming};
 use common::*;
-use serde_json::json;
 use tidings::Config;
 
 const LIVE: &str = "tidings_live_sockets";
@@ -87,19 +85,7 @@ async fn caught_up_sockets_are_served_without_a_task_and_leave_when_they_go() ->
 
     // A live socket that must be disconnected (it ignores its rate limit) is taken out and
     // disconnected, with no task of its own to do it.
-    for i in 0..10 {
-        abuser
-            .emit("chat message", &[json!(format!("spam {i}"))])
-            .await?;
-    }
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match abuser.next(deadline - Instant::now()).await {
-            Ok(Incoming::Disconnected) | Err(ClientError::Closed) => break,
-            Ok(_) => continue,
-            Err(e) => panic!("expected a disconnect, got {e}"),
-        }
-    }
+    spam_until_disconnected(&mut abuser, 10).await;
     until_gauges(
         &server.url,
         (CLIENTS / 2 + 1) as f64,

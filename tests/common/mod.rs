@@ -111,6 +111,26 @@ pub async fn send_ok(client: &mut Client, content: &str, offset: Option<&str>) -
         .unwrap_or_else(|| panic!("ack without id: {ack}"))
 }
 
+/// Sends `n` chat messages without waiting for their acks (`spam 0`, `spam 1`, ...), then waits
+/// until the server disconnects the client (it ignores its rate limit); panics on anything else.
+pub async fn spam_until_disconnected(client: &mut Client, n: usize) {
+    for i in 0..n {
+        client
+            .emit("chat message", &[json!(format!("spam {i}"))])
+            .await
+            .expect("emit");
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.next(left).await {
+            Ok(client::Incoming::Disconnected) | Err(client::ClientError::Closed) => break,
+            Ok(_) => continue,
+            Err(e) => panic!("expected a disconnect, got {e}"),
+        }
+    }
+}
+
 /// Receives `n` chat messages.
 pub async fn receive(client: &mut Client, n: usize) -> Vec<(String, u64)> {
     let mut got = Vec::with_capacity(n);
