@@ -201,9 +201,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// Why: mimalloc commits its arena up front, and a kernel with THP `always` (a common
 /// default) backs it with 2 MiB pages, so memory that was touched once, or is used sparsely,
-/// stays resident in 2 MiB units. Measured (`tidings-bench compare idle`): 25 MB with no
-/// connection and ~8.5 KiB per idle connection at 10,000 with THP, 10.6 MB and ~7.8 KiB
-/// without; fan-out and ingest CPU unchanged. The same reason Redis asks for THP off.
+/// stays resident in 2 MiB units. Measured (`tidings-bench compare idle`, BENCHMARKS.md round
+/// 8): 25 MB at rest and 8.2 KiB per idle connection at 10,000 with THP, 15 MB and 7.4 KiB
+/// without (a few huge pages are touched before `main`); fan-out CPU unchanged.
 #[cfg(target_os = "linux")]
 fn without_transparent_huge_pages() -> Result<(), std::io::Error> {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
