@@ -10,7 +10,8 @@
 //! - [`hub`]: where the log publishes newly stored messages, in id order; owns the tail cache.
 //! - [`tail`]: the cache of the newest messages (pure).
 //! - [`catch_up`]: one socket's reader of stored messages after its cursor.
-//! - [`socket_task`]: the task serving one socket: replay, `sync`, live, catch up again.
+//! - [`socket_task`]: one socket's delivery: a task replays, sends `sync` and catches up; while
+//!   the socket is live its state waits in the live set, with no task.
 //! - [`live`]: the live set and its one broadcaster task.
 //! - [`outbox`]: queueing to one socket's bounded buffer without crowding out acks and pings.
 //! - [`cursor`]: how far delivery to one socket has got (acks wait on it).
