@@ -74,9 +74,11 @@ async fn heartbeats_survive_a_backpressured_replay() -> TestResult {
                 continue; // sync, presence
             }
             assert_eq!(args.get(2).and_then(Value::as_u64), Some(next_id));
-            if next_id % 100 == 0 {
+            if next_id % 25 == 0 {
                 // Stop reading for a while: TCP and then the server's buffer fill up, and
-                // pings come due meanwhile.
+                // pings come due meanwhile. A ping waits behind what TCP already holds (a few
+                // MB on loopback), so a cycle takes 1-2 s here: 32 pauses make the replay span
+                // several (with 8 pauses, some runs saw only 2 pings; with 16, 3 or 4).
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             next_id += 1;
