@@ -81,8 +81,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(db = %db.display(), messages = server.last_id(), "database open");
     // Scripts (and the JS tests) read the port from this line.
+    let shutdown = shutdown_signal();
     println!("listening on http://{local}");
-    server.serve(listener, shutdown_signal()).await?;
+    server.serve(listener, shutdown).await?;
     Ok(())
 }
 
@@ -164,32 +165,43 @@ fn offline(command: Command) -> anyhow::Result<()> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    // Installed now, not when first polled: a signal that comes right after "listening on"
+    // is printed still shuts the server down gracefully (it used to kill it).
+    #[cfg(unix)]
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |signal: std::io::Result<tokio::signal::unix::Signal>, name| async move {
+                match signal {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot listen for {name}: {e}");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt, "Ctrl-C") => {},
+                () = wait(terminate, "SIGTERM") => {},
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!("cannot listen for Ctrl-C: {e}");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        tracing::info!("signal received: shutting down");
     }
-    tracing::info!("signal received: shutting down");
 }
 
 /// mimalloc: per-delivery serialization allocates and frees small buffers at a high rate.
