@@ -80,8 +80,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {address}"))?;
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(db = %db.display(), messages = server.last_id(), "database open");
-    // Scripts (and the JS tests) read the port from this line.
     let shutdown = shutdown_signal();
+    // Scripts (and the JS tests) read the port from this line.
     println!("listening on http://{local}");
     server.serve(listener, shutdown).await?;
     Ok(())
