@@ -58,9 +58,14 @@ pub struct SyncPlan {
 
 /// The signals that end a socket's delivery, shared with its event handlers.
 pub struct Signals {
-    /// Cancelled when the socket disconnects or the server shuts down (a child token of
-    /// the server's: socketioxide runs no disconnect handlers when the server closes).
-    pub closed: CancellationToken,
+    /// The server's: when it shuts down, socketioxide runs no disconnect handlers, so a
+    /// socket counts as closed then too. A clone of the server's token, not a child of it
+    /// (a child token is an allocation and an entry in the parent's list per socket).
+    shutdown: CancellationToken,
+    /// Set when the socket disconnected (see [`Signals::close`]).
+    closed: AtomicBool,
+    /// Wakes whoever waits in [`Signals::closed`] when `closed` is set.
+    close: Notify,
     /// Set once the socket must be disconnected (see [`disconnect`]).
     disconnecting: AtomicBool,
     /// Wakes a catch-up task when `disconnecting` is set.
@@ -74,10 +79,38 @@ impl Signals {
     /// Signals for a socket of a server that shuts down with `shutdown`.
     pub fn new(shutdown: &CancellationToken) -> Self {
         Self {
-            closed: shutdown.child_token(),
+            shutdown: shutdown.clone(),
+            closed: AtomicBool::new(false),
+            close: Notify::new(),
             disconnecting: AtomicBool::new(false),
             disconnect: Notify::new(),
             logged: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the socket closed (its disconnect handler calls this) and wakes every waiter.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.close.notify_waiters();
+    }
+
+    /// Whether the socket closed or the server shut down.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.shutdown.is_cancelled()
+    }
+
+    /// Returns once the socket closed or the server shut down.
+    pub async fn closed(&self) {
+        let notified = self.close.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a `close` in between still wakes this.
+        notified.as_mut().enable();
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        tokio::select! {
+            () = notified => {}
+            () = self.shutdown.cancelled() => {}
         }
     }
 
@@ -90,7 +123,7 @@ impl Signals {
 
     /// Whether delivery must stop: the socket closed, or is being disconnected.
     fn stopping(&self) -> bool {
-        self.closed.is_cancelled() || self.disconnecting.load(Ordering::Acquire)
+        self.is_closed() || self.disconnecting.load(Ordering::Acquire)
     }
 
     async fn stopped(&self) {
@@ -98,14 +131,14 @@ impl Signals {
             return;
         }
         tokio::select! {
-            () = self.closed.cancelled() => {}
+            () = self.closed() => {}
             () = self.disconnect.notified() => {}
         }
     }
 
     /// Logs the close if the server shut down and no disconnect handler logged it.
     fn log_if_shut_down(&self, sid: &dyn std::fmt::Display) {
-        if self.closed.is_cancelled() {
+        if self.shutdown.is_cancelled() {
             self.log_closed(sid, &"ServerShutdown");
         }
     }
@@ -424,7 +457,7 @@ async fn force_disconnect(socket: SocketRef, signals: Arc<Signals>) {
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = signals.closed.cancelled() => return,
+            () = signals.closed() => return,
         }
         backoff = (backoff * 2).min(Duration::from_millis(200));
     }
@@ -454,5 +487,74 @@ async fn emit_in_order<T>(
             }
             Err(NotQueued::Closed) => return Err(Stopped),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How long a waiter that must not return yet is given.
+    const NOT_YET: Duration = Duration::from_millis(50);
+
+    #[tokio::test]
+    async fn closed_wakes_on_close_and_on_shutdown_and_not_before() {
+        let shutdown = CancellationToken::new();
+        let signals = Arc::new(Signals::new(&shutdown));
+        assert!(!signals.is_closed());
+        assert!(
+            tokio::time::timeout(NOT_YET, signals.closed())
+                .await
+                .is_err(),
+            "closed() returned before anything happened"
+        );
+
+        let waiter = tokio::spawn({
+            let signals = signals.clone();
+            async move { signals.closed().await }
+        });
+        tokio::task::yield_now().await;
+        signals.close();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("close() wakes a waiter")
+            .expect("waiter");
+        assert!(signals.is_closed() && signals.stopping());
+        // Already closed: returns at once, and the server did not shut down.
+        signals.closed().await;
+        assert!(!shutdown.is_cancelled());
+
+        // A socket that never closed counts as closed once the server shuts down.
+        let other = Arc::new(Signals::new(&shutdown));
+        let waiter = tokio::spawn({
+            let other = other.clone();
+            async move { other.closed().await }
+        });
+        tokio::task::yield_now().await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("shutdown wakes a waiter")
+            .expect("waiter");
+        assert!(other.is_closed());
+    }
+
+    #[tokio::test]
+    async fn stopped_wakes_on_disconnecting_but_closed_does_not() {
+        let shutdown = CancellationToken::new();
+        let signals = Signals::new(&shutdown);
+        signals.disconnecting.store(true, Ordering::Release);
+        signals.disconnect.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), signals.stopped())
+            .await
+            .expect("stopped() returns once disconnecting");
+        assert!(signals.stopping());
+        assert!(!signals.is_closed());
+        assert!(
+            tokio::time::timeout(NOT_YET, signals.closed())
+                .await
+                .is_err(),
+            "a socket being disconnected is not closed yet"
+        );
     }
 }

@@ -12,13 +12,16 @@ use std::time::Instant;
 
 use serde_json::Value;
 use socketioxide::SocketIo;
-use socketioxide::extract::{SocketRef, State, TryData};
-use socketioxide::handler::ConnectHandler;
-use socketioxide::socket::DisconnectReason;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{Event, SocketRef, State, TryData};
+use socketioxide::handler::{
+    ConnectHandler, FromMessageParts, MessageHandler, Value as SocketValue,
+};
+use socketioxide::socket::{DisconnectReason, Socket};
 
 use super::presence::{self, Listed, Typing};
 use super::rate::TokenBucket;
-use super::{ChatState, Connection, chat, history};
+use super::{ChatState, Connection, ConnectionState, chat, history};
 use crate::delivery::CatchUp;
 use crate::delivery::cursor::EmittedCursor;
 use crate::delivery::outbox::SendLock;
@@ -137,25 +140,20 @@ async fn admit(
     let emitted = Arc::new(EmittedCursor::new(catch_up.cursor()));
     let sending = SendLock::default();
     let signals = Arc::new(Signals::new(&state.shutdown));
-    socket.extensions.insert(Connection {
+    let connection = Connection(Arc::new(ConnectionState {
         emitted: emitted.clone(),
         signals: signals.clone(),
-        bucket: Arc::new(Mutex::new(TokenBucket::new(
-            state.rate_limit,
-            Instant::now(),
-        ))),
+        bucket: Mutex::new(TokenBucket::new(state.rate_limit, Instant::now())),
         sending: sending.clone(),
         arrival: Arc::default(),
+        typing: Typing::new(),
         pid: recovery.pid.clone(),
-    });
+    }));
+    // The socket's extensions stay at three entries at most (this, the send lock, the
+    // pending delivery until it starts): four buckets in socketioxide's map, not eight.
+    socket.extensions.insert(connection.clone());
     socket.extensions.insert(sending.clone());
-    let typing = Typing::new();
-    socket.extensions.insert(typing.clone());
-    socket.on(CHAT_MESSAGE, chat::on_chat_message);
-    socket.on(HISTORY, history::on_history);
-    socket.on(TYPING, presence::on_typing);
-    socket.on(NICKNAME, presence::on_nickname);
-    let on_close = signals.clone();
+    socket.on_fallback(ChatEvents);
     let session = recovery.pid.clone();
     // In an `Arc`: socketioxide wants the handler `Clone` (it runs one copy, once).
     let slot = Arc::new(slot);
@@ -164,11 +162,11 @@ async fn admit(
             // The connection is counted until its handler has run (or, at shutdown, when no
             // handler runs, until the socket is dropped).
             let _slot = slot;
-            on_close.log_closed(&socket.id, &reason);
-            on_close.closed.cancel();
+            connection.signals.log_closed(&socket.id, &reason);
+            connection.signals.close();
             // After `closed`: a catch-up task that joins after this sees it and leaves.
             state.live.leave(socket.id);
-            presence::left(&socket, &state, &typing);
+            presence::left(&socket, &state, &connection.typing);
             // The recovery window counts from now.
             state.recovery.writer.touch_sessions(session);
         },
@@ -201,6 +199,33 @@ async fn admit(
             listed: presence::list(&state.roster, &socket, handshake.nickname),
         })))));
     Ok(())
+}
+
+/// The events a chat socket answers, dispatched by name from socketioxide's fallback handler.
+///
+/// One handler rather than one `socket.on` per event: socketioxide keeps a socket's named
+/// handlers in a map of its own, about 350 bytes per connection for four entries, while the
+/// fallback is one slot and this type has no size. Each event's handler extracts its own
+/// arguments, exactly as if it had been registered by name; other events are ignored, as they
+/// are without a handler.
+struct ChatEvents;
+
+/// [`ChatEvents`]' marker for socketioxide's handler trait.
+struct ByName;
+
+impl MessageHandler<LocalAdapter, ByName> for ChatEvents {
+    fn call(&self, socket: Arc<Socket<LocalAdapter>>, mut data: SocketValue, ack: Option<i64>) {
+        let Ok(Event(event)) = Event::from_message_parts(&socket, &mut data, &ack) else {
+            return;
+        };
+        match event.as_str() {
+            CHAT_MESSAGE => MessageHandler::call(&chat::on_chat_message, socket, data, ack),
+            HISTORY => MessageHandler::call(&history::on_history, socket, data, ack),
+            TYPING => MessageHandler::call(&presence::on_typing, socket, data, ack),
+            NICKNAME => MessageHandler::call(&presence::on_nickname, socket, data, ack),
+            _ => tracing::debug!(sid = %socket.id, %event, "event without a handler ignored"),
+        }
+    }
 }
 
 /// Runs once the client has been told it is connected: sends it who is here and starts its

@@ -221,7 +221,7 @@ async fn handle_chat_message(
     // Wait until this socket's own copy has been queued (fails only if it closed).
     tokio::select! {
         () = connection.emitted.reached(id.0) => {}
-        () = connection.signals.closed.cancelled() => return,
+        () = connection.signals.closed() => return,
     }
     let reply = AckReply::Stored { id, duplicate };
     metrics::counter(metrics::ACKS).increment(1);

@@ -77,22 +77,36 @@ pub struct ChatState {
     pub recovery: recovery::Recovery,
 }
 
-/// What the event handlers of one socket share (a socket extension).
+/// What the event handlers of one socket share (a socket extension): one allocation, which
+/// every event's `Extension` extractor clones as one `Arc`.
 #[derive(Clone)]
-pub struct Connection {
+pub struct Connection(Arc<ConnectionState>);
+
+/// The state behind a [`Connection`].
+pub struct ConnectionState {
     /// The highest id queued to this socket: a handler acks a message only once the socket's
     /// own copy of it has been queued, so the client sees the message before its ack.
     pub emitted: Arc<EmittedCursor>,
     /// When the socket closes, and how to make it disconnect.
     pub signals: Arc<Signals>,
     /// The connection's allowance of sends and history reads.
-    pub bucket: Arc<Mutex<TokenBucket>>,
+    pub bucket: Mutex<TokenBucket>,
     /// Taken while queueing to this socket (see [`SendLock`]).
     pub sending: SendLock,
     /// The order its `chat message`s arrived in: they are stored in that order.
     pub arrival: Arc<chat::ArrivalOrder>,
+    /// Whether it is typing, and its allowance of typing notices.
+    typing: presence::Typing,
     /// Its recovery session, if recovery is on.
     pub pid: Option<String>,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = ConnectionState;
+
+    fn deref(&self) -> &ConnectionState {
+        &self.0
+    }
 }
 
 impl Connection {
@@ -150,7 +164,7 @@ async fn send_ack<T: serde::Serialize + ?Sized>(
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = connection.signals.closed.cancelled() => return true,
+            () = connection.signals.closed() => return true,
         }
         backoff = (backoff * 2).min(Duration::from_millis(50));
     }

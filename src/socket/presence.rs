@@ -74,9 +74,8 @@ pub trait Relay: Send + Sync {
     fn relay(&self, event: &'static str, data: Value);
 }
 
-/// Per-socket typing state.
-#[derive(Clone)]
-pub(super) struct Typing(Arc<Mutex<TypingState>>);
+/// Per-socket typing state (in the socket's [`Connection`]).
+pub(super) struct Typing(Mutex<TypingState>);
 
 pub(super) struct TypingState {
     bucket: TokenBucket,
@@ -85,10 +84,10 @@ pub(super) struct TypingState {
 
 impl Typing {
     pub(super) fn new() -> Self {
-        Self(Arc::new(Mutex::new(TypingState {
+        Self(Mutex::new(TypingState {
             bucket: TokenBucket::new(TYPING_LIMIT, Instant::now()),
             typing: false,
-        })))
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, TypingState> {
@@ -184,7 +183,7 @@ pub(super) async fn on_typing(
     socket: SocketRef,
     TryData(args): TryData<EventArgs>,
     State(state): State<ChatState>,
-    Extension(typing): Extension<Typing>,
+    Extension(connection): Extension<Connection>,
 ) {
     let Ok(EventArgs(args)) = args else { return };
     let Some(Value::Bool(now_typing)) = args.first() else {
@@ -199,7 +198,7 @@ pub(super) async fn on_typing(
         return;
     };
     {
-        let mut state = typing.lock();
+        let mut state = connection.typing.lock();
         if let Verdict::Limited { .. } = state.bucket.take(Instant::now()) {
             // Except for "stopped typing", which must not be lost to the limit.
             if *now_typing || !state.typing {
