@@ -38,8 +38,11 @@ use crate::socket::recovery::{Recovery, keep_sessions};
 use crate::socket::{self, ChatState};
 use crate::storage::{Store, StoreError, StoreReader, StoreWriter};
 
-/// Initial websocket read buffer per connection (engineioxide's default is 4 KiB).
-const WS_READ_BUFFER_BYTES: usize = 1024;
+/// Initial websocket read buffer per connection (engineioxide's default is 4 KiB), and the
+/// most tungstenite reads from the socket at once. Most chat frames fit in 512 bytes; a larger
+/// frame takes more reads (a 4 KiB message costs ~6 % more server CPU than with 1 KiB,
+/// BENCHMARKS.md round 9), while every idle connection keeps 0.4 KiB less.
+const WS_READ_BUFFER_BYTES: usize = 512;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
