@@ -497,6 +497,22 @@ mod tests {
     /// How long a waiter that must not return yet is given.
     const NOT_YET: Duration = Duration::from_millis(50);
 
+    /// A task waiting in [`Signals::closed`], given the chance to start waiting.
+    async fn wait_closed(signals: &Arc<Signals>) -> tokio::task::JoinHandle<()> {
+        let signals = signals.clone();
+        let waiter = tokio::spawn(async move { signals.closed().await });
+        tokio::task::yield_now().await;
+        waiter
+    }
+
+    /// Fails with `what` unless `waiter` returns within 5 s.
+    async fn waited(waiter: tokio::task::JoinHandle<()>, what: &str) {
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still waiting after 5 s"))
+            .expect("waiter");
+    }
+
     #[tokio::test]
     async fn closed_wakes_on_close_and_on_shutdown_and_not_before() {
         let shutdown = CancellationToken::new();
@@ -509,16 +525,9 @@ mod tests {
             "closed() returned before anything happened"
         );
 
-        let waiter = tokio::spawn({
-            let signals = signals.clone();
-            async move { signals.closed().await }
-        });
-        tokio::task::yield_now().await;
+        let waiter = wait_closed(&signals).await;
         signals.close();
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("close() wakes a waiter")
-            .expect("waiter");
+        waited(waiter, "close() wakes a waiter").await;
         assert!(signals.is_closed() && signals.stopping());
         // Already closed: returns at once, and the server did not shut down.
         signals.closed().await;
@@ -526,16 +535,9 @@ mod tests {
 
         // A socket that never closed counts as closed once the server shuts down.
         let other = Arc::new(Signals::new(&shutdown));
-        let waiter = tokio::spawn({
-            let other = other.clone();
-            async move { other.closed().await }
-        });
-        tokio::task::yield_now().await;
+        let waiter = wait_closed(&other).await;
         shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("shutdown wakes a waiter")
-            .expect("waiter");
+        waited(waiter, "shutdown wakes a waiter").await;
         assert!(other.is_closed());
     }
 
