@@ -69,6 +69,25 @@ async fn metrics_show_where_the_memory_goes() -> TestResult {
     Ok(())
 }
 
+/// Starts the server `command` describes (warnings only on stderr) and waits until it listens.
+fn spawn_listening(command: &mut std::process::Command) -> ServerProcess {
+    let mut server = ServerProcess::spawn(
+        command
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    server.wait_listening();
+    server
+}
+
+/// Stops `server` with SIGTERM; it must exit cleanly.
+fn stop(mut server: ServerProcess) -> TestResult {
+    server.terminate();
+    assert!(server.wait()?.success(), "the server did not exit cleanly");
+    Ok(())
+}
+
 /// The binary reads the flag and its variable, and reports what it applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_flag_and_the_variable_are_applied() -> TestResult {
@@ -87,13 +106,7 @@ async fn the_flag_and_the_variable_are_applied() -> TestResult {
         if let Some(mb) = env {
             command.env("TIDINGS_DB_CACHE_MB", mb);
         }
-        let mut server = ServerProcess::spawn(
-            command
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit()),
-        );
-        server.wait_listening();
+        let server = spawn_listening(&mut command);
         let (status, text) = get(&format!("http://127.0.0.1:{port}"), "/metrics").await;
         assert_eq!(status, 200);
         assert_eq!(
@@ -101,8 +114,7 @@ async fn the_flag_and_the_variable_are_applied() -> TestResult {
             Some(expected as f64),
             "{flag:?} {env:?}"
         );
-        server.terminate();
-        assert!(server.wait()?.success());
+        stop(server)?;
     }
     Ok(())
 }
@@ -168,21 +180,14 @@ fn the_server_runs_without_transparent_huge_pages_unless_told() -> TestResult {
         if let Some(value) = allow {
             command.env("MIMALLOC_ALLOW_THP", value);
         }
-        let mut server = ServerProcess::spawn(
-            command
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit()),
-        );
-        server.wait_listening();
+        let server = spawn_listening(&mut command);
         let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?;
         let thp = status
             .lines()
             .find_map(|line| line.strip_prefix("THP_enabled:"))
             .map(str::trim);
         assert_eq!(thp, Some(expected), "MIMALLOC_ALLOW_THP={allow:?}");
-        server.terminate();
-        assert!(server.wait()?.success());
+        stop(server)?;
     }
     Ok(())
 }

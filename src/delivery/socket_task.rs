@@ -497,6 +497,16 @@ mod tests {
     /// How long a waiter that must not return yet is given.
     const NOT_YET: Duration = Duration::from_millis(50);
 
+    /// Fails with `what` if [`Signals::closed`] returns within [`NOT_YET`].
+    async fn still_open(signals: &Signals, what: &str) {
+        assert!(
+            tokio::time::timeout(NOT_YET, signals.closed())
+                .await
+                .is_err(),
+            "{what}"
+        );
+    }
+
     /// A task waiting in [`Signals::closed`], given the chance to start waiting.
     async fn wait_closed(signals: &Arc<Signals>) -> tokio::task::JoinHandle<()> {
         let signals = signals.clone();
@@ -518,12 +528,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let signals = Arc::new(Signals::new(&shutdown));
         assert!(!signals.is_closed());
-        assert!(
-            tokio::time::timeout(NOT_YET, signals.closed())
-                .await
-                .is_err(),
-            "closed() returned before anything happened"
-        );
+        still_open(&signals, "closed() returned before anything happened").await;
 
         let waiter = wait_closed(&signals).await;
         signals.close();
@@ -552,11 +557,6 @@ mod tests {
             .expect("stopped() returns once disconnecting");
         assert!(signals.stopping());
         assert!(!signals.is_closed());
-        assert!(
-            tokio::time::timeout(NOT_YET, signals.closed())
-                .await
-                .is_err(),
-            "a socket being disconnected is not closed yet"
-        );
+        still_open(&signals, "a socket being disconnected is not closed yet").await;
     }
 }
