@@ -705,12 +705,17 @@ impl<A: Adapter> Socket<A> {
     /// # Disconnect the socket from the current namespace,
     ///
     /// It will also call the disconnect handler if it is set with a [`DisconnectReason::ServerNSDisconnect`].
+    ///
+    /// If the socket's buffer is full (the client does not read), the DISCONNECT packet cannot
+    /// be queued and the client would never learn of it: the underlying engine.io connection is
+    /// closed instead, and the socket is disconnected all the same.
     pub fn disconnect(self: Arc<Self>) -> Result<(), SocketError> {
         let res = self.send(Packet::disconnect(self.ns.path.clone()));
-        if let Err(SocketError::InternalChannelFull) = res {
-            return Err(SocketError::InternalChannelFull);
+        let unsent = matches!(res, Err(SocketError::InternalChannelFull));
+        self.clone().close(DisconnectReason::ServerNSDisconnect);
+        if unsent {
+            self.esocket.close(EIoDisconnectReason::TransportClose);
         }
-        self.close(DisconnectReason::ServerNSDisconnect);
         Ok(())
     }
 
