@@ -58,6 +58,16 @@ pub mod defaults {
     pub const DB_CACHE_MB: u32 = 32;
 }
 
+/// A configuration value out of its flag's range.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for {flag}: {why}")]
+pub struct ConfigError {
+    /// The flag.
+    pub flag: &'static str,
+    /// What is wrong with its value.
+    pub why: String,
+}
+
 /// Largest `--db-cache-mb` accepted (256 GiB).
 pub const MAX_DB_CACHE_MB: u32 = 256 * 1024;
 
@@ -229,9 +239,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(16..=65_536))]
     pub socket_buffer: u32,
 
-    /// Messages a connection may send per second on average (token bucket); 0 disables
-    /// the limit. Over it, the ack is `{ error: "rate limited", retryAfterMs }`.
-    #[arg(long, env = "TIDINGS_RATE_LIMIT", default_value_t = defaults::RATE_LIMIT)]
+    /// Messages a connection may send per second on average (token bucket), from 0.001 to
+    /// 1,000,000; 0 disables the limit. Over it, the ack is `{ error: "rate limited",
+    /// retryAfterMs }`.
+    #[arg(long, env = "TIDINGS_RATE_LIMIT", default_value_t = defaults::RATE_LIMIT,
+          value_parser = parse_rate_limit)]
     pub rate_limit: f64,
 
     /// Messages a connection may send at once after a quiet spell. A client that keeps
@@ -343,6 +355,31 @@ impl Default for Config {
     }
 }
 
+/// The accepted `--rate-limit` values besides 0 (off): a slower rate would make a client wait
+/// longer than a `Duration` holds for its next token, a faster one is no limit at all.
+pub const RATE_LIMIT_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1_000_000.0;
+
+/// `--rate-limit`: 0 (off), or a rate in [`RATE_LIMIT_RANGE`]; never NaN, infinite or negative.
+fn parse_rate_limit(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    check_rate_limit(rate)
+}
+
+fn check_rate_limit(rate: f64) -> Result<f64, String> {
+    if rate == 0.0 || RATE_LIMIT_RANGE.contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "{rate} is out of range: 0 (no limit) or {} to {} messages per second",
+            RATE_LIMIT_RANGE.start(),
+            RATE_LIMIT_RANGE.end()
+        ))
+    }
+}
+
 /// A JetStream stream name: letters, digits, `-` and `_` (it is also a subject token).
 fn parse_stream_name(name: &str) -> Result<String, String> {
     if !name.is_empty()
@@ -376,14 +413,21 @@ impl Config {
         cache_bytes(self.db_cache_mb)
     }
 
-    /// The per-connection send limit this configuration sets.
+    /// Checks what the flags' parsers cannot see when a configuration is built in code:
+    /// every value within its flag's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_rate_limit(self.rate_limit).map_err(|why| ConfigError {
+            flag: "--rate-limit",
+            why,
+        })?;
+        Ok(())
+    }
+
+    /// The per-connection send limit this configuration sets ([`Config::validate`] checks
+    /// its range).
     pub fn rate_limit(&self) -> RateLimit {
         RateLimit {
-            per_second: if self.rate_limit.is_finite() {
-                self.rate_limit.max(0.0)
-            } else {
-                0.0
-            },
+            per_second: self.rate_limit,
             burst: f64::from(self.rate_burst),
         }
     }
@@ -487,5 +531,35 @@ mod tests {
         }
         let offline = DbArgs::new("x.redb");
         assert_eq!(offline.cache_bytes(), defaults::DB_CACHE_MB as usize * MIB);
+    }
+
+    #[test]
+    fn the_rate_limit_is_off_or_within_its_range() {
+        for (flag, rate) in [("0", 0.0), ("0.001", 0.001), ("20", 20.0), ("1e6", 1e6)] {
+            let config = parse(&["--rate-limit", flag]).expect(flag);
+            assert_eq!(config.rate_limit, rate);
+            config.validate().expect(flag);
+        }
+        for bad in [
+            "1e-20", "0.0009", "-1", "NaN", "inf", "-inf", "1e7", "lots", "",
+        ] {
+            let error = parse(&[&format!("--rate-limit={bad}")])
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} must be refused"))
+                .to_string();
+            assert!(error.contains("--rate-limit"), "{bad:?}: {error}");
+        }
+        // Built in code, the same values are refused by `validate`, naming the flag.
+        for bad in [1e-20, -1.0, f64::NAN, f64::INFINITY] {
+            let config = Config {
+                rate_limit: bad,
+                ..Config::default()
+            };
+            let error = config.validate().err().map(|e| e.to_string());
+            assert!(
+                error.as_deref().is_some_and(|e| e.contains("--rate-limit")),
+                "{bad}: {error:?}"
+            );
+        }
     }
 }

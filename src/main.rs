@@ -70,9 +70,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::info!(nats = %cluster.urls.join(","), stream = %cluster.stream, node = %cluster.node, "joining the cluster");
             let cluster = Cluster::join(cluster).await?;
             tracing::info!(stream = %cluster.identity, "stream ready");
-            tokio::task::spawn_blocking(move || Server::open_in_cluster(config, cluster))
-                .await
-                .context("opening the database")??
+            let server =
+                tokio::task::spawn_blocking(move || Server::open_in_cluster(config, cluster))
+                    .await
+                    .context("opening the database")??;
+            server.mend_replica().await?;
+            server
         }
     };
     let listener = TcpListener::bind(&address)

@@ -12,6 +12,8 @@
 //! - [`Message`]: a stored message as clients receive it (`chat message (content, id, { author,
 //!   time })`, a `history` entry).
 //!
+//! - [`DedupKey`]: what makes a message a retry of another (its client offset and content).
+//!
 //! A leaf module: it depends on nothing else in the crate and does no I/O.
 
 use std::sync::Arc;
@@ -32,6 +34,41 @@ impl MessageId {
 /// A client's idempotency key for one message (the tutorial's `clientOffset`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientOffset(pub String);
+
+/// The key deduplication looks a message up by: 16 bytes of SHA-256 over a tag, the client
+/// offset (length first, so `("ab", "c")` is not `("a", "bc")`) and the content. One index
+/// probe finds the message a retry repeats, however many messages share its offset; a hash
+/// collision is told apart by comparing the stored offset and content. The same key is a
+/// cluster's `Nats-Msg-Id`, so a single node and a cluster apply one rule. A field added to the
+/// rule (the room) goes into the hash behind the ones here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DedupKey(pub [u8; 16]);
+
+impl DedupKey {
+    /// The key of a message with client offset `offset` and `content`.
+    pub fn of(offset: &str, content: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(b"tidings/1\0");
+        hash.update((offset.len() as u64).to_be_bytes());
+        hash.update(offset.as_bytes());
+        hash.update(content.as_bytes());
+        let digest = hash.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Self(key)
+    }
+
+    /// As one integer (the dedup table's key type).
+    pub fn as_u128(self) -> u128 {
+        u128::from_be_bytes(self.0)
+    }
+
+    /// As 32 hex digits.
+    pub fn hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
 
 /// A validated `chat message` from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +94,26 @@ pub struct StoredMessage {
     pub author: Option<String>,
 }
 
+impl ChatInput {
+    /// Its dedup key; `None` without a client offset (nothing can be a retry of it).
+    pub fn dedup_key(&self) -> Option<DedupKey> {
+        let offset = self.client_offset.as_ref()?;
+        Some(DedupKey::of(&offset.0, &self.content))
+    }
+}
+
 impl StoredMessage {
+    /// Its dedup key; `None` without a client offset.
+    pub fn dedup_key(&self) -> Option<DedupKey> {
+        let offset = self.client_offset.as_ref()?;
+        Some(DedupKey::of(offset, &self.content))
+    }
+
+    /// Whether a message with `offset` and `content` is a retry of this one.
+    pub fn is_retried_by(&self, offset: &str, content: &str) -> bool {
+        self.client_offset.as_deref() == Some(offset) && self.content == content
+    }
+
     /// The record of `input`, received at `received_at_ms`.
     pub fn from_input(input: &ChatInput, received_at_ms: u64) -> Self {
         Self {
@@ -175,5 +231,25 @@ mod tests {
             message: record,
         };
         assert_eq!(Message::from(row), Message::new(MessageId(3), input, 7));
+    }
+
+    #[test]
+    fn the_dedup_key_is_the_offset_and_the_content() {
+        let key =
+            |content: &str, offset: Option<&str>| test_support::input(content, offset).dedup_key();
+        assert_eq!(key("hi", Some("o-1")), key("hi", Some("o-1")));
+        assert_ne!(key("hi", Some("o-1")), key("other", Some("o-1")));
+        assert_ne!(key("hi", Some("o-1")), key("hi", Some("o-2")));
+        assert_ne!(key("c", Some("ab")), key("bc", Some("a")));
+        assert_eq!(key("hi", None), None);
+        let record = StoredMessage::from_input(&test_support::input("hi", Some("o-1")), 0);
+        assert_eq!(record.dedup_key(), key("hi", Some("o-1")));
+        assert!(record.is_retried_by("o-1", "hi"));
+        assert!(!record.is_retried_by("o-1", "hi!"));
+        // Keys stay what they were: a cluster's message ids (and the files' index) use them.
+        assert_eq!(
+            DedupKey::of("o-1", "hi").hex(),
+            "5f9f90b9cd0fb4fb18caf475883ff312"
+        );
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::Config;
 use crate::cluster::Cluster;
-use crate::cluster::applier::apply_forever;
+use crate::cluster::applier::{HoleError, apply_forever, fill_holes};
 use crate::cluster::health::probe_forever;
 use crate::cluster::log::JetStreamLog;
 use crate::cluster::presence::{NatsRelay, exchange_forever};
@@ -47,6 +47,9 @@ const WS_READ_BUFFER_BYTES: usize = 512;
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// A configuration value is out of its range.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -56,6 +59,9 @@ pub enum ServerError {
     /// The writer thread could not be started.
     #[error("cannot start the writer thread: {0}")]
     Writer(#[source] std::io::Error),
+    /// A cluster replica lacks messages the stream holds and they could not be read.
+    #[error(transparent)]
+    Hole(#[from] HoleError),
     /// Serving HTTP failed.
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
@@ -78,6 +84,7 @@ impl Server {
     /// Opens the database named by `config` and starts the writer thread. Blocking (opens a
     /// file); call it before serving, or from `spawn_blocking`.
     pub fn open(config: Config) -> Result<Self, ServerError> {
+        config.validate()?;
         let stores = Store::open(&config.db, config.db_cache_bytes())?;
         Self::with_store(config, stores)
     }
@@ -85,6 +92,7 @@ impl Server {
     /// Opens the node's database as a replica of `cluster`'s stream (refusing a file of
     /// another stream, or one with a single-node history) and starts the writer. Blocking.
     pub fn open_in_cluster(config: Config, cluster: Cluster) -> Result<Self, ServerError> {
+        config.validate()?;
         let (reader, mut store_writer) = Store::open(&config.db, config.db_cache_bytes())?;
         store_writer.claim_stream(&cluster.identity)?;
         let mut server = Self::with_store(config, (reader, store_writer))?;
@@ -99,13 +107,18 @@ impl Server {
         config: Config,
         (reader, store_writer): (StoreReader, StoreWriter),
     ) -> Result<Self, ServerError> {
+        config.validate()?;
         // Install the recorder before anything records (the hub records the cache's size).
         let _ = metrics::handle();
         metrics::gauge(metrics::DATABASE_CACHE_BYTES).set(config.db_cache_bytes() as f64);
         metrics::gauge(metrics::CONNECTIONS).set(0.0);
         let tail = config.tail_limits();
-        // Seeded from the store, so the reconnects after a restart replay from memory too.
-        let (newest, _) = reader.read_before(None, tail.max_messages)?;
+        // Seeded from the store, so the reconnects after a restart replay from memory too;
+        // read newest first up to the cache's budget, so start-up holds no more of the
+        // history than the cache keeps (a count alone could be 10,000 messages of 64 KiB).
+        let newest = reader.read_newest(tail.max_messages, tail.max_bytes, |m| {
+            crate::delivery::tail::cost_of(&m.content, m.author.as_deref())
+        })?;
         let hub = Arc::new(Hub::new(
             store_writer.last_id(),
             config.live_buffer as usize,
@@ -125,6 +138,28 @@ impl Server {
             writer,
             writer_thread,
         })
+    }
+
+    /// A cluster node: finds the messages its replica lacks that the stream still holds (a
+    /// file from a build that could lose them) and stores them from the stream, waiting up to
+    /// [`crate::cluster::START_TIMEOUT`] for the stream to answer. Call it before serving: a
+    /// replay across a hole would skip messages. Returns how many it stored (none on a single
+    /// node).
+    pub async fn mend_replica(&self) -> Result<usize, ServerError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(0);
+        };
+        let filled = fill_holes(
+            &cluster.source(),
+            &self.reader,
+            &self.writer,
+            crate::cluster::START_TIMEOUT,
+        )
+        .await?;
+        if filled > 0 {
+            tracing::warn!(filled, "the replica's holes were filled from the stream");
+        }
+        Ok(filled)
     }
 
     /// The highest message id stored when the server was opened or since.
@@ -156,9 +191,7 @@ impl Server {
             Some(cluster) => {
                 let node = cluster.config.node.clone();
                 tasks.spawn(apply_forever(
-                    cluster.js.clone(),
-                    cluster.config.stream.clone(),
-                    node.clone(),
+                    cluster.source(),
                     self.hub.last_published() + 1,
                     self.writer.clone(),
                     stopping.clone(),
@@ -176,7 +209,13 @@ impl Server {
                     self.hub.clone(),
                     cluster.health.clone(),
                 );
-                let relay = NatsRelay::new(cluster.client.clone(), &cluster.config.stream, &node);
+                let (relay, publisher) = NatsRelay::new(
+                    cluster.client.clone(),
+                    &cluster.config.stream,
+                    &node,
+                    stopping.clone(),
+                );
+                tasks.spawn(publisher);
                 (Arc::new(log), Some(Arc::new(relay)))
             }
         };

@@ -269,3 +269,48 @@ fn a_read_only_database_file_is_refused_with_one_clear_line() {
     assert!(stderr.contains("cannot open database"), "{stderr}");
     assert_eq!(after, before, "left untouched");
 }
+
+/// `--rate-limit` is 0 (off) or 0.001 to 1,000,000 messages a second: a value outside (a rate
+/// so slow that its wait overflowed, and panicked the handler of the second message; NaN,
+/// infinite or negative, which used to mean "no limit") is refused at start-up, naming the
+/// flag, before anything is opened.
+#[test]
+fn a_rate_limit_out_of_its_range_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("chat.redb");
+    for bad in ["1e-20", "-1", "NaN", "inf", "2e6"] {
+        let mut child = Command::new(BIN)
+            .args(["--host", "127.0.0.1", "--port", "0", "--rate-burst", "1"])
+            .arg(format!("--rate-limit={bad}"))
+            .arg("--db")
+            .arg(&db)
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("--rate-limit {bad} was accepted: the server started");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            use std::io::Read;
+            pipe.read_to_string(&mut stderr).expect("read stderr");
+        }
+        assert!(!status.success(), "--rate-limit {bad}: {status}");
+        assert!(
+            stderr.contains("--rate-limit"),
+            "--rate-limit {bad}: {stderr}"
+        );
+        assert!(!db.exists(), "--rate-limit {bad} created the database");
+    }
+}

@@ -255,3 +255,92 @@ async fn history_requests_share_the_rate_limit() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+/// The peak resident memory (`VmHWM`) of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmHWM line");
+    kib * 1024
+}
+
+/// A client that floods 64 KiB messages without ever reading is disconnected as soon as it
+/// is past its limit (`--rate-burst` refusals in a row), not at its heartbeat 45 s later, and
+/// what it sent costs bounded memory: each refused message is dropped as it arrives. The
+/// server's peak memory stays under README's "Memory" bound for the defaults (~70 MB + the
+/// database cache + the tail cache), with nothing else connected. Before the fix each refused
+/// message parked a task holding its parsed frame until the heartbeat closed the socket: the
+/// peak grew with the flood (hundreds of MB here) and the client stayed connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_flooding_without_reading_is_disconnected_at_once_and_costs_bounded_memory()
+-> TestResult {
+    use futures_util::SinkExt;
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    // The defaults but for the database's place: a rate of 20/s, a burst of 50, heartbeats
+    // of 25 s + 20 s.
+    let mut server = ServerProcess::spawn(
+        std::process::Command::new(binary())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--db")
+            .arg(dir.path().join("chat.redb"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit()),
+    );
+    server.wait_listening();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut flooder = connect_raw(&url).await?;
+    assert_eq!(connections(&url).await, 1);
+
+    let content = "f".repeat(64 * 1024);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut disconnected = None;
+    // Bounded: 2,000 frames (125 MiB) or 20 s, whichever comes first; a send that does not
+    // complete in 2 s means the server stopped reading (it closed the connection).
+    while sent < 2_000 && started.elapsed() < Duration::from_secs(20) {
+        let frame = format!(r#"42["chat message","{content}","flood-{sent}"]"#);
+        match tokio::time::timeout(Duration::from_secs(2), flooder.send(Message::text(frame))).await
+        {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(_)) | Err(_) => break,
+        }
+        if sent.is_multiple_of(50) && disconnected.is_none() && connections(&url).await == 0 {
+            disconnected = Some(started.elapsed());
+        }
+    }
+    while disconnected.is_none() && started.elapsed() < Duration::from_secs(20) {
+        if connections(&url).await == 0 {
+            disconnected = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak = peak_rss(server.id());
+    let took = disconnected.ok_or_else(|| {
+        format!("still connected after {sent} messages and 20 s (the heartbeat would take 45 s)")
+    })?;
+    assert!(
+        took < Duration::from_secs(10),
+        "disconnected only after {took:?} ({sent} messages)"
+    );
+    // README "Memory": ~70 MB + db cache (32 MiB) + tail cache (16 MiB) at the defaults.
+    let bound = 70_000_000 + (32 << 20) + (16 << 20);
+    assert!(
+        peak < bound,
+        "peak resident memory {} MB while flooding with {sent} messages of 64 KiB (bound {} MB)",
+        peak / 1_000_000,
+        bound / 1_000_000
+    );
+    eprintln!(
+        "flood: {sent} messages sent, disconnected after {took:?}, server peak RSS {} MB",
+        peak / 1_000_000
+    );
+    drop(flooder);
+    server.terminate();
+    assert!(server.wait()?.success());
+    Ok(())
+}

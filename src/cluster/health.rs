@@ -2,13 +2,14 @@
 //! whether its last publishes went through, and whether its replica is complete.
 //!
 //! Two decisions rest on it:
-//! - ingest is open only while the replica is complete up to the stream's end of [`GATE`]
-//!   ago: a retry of a message stored earlier than JetStream's duplicate window is answered by
-//!   the node's own dedup table, which can only if the node has every message that old. The
-//!   probe records the stream's end once a second; the gate compares the replica with the
-//!   oldest such observation still within [`GATE`] (so a node just started, or back from a
-//!   partition, must first apply what the stream held then; a node applying in step with
-//!   the stream is never held up by the messages being stored right now);
+//! - ingest is open only while the replica is complete up to the stream's end of a *gate*
+//!   ago (three quarters of the stream's duplicate window: 90 s for the 120 s window tidings
+//!   creates): a retry of a message stored earlier than JetStream's duplicate window is
+//!   answered by the node's own dedup table, which can only if the node has every message that
+//!   old. The probe records the stream's end once a second; the gate compares the replica with
+//!   the oldest such observation still within the gate (so a node just started, or back from a
+//!   partition, must first apply what the stream held then; a node applying in step with the
+//!   stream is never held up by the messages being stored right now);
 //! - the node is ready (`/healthz` 200) only while NATS is connected, a probe or a publish
 //!   succeeded lately, no publish failed since, and ingest is open. A node that is not ready
 //!   still serves reads, replays and history from its replica; a load balancer moves the
@@ -28,9 +29,12 @@ use tokio_util::sync::CancellationToken;
 use crate::delivery::Hub;
 use crate::every::Every;
 
-/// How far back the replica must be complete for ingest to be open: less than the duplicate
-/// window (120 s), so a retry older than the window finds its original here.
-pub const GATE: Duration = Duration::from_secs(90);
+/// How far back the replica must be complete for ingest to be open, for a stream whose
+/// duplicate window is `window`: less than the window (three quarters of it), so a retry older
+/// than the window finds its original here.
+pub fn gate_for(window: Duration) -> Duration {
+    window * 3 / 4
+}
 
 /// How recent a successful probe or publish must be for the node to be ready.
 const FRESH: Duration = Duration::from_secs(5);
@@ -52,12 +56,12 @@ struct State {
 }
 
 impl State {
-    /// The end the replica must have reached: the oldest observation within [`GATE`].
-    fn must_reach(&mut self) -> Option<u64> {
+    /// The end the replica must have reached at `now`: the oldest observation within `gate`.
+    fn must_reach(&mut self, gate: Duration, now: Instant) -> Option<u64> {
         while self
             .ends
             .front()
-            .is_some_and(|(at, _)| at.elapsed() >= GATE)
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= gate)
         {
             self.ends.pop_front();
         }
@@ -68,28 +72,32 @@ impl State {
 /// See the module docs.
 #[derive(Debug)]
 pub struct Health {
-    connected: AtomicBool,
+    /// Whether the NATS client is connected (its event callback sets it).
+    connected: Arc<AtomicBool>,
+    /// How far back the replica must be complete ([`gate_for`] the stream's window).
+    gate: Duration,
     state: Mutex<State>,
 }
 
-impl Default for Health {
-    fn default() -> Self {
+impl Health {
+    /// The health of a node whose replica must be complete up to the stream's end of `gate`
+    /// ago (see [`gate_for`]), connected to NATS while `connected` says so.
+    pub fn new(gate: Duration, connected: Arc<AtomicBool>) -> Self {
         Self {
-            connected: AtomicBool::new(true),
+            connected,
+            gate,
             state: Mutex::default(),
         }
     }
-}
 
-impl Health {
+    /// The gate: how far back the replica must be complete for ingest to be open.
+    pub fn gate(&self) -> Duration {
+        self.gate
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Plain fields assigned one at a time: never inconsistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// NATS connected or disconnected (the client's event callback).
-    pub fn set_connected(&self, connected: bool) {
-        self.connected.store(connected, Ordering::Release);
     }
 
     /// A publish was acked: the stream reaches `end`, and answers. Also tells the hub.
@@ -100,9 +108,12 @@ impl Health {
 
     /// The probe found the stream's end at `end`. Also tells the hub.
     pub fn probed(&self, end: u64, hub: &Hub) {
+        self.probed_at(end, hub, Instant::now());
+    }
+
+    fn probed_at(&self, end: u64, hub: &Hub, now: Instant) {
         hub.learn_log_end(end);
         let mut state = self.state();
-        let now = Instant::now();
         state.last_ok = Some(now);
         let end = state.ends.back().map_or(end, |(_, last)| end.max(*last));
         state.ends.push_back((now, end));
@@ -113,37 +124,24 @@ impl Health {
         self.state().last_failure = Some(Instant::now());
     }
 
-    /// Whether the replica is complete up to the stream's end of [`GATE`] ago (see the
-    /// module docs).
-    pub fn caught_up(&self, hub: &Hub) -> bool {
-        let must_reach = self.state().must_reach();
-        must_reach.is_some_and(|end| hub.last_published() >= end)
-    }
-
     /// Whether the node can take messages now (see the module docs).
     pub fn is_ready(&self, hub: &Hub) -> bool {
-        if !self.connected.load(Ordering::Acquire) {
-            return false;
-        }
-        let fresh = {
-            let state = self.state();
-            match (state.last_ok, state.last_failure) {
-                (Some(ok), failure) => ok.elapsed() < FRESH && failure.is_none_or(|f| f < ok),
-                (None, _) => false,
-            }
-        };
-        fresh && self.caught_up(hub)
+        self.problem(hub).is_none()
     }
 
     /// Why the node is not ready, for `/healthz` and logs; `None` when it is.
     pub fn problem(&self, hub: &Hub) -> Option<String> {
+        self.problem_at(hub, Instant::now())
+    }
+
+    fn problem_at(&self, hub: &Hub, now: Instant) -> Option<String> {
         if !self.connected.load(Ordering::Acquire) {
             return Some("NATS is unreachable".into());
         }
-        let state = self.state();
+        let mut state = self.state();
         match (state.last_ok, state.last_failure) {
             (None, _) => return Some("no answer from the stream yet".into()),
-            (Some(ok), _) if ok.elapsed() >= FRESH => {
+            (Some(ok), _) if now.saturating_duration_since(ok) >= FRESH => {
                 return Some("the stream has not answered lately (no leader or no quorum)".into());
             }
             (Some(ok), Some(failure)) if failure >= ok => {
@@ -151,8 +149,7 @@ impl Health {
             }
             _ => {}
         }
-        let mut state = state;
-        match state.must_reach() {
+        match state.must_reach(self.gate, now) {
             Some(end) if hub.last_published() >= end => None,
             Some(end) => Some(format!(
                 "catching up: applied {} of {end}",
@@ -190,5 +187,55 @@ pub async fn probe_forever(
             }
             logged_problem = problem;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::TailLimits;
+    use crate::message::test_support::msg;
+
+    fn hub(last: u64) -> Hub {
+        let tail = TailLimits {
+            max_messages: 10,
+            max_bytes: 1 << 20,
+        };
+        Hub::new(last, 8, tail, [])
+    }
+
+    #[test]
+    fn ingest_opens_once_the_replica_has_what_the_stream_held_a_gate_ago() {
+        let gate = gate_for(Duration::from_secs(120));
+        assert_eq!(gate, Duration::from_secs(90));
+        let health = Health::new(gate, Arc::new(AtomicBool::new(true)));
+        let hub = hub(50);
+        let t0 = Instant::now();
+        // Just started: the stream ends at 100, the replica at 50.
+        health.probed_at(100, &hub, t0);
+        assert_eq!(
+            health.problem_at(&hub, t0).as_deref(),
+            Some("catching up: applied 50 of 100")
+        );
+        // Applying in step with a busy stream: the end keeps moving, the replica follows a
+        // little behind; what counts is the end as of the gate ago.
+        hub.publish((51..=100).map(msg));
+        let t1 = t0 + Duration::from_secs(1);
+        health.probed_at(180, &hub, t1);
+        assert_eq!(health.problem_at(&hub, t1), None, "100 of 100 as of t0");
+        // The replica stops at 100 (a stalled applier) while the stream goes on. Until the
+        // t0 observation is a gate old, 100 is all it must have; then it must have 180, as
+        // the stream had at t1: ingest closes.
+        let aged_out = t0 + gate;
+        health.probed_at(260, &hub, aged_out - Duration::from_secs(2));
+        assert_eq!(
+            health.problem_at(&hub, aged_out - Duration::from_millis(1)),
+            None,
+            "still within the gate of t0"
+        );
+        assert_eq!(
+            health.problem_at(&hub, aged_out).as_deref(),
+            Some("catching up: applied 100 of 180")
+        );
     }
 }

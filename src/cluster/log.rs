@@ -10,7 +10,7 @@
 //!   retry racing its original on another node;
 //! - before publishing, the node looks the message up in its own replica's dedup table, which
 //!   answers retries older than the window: ingest is open only while the replica is complete
-//!   up to the stream's end of [`super::health::GATE`] ago;
+//!   up to the stream's end of a gate ago ([`super::health::gate_for`] the duplicate window);
 //! - a publish whose ack does not come (a leader failover, a lost quorum) may still be stored:
 //!   it is retried with the same message id until it is acked or [`RETRY_FOR`] has passed,
 //!   never reported as "not stored". A message without a client offset gets a random message
@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 use super::health::Health;
 use crate::delivery::Hub;
+use crate::every::now_ms;
 use crate::ingest::{AppendError, BoxFuture, Log, Receipt};
 use crate::message::{AppendOutcome, ChatInput, MessageId, StoredMessage};
 use crate::storage::StoreReader;
@@ -207,26 +208,17 @@ impl Publish {
     }
 }
 
-/// The `Nats-Msg-Id` of `input`: a hash of its dedup key (client offset and content), so every
-/// node gives a retry the same id; random for a message without an offset (nothing to dedup
-/// but this node's own retries of the publish).
+/// The `Nats-Msg-Id` of `input`: its dedup key (client offset and content, the rule every
+/// node's replica also indexes), so every node gives a retry the same id; random for a message
+/// without an offset (nothing to dedup but this node's own retries of the publish).
 pub fn message_id(input: &ChatInput) -> String {
-    let digest = match &input.client_offset {
-        Some(offset) => {
-            let mut hash = Sha256::new();
-            hash.update(b"tidings/1\0");
-            hash.update((offset.0.len() as u64).to_be_bytes());
-            hash.update(offset.0.as_bytes());
-            hash.update(input.content.as_bytes());
-            hash.finalize()
-        }
-        None => {
-            let mut hash = Sha256::new();
-            hash.update(random_bytes());
-            hash.finalize()
-        }
-    };
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    match input.dedup_key() {
+        Some(key) => key.hex(),
+        None => Sha256::digest(random_bytes())[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    }
 }
 
 /// 16 bytes that differ from call to call and from process to process (std's randomly keyed
@@ -250,10 +242,6 @@ fn now_nanos() -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
-}
-
-fn now_ms() -> u64 {
-    (now_nanos() / 1_000_000) as u64
 }
 
 #[cfg(test)]

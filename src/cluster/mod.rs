@@ -25,6 +25,7 @@ pub mod presence;
 pub mod stream;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -103,8 +104,10 @@ impl Cluster {
     /// while NATS is unreachable or has no quorum; a stream with other settings is refused at
     /// once.
     pub async fn join(config: ClusterConfig) -> Result<Self, ClusterError> {
-        let health = Arc::new(Health::default());
-        let events = health.clone();
+        // The readiness gate depends on the stream's duplicate window, known once it is found;
+        // the connection's events need the health before that.
+        let connected = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let events = connected.clone();
         let urls = config.urls.join(",");
         let client = async_nats::ConnectOptions::new()
             .name(&config.node)
@@ -113,8 +116,8 @@ impl Cluster {
                 let health = events.clone();
                 async move {
                     match event {
-                        async_nats::Event::Connected => health.set_connected(true),
-                        async_nats::Event::Disconnected => health.set_connected(false),
+                        async_nats::Event::Connected => health.store(true, Ordering::Release),
+                        async_nats::Event::Disconnected => health.store(false, Ordering::Release),
                         other => tracing::debug!("nats: {other}"),
                     }
                 }
@@ -150,6 +153,13 @@ impl Cluster {
             }
         };
         let identity = stream::identity(stream.cached_info());
+        let gate = health::gate_for(stream.cached_info().config.duplicate_window);
+        tracing::info!(
+            window = ?stream.cached_info().config.duplicate_window,
+            ?gate,
+            "ingest opens once the replica has what the stream held this long ago"
+        );
+        let health = Arc::new(Health::new(gate, connected));
         Ok(Self {
             config,
             client,
@@ -160,10 +170,30 @@ impl Cluster {
         })
     }
 
+    /// The stream, as the applier reads it.
+    pub fn source(&self) -> applier::JetStreamSource {
+        applier::JetStreamSource::new(self.js.clone(), self.stream.clone(), &self.config.node)
+    }
+
     /// The epoch clients see: the same on every node of this cluster.
     pub fn epoch(&self) -> u64 {
         stream::epoch(&self.identity)
     }
+}
+
+/// `name` as one NATS subject token and a valid consumer name: letters, digits and `-` stay,
+/// every other byte becomes `_` and two hex digits (so `a.b` and `a_b` stay apart). A host
+/// name has dots, which would split a subject into several tokens.
+pub fn name_token(name: &str) -> String {
+    let mut token = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' {
+            token.push(char::from(byte));
+        } else {
+            token.push_str(&format!("_{byte:02x}"));
+        }
+    }
+    token
 }
 
 /// A name for this process among the cluster's nodes: host name and process id.
@@ -174,4 +204,17 @@ pub fn default_node_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".into());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_become_distinct_single_tokens() {
+        assert_eq!(name_token("node-1"), "node-1");
+        assert_eq!(name_token("ip-10.ec2"), "ip-10_2eec2");
+        assert_ne!(name_token("a.b"), name_token("a_b"));
+        assert_eq!(name_token("é"), "_c3_a9");
+    }
 }

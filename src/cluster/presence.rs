@@ -4,7 +4,8 @@
 //! Every node publishes its part of the roster every [`EVERY`] on
 //! `tidings.STREAM.presence.NODE` and merges the others' into what its clients see; a node not
 //! heard of for [`TTL`] (it died, or lost NATS) drops out. Typing notices and renames are
-//! relayed on `tidings.STREAM.events` and shown to every client of the other nodes.
+//! relayed on `tidings.STREAM.events` and shown to every client of the other nodes. Node names
+//! go into subjects as one token ([`super::name_token`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use socketioxide::SocketIo;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::socket::presence::{Relay, SharedRoster, to_everyone};
@@ -39,21 +41,49 @@ struct Relayed {
     data: Value,
 }
 
-/// Typing notices and renames this node's clients send, for the other nodes.
+/// Relayed notices waiting for the NATS connection; beyond, new ones are dropped (they are
+/// ephemeral, like a notice to a full socket).
+const RELAY_QUEUE: usize = 1024;
+
+/// Typing notices and renames this node's clients send, for the other nodes: queued (bounded)
+/// for one task that publishes them in order, so a burst of notices never costs a task each.
 pub struct NatsRelay {
-    client: async_nats::Client,
-    subject: String,
+    queue: mpsc::Sender<Relayed>,
     node: String,
 }
 
 impl NatsRelay {
-    /// A relay for the cluster of `stream`.
-    pub fn new(client: async_nats::Client, stream: &str, node: &str) -> Self {
-        Self {
-            client,
-            subject: events_subject(stream),
+    /// A relay for the cluster of `stream`, and the task that publishes what it is given
+    /// until `stop`.
+    pub fn new(
+        client: async_nats::Client,
+        stream: &str,
+        node: &str,
+        stop: CancellationToken,
+    ) -> (Self, impl std::future::Future<Output = ()> + Send + use<>) {
+        let (queue, mut queued) = mpsc::channel::<Relayed>(RELAY_QUEUE);
+        let subject = events_subject(stream);
+        let publisher = async move {
+            loop {
+                let relayed = tokio::select! {
+                    relayed = queued.recv() => match relayed {
+                        Some(relayed) => relayed,
+                        None => return,
+                    },
+                    () = stop.cancelled() => return,
+                };
+                let Ok(payload) = serde_json::to_vec(&relayed) else {
+                    continue;
+                };
+                // Ephemeral: if NATS is away the notice is simply lost, like a full socket's.
+                let _ = client.publish(subject.clone(), payload.into()).await;
+            }
+        };
+        let relay = Self {
+            queue,
             node: node.to_string(),
-        }
+        };
+        (relay, publisher)
     }
 }
 
@@ -64,14 +94,9 @@ impl Relay for NatsRelay {
             event: event.to_string(),
             data,
         };
-        let Ok(payload) = serde_json::to_vec(&relayed) else {
-            return;
-        };
-        let (client, subject) = (self.client.clone(), self.subject.clone());
-        // Ephemeral: if NATS is away the notice is simply lost, like a full socket's.
-        tokio::spawn(async move {
-            let _ = client.publish(subject, payload.into()).await;
-        });
+        if self.queue.try_send(relayed).is_err() {
+            tracing::debug!("a relayed {event} was dropped: the queue to NATS is full");
+        }
     }
 }
 
@@ -79,8 +104,15 @@ fn events_subject(stream: &str) -> String {
     format!("tidings.{stream}.events")
 }
 
+/// The subject a node's heartbeat goes to: its name as one token (a host name like
+/// `ip-10-0-0-1.ec2.internal` has dots, which would make it several and miss `presence.*`).
 fn presence_subject(stream: &str, node: &str) -> String {
-    format!("tidings.{stream}.presence.{node}")
+    format!("tidings.{stream}.presence.{}", super::name_token(node))
+}
+
+/// What the other nodes subscribe to: every node's heartbeat.
+fn every_presence_subject(stream: &str) -> String {
+    format!("tidings.{stream}.presence.*")
 }
 
 /// Exchanges presence with the other nodes and shows their relayed events, until `stop`.
@@ -99,7 +131,7 @@ pub async fn exchange_forever(
     loop {
         // (Re)subscribe while the subscriptions are missing: the client may start offline.
         if heartbeats.is_none() {
-            heartbeats = client.subscribe(presence_subject(&stream, "*")).await.ok();
+            heartbeats = client.subscribe(every_presence_subject(&stream)).await.ok();
         }
         if events.is_none() {
             events = client.subscribe(events_subject(&stream)).await.ok();
@@ -159,3 +191,19 @@ fn is_relayable(event: &str) -> bool {
 
 /// Shared by the server's tasks.
 pub type SharedRelay = Arc<NatsRelay>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dotted_node_name_is_one_subject_token() {
+        let subject = presence_subject("TIDINGS", "ip-10-0-0-1.ec2.internal");
+        let tokens: Vec<&str> = subject.split('.').collect();
+        assert_eq!(tokens.len(), 4, "{subject}");
+        assert_eq!(&tokens[..3], ["tidings", "TIDINGS", "presence"]);
+        // What `presence.*` matches: exactly one token after the prefix.
+        assert!(!tokens[3].is_empty());
+        assert!(!tokens[3].contains(['*', '>', ' ']));
+    }
+}

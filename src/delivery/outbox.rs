@@ -211,6 +211,31 @@ pub fn emit_ephemeral<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, da
     emit_leaving_headroom(socket, &lock, event, data).is_ok()
 }
 
+/// Queues `event (data)` to every one of `sockets` as [`emit_ephemeral`] does, encoded once
+/// for all of them (a presence list serialized per socket would cost every tick O(sockets x
+/// names)); returns to how many it was queued.
+pub fn broadcast_ephemeral<T: Serialize + ?Sized>(
+    sockets: &[SocketRef],
+    event: &str,
+    data: &T,
+) -> usize {
+    let Some(first) = sockets.first() else {
+        return 0;
+    };
+    let Ok(encoded) = first.encode_event(event, data) else {
+        return 0;
+    };
+    sockets
+        .iter()
+        .filter(|socket| {
+            socket.extensions.get::<SendLock>().is_some_and(|lock| {
+                queue_encoded_leaving_headroom(socket, &lock, std::slice::from_ref(&encoded))
+                    .is_ok()
+            })
+        })
+        .count()
+}
+
 /// Sends an ack if a slot stays free after it (for a ping); gives the sender back when the
 /// buffer is too full so the caller can retry (a refused `AckSender::send` would consume it).
 pub fn try_ack<T: Serialize + ?Sized>(

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use socketioxide::SocketError;
 use socketioxide::extract::SocketRef;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -149,15 +148,19 @@ struct Stopped;
 
 /// Stops a socket's delivery and disconnects it; its client reconnects and recovers what it
 /// missed. For an ack that was lost (the client's retry gets a duplicate ack), a client that
-/// keeps sending over its rate limit, and a store that cannot be read.
-pub fn disconnect(socket: &SocketRef, signals: &Arc<Signals>, live: &Live, tasks: &TaskTracker) {
+/// keeps sending over its rate limit, and a store that cannot be read. It takes effect at
+/// once, whether the client reads or not: a client whose buffer is full cannot be sent the
+/// DISCONNECT packet, and its connection is closed instead (socketioxide as patched in
+/// `vendor/`, 0004).
+pub fn disconnect(socket: &SocketRef, signals: &Signals, live: &Live) {
     if signals.disconnecting.swap(true, Ordering::AcqRel) {
         return;
     }
     signals.disconnect.notify_one();
     // A task that joins after this finds `disconnecting` set and leaves again.
     live.leave(socket.id);
-    tasks.spawn(force_disconnect(socket.clone(), signals.clone()));
+    // Only a closed socket refuses, and it is gone already.
+    let _ = socket.clone().disconnect();
 }
 
 /// Everything one socket's delivery needs, prepared at admission.
@@ -374,7 +377,7 @@ impl Delivery {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(sid = %outbox.socket.id, "delivery stopped: {e}");
-                    disconnect(&outbox.socket, &parked.signals, &parked.live, &parked.tasks);
+                    disconnect(&outbox.socket, &parked.signals, &parked.live);
                     return Err(Stopped);
                 }
             };
@@ -443,24 +446,6 @@ async fn emit_batch(
         }
     }
     Ok(())
-}
-
-/// Disconnects a socket whose client must reconnect to recover. socketioxide needs a free
-/// slot in the outgoing buffer for that; delivery has stopped, so one frees up as soon as the
-/// client reads (a client that never reads is closed by the engine.io heartbeat instead).
-async fn force_disconnect(socket: SocketRef, signals: Arc<Signals>) {
-    let mut backoff = Duration::from_millis(1);
-    loop {
-        match socket.clone().disconnect() {
-            Err(SocketError::InternalChannelFull) => {}
-            _ => return,
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = signals.closed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_millis(200));
-    }
 }
 
 /// Queues what `emit` queues (one message, or a run of them), waiting while the socket's

@@ -26,7 +26,13 @@ const OVERHEAD_BYTES: usize = 96;
 
 /// What a message counts against the byte budget.
 pub fn cost(message: &Message) -> usize {
-    OVERHEAD_BYTES + message.content.len() + message.author.as_ref().map_or(0, String::len)
+    cost_of(&message.content, message.author.as_deref())
+}
+
+/// What a message with `content` and `author` counts against the byte budget (for sizing
+/// what is read to fill the cache, before it is a [`Message`]).
+pub fn cost_of(content: &str, author: Option<&str>) -> usize {
+    OVERHEAD_BYTES + content.len() + author.map_or(0, str::len)
 }
 
 /// See the module docs.

@@ -16,13 +16,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::retention::Retention;
 use super::{AppendError, BoxFuture, Log, Receipt};
 use crate::delivery::Hub;
+use crate::every::now_ms;
 use crate::message::{AppendOutcome, ChatInput, Message, StoredRow};
 use crate::ops::metrics;
 use crate::storage::StoreWriter;
@@ -59,11 +60,17 @@ enum Command {
         rows: Vec<StoredRow>,
         reply: oneshot::Sender<Result<usize, AppendError>>,
     },
-    /// Record a recovery session as seen now (committed with the next batch of appends).
-    Session {
-        pid: String,
+    /// Store rows that fill holes below the last id (a cluster replica mended before it
+    /// serves); nothing is published.
+    Fill {
+        rows: Vec<StoredRow>,
+        reply: oneshot::Sender<Result<usize, AppendError>>,
+    },
+    /// Record recovery sessions as seen now (committed with the next batch of appends).
+    Sessions {
+        pids: Vec<String>,
         seen_ms: u64,
-        /// Told once the session is durable, if anyone waits for it.
+        /// Told once the sessions are durable, if anyone waits for it.
         reply: Option<oneshot::Sender<Result<(), AppendError>>>,
     },
     /// Delete the recovery sessions last seen before this time.
@@ -82,6 +89,9 @@ enum Command {
 
 /// Rows per retention transaction: small, so appends never wait long behind a prune.
 pub const PRUNE_BATCH: usize = 1000;
+
+/// Most sessions in one touch command (a commit of them takes a few milliseconds).
+pub const TOUCH_BATCH: usize = 4096;
 
 /// A cheap, cloneable way to talk to the writer.
 #[derive(Clone)]
@@ -144,31 +154,45 @@ impl WriterHandle {
         self.request(|reply| Command::Apply { rows, reply }).await
     }
 
+    /// Stores rows where the database has none, below its last id too (a cluster replica's
+    /// holes, before the node serves); publishes nothing. Resolves with how many were stored.
+    pub async fn fill(&self, rows: Vec<StoredRow>) -> Result<usize, AppendError> {
+        self.request(|reply| Command::Fill { rows, reply }).await
+    }
+
     /// Records recovery session `pid` as issued (or seen) now, durably; resolves once committed
     /// (with the appends queued around it: one commit).
     pub async fn save_session(&self, pid: String) -> Result<(), AppendError> {
         let seen_ms = now_ms();
-        self.request(|reply| Command::Session {
-            pid,
+        self.request(|reply| Command::Sessions {
+            pids: vec![pid],
             seen_ms,
             reply: Some(reply),
         })
         .await
     }
 
-    /// Records that the clients of these sessions were seen now, without waiting.
-    pub fn touch_sessions(&self, pids: impl IntoIterator<Item = String>) {
+    /// Records that the clients of these sessions were seen now, in commands of at most
+    /// [`TOUCH_BATCH`] sessions, each waiting for room in the queue: none is dropped, however
+    /// many sockets are open. Resolves once they are queued (not yet committed).
+    pub async fn touch_sessions(
+        &self,
+        pids: impl IntoIterator<Item = String>,
+    ) -> Result<(), AppendError> {
         let seen_ms = now_ms();
-        for pid in pids {
-            let touch = Command::Session {
-                pid,
+        let mut pids = pids.into_iter().peekable();
+        while pids.peek().is_some() {
+            let touch = Command::Sessions {
+                pids: pids.by_ref().take(TOUCH_BATCH).collect(),
                 seen_ms,
                 reply: None,
             };
-            // A full queue (a flood of appends) can drop a touch: the session then expires a
-            // minute or so early, which only costs its client a full replay.
-            let _ = self.commands.try_send(touch);
+            self.commands
+                .send(touch)
+                .await
+                .map_err(|_| AppendError::Stopped)?;
         }
+        Ok(())
     }
 
     /// Deletes the sessions last seen more than `window` ago; returns how many.
@@ -218,13 +242,6 @@ pub fn spawn_writer(
     Ok((WriterHandle { commands, healthy }, thread))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn run(
     mut store: StoreWriter,
     hub: Arc<Hub>,
@@ -245,6 +262,7 @@ fn run(
             match command {
                 command @ (Command::Prune { .. }
                 | Command::Apply { .. }
+                | Command::Fill { .. }
                 | Command::ExpireSessions { .. }) => {
                     after_appends = Some(command);
                     break;
@@ -254,12 +272,14 @@ fn run(
                     batch.inputs.push(input);
                     batch.replies.push(reply);
                 }
-                Command::Session {
-                    pid,
+                Command::Sessions {
+                    pids,
                     seen_ms,
                     reply,
                 } => {
-                    batch.sessions.push((pid, seen_ms));
+                    batch
+                        .sessions
+                        .extend(pids.into_iter().map(|pid| (pid, seen_ms)));
                     batch.session_replies.extend(reply);
                 }
                 Command::Stop => {
@@ -283,6 +303,12 @@ fn run(
             }
             Some(Command::Apply { rows, reply }) => {
                 let _ = reply.send(apply_rows(&mut store, &hub, &healthy, rows));
+            }
+            Some(Command::Fill { rows, reply }) => {
+                let filled = store
+                    .fill(&rows)
+                    .map_err(|e| AppendError::Storage(Arc::new(e)));
+                let _ = reply.send(filled);
             }
             Some(Command::ExpireSessions { before_ms, reply }) => {
                 let expired = store
@@ -480,6 +506,7 @@ mod tests {
 
     struct Rig {
         _dir: tempfile::TempDir,
+        reader: crate::storage::StoreReader,
         hub: Arc<Hub>,
         writer: WriterHandle,
         thread: JoinHandle<()>,
@@ -487,9 +514,13 @@ mod tests {
     }
 
     fn rig() -> Rig {
+        rig_with(WriterConfig::default())
+    }
+
+    fn rig_with(config: WriterConfig) -> Rig {
         let dir = tempfile::tempdir().expect("temp dir");
         let disk = FaultSwitch::default();
-        let (_, store) =
+        let (reader, store) =
             Store::open_faulty(&dir.path().join("w.redb"), disk.clone(), TEST_CACHE_BYTES)
                 .expect("open");
         let tail = TailLimits {
@@ -497,10 +528,10 @@ mod tests {
             max_bytes: 1 << 20,
         };
         let hub = Arc::new(Hub::new(store.last_id(), 64, tail, []));
-        let (writer, thread) =
-            spawn_writer(store, hub.clone(), WriterConfig::default()).expect("spawn");
+        let (writer, thread) = spawn_writer(store, hub.clone(), config).expect("spawn");
         Rig {
             _dir: dir,
+            reader,
             hub,
             writer,
             thread,
@@ -607,5 +638,31 @@ mod tests {
             .await
             .expect("join task")
             .expect("the writer thread ends cleanly");
+    }
+
+    #[tokio::test]
+    async fn every_touched_session_is_saved_though_they_outnumber_the_queue() {
+        // A queue of 8 requests and 10,000 open sockets: each one's session must be saved.
+        let rig = rig_with(WriterConfig {
+            queue_capacity: 8,
+            ..WriterConfig::default()
+        });
+        let pids: Vec<String> = (0..10_000).map(|n| format!("pid-{n}")).collect();
+        rig.writer
+            .touch_sessions(pids.clone())
+            .await
+            .expect("queued");
+        // A request after them is answered after they are committed.
+        rig.writer
+            .append(input("after", None))
+            .await
+            .expect("stored");
+        for pid in &pids {
+            assert!(
+                rig.reader.session(pid).expect("read").is_some(),
+                "session {pid} was dropped"
+            );
+        }
+        rig.writer.stop().await;
     }
 }

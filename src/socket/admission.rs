@@ -144,6 +144,7 @@ async fn admit(
         emitted: emitted.clone(),
         signals: signals.clone(),
         bucket: Mutex::new(TokenBucket::new(state.rate_limit, Instant::now())),
+        refusal_waiting: Default::default(),
         sending: sending.clone(),
         arrival: Arc::default(),
         typing: Typing::new(),
@@ -167,8 +168,8 @@ async fn admit(
             // After `closed`: a catch-up task that joins after this sees it and leaves.
             state.live.leave(socket.id);
             presence::left(&socket, &state, &connection.typing);
-            // The recovery window counts from now.
-            state.recovery.writer.touch_sessions(session);
+            // The recovery window counts from now (only a stopped writer refuses this).
+            let _ = state.recovery.writer.touch_sessions(session).await;
         },
     );
     tracing::info!(

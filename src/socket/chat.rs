@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use tokio::sync::Notify;
 
-use super::{ChatState, Connection, send_ack};
+use futures_util::future::Either;
+
+use super::{ChatState, Connection, refuse, send_ack};
 use crate::delivery::socket_task::disconnect;
 use crate::ingest::AppendError;
 use crate::message::AppendOutcome;
@@ -141,8 +143,9 @@ impl Drop for Place {
     }
 }
 
-/// The `chat message` handler. Its first line runs as the event arrives, in the connection's
-/// order; the rest is a task of its own.
+/// The `chat message` handler. Its first lines run as the event arrives, in the connection's
+/// order: the rate limit (a refused message is dropped here, whatever its size) and the
+/// message's place in line; the rest is a task of its own.
 pub(super) fn on_chat_message(
     socket: SocketRef,
     TryData(args): TryData<EventArgs>,
@@ -150,8 +153,19 @@ pub(super) fn on_chat_message(
     State(state): State<ChatState>,
     Extension(connection): Extension<Connection>,
 ) -> impl Future<Output = ()> {
-    let place = connection.arrival.take();
-    handle_chat_message(socket, args, ack, state, connection, place)
+    match connection.take_allowance() {
+        Ok(()) => {
+            let place = connection.arrival.take();
+            Either::Left(handle_chat_message(
+                socket, args, ack, state, connection, place,
+            ))
+        }
+        Err(refusal) => {
+            drop(args);
+            metrics::counter_with(metrics::REJECTED, "reason", "rate_limited").increment(1);
+            Either::Right(refuse(&socket, ack, refusal, &state, &connection))
+        }
+    }
 }
 
 async fn handle_chat_message(
@@ -165,17 +179,6 @@ async fn handle_chat_message(
     let Some(_in_flight) = state.in_flight.enter() else {
         // Shutting down: not taken, not acked; the client retries after the restart.
         return;
-    };
-    let ack = match connection.within_allowance(&socket, ack).await {
-        Ok(ack) => ack,
-        Err(strikes) => {
-            metrics::counter_with(metrics::REJECTED, "reason", "rate_limited").increment(1);
-            if f64::from(strikes) > state.rate_limit.burst {
-                tracing::warn!(sid = %socket.id, strikes, "disconnecting a client that ignores its rate limit");
-                disconnect(&socket, &connection.signals, &state.live, &state.tasks);
-            }
-            return;
-        }
     };
     let input = args
         .map_err(|e| PayloadError::Undecodable(e.to_string()))
@@ -228,7 +231,7 @@ async fn handle_chat_message(
     if !send_ack(&socket, ack, &reply, &connection).await {
         // The message is stored and broadcast, but the client cannot learn it from this
         // ack: make it reconnect, so its retry is answered with `duplicate: true`.
-        disconnect(&socket, &connection.signals, &state.live, &state.tasks);
+        disconnect(&socket, &connection.signals, &state.live);
     }
 }
 

@@ -4,21 +4,35 @@
 use serde_json::json;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 
-use super::{ChatState, Connection, send_ack};
+use std::future::Future;
+
+use futures_util::future::Either;
+
+use super::{ChatState, Connection, refuse, send_ack};
 use crate::message::Message;
 use crate::protocol::{EventArgs, parse_history_request};
 
-/// The `history` handler.
-pub(super) async fn on_history(
+/// The `history` handler: the rate limit as the event arrives (see `chat`), then the read.
+pub(super) fn on_history(
     socket: SocketRef,
     TryData(args): TryData<EventArgs>,
     ack: AckSender,
     State(state): State<ChatState>,
     Extension(connection): Extension<Connection>,
+) -> impl Future<Output = ()> {
+    match connection.take_allowance() {
+        Ok(()) => Either::Left(answer(socket, args, ack, state, connection)),
+        Err(refusal) => Either::Right(refuse(&socket, ack, refusal, &state, &connection)),
+    }
+}
+
+async fn answer(
+    socket: SocketRef,
+    args: Result<EventArgs, socketioxide::ParserError>,
+    ack: AckSender,
+    state: ChatState,
+    connection: Connection,
 ) {
-    let Ok(ack) = connection.within_allowance(&socket, ack).await else {
-        return;
-    };
     let request = args
         .map_err(|e| e.to_string())
         .and_then(|EventArgs(args)| parse_history_request(&args).map_err(|e| e.to_string()));

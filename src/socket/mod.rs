@@ -20,6 +20,7 @@ pub mod rate;
 pub mod recovery;
 pub mod roster;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::delivery::cursor::EmittedCursor;
 use crate::delivery::outbox::{self, NotQueued, SendLock};
 use crate::delivery::socket_task::Signals;
-use crate::delivery::{BatchLimits, Hub, Live};
+use crate::delivery::{self, BatchLimits, Hub, Live};
 use crate::ingest::SharedLog;
 use crate::protocol::{AckReply, Limits};
 use crate::storage::StoreReader;
@@ -91,6 +92,8 @@ pub struct ConnectionState {
     pub signals: Arc<Signals>,
     /// The connection's allowance of sends and history reads.
     pub bucket: Mutex<TokenBucket>,
+    /// Whether a rate-limit refusal is waiting for room in the outgoing buffer (one at most).
+    refusal_waiting: AtomicBool,
     /// Taken while queueing to this socket (see [`SendLock`]).
     pub sending: SendLock,
     /// The order its `chat message`s arrived in: they are stored in that order.
@@ -109,30 +112,74 @@ impl std::ops::Deref for Connection {
     }
 }
 
+/// A request over its connection's allowance.
+pub(crate) struct Refusal {
+    retry_after: Duration,
+    /// Refusals in a row, this one included.
+    strikes: u32,
+}
+
 impl Connection {
-    /// Takes one request (a send, a history page, a rename) from the connection's allowance
-    /// and gives `ack` back; over the limit, answers it with `{ error: "rate limited",
-    /// retryAfterMs }` instead and returns the refusals in a row.
-    async fn within_allowance(&self, socket: &SocketRef, ack: AckSender) -> Result<AckSender, u32> {
+    /// Takes one request (a send, a history page, a rename) from the connection's allowance.
+    /// Handlers call it synchronously as the event arrives, before they look at its
+    /// arguments or spawn anything: a refused request holds nothing of what it carried (a
+    /// frame may be up to the transport's limit, several times a message's).
+    fn take_allowance(&self) -> Result<(), Refusal> {
         let verdict = self
             .bucket
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take(Instant::now());
         match verdict {
-            Verdict::Allowed => Ok(ack),
+            Verdict::Allowed => Ok(()),
             Verdict::Limited {
                 retry_after,
                 strikes,
-            } => {
-                let reply = AckReply::RateLimited {
-                    error: "rate limited",
-                    retry_after_ms: retry_after.as_millis().max(1) as u64,
-                };
-                send_ack(socket, ack, &reply, self).await;
-                Err(strikes)
-            }
+            } => Err(Refusal {
+                retry_after,
+                strikes,
+            }),
         }
+    }
+}
+
+/// Answers a refused request. A client past its limit (more refusals in a row than its
+/// burst) is disconnected at once, whether it reads or not; otherwise it gets `{ error: "rate
+/// limited", retryAfterMs }`. That ack is queued now if there is room; if the client is not
+/// reading, one refusal per connection waits for room and the others are not answered (their
+/// client retries, as after any lost ack), so a flood parks at most one small task.
+fn refuse(
+    socket: &SocketRef,
+    ack: AckSender,
+    refusal: Refusal,
+    state: &ChatState,
+    connection: &Connection,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
+    use futures_util::future::{Either, ready};
+    if f64::from(refusal.strikes) > state.rate_limit.burst {
+        tracing::warn!(sid = %socket.id, strikes = refusal.strikes, "disconnecting a client that ignores its rate limit");
+        delivery::socket_task::disconnect(socket, &connection.signals, &state.live);
+        return Either::Left(ready(()));
+    }
+    let reply = AckReply::RateLimited {
+        error: "rate limited",
+        retry_after_ms: u64::try_from(refusal.retry_after.as_millis().max(1)).unwrap_or(u64::MAX),
+    };
+    match outbox::try_ack(socket, &connection.sending, ack, &reply) {
+        Err((NotQueued::Full, Some(ack)))
+            if !connection.refusal_waiting.swap(true, Ordering::AcqRel) =>
+        {
+            let (socket, connection) = (socket.clone(), connection.clone());
+            Either::Right(async move {
+                send_ack(&socket, ack, &reply, &connection).await;
+                connection.refusal_waiting.store(false, Ordering::Release);
+            })
+        }
+        Err((NotQueued::Full, _)) => {
+            tracing::debug!(sid = %socket.id, "rate-limit refusal not answered: the client is not reading");
+            Either::Left(ready(()))
+        }
+        Ok(()) | Err((NotQueued::Closed, _)) => Either::Left(ready(())),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::every::Every;
 use super::rate::{RateLimit, TokenBucket, Verdict};
 use super::roster::{NodeRoster, Roster};
 use super::{ChatState, Connection, send_ack};
-use crate::delivery::outbox::emit_ephemeral;
+use crate::delivery::outbox::{broadcast_ephemeral, emit_ephemeral};
 use crate::protocol::event::{PRESENCE, TYPING, USER_RENAMED};
 use crate::protocol::{EventArgs, NicknameError, validate_nickname};
 
@@ -115,9 +115,7 @@ fn to_others<T: Serialize + ?Sized>(
     event: &'static str,
     data: &T,
 ) {
-    for other in socket.broadcast().sockets() {
-        emit_ephemeral(&other, event, data);
-    }
+    broadcast_ephemeral(&socket.broadcast().sockets(), event, data);
     if let Some(relay) = relay
         && let Ok(data) = serde_json::to_value(data)
     {
@@ -221,16 +219,27 @@ pub(super) async fn on_typing(
 /// `nickname (name, ack)`: change the name shown in presence. Counts against the
 /// connection's rate limit; the ack is queued like every ack (under the socket's send lock,
 /// leaving a slot for the heartbeat).
-pub(super) async fn on_nickname(
+pub(super) fn on_nickname(
     socket: SocketRef,
     TryData(args): TryData<EventArgs>,
     ack: AckSender,
     State(state): State<ChatState>,
     Extension(connection): Extension<Connection>,
+) -> impl std::future::Future<Output = ()> {
+    use futures_util::future::Either;
+    match connection.take_allowance() {
+        Ok(()) => Either::Left(rename(socket, args, ack, state, connection)),
+        Err(refusal) => Either::Right(super::refuse(&socket, ack, refusal, &state, &connection)),
+    }
+}
+
+async fn rename(
+    socket: SocketRef,
+    args: Result<EventArgs, socketioxide::ParserError>,
+    ack: AckSender,
+    state: ChatState,
+    connection: Connection,
 ) {
-    let Ok(ack) = connection.within_allowance(&socket, ack).await else {
-        return;
-    };
     let name = match args.as_ref().ok().and_then(|EventArgs(a)| a.first()) {
         Some(value) => validate_nickname(value),
         None => Err(NicknameError::NotString("nothing")),
@@ -256,9 +265,7 @@ pub(super) async fn on_nickname(
 
 /// Sends `event (data)` to every socket of this node (an event relayed from another node).
 pub fn to_everyone(io: &SocketIo, event: &str, data: &Value) {
-    for socket in io.sockets() {
-        emit_ephemeral(&socket, event, data);
-    }
+    broadcast_ephemeral(&io.sockets(), event, data);
 }
 
 /// Sends the roster, with who came and went, to everyone whenever it changed, at most once
@@ -269,8 +276,6 @@ pub async fn broadcast_presence(io: SocketIo, roster: SharedRoster, stop: Cancel
         let Some(snapshot) = roster.lock().take_changes() else {
             continue;
         };
-        for socket in io.sockets() {
-            emit_ephemeral(&socket, PRESENCE, &snapshot);
-        }
+        broadcast_ephemeral(&io.sockets(), PRESENCE, &snapshot);
     }
 }

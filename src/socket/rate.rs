@@ -17,11 +17,14 @@ pub struct RateLimit {
 pub enum Verdict {
     /// Go ahead.
     Allowed,
-    /// Over the limit: try again after this long. `strikes` counts the consecutive refusals.
+    /// Over the limit: try again after this long. `strikes` counts the refusals not yet
+    /// forgiven: each refusal adds one, each allowed request forgives one, so a client that
+    /// keeps sending faster than its rate gathers them however many of its requests the
+    /// refilling bucket lets through, and one that waits when told sheds them.
     Limited {
         /// When a token will be available.
         retry_after: Duration,
-        /// Refusals in a row, this one included.
+        /// Refusals not yet forgiven, this one included.
         strikes: u32,
     },
 }
@@ -56,13 +59,17 @@ impl TokenBucket {
         self.updated = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.strikes = 0;
+            self.strikes = self.strikes.saturating_sub(1);
             Verdict::Allowed
         } else {
             self.strikes = self.strikes.saturating_add(1);
             let missing = 1.0 - self.tokens;
+            // `--rate-limit` is validated, but a bucket must not panic on a rate so slow that
+            // the wait overflows a `Duration`: it waits "for ever" instead.
+            let retry_after = Duration::try_from_secs_f64(missing / self.limit.per_second)
+                .unwrap_or(Duration::MAX);
             Verdict::Limited {
-                retry_after: Duration::from_secs_f64(missing / self.limit.per_second),
+                retry_after,
                 strikes: self.strikes,
             }
         }
@@ -101,12 +108,12 @@ mod tests {
             bucket.take(start),
             Verdict::Limited { strikes: 2, .. }
         ));
-        // 100 ms later one token is back, and the strikes reset.
+        // 100 ms later one token is back, and it forgives one strike.
         let later = start + Duration::from_millis(100);
         assert_eq!(bucket.take(later), Verdict::Allowed);
         assert!(matches!(
             bucket.take(later),
-            Verdict::Limited { strikes: 1, .. }
+            Verdict::Limited { strikes: 2, .. }
         ));
         // A long pause refills only up to the burst.
         let much_later = later + Duration::from_secs(60);
@@ -114,6 +121,41 @@ mod tests {
             assert_eq!(bucket.take(much_later), Verdict::Allowed);
         }
         assert!(matches!(bucket.take(much_later), Verdict::Limited { .. }));
+    }
+
+    #[test]
+    fn a_client_sending_faster_than_its_rate_gathers_strikes_though_some_get_through() {
+        // 10/s, a burst of 2; the client sends 50/s: one in five gets a token.
+        let start = Instant::now();
+        let limit = RateLimit {
+            per_second: 10.0,
+            burst: 2.0,
+        };
+        let mut bucket = TokenBucket::new(limit, start);
+        let mut strikes = 0;
+        for n in 0..100u64 {
+            if let Verdict::Limited { strikes: s, .. } =
+                bucket.take(start + Duration::from_millis(20 * n))
+            {
+                strikes = s;
+            }
+        }
+        assert!(
+            strikes >= 50,
+            "{strikes} strikes after 100 requests at 5x the rate"
+        );
+        // One that waits when told sheds them again.
+        let mut later = start + Duration::from_secs(3);
+        for _ in 0..strikes {
+            later += Duration::from_millis(100);
+            assert_eq!(bucket.take(later), Verdict::Allowed);
+        }
+        // All forgiven: refusals count from one again (the loop ended at the first).
+        while bucket.take(later) == Verdict::Allowed {}
+        assert!(matches!(
+            bucket.take(later),
+            Verdict::Limited { strikes: 2, .. }
+        ));
     }
 
     #[test]
@@ -129,5 +171,25 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(bucket.take(now), Verdict::Allowed);
         }
+    }
+
+    #[test]
+    fn a_vanishingly_slow_rate_waits_without_panicking() {
+        let now = Instant::now();
+        let mut bucket = TokenBucket::new(
+            RateLimit {
+                per_second: 1e-20,
+                burst: 1.0,
+            },
+            now,
+        );
+        assert_eq!(bucket.take(now), Verdict::Allowed);
+        assert!(matches!(
+            bucket.take(now),
+            Verdict::Limited {
+                retry_after: Duration::MAX,
+                strikes: 1
+            }
+        ));
     }
 }

@@ -16,12 +16,12 @@
 //! random bits and is never logged.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use socketioxide::SocketIo;
 use tokio_util::sync::CancellationToken;
 
-use crate::every::Every;
+use crate::every::{Every, now_ms};
 
 use super::Connection;
 use crate::delivery::Hub;
@@ -66,13 +66,6 @@ fn refusal(request: &RecoveryRequest) -> Option<&'static str> {
         RecoveryRequest::NoOffset => Some("no_offset"),
         RecoveryRequest::Malformed => Some("malformed"),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A new private session id: 128 bits from the OS's random source, as 32 hex digits.
@@ -162,13 +155,19 @@ impl Recovery {
 pub async fn keep_sessions(io: SocketIo, recovery: Recovery, stop: CancellationToken) {
     let mut every = Every::new(TOUCH_EVERY, stop);
     while every.tick().await {
-        let pids = io.sockets().into_iter().filter_map(|socket| {
-            socket
-                .extensions
-                .get::<Connection>()
-                .and_then(|connection| connection.pid.clone())
-        });
-        recovery.writer.touch_sessions(pids);
+        let pids: Vec<String> = io
+            .sockets()
+            .into_iter()
+            .filter_map(|socket| {
+                socket
+                    .extensions
+                    .get::<Connection>()
+                    .and_then(|connection| connection.pid.clone())
+            })
+            .collect();
+        if let Err(e) = recovery.writer.touch_sessions(pids).await {
+            tracing::warn!("marking recovery sessions as seen: {e}");
+        }
         match recovery.writer.expire_sessions(recovery.window).await {
             Ok(0) => {}
             Ok(expired) => tracing::debug!(expired, "recovery sessions expired"),

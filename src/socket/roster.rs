@@ -2,6 +2,12 @@
 //!
 //! Owns nothing but the maps; the socket layer feeds it joins, renames and leaves and sends
 //! the snapshots. Presence is ephemeral: never stored, lost on restart by design.
+//!
+//! Costs: a join, a leave, a rename and the [`Roster::snapshot`] a newcomer gets do not grow
+//! with the number of connections (the snapshot lists at most [`MAX_LISTED`] names, merged
+//! from each node's sorted names, and its count is kept as members come and go); only
+//! [`Roster::take_changes`], once per presence tick, walks every name. A roster is one
+//! conversation's: rooms will hold one each.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -48,8 +54,12 @@ pub struct Roster {
     members: HashMap<String, Option<String>>,
     /// Nickname → how many local sockets use it (a person with two tabs is listed once).
     names: BTreeMap<String, usize>,
+    /// Local sockets without a nickname.
+    anonymous: usize,
     /// Other nodes' rosters (cluster mode), with when each was last heard of.
     remote: HashMap<String, (NodeRoster, Instant)>,
+    /// Sockets on the other nodes, as their rosters say (kept with `remote`).
+    remote_count: usize,
     /// The names online as of the last [`Roster::take_changes`]: who came and went is the
     /// difference, so a name that leaves and comes back in between is no news.
     announced: BTreeSet<String>,
@@ -60,23 +70,22 @@ pub struct Roster {
 impl Roster {
     /// A socket connected.
     pub fn join(&mut self, sid: &str, nickname: Option<String>) {
-        if let Some(name) = &nickname {
-            *self.names.entry(name.clone()).or_default() += 1;
+        match &nickname {
+            Some(name) => *self.names.entry(name.clone()).or_default() += 1,
+            None => self.anonymous += 1,
         }
-        if let Some(Some(old)) = self.members.insert(sid.to_string(), nickname) {
-            self.forget_name(&old);
+        if let Some(old) = self.members.insert(sid.to_string(), nickname) {
+            self.forget(old.as_deref());
         }
         self.dirty = true;
     }
 
     /// A socket left; returns its nickname.
     pub fn leave(&mut self, sid: &str) -> Option<String> {
-        let nickname = self.members.remove(sid).flatten();
-        if let Some(name) = &nickname {
-            self.forget_name(name);
-        }
+        let member = self.members.remove(sid)?;
+        self.forget(member.as_deref());
         self.dirty = true;
-        nickname
+        member
     }
 
     /// A socket changed its nickname; returns the previous one.
@@ -85,12 +94,12 @@ impl Roster {
     /// changing it is told at once by the caller (`user renamed`), so it is no news here.
     pub fn rename(&mut self, sid: &str, nickname: String) -> Option<String> {
         *self.names.entry(nickname.clone()).or_default() += 1;
-        let old = self
-            .members
-            .insert(sid.to_string(), Some(nickname.clone()))
-            .flatten();
+        let member = self.members.insert(sid.to_string(), Some(nickname.clone()));
+        if let Some(member) = &member {
+            self.forget(member.as_deref());
+        }
+        let old = member.flatten();
         if let Some(old) = &old {
-            self.forget_name(old);
             if !self.is_online(old) {
                 self.announced.remove(old);
             }
@@ -105,7 +114,12 @@ impl Roster {
         self.members.get(sid).and_then(|n| n.as_deref())
     }
 
-    fn forget_name(&mut self, name: &str) {
+    /// A member with this nickname (or none) is gone.
+    fn forget(&mut self, nickname: Option<&str>) {
+        let Some(name) = nickname else {
+            self.anonymous = self.anonymous.saturating_sub(1);
+            return;
+        };
         if let Some(n) = self.names.get_mut(name) {
             *n -= 1;
             if *n == 0 {
@@ -126,7 +140,7 @@ impl Roster {
     pub fn local(&self) -> NodeRoster {
         NodeRoster {
             names: self.names.clone(),
-            anonymous: self.members.values().filter(|n| n.is_none()).count(),
+            anonymous: self.anonymous,
         }
     }
 
@@ -137,6 +151,9 @@ impl Roster {
             .get(node)
             .is_none_or(|(known, _)| *known != roster);
         self.remote.insert(node.to_string(), (roster, now));
+        if changed {
+            self.count_remote();
+        }
         self.dirty |= changed;
     }
 
@@ -144,7 +161,19 @@ impl Roster {
     pub fn expire_remote(&mut self, before: Instant) {
         let known = self.remote.len();
         self.remote.retain(|_, (_, seen)| *seen >= before);
-        self.dirty |= self.remote.len() != known;
+        if self.remote.len() != known {
+            self.count_remote();
+            self.dirty = true;
+        }
+    }
+
+    /// Recounts the other nodes' sockets (once per heartbeat that changed something).
+    fn count_remote(&mut self) {
+        self.remote_count = self
+            .remote
+            .values()
+            .map(|(roster, _)| roster.anonymous + roster.names.values().sum::<usize>())
+            .sum();
     }
 
     /// Every name online, on this node and the others.
@@ -176,16 +205,26 @@ impl Roster {
         Some(snapshot)
     }
 
-    /// Who is online now (no joined/left news: for a client that just connected).
+    /// Who is online now (no joined/left news: for a client that just connected). Its cost
+    /// does not grow with the connections: the first [`MAX_LISTED`] names of each node's
+    /// sorted names, merged, and counts kept as members come and go.
     pub fn snapshot(&self) -> Snapshot {
-        let remote: usize = self
-            .remote
-            .values()
-            .map(|(roster, _)| roster.anonymous + roster.names.values().sum::<usize>())
-            .sum();
+        let mut users: BTreeSet<&str> = self
+            .names
+            .keys()
+            .take(MAX_LISTED)
+            .map(String::as_str)
+            .collect();
+        for (roster, _) in self.remote.values() {
+            users.extend(roster.names.keys().take(MAX_LISTED).map(String::as_str));
+        }
         Snapshot {
-            count: self.members.len() + remote,
-            users: self.online().into_iter().take(MAX_LISTED).collect(),
+            count: self.members.len() + self.remote_count,
+            users: users
+                .into_iter()
+                .take(MAX_LISTED)
+                .map(String::from)
+                .collect(),
             joined: Vec::new(),
             joined_count: 0,
             left: Vec::new(),
@@ -224,6 +263,33 @@ mod tests {
         assert_eq!(roster.nickname("b"), Some("cy"));
         assert_eq!(roster.leave("zzz"), None);
         assert_eq!(roster.snapshot().count, 2);
+        assert_eq!(roster.local().anonymous, 0, "c took a name");
+        roster.join("d", None);
+        roster.join("d", Some("di".into()));
+        assert_eq!(roster.local().anonymous, 0, "d joined again with a name");
+        roster.join("e", None);
+        assert_eq!(roster.local().anonymous, 1);
+        assert_eq!(roster.leave("e"), None);
+        assert_eq!(roster.local().anonymous, 0);
+    }
+
+    #[test]
+    fn a_snapshot_lists_the_first_names_of_every_node_merged() {
+        let mut roster = Roster::default();
+        for n in 0..(MAX_LISTED + 10) {
+            roster.join(&format!("s{n}"), Some(format!("user{:04}", 2 * n)));
+        }
+        let odd = NodeRoster {
+            names: (0..MAX_LISTED + 10)
+                .map(|n| (format!("user{:04}", 2 * n + 1), 1))
+                .collect(),
+            anonymous: 5,
+        };
+        roster.set_remote("node-b", odd, Instant::now());
+        let snapshot = roster.snapshot();
+        let expected: Vec<String> = (0..MAX_LISTED).map(|n| format!("user{n:04}")).collect();
+        assert_eq!(snapshot.users, expected);
+        assert_eq!(snapshot.count, 2 * (MAX_LISTED + 10) + 5);
     }
 
     #[test]

@@ -23,16 +23,22 @@ use redb::{
     ReadableTable, TableDefinition, TableHandle,
 };
 
+use crate::message::DedupKey;
+
 pub use reader::StoreReader;
 pub use record::RecordError;
 pub use writer::{ImportSummary, StoreWriter};
 
 /// `id -> [format version] ++ postcard(StoredMessage)`.
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
-/// `clientOffset -> {ids}`: every message stored with that offset. A multimap because the
-/// tutorial's offsets are not unique across clients (`undefined-0` while offline); the content
-/// decides whether a hit is a retry (same content) or a different message (stored anew).
-const CLIENT_OFFSETS: MultimapTableDefinition<&str, u64> =
+/// `dedup key -> {ids}`: the messages stored with a client offset, under the key of their
+/// offset and content ([`DedupKey`]), so a retry is found with one probe however many messages
+/// share its offset. A multimap so that a hash collision cannot hide a message: the stored
+/// offset and content decide. (Schema 1 had `client_offsets: offset -> {ids}`, which made a
+/// reused offset cost every id under it; it is rebuilt into this at open.)
+const DEDUP: MultimapTableDefinition<u128, u64> = MultimapTableDefinition::new("dedup");
+/// Schema 1's dedup index, dropped once `dedup` is built from the messages.
+const LEGACY_CLIENT_OFFSETS: MultimapTableDefinition<&str, u64> =
     MultimapTableDefinition::new("client_offsets");
 /// Small named counters: the schema version and the highest id ever assigned.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -55,8 +61,14 @@ const META_LAST_ID: &str = "last_id";
 const META_EPOCH: &str = "epoch";
 /// The highest id deleted by retention (0: nothing ever deleted).
 const META_PRUNED_THROUGH: &str = "pruned_through";
-/// The table layout this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// How far the schema-1 migration has rebuilt the dedup index (the last id indexed); present
+/// only while a migration is under way.
+const META_MIGRATED_THROUGH: &str = "dedup_migrated_through";
+/// The table layout this build reads and writes. Version 1 files are migrated when opened.
+pub const SCHEMA_VERSION: u64 = 2;
+/// Rows indexed per transaction when a schema-1 file is migrated: bounded memory and a
+/// resumable migration (a crash keeps what was committed, and the file stays readable).
+const MIGRATION_BATCH: usize = 10_000;
 
 /// A storage failure, with enough context to print as one clear line.
 #[derive(Debug, thiserror::Error)]
@@ -129,20 +141,22 @@ pub enum StoreError {
 }
 
 /// The id of the stored message that `offset` and `content` are a retry of, if any: the dedup
-/// rule (same client offset and same content), over a read or a write transaction's tables.
+/// rule (same client offset and same content), with one probe of the dedup index, over a read
+/// or a write transaction's tables.
 fn find_retry(
     messages: &impl ReadableTable<u64, &'static [u8]>,
-    offsets: &impl redb::ReadableMultimapTable<&'static str, u64>,
+    dedup: &impl redb::ReadableMultimapTable<u128, u64>,
     offset: &str,
     content: &str,
 ) -> Result<Option<u64>, redb::StorageError> {
-    for id in offsets.get(offset)? {
+    let key = DedupKey::of(offset, content);
+    for id in dedup.get(key.as_u128())? {
         let id = id?.value();
         let Some(row) = messages.get(id)? else {
             continue;
         };
         match record::decode_record(row.value()) {
-            Ok(stored) if stored.content == content => return Ok(Some(id)),
+            Ok(stored) if stored.is_retried_by(offset, content) => return Ok(Some(id)),
             Ok(_) => {}
             Err(e) => tracing::warn!(id, "stored message is unreadable: {e}"),
         }
@@ -268,9 +282,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         let write = db.begin_write().map_err(write_err)?;
         {
             write.open_table(MESSAGES).map_err(write_err)?;
-            write
-                .open_multimap_table(CLIENT_OFFSETS)
-                .map_err(write_err)?;
+            write.open_multimap_table(DEDUP).map_err(write_err)?;
             let mut meta = write.open_table(META).map_err(write_err)?;
             meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
                 .map_err(write_err)?;
@@ -290,13 +302,17 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         .map_err(read_err)?
         .map(|v| v.value())
         .ok_or_else(foreign)?;
-    if version != SCHEMA_VERSION {
-        return Err(StoreError::Schema {
-            path: path.to_path_buf(),
-            found: version,
-            expected: SCHEMA_VERSION,
-        });
-    }
+    let migrate = match version {
+        SCHEMA_VERSION => false,
+        1 => true,
+        found => {
+            return Err(StoreError::Schema {
+                path: path.to_path_buf(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+    };
     let recorded = meta
         .get(META_LAST_ID)
         .map_err(read_err)?
@@ -310,6 +326,11 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         .map_err(read_err)?
         .map(|(k, _)| k.value())
         .unwrap_or(0);
+    if migrate {
+        drop((meta, messages, read));
+        migrate_from_schema_1(db, path)?;
+        return init_schema(db, path);
+    }
     if !has_epoch {
         // Files from before epochs existed get one now.
         drop((meta, messages, read));
@@ -321,6 +342,83 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         write.commit().map_err(write_err)?;
     }
     Ok(recorded.max(newest))
+}
+
+/// Rebuilds a schema-1 file's dedup index as [`DEDUP`] (one probe per append instead of one
+/// decode per message sharing the offset), drops the old index and records schema 2. Commits
+/// every [`MIGRATION_BATCH`] rows and resumes where a crash left it; until the last commit the
+/// file is a valid schema-1 file.
+fn migrate_from_schema_1(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let total = {
+        let read = db.begin_read().map_err(read_err)?;
+        let messages = read.open_table(MESSAGES).map_err(read_err)?;
+        redb::ReadableTableMetadata::len(&messages).map_err(read_err)?
+    };
+    tracing::info!(
+        db = %path.display(),
+        messages = total,
+        "migrating the database from schema 1 to {SCHEMA_VERSION}: rebuilding the dedup index"
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let write = db.begin_write().map_err(write_err)?;
+        let done;
+        {
+            let mut meta = write.open_table(META).map_err(write_err)?;
+            let after = meta
+                .get(META_MIGRATED_THROUGH)
+                .map_err(write_err)?
+                .map_or(0, |v| v.value());
+            let messages = write.open_table(MESSAGES).map_err(write_err)?;
+            let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
+            let mut last = None;
+            let mut rows = 0;
+            for entry in messages
+                .range(after.saturating_add(1)..)
+                .map_err(write_err)?
+            {
+                let (key, value) = entry.map_err(write_err)?;
+                let id = key.value();
+                match record::decode_record(value.value()) {
+                    Ok(stored) => {
+                        if let Some(key) = stored.dedup_key() {
+                            dedup.insert(key.as_u128(), id).map_err(write_err)?;
+                        }
+                    }
+                    // It could not be found as a retry before either.
+                    Err(e) => tracing::warn!(id, "stored message is unreadable: {e}"),
+                }
+                last = Some(id);
+                rows += 1;
+                if rows >= MIGRATION_BATCH {
+                    break;
+                }
+            }
+            done = rows < MIGRATION_BATCH;
+            if done {
+                meta.remove(META_MIGRATED_THROUGH).map_err(write_err)?;
+                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
+                    .map_err(write_err)?;
+            } else if let Some(last) = last {
+                meta.insert(META_MIGRATED_THROUGH, last)
+                    .map_err(write_err)?;
+            }
+        }
+        if done {
+            write
+                .delete_multimap_table(LEGACY_CLIENT_OFFSETS)
+                .map_err(write_err)?;
+        }
+        write.commit().map_err(write_err)?;
+        if done {
+            break;
+        }
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "database migrated to schema {SCHEMA_VERSION}"
+    );
+    Ok(())
 }
 
 /// A fresh random epoch (never 0). Not secret, only distinct between databases: std's
@@ -445,6 +543,161 @@ mod tests {
         assert!(roomy.used_bytes > 3 << 20, "a 64 MiB cache holds {roomy:?}");
         assert_eq!(roomy.evictions, 0, "{roomy:?}");
         Ok(())
+    }
+
+    /// A file as schema 1 wrote it: `messages`, `client_offsets` (offset -> ids) and `meta`,
+    /// with `rows` as (id, content, offset) and one version-1 record.
+    fn schema_1_file(path: &Path, rows: &[(u64, &str, Option<&str>)]) {
+        const OFFSETS: MultimapTableDefinition<&str, u64> =
+            MultimapTableDefinition::new("client_offsets");
+        let db = Database::create(path).expect("create");
+        let write = db.begin_write().expect("write");
+        {
+            let mut messages = write.open_table(MESSAGES).expect("messages");
+            let mut offsets = write.open_multimap_table(OFFSETS).expect("offsets");
+            for (id, content, offset) in rows {
+                let stored = crate::message::StoredMessage {
+                    content: (*content).into(),
+                    client_offset: offset.map(String::from),
+                    received_at_ms: 1,
+                    author: None,
+                };
+                messages
+                    .insert(*id, record::encode_record(&stored).as_slice())
+                    .expect("row");
+                if let Some(offset) = offset {
+                    offsets.insert(*offset, *id).expect("offset");
+                }
+            }
+            // A version-1 record (no author), as the oldest files hold them.
+            let v1 = postcard::to_extend(&("old", Some("o-v1"), 7u64), vec![1u8]).expect("v1");
+            messages.insert(100, v1.as_slice()).expect("v1 row");
+            offsets.insert("o-v1", 100).expect("v1 offset");
+            let mut meta = write.open_table(META).expect("meta");
+            meta.insert(META_SCHEMA_VERSION, 1).expect("version");
+            meta.insert(META_LAST_ID, 0).expect("last id");
+            meta.insert(META_EPOCH, 42).expect("epoch");
+        }
+        write.commit().expect("commit");
+    }
+
+    #[test]
+    fn a_schema_1_file_is_migrated_and_keeps_its_messages_and_retries() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        // 25,000 rows under one shared offset: more than a migration batch.
+        let shared: Vec<String> = (1..=25_000).map(|n| format!("m{n}")).collect();
+        let mut rows: Vec<(u64, &str, Option<&str>)> = shared
+            .iter()
+            .enumerate()
+            .map(|(n, content)| (n as u64 + 1000, content.as_str(), Some("undefined-0")))
+            .collect();
+        rows.push((1, "first", Some("o-1")));
+        rows.push((2, "no offset", None));
+        schema_1_file(&path, &rows);
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+        assert_eq!(reader.epoch()?, 42, "the file is the same database");
+        assert_eq!(reader.count()?, 25_003);
+        assert_eq!(writer.last_id(), 26_000 - 1);
+        // Every old retry is still recognised, the version-1 row's too; new content under a
+        // known offset is new.
+        let out = writer.append_batch(
+            &[
+                writer::tests::input("first", Some("o-1")),
+                writer::tests::input("m17", Some("undefined-0")),
+                writer::tests::input("old", Some("o-v1")),
+                writer::tests::input("m17", Some("o-1")),
+                writer::tests::input("no offset", None),
+            ],
+            9,
+        )?;
+        use crate::message::{AppendOutcome::*, MessageId};
+        assert_eq!(
+            out,
+            vec![
+                Duplicate(MessageId(1)),
+                Duplicate(MessageId(1016)),
+                Duplicate(MessageId(100)),
+                Stored(MessageId(26_000)),
+                Stored(MessageId(26_001)),
+            ]
+        );
+        drop((reader, writer));
+        // Schema 2 now, without the old index; opening again migrates nothing.
+        let db = Database::open(&path).expect("open");
+        let read = db.begin_read().expect("read");
+        let version = read
+            .open_table(META)
+            .expect("meta")
+            .get(META_SCHEMA_VERSION)
+            .expect("get")
+            .map(|v| v.value());
+        assert_eq!(version, Some(SCHEMA_VERSION));
+        let tables: Vec<String> = read
+            .list_multimap_tables()
+            .expect("list")
+            .map(|t| t.name().to_string())
+            .collect();
+        assert_eq!(tables, vec!["dedup".to_string()]);
+        Ok(())
+    }
+
+    /// Pages read (from the cache or the file) by appending `input`.
+    fn pages_read_by(
+        reader: &StoreReader,
+        writer: &mut StoreWriter,
+        input: crate::message::ChatInput,
+    ) -> Result<u64, StoreError> {
+        let pages = |stats: Option<CacheStats>| stats.map_or(0, |s| s.read_hits + s.read_misses);
+        let before = pages(reader.cache_stats());
+        writer.append_batch(&[input], 1)?;
+        Ok(pages(reader.cache_stats()) - before)
+    }
+
+    #[test]
+    fn a_dedup_probe_costs_the_same_however_many_messages_share_the_offset()
+    -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+        // 20,000 messages under one offset (the tutorial's `undefined-0`), with a long
+        // content each so they span many pages.
+        let text = "x".repeat(200);
+        for batch in 0..20 {
+            let inputs: Vec<_> = (0..1000)
+                .map(|n| writer::tests::input(&format!("{text}{batch}-{n}"), Some("undefined-0")))
+                .collect();
+            writer.append_batch(&inputs, 0)?;
+        }
+        let fresh = pages_read_by(&reader, &mut writer, writer::tests::input("a", Some("new")))?;
+        let shared = pages_read_by(
+            &reader,
+            &mut writer,
+            writer::tests::input("b", Some("undefined-0")),
+        )?;
+        // One probe of the index, one row at most: a handful of pages either way (with one
+        // decode per message under the offset it read ~1,000 pages).
+        assert!(
+            shared <= fresh + 8,
+            "an append under a shared offset read {shared} pages, under a fresh one {fresh}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let (_dir, path) = temp_db();
+        drop(Store::open(&path, TEST_CACHE_BYTES).expect("create"));
+        {
+            let db = Database::open(&path).expect("open");
+            let write = db.begin_write().expect("write");
+            {
+                let mut meta = write.open_table(META).expect("meta");
+                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION + 1)
+                    .expect("version");
+            }
+            write.commit().expect("commit");
+        }
+        let err = Store::open(&path, TEST_CACHE_BYTES).err().expect("refused");
+        assert!(matches!(err, StoreError::Schema { found: 3, .. }), "{err}");
     }
 
     #[test]

@@ -6,10 +6,10 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::record::decode_record;
 use super::{
-    CLIENT_OFFSETS, CacheStats, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SESSIONS,
-    SharedDb, StoreError, read_err, write_err,
+    CacheStats, DEDUP, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SESSIONS, SharedDb,
+    StoreError, read_err, write_err,
 };
-use crate::message::{MessageId, StoredRow};
+use crate::message::{MessageId, StoredMessage, StoredRow};
 
 /// Read access for replays; cheap to clone, usable from any thread (blocking calls).
 #[derive(Clone)]
@@ -98,13 +98,59 @@ impl StoreReader {
         })
     }
 
+    /// The newest messages that fit in a budget, ascending: at most `max_count`, and no more
+    /// than `max_bytes` as `cost` counts them (but at least the newest one). Reads newest
+    /// first and stops at the budget, so filling a cache of the newest messages never holds
+    /// more of the history than the cache keeps. Unreadable rows are skipped, as in replay.
+    pub fn read_newest(
+        &self,
+        max_count: usize,
+        max_bytes: usize,
+        cost: impl Fn(&StoredMessage) -> usize,
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let table = read.open_table(MESSAGES).map_err(read_err)?;
+            let mut rows = Vec::new();
+            let mut bytes = 0usize;
+            for entry in table.iter().map_err(read_err)?.rev() {
+                let (key, value) = entry.map_err(read_err)?;
+                let id = key.value();
+                let message = match decode_record(value.value()) {
+                    Ok(message) => message,
+                    Err(source) => {
+                        tracing::error!("{}", StoreError::Record { id, source });
+                        continue;
+                    }
+                };
+                let size = cost(&message);
+                if !rows.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                rows.push(StoredRow {
+                    id: MessageId(id),
+                    message,
+                });
+                if rows.len() >= max_count {
+                    break;
+                }
+            }
+            rows.reverse();
+            Ok(rows)
+        })
+    }
+
     /// The stored message that a message with `offset` and `content` would be a retry of.
     pub fn find_retry(&self, offset: &str, content: &str) -> Result<Option<MessageId>, StoreError> {
         self.db.with(|db| {
             let read = db.begin_read().map_err(read_err)?;
             let messages = read.open_table(MESSAGES).map_err(read_err)?;
-            let offsets = read.open_multimap_table(CLIENT_OFFSETS).map_err(read_err)?;
-            Ok(super::find_retry(&messages, &offsets, offset, content)
+            let dedup = read.open_multimap_table(DEDUP).map_err(read_err)?;
+            Ok(super::find_retry(&messages, &dedup, offset, content)
                 .map_err(read_err)?
                 .map(MessageId))
         })
@@ -121,6 +167,32 @@ impl StoreReader {
                 Err(e) => return Err(read_err(e)),
             };
             Ok(sessions.get(pid).map_err(read_err)?.map(|v| v.value()))
+        })
+    }
+
+    /// The ranges of ids in `from..=through` that no row has, ascending (as `(first, last)`):
+    /// the holes of a cluster replica, whose ids are the stream's contiguous sequences. Reads
+    /// the keys of that range once.
+    pub fn missing_ids(&self, from: u64, through: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut holes = Vec::new();
+        if from > through {
+            return Ok(holes);
+        }
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let table = read.open_table(MESSAGES).map_err(read_err)?;
+            let mut expected = from;
+            for entry in table.range(from..=through).map_err(read_err)? {
+                let id = entry.map_err(read_err)?.0.value();
+                if id > expected {
+                    holes.push((expected, id - 1));
+                }
+                expected = id + 1;
+            }
+            if expected <= through {
+                holes.push((expected, through));
+            }
+            Ok(holes)
         })
     }
 
@@ -240,6 +312,47 @@ mod tests {
         assert_eq!((ids(&rows), more), (vec![1], false));
         let (rows, more) = reader.read_before(Some(4), 3)?;
         assert_eq!((ids(&rows), more), (vec![1, 2, 3], false));
+        Ok(())
+    }
+
+    #[test]
+    fn the_newest_rows_are_read_newest_first_up_to_a_budget() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+        let inputs: Vec<ChatInput> = (1..=6).map(|i| input(&"x".repeat(i * 10), None)).collect();
+        writer.append_batch(&inputs, 1)?;
+        let ids = |rows: &[StoredRow]| rows.iter().map(|r| r.id.0).collect::<Vec<_>>();
+        let size = |m: &StoredMessage| m.content.len();
+        // 60 + 50 fit in 115 bytes; 40 more would not.
+        assert_eq!(ids(&reader.read_newest(10, 115, size)?), vec![5, 6]);
+        assert_eq!(
+            ids(&reader.read_newest(3, usize::MAX, size)?),
+            vec![4, 5, 6]
+        );
+        // The newest one always, even over the budget; nothing when no count is allowed.
+        assert_eq!(ids(&reader.read_newest(10, 1, size)?), vec![6]);
+        assert!(reader.read_newest(0, usize::MAX, size)?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn missing_ids_are_the_holes_of_a_range() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+        let rows = |ids: &[u64]| -> Vec<StoredRow> {
+            ids.iter()
+                .map(|&id| StoredRow {
+                    id: MessageId(id),
+                    message: crate::message::StoredMessage::from_input(&input("x", None), 0),
+                })
+                .collect()
+        };
+        writer.apply(&rows(&[2, 3, 6, 7, 10]))?;
+        assert_eq!(reader.missing_ids(1, 10)?, vec![(1, 1), (4, 5), (8, 9)]);
+        assert_eq!(reader.missing_ids(2, 7)?, vec![(4, 5)]);
+        assert_eq!(reader.missing_ids(6, 12)?, vec![(8, 9), (11, 12)]);
+        assert!(reader.missing_ids(2, 3)?.is_empty());
+        assert!(reader.missing_ids(5, 4)?.is_empty());
         Ok(())
     }
 }

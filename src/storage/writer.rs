@@ -8,8 +8,8 @@ use redb::{Database, ReadableTable, ReadableTableMetadata};
 
 use super::record::{decode_record, encode_record};
 use super::{
-    CLIENT_OFFSETS, CLUSTER, CLUSTER_STREAM, MESSAGES, META, META_LAST_ID, META_PRUNED_THROUGH,
-    Opener, SESSIONS, SharedDb, StoreError, find_retry, open_checked, write_err,
+    CLUSTER, CLUSTER_STREAM, DEDUP, MESSAGES, META, META_LAST_ID, META_PRUNED_THROUGH, Opener,
+    SESSIONS, SharedDb, StoreError, find_retry, open_checked, write_err,
 };
 use crate::message::{AppendOutcome, ChatInput, MessageId, StoredMessage, StoredRow};
 
@@ -93,9 +93,7 @@ impl StoreWriter {
             let through;
             {
                 let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
-                let mut offsets = write
-                    .open_multimap_table(CLIENT_OFFSETS)
-                    .map_err(write_err)?;
+                let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
                 let keep_from = keep_newest.map_or(0, |n| last_id.saturating_sub(n) + 1);
                 let mut doomed = Vec::new();
                 // Rows that do not decode have no receive time: ids are in receive order, so
@@ -120,12 +118,12 @@ impl StoreWriter {
                         break;
                     }
                     doomed.append(&mut undecided);
-                    doomed.push((id, record.and_then(|r| r.client_offset)));
+                    doomed.push((id, record.and_then(|r| r.dedup_key())));
                 }
-                for (id, offset) in &doomed {
+                for (id, key) in &doomed {
                     messages.remove(*id).map_err(write_err)?;
-                    if let Some(offset) = offset {
-                        offsets.remove(offset.as_str(), *id).map_err(write_err)?;
+                    if let Some(key) = key {
+                        dedup.remove(key.as_u128(), *id).map_err(write_err)?;
                     }
                 }
                 let mut meta = write.open_table(META).map_err(write_err)?;
@@ -158,9 +156,7 @@ impl StoreWriter {
             let write = db.begin_write().map_err(write_err)?;
             {
                 let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
-                let mut offsets = write
-                    .open_multimap_table(CLIENT_OFFSETS)
-                    .map_err(write_err)?;
+                let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
                 for record in records {
                     let same_id = match messages.get(record.id.0).map_err(write_err)? {
                         Some(row) => decode_record(row.value())
@@ -169,7 +165,7 @@ impl StoreWriter {
                     };
                     let retry = match &record.message.client_offset {
                         Some(offset) => {
-                            find_retry(&messages, &offsets, offset, &record.message.content)
+                            find_retry(&messages, &dedup, offset, &record.message.content)
                                 .map_err(write_err)?
                                 .is_some()
                         }
@@ -189,8 +185,8 @@ impl StoreWriter {
                     next_id = id + 1;
                     let bytes = encode_record(&record.message);
                     messages.insert(id, bytes.as_slice()).map_err(write_err)?;
-                    if let Some(offset) = &record.message.client_offset {
-                        offsets.insert(offset.as_str(), id).map_err(write_err)?;
+                    if let Some(key) = record.message.dedup_key() {
+                        dedup.insert(key.as_u128(), id).map_err(write_err)?;
                     }
                 }
                 let mut meta = write.open_table(META).map_err(write_err)?;
@@ -215,9 +211,7 @@ impl StoreWriter {
             let write = db.begin_write().map_err(write_err)?;
             {
                 let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
-                let mut offsets = write
-                    .open_multimap_table(CLIENT_OFFSETS)
-                    .map_err(write_err)?;
+                let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
                 for row in rows {
                     if row.id.0 < next_id {
                         continue;
@@ -226,10 +220,8 @@ impl StoreWriter {
                     messages
                         .insert(row.id.0, bytes.as_slice())
                         .map_err(write_err)?;
-                    if let Some(offset) = &row.message.client_offset {
-                        offsets
-                            .insert(offset.as_str(), row.id.0)
-                            .map_err(write_err)?;
+                    if let Some(key) = row.message.dedup_key() {
+                        dedup.insert(key.as_u128(), row.id.0).map_err(write_err)?;
                     }
                     next_id = row.id.0 + 1;
                     applied += 1;
@@ -240,6 +232,40 @@ impl StoreWriter {
         })?;
         self.next_id = next_id;
         Ok(applied)
+    }
+
+    /// Stores rows that already have their ids where the file has none (a cluster replica's
+    /// holes, filled from the stream), below the last id as well as above it; rows whose id is
+    /// taken are left alone. One durable transaction; returns the rows stored.
+    pub fn fill(&mut self, rows: &[StoredRow]) -> Result<usize, StoreError> {
+        let next_id = self.next_id;
+        let (filled, next_id) = self.db.with(|db| {
+            let mut next_id = next_id;
+            let mut filled = 0;
+            let write = db.begin_write().map_err(write_err)?;
+            {
+                let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
+                let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
+                for row in rows {
+                    if messages.get(row.id.0).map_err(write_err)?.is_some() {
+                        continue;
+                    }
+                    let bytes = encode_record(&row.message);
+                    messages
+                        .insert(row.id.0, bytes.as_slice())
+                        .map_err(write_err)?;
+                    if let Some(key) = row.message.dedup_key() {
+                        dedup.insert(key.as_u128(), row.id.0).map_err(write_err)?;
+                    }
+                    next_id = next_id.max(row.id.0 + 1);
+                    filled += 1;
+                }
+            }
+            write.commit().map_err(write_err)?;
+            Ok((filled, next_id))
+        })?;
+        self.next_id = next_id;
+        Ok(filled)
     }
 
     /// Makes this file the replica of the stream `identity`: records it on a new file, checks
@@ -351,12 +377,10 @@ impl StoreWriter {
         }
         {
             let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
-            let mut offsets = write
-                .open_multimap_table(CLIENT_OFFSETS)
-                .map_err(write_err)?;
+            let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
             for input in inputs {
                 if let Some(offset) = &input.client_offset
-                    && let Some(id) = find_retry(&messages, &offsets, &offset.0, &input.content)
+                    && let Some(id) = find_retry(&messages, &dedup, &offset.0, &input.content)
                         .map_err(write_err)?
                 {
                     outcomes.push(AppendOutcome::Duplicate(MessageId(id)));
@@ -366,8 +390,8 @@ impl StoreWriter {
                 next_id += 1;
                 let record = encode_record(&StoredMessage::from_input(input, received_at_ms));
                 messages.insert(id, record.as_slice()).map_err(write_err)?;
-                if let Some(offset) = &input.client_offset {
-                    offsets.insert(offset.0.as_str(), id).map_err(write_err)?;
+                if let Some(key) = input.dedup_key() {
+                    dedup.insert(key.as_u128(), id).map_err(write_err)?;
                 }
                 outcomes.push(AppendOutcome::Stored(MessageId(id)));
             }
