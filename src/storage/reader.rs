@@ -11,6 +11,18 @@ use super::{
 };
 use crate::message::{MessageId, StoredMessage, StoredRow};
 
+/// Row `id`'s record, or `None` (logged) if it does not decode: one unreadable row (written by
+/// a newer version, say) must not stall every read that crosses it.
+fn readable(id: u64, bytes: &[u8]) -> Option<StoredMessage> {
+    match decode_record(bytes) {
+        Ok(message) => Some(message),
+        Err(source) => {
+            tracing::error!("{}", StoreError::Record { id, source });
+            None
+        }
+    }
+}
+
 /// Read access for replays; cheap to clone, usable from any thread (blocking calls).
 #[derive(Clone)]
 pub struct StoreReader {
@@ -43,14 +55,8 @@ impl StoreReader {
             for entry in table.range(first..=up_to).map_err(read_err)? {
                 let (key, value) = entry.map_err(read_err)?;
                 let id = key.value();
-                let message = match decode_record(value.value()) {
-                    Ok(message) => message,
-                    Err(source) => {
-                        // One unreadable row (e.g. written by a newer version) must not stall
-                        // every replay that crosses it: say so loudly and go on.
-                        tracing::error!("{}", StoreError::Record { id, source });
-                        continue;
-                    }
+                let Some(message) = readable(id, value.value()) else {
+                    continue;
                 };
                 bytes += message.content.len();
                 rows.push(StoredRow {
@@ -84,12 +90,11 @@ impl StoreReader {
                 let Some(entry) = range.next() else { break };
                 let (key, value) = entry.map_err(read_err)?;
                 let id = key.value();
-                match decode_record(value.value()) {
-                    Ok(message) => rows.push(StoredRow {
+                if let Some(message) = readable(id, value.value()) {
+                    rows.push(StoredRow {
                         id: MessageId(id),
                         message,
-                    }),
-                    Err(source) => tracing::error!("{}", StoreError::Record { id, source }),
+                    });
                 }
             }
             let has_more = rows.len() == limit && range.next().is_some();
@@ -119,12 +124,8 @@ impl StoreReader {
             for entry in table.iter().map_err(read_err)?.rev() {
                 let (key, value) = entry.map_err(read_err)?;
                 let id = key.value();
-                let message = match decode_record(value.value()) {
-                    Ok(message) => message,
-                    Err(source) => {
-                        tracing::error!("{}", StoreError::Record { id, source });
-                        continue;
-                    }
+                let Some(message) = readable(id, value.value()) else {
+                    continue;
                 };
                 let size = cost(&message);
                 if !rows.is_empty() && bytes.saturating_add(size) > max_bytes {

@@ -204,50 +204,33 @@ impl StoreWriter {
     /// applied). Returns the rows stored. A jump over missing ids is kept as a hole (the stream
     /// deleted them by retention before this node saw them).
     pub fn apply(&mut self, rows: &[StoredRow]) -> Result<usize, StoreError> {
-        let next_id = self.next_id;
-        let (applied, next_id) = self.db.with(|db| {
-            let mut next_id = next_id;
-            let mut applied = 0;
-            let write = db.begin_write().map_err(write_err)?;
-            {
-                let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
-                let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
-                for row in rows {
-                    if row.id.0 < next_id {
-                        continue;
-                    }
-                    let bytes = encode_record(&row.message);
-                    messages
-                        .insert(row.id.0, bytes.as_slice())
-                        .map_err(write_err)?;
-                    if let Some(key) = row.message.dedup_key() {
-                        dedup.insert(key.as_u128(), row.id.0).map_err(write_err)?;
-                    }
-                    next_id = row.id.0 + 1;
-                    applied += 1;
-                }
-            }
-            write.commit().map_err(write_err)?;
-            Ok((applied, next_id))
-        })?;
-        self.next_id = next_id;
-        Ok(applied)
+        self.store_rows(rows, |_, id, next_id| Ok(id >= next_id))
     }
 
     /// Stores rows that already have their ids where the file has none (a cluster replica's
     /// holes, filled from the stream), below the last id as well as above it; rows whose id is
     /// taken are left alone. One durable transaction; returns the rows stored.
     pub fn fill(&mut self, rows: &[StoredRow]) -> Result<usize, StoreError> {
+        self.store_rows(rows, |messages, id, _| Ok(messages.get(id)?.is_none()))
+    }
+
+    /// Stores the rows `wanted` accepts (given the messages table, the row's id and the next
+    /// id), with their dedup keys, in one durable transaction; returns how many.
+    fn store_rows(
+        &mut self,
+        rows: &[StoredRow],
+        wanted: impl Fn(&redb::Table<u64, &'static [u8]>, u64, u64) -> Result<bool, redb::StorageError>,
+    ) -> Result<usize, StoreError> {
         let next_id = self.next_id;
-        let (filled, next_id) = self.db.with(|db| {
+        let (stored, next_id) = self.db.with(|db| {
             let mut next_id = next_id;
-            let mut filled = 0;
+            let mut stored = 0;
             let write = db.begin_write().map_err(write_err)?;
             {
                 let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
                 let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
                 for row in rows {
-                    if messages.get(row.id.0).map_err(write_err)?.is_some() {
+                    if !wanted(&messages, row.id.0, next_id).map_err(write_err)? {
                         continue;
                     }
                     let bytes = encode_record(&row.message);
@@ -258,14 +241,14 @@ impl StoreWriter {
                         dedup.insert(key.as_u128(), row.id.0).map_err(write_err)?;
                     }
                     next_id = next_id.max(row.id.0 + 1);
-                    filled += 1;
+                    stored += 1;
                 }
             }
             write.commit().map_err(write_err)?;
-            Ok((filled, next_id))
+            Ok((stored, next_id))
         })?;
         self.next_id = next_id;
-        Ok(filled)
+        Ok(stored)
     }
 
     /// Makes this file the replica of the stream `identity`: records it on a new file, checks
