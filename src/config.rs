@@ -373,7 +373,7 @@ fn check_rate_limit(rate: f64) -> Result<f64, String> {
         Ok(rate)
     } else {
         Err(format!(
-            "{rate} is out of range: 0 (no limit) or {} to {} messages per second",
+            "{rate:?} is out of range: 0 (no limit) or {} to {} messages per second",
             RATE_LIMIT_RANGE.start(),
             RATE_LIMIT_RANGE.end()
         ))

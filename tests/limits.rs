@@ -267,42 +267,62 @@ fn peak_rss(pid: u32) -> u64 {
     kib * 1024
 }
 
-/// A client that floods 64 KiB messages without ever reading is disconnected as soon as it
-/// is past its limit (`--rate-burst` refusals in a row), not at its heartbeat 45 s later, and
-/// what it sent costs bounded memory: each refused message is dropped as it arrives. The
-/// server's peak memory stays under README's "Memory" bound for the defaults (~70 MB + the
-/// database cache + the tail cache), with nothing else connected. Before the fix each refused
-/// message parked a task holding its parsed frame until the heartbeat closed the socket: the
-/// peak grew with the flood (hundreds of MB here) and the client stayed connected.
+/// A client that floods 64 KiB messages without ever reading (its outgoing buffer full) is
+/// disconnected as soon as it is past its limit, not at its heartbeat 45 s later, and what it
+/// sent costs bounded memory: each refused message is dropped as it arrives. The server's peak
+/// memory stays under README's "Memory" bound for the defaults (~70 MB + the database cache +
+/// the tail cache), with nothing else connected. Before the fix each refused message parked a
+/// task holding its parsed frame until its ack found room (never: the buffer is full), and
+/// the disconnect waited behind that ack: the client stayed connected and the peak grew with
+/// the flood.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_flooding_without_reading_is_disconnected_at_once_and_costs_bounded_memory()
 -> TestResult {
     use futures_util::SinkExt;
     let dir = tempfile::tempdir()?;
+    let db = dir.path().join("chat.redb");
     let port = free_port();
-    // The defaults but for the database's place: a rate of 20/s, a burst of 50, heartbeats
-    // of 25 s + 20 s.
+    // The defaults (a rate of 20/s, a burst of 50, heartbeats of 25 s + 20 s) but for the
+    // database's place and a small outgoing buffer, which the history fills.
     let mut server = ServerProcess::spawn(
         std::process::Command::new(binary())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--socket-buffer", "16"])
             .arg("--db")
-            .arg(dir.path().join("chat.redb"))
+            .arg(&db)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit()),
     );
     server.wait_listening();
     let url = format!("http://127.0.0.1:{port}");
+    // A history the flooder is replayed and never reads: its outgoing buffer is full before
+    // it sends anything, as for a client that stopped reading long ago.
+    // (160 messages of 60 KiB, 9.4 MiB: more than the kernel's socket buffers take, at most
+    // 4 MiB for the server's side here, then the 16 packets of the server's own buffer; from
+    // four writers, each within its burst.)
+    let text = "h".repeat(60 * 1024);
+    for w in 0..4 {
+        let mut writer = Client::connect(&url, &json!({})).await?;
+        for i in 0..40 {
+            let offset = format!("h-{w}-{i}");
+            send_ok(&mut writer, &format!("{offset} {text}"), Some(&offset)).await;
+        }
+        writer.close().await;
+    }
     let mut flooder = connect_raw(&url).await?;
-    assert_eq!(connections(&url).await, 1);
 
     let content = "f".repeat(64 * 1024);
     let started = Instant::now();
     let mut sent = 0u64;
     let mut disconnected = None;
+    // 100 messages a second, five times its rate: a token comes back for one in five, which
+    // used to reset its count of refusals every time, so it was never disconnected.
+    let mut pace = tokio::time::interval(Duration::from_millis(10));
     // Bounded: 2,000 frames (125 MiB) or 20 s, whichever comes first; a send that does not
     // complete in 2 s means the server stopped reading (it closed the connection).
     while sent < 2_000 && started.elapsed() < Duration::from_secs(20) {
+        pace.tick().await;
         let frame = format!(r#"42["chat message","{content}","flood-{sent}"]"#);
         match tokio::time::timeout(Duration::from_secs(2), flooder.send(Message::text(frame))).await
         {
@@ -321,7 +341,11 @@ async fn a_client_flooding_without_reading_is_disconnected_at_once_and_costs_bou
     }
     let peak = peak_rss(server.id());
     let took = disconnected.ok_or_else(|| {
-        format!("still connected after {sent} messages and 20 s (the heartbeat would take 45 s)")
+        format!(
+            "still connected after {sent} messages and 20 s (the heartbeat would take 45 s); \
+             server peak RSS {} MB",
+            peak / 1_000_000
+        )
     })?;
     assert!(
         took < Duration::from_secs(10),
