@@ -84,10 +84,11 @@ lock_entry() {
   ' "$1"
 }
 
-# Every lock file that resolves the vendored crates: the workspace's, the fuzz workspace's, and
-# socketioxide's own (its [patch] points at ../engineioxide).
-locks=("$root/Cargo.lock" "$root/fuzz/Cargo.lock" "$vendor/engineioxide/Cargo.lock"
-  "$vendor/socketioxide/Cargo.lock")
+# Every lock file that resolves the vendored crates: the workspace's, the fuzz workspace's, the
+# protocol test servers' (tests/protocol/servers), and socketioxide's own (its [patch] points at
+# ../engineioxide).
+locks=("$root/Cargo.lock" "$root/fuzz/Cargo.lock" "$root/tests/protocol/servers/Cargo.lock"
+  "$vendor/engineioxide/Cargo.lock" "$vendor/socketioxide/Cargo.lock")
 
 for entry in "${crates[@]}"; do
   read -r name version sum <<<"$entry"

@@ -78,7 +78,7 @@ impl<H: EngineIoHandler> EngineIo<H> {
 
     /// Get a socket by its sid
     /// Clones the socket ref to avoid holding the lock
-    /// Starts the heartbeat of a new session: its first ping now.
+    /// Starts the heartbeat of a new session: its first ping `ping_interval` from now.
     pub(crate) fn start_heartbeat(&self, socket: &Arc<Socket<H::Data>>) {
         #[cfg(feature = "v3")]
         if socket.protocol == ProtocolVersion::V3 {

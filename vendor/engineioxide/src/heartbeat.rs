@@ -6,10 +6,14 @@
 //! ping for each); here one task keeps every session's next deadline in a [`DelayQueue`] (a
 //! few dozen bytes each) and wakes when the nearest one is due.
 //!
-//! What it keeps from the task per session: the first ping goes out at once; pings follow at
-//! a fixed cadence (`interval` after the previous one; when the answer comes later than that,
-//! which a timeout longer than the interval allows, within an interval of the answer); the
-//! client has `timeout` from the ping to answer; no ping while the session is
+//! The first ping goes out `interval` after the handshake, as engine.io's reference server
+//! sends it (its `schedulePing` at open) and as the protocol's test suites expect: a client
+//! first sees what the application sends, and a client that never answers is closed
+//! `interval + timeout` after the handshake. What it keeps from the task per session: pings
+//! follow at a fixed cadence (`interval` after the previous one; when the answer comes later
+//! than that, which a timeout longer than the interval allows, within an interval of the
+//! answer); the client has `timeout` from the ping to answer (from when the ping was due: the
+//! timeline does not drift with the driver's wake-ups); no ping while the session is
 //! upgrading; a ping that finds the send buffer full waits for room (in a task of its own,
 //! until the deadline), since a slow reader is not a gone client. An answer that came before
 //! the ping does not count for it.
@@ -32,7 +36,8 @@ use crate::socket::{DisconnectReason, QueuedPacket, Socket};
 
 /// The handle sessions are given to: a channel to the driver task, spawned with it.
 pub(crate) struct Heartbeats<D: Default + Send + Sync + 'static> {
-    sessions: mpsc::UnboundedSender<Weak<Socket<D>>>,
+    /// A new session, and when its heartbeat started (its handshake).
+    sessions: mpsc::UnboundedSender<(Weak<Socket<D>>, Instant)>,
 }
 
 impl<D: Default + Send + Sync + 'static> Heartbeats<D> {
@@ -44,9 +49,15 @@ impl<D: Default + Send + Sync + 'static> Heartbeats<D> {
         Self { sessions }
     }
 
-    /// Starts `socket`'s heartbeat: its first ping now.
+    /// Starts `socket`'s heartbeat: its first ping `interval` from now.
     pub(crate) fn watch(&self, socket: &Arc<Socket<D>>) {
-        if self.sessions.send(Arc::downgrade(socket)).is_err() {
+        // Now, not when the driver reads it: the interval counts from the handshake.
+        let started = Instant::now();
+        if self
+            .sessions
+            .send((Arc::downgrade(socket), started))
+            .is_err()
+        {
             // Only if the driver task panicked: the session would never time out.
             #[cfg(feature = "tracing")]
             tracing::error!(sid = ?socket.id, "the heartbeat driver is gone");
@@ -59,7 +70,8 @@ impl<D: Default + Send + Sync + 'static> Heartbeats<D> {
 enum Phase {
     /// Its ping, due at the given instant.
     Ping(Instant),
-    /// The answer to the ping sent at the given instant.
+    /// The answer to the ping due at the given instant (sent then, or as soon as the driver
+    /// got to it).
     Pong(Instant),
 }
 
@@ -69,7 +81,7 @@ struct Session<D: Default + Send + Sync + 'static> {
 }
 
 async fn drive<D: Default + Send + Sync + 'static>(
-    mut new: mpsc::UnboundedReceiver<Weak<Socket<D>>>,
+    mut new: mpsc::UnboundedReceiver<(Weak<Socket<D>>, Instant)>,
     interval: Duration,
     timeout: Duration,
 ) {
@@ -78,9 +90,11 @@ async fn drive<D: Default + Send + Sync + 'static>(
     loop {
         let (session, now) = tokio::select! {
             socket = new.recv(), if accepting => match socket {
-                Some(socket) => {
-                    let now = Instant::now();
-                    (Session { socket, phase: Phase::Ping(now) }, now)
+                Some((socket, started)) => {
+                    // The first ping is an interval after the handshake.
+                    let due = started + interval;
+                    queue.insert_at(Session { socket, phase: Phase::Ping(due) }, due);
+                    continue;
                 }
                 None => {
                     accepting = false;
@@ -124,7 +138,10 @@ fn step<D: Default + Send + Sync + 'static>(
             let _ = socket.client_heartbeat.notified().now_or_never();
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?socket.id, "emitting ping");
-            let deadline = now + timeout;
+            // The client's time counts from when the ping was due, not from when the driver
+            // got to it: the session's timeline (a ping every interval from the handshake,
+            // each answered within the timeout) does not drift with the driver's wake-ups.
+            let deadline = due + timeout;
             match socket
                 .send_buffer
                 .try_send(QueuedPacket::from(Packet::Ping))
@@ -141,20 +158,20 @@ fn step<D: Default + Send + Sync + 'static>(
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return None,
             }
-            let check = deadline.min(now + interval);
+            let check = deadline.min(due + interval).max(now);
             Some((
                 Session {
-                    phase: Phase::Pong(now),
+                    phase: Phase::Pong(due),
                     ..session
                 },
                 check,
             ))
         }
-        Phase::Pong(sent) => {
+        Phase::Pong(due) => {
             if socket.client_heartbeat.notified().now_or_never().is_some() {
                 #[cfg(feature = "tracing")]
                 tracing::trace!(sid = ?socket.id, "pong received");
-                let next = (sent + interval).max(now);
+                let next = (due + interval).max(now);
                 if next <= now {
                     return step(
                         Session {
@@ -174,7 +191,7 @@ fn step<D: Default + Send + Sync + 'static>(
                     next,
                 ));
             }
-            let deadline = sent + timeout;
+            let deadline = due + timeout;
             if now < deadline {
                 // The ping's time came before its deadline (a timeout longer than the
                 // interval): look again an interval later, so that a late answer is followed
@@ -182,7 +199,7 @@ fn step<D: Default + Send + Sync + 'static>(
                 let next = (now + interval).min(deadline);
                 return Some((
                     Session {
-                        phase: Phase::Pong(sent),
+                        phase: Phase::Pong(due),
                         ..session
                     },
                     next,
@@ -244,8 +261,14 @@ mod tests {
         let heartbeats = Heartbeats::spawn(INTERVAL, TIMEOUT);
         let (socket, closed) = socket(8);
         heartbeats.watch(&socket);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(pings(&socket), 1, "the first ping goes out at once");
+        tokio::time::sleep(INTERVAL - Duration::from_millis(1)).await;
+        assert_eq!(pings(&socket), 0, "no ping before the first interval");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(
+            pings(&socket),
+            1,
+            "the first ping goes out after an interval"
+        );
         for round in 0..10 {
             socket.client_heartbeat.notify_one();
             tokio::time::sleep(INTERVAL).await;
@@ -259,7 +282,28 @@ mod tests {
         let heartbeats = Heartbeats::spawn(INTERVAL, TIMEOUT);
         let (socket, closed) = socket(8);
         heartbeats.watch(&socket);
-        tokio::time::sleep(TIMEOUT - Duration::from_millis(10)).await;
+        // The first ping at INTERVAL, its deadline TIMEOUT later.
+        tokio::time::sleep(INTERVAL + TIMEOUT - Duration::from_millis(10)).await;
+        assert!(closed.lock().unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            *closed.lock().unwrap(),
+            [DisconnectReason::HeartbeatTimeout]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_counts_from_when_the_ping_was_due() {
+        let heartbeats = Heartbeats::spawn(INTERVAL, TIMEOUT);
+        let (socket, closed) = socket(8);
+        heartbeats.watch(&socket);
+        tokio::task::yield_now().await;
+        // The driver gets to the first ping (due at 250 ms) late, at 400 ms: its deadline is
+        // still 450 ms, not 600.
+        tokio::time::advance(INTERVAL + Duration::from_millis(150)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(pings(&socket), 1);
+        tokio::time::sleep(Duration::from_millis(40)).await;
         assert!(closed.lock().unwrap().is_empty());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(
@@ -273,13 +317,14 @@ mod tests {
         let heartbeats = Heartbeats::spawn(INTERVAL, TIMEOUT);
         let (socket, closed) = socket(8);
         heartbeats.watch(&socket);
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // The first ping at 250 ms, answered.
+        tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
         socket.client_heartbeat.notify_one();
-        // After the first ping's check (at TIMEOUT), before the second ping (at INTERVAL):
-        // the second ping does not count it.
+        // After the first ping's check (at 450 ms), before the second ping (at 500 ms): the
+        // second ping does not count it.
         tokio::time::sleep(Duration::from_millis(229)).await;
         socket.client_heartbeat.notify_one();
-        // The second ping at 250 ms, its deadline at 450 ms.
+        // The second ping at 500 ms, its deadline at 700 ms.
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(closed.lock().unwrap().is_empty());
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -295,19 +340,19 @@ mod tests {
         let heartbeats = Heartbeats::spawn(INTERVAL, timeout);
         let (socket, closed) = socket(8);
         heartbeats.watch(&socket);
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
         assert_eq!(pings(&socket), 1);
         socket.client_heartbeat.notify_one();
         tokio::time::sleep(INTERVAL).await;
         assert_eq!(pings(&socket), 1);
-        // Answered late (the ping of 250 ms, at 751 ms, after the next ping's time): the next
-        // ping follows within an interval of the answer (at 1,000 ms).
+        // Answered late (the ping of 500 ms, at 1,001 ms, after the next ping's time): the
+        // next ping follows within an interval of the answer (at 1,250 ms).
         tokio::time::sleep(INTERVAL * 2).await;
         assert_eq!(pings(&socket), 0, "no ping while one is unanswered");
         socket.client_heartbeat.notify_one();
         tokio::time::sleep(INTERVAL + Duration::from_millis(10)).await;
         assert_eq!(pings(&socket), 1);
-        // Not answered: no new ping until the answer or the timeout (1,750 ms), then closed.
+        // Not answered: no new ping until the answer or the timeout (2,000 ms), then closed.
         tokio::time::sleep(timeout - Duration::from_millis(30)).await;
         assert_eq!(pings(&socket), 0);
         assert!(closed.lock().unwrap().is_empty());
@@ -342,7 +387,8 @@ mod tests {
             .try_send(QueuedPacket::from(Packet::Noop))
             .unwrap();
         heartbeats.watch(&socket);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The ping is due at INTERVAL and waits for room.
+        tokio::time::sleep(INTERVAL + Duration::from_millis(50)).await;
         // The client reads: the ping goes out and is answered in time.
         assert!(socket.send_buffer.try_recv().is_ok());
         tokio::time::sleep(Duration::from_millis(1)).await;
