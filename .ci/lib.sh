@@ -1,4 +1,5 @@
 # Shell functions shared by .ci/run and .ci/under-load (sourced, not run).
+# shellcheck shell=bash
 
 # Checks the TAP summary node's test runner wrote to $1: some tests ran, all passed, and none
 # was skipped, todo or cancelled (the runner counts a skipped test as passed: its exit status
@@ -38,4 +39,45 @@ node_suite() {
       --test-reporter=tap --test-reporter-destination="$tap"
   )
   require_all_ran "$tap" "tests/$dir"
+}
+
+# Checks the output of `cargo test` in $1 (stdout and stderr together, in the order printed,
+# so that cargo's `Running …` or `Doc-tests …` line comes before its binary's summary): every
+# binary that started printed a `test result:` line, there was at least one, and none ignored
+# a test, except the binaries whose `Running` line matches the extended regular expression $2
+# (the cluster tests, which CI runs on their own with `--ignored`). An `#[ignore]`d test passes
+# `cargo test`: without this, a test could be switched off without CI noticing.
+require_none_ignored() {
+  local log="$1" allowed="${2:-}"
+  [ -s "$log" ] || { echo "no cargo test output at $log"; return 1; }
+  # The pattern through the environment: `awk -v` would take its backslashes as escapes.
+  ALLOWED="$allowed" awk '
+    BEGIN { allowed = ENVIRON["ALLOWED"] }
+    { sub(/\r$/, "") }
+    /^[[:space:]]*(Running|Doc-tests) / {
+      name = $0; sub(/^[[:space:]]*/, "", name); binaries++; summarized = 0; next
+    }
+    /^test result: / {
+      results++
+      if (name == "" || summarized) { print "a summary with no binary of its own: " $0; bad++; next }
+      summarized = 1
+      if (!match($0, /; [0-9]+ ignored;/)) { print name ": no ignored count in: " $0; bad++; next }
+      ignored = substr($0, RSTART + 2, RLENGTH - 11) + 0
+      if (ignored > 0 && !(allowed != "" && name ~ allowed)) {
+        print name ": " ignored " ignored test(s)"; bad++
+      } else if (ignored > 0) {
+        exempt += ignored
+      }
+    }
+    END {
+      if (results == 0) { print "no test result line: did any test binary run?"; exit 1 }
+      if (results != binaries) {
+        print binaries " test binaries started, " results " summaries"; exit 1
+      }
+      if (bad > 0) { print "cargo test: every test must run (remove the #[ignore])"; exit 1 }
+      printf "%d test binaries, none ignored a test", results
+      if (exempt > 0) printf " (%d ignored where allowed)", exempt
+      print ""
+    }
+  ' "$log"
 }
