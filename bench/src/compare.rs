@@ -9,10 +9,11 @@ use clap::{Args, Subcommand};
 
 use crate::procfs::machine_busy_seconds;
 use crate::report::{Report, print_comparison};
+use crate::scenario::connect_storm::ConnectStormArgs;
 use crate::scenario::fanout::FanoutArgs;
 use crate::scenario::history::HistoryArgs;
 use crate::scenario::idle::IdleArgs;
-use crate::scenario::ingest::IngestArgs;
+use crate::scenario::ingest::{IngestArgs, Offsets};
 use crate::scenario::replay::ReplayArgs;
 use crate::scenario::soak::SoakArgs;
 use crate::scenario::startup::StartupArgs;
@@ -49,6 +50,7 @@ pub enum Scenario {
     Startup(StartupArgs),
     History(HistoryArgs),
     Soak(SoakArgs),
+    ConnectStorm(ConnectStormArgs),
 }
 
 impl Scenario {
@@ -61,12 +63,25 @@ impl Scenario {
             Scenario::Startup(_) => "startup",
             Scenario::History(_) => "history",
             Scenario::Soak(_) => "soak",
+            Scenario::ConnectStorm(_) => "connect-storm",
         }
     }
 
-    /// Whether `kind` speaks what the scenario needs (`history` is a tidings extension).
-    fn supports(&self, kind: Kind) -> bool {
-        !matches!((self, kind), (Scenario::History(_), Kind::Reference))
+    /// Why `kind` cannot run the scenario meaningfully, if it cannot.
+    fn unsupported(&self, kind: Kind) -> Option<&'static str> {
+        if kind != Kind::Reference {
+            return None;
+        }
+        match self {
+            Scenario::History(_) => Some("`history` is a tidings extension"),
+            Scenario::ConnectStorm(_) => Some("`presence` is a tidings extension"),
+            // Its `client_offset TEXT UNIQUE` column refuses every message after the first
+            // under an offset, and it acks those with nothing, storing and broadcasting none.
+            Scenario::Ingest(args) if args.offsets == Offsets::Shared => {
+                Some("it stores one message per clientOffset and acks the others unstored")
+            }
+            _ => None,
+        }
     }
 }
 
@@ -80,16 +95,16 @@ pub async fn run(args: &CompareArgs, launcher: &Launcher, keep: bool) -> anyhow:
         None => vec![Kind::Ours, Kind::Reference],
     }
     .into_iter()
-    .filter(|&kind| {
-        let supported = args.scenario.supports(kind);
-        if !supported {
+    .filter(|&kind| match args.scenario.unsupported(kind) {
+        None => true,
+        Some(why) => {
             eprintln!(
-                "{} does not support {}: running it against ours only",
+                "the {} server cannot run {} ({why}): running it against ours only",
                 kind.name(),
                 args.scenario.name()
             );
+            false
         }
-        supported
     })
     .collect();
     let mut reports = Vec::new();
@@ -243,6 +258,7 @@ async fn run_one(
         Scenario::Idle(a) => scenario::idle::run(a, &target).await,
         Scenario::History(a) => scenario::history::run(a, &target).await,
         Scenario::Soak(a) => scenario::soak::run(a, &target).await,
+        Scenario::ConnectStorm(a) => scenario::connect_storm::run(a, &target).await,
         Scenario::Startup(_) => unreachable!("handled above"),
     };
     let exited = server.exited();
@@ -286,6 +302,36 @@ mod tests {
         );
         report.problems = problems.iter().map(|p| p.to_string()).collect();
         report
+    }
+
+    /// The scenario as compare's command line gives it.
+    fn scenario(args: &[&str]) -> Scenario {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            scenario: Scenario,
+        }
+        match Cli::try_parse_from(std::iter::once("compare").chain(args.iter().copied())) {
+            Ok(cli) => cli.scenario,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn the_reference_runs_only_what_it_can() {
+        let runs = |args: &[&str]| {
+            let s = scenario(args);
+            assert_eq!(s.unsupported(Kind::Ours), None, "{args:?}");
+            s.unsupported(Kind::Reference).is_none()
+        };
+        assert!(runs(&["ingest", "-c", "2"]));
+        assert!(runs(&["ingest", "--offsets", "fresh"]));
+        assert!(!runs(&["ingest", "--offsets", "shared"]));
+        assert!(!runs(&["history"]));
+        assert!(!runs(&["connect-storm", "--conns", "10"]));
+        assert!(runs(&["idle"]));
+        assert_eq!(scenario(&["connect-storm"]).name(), "connect-storm");
     }
 
     #[tokio::test]

@@ -96,6 +96,19 @@ fn parse_ack(rest: &str) -> Option<Frame<'_>> {
     Some(Frame::Ack { ack_id, body })
 }
 
+const PRESENCE_PREFIX: &str = "42[\"presence\",{";
+
+/// The `count` of a tidings `presence` event (`42["presence",{"count":N,...}]`, README
+/// "Extensions"): how many clients the server has connected. `None` for any other frame.
+pub fn presence_count(text: &str) -> Option<u64> {
+    let body = text.strip_prefix(PRESENCE_PREFIX)?;
+    // The key with its opening quote: `joinedCount` does not match, nor does a nickname
+    // (its quotes are escaped inside the JSON string).
+    let at = body.find("\"count\":")?;
+    let (count, _) = leading_u64(body[at + 8..].trim_start())?;
+    Some(count)
+}
+
 /// The decimal number at the start of `s` and what follows it.
 pub fn leading_u64(s: &str) -> Option<(u64, &str)> {
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
@@ -142,6 +155,23 @@ mod tests {
         );
         assert_eq!(parse("42[\"other\",\"x\",1]"), Frame::Other);
         assert_eq!(parse("42[\"chat message\",5,1]"), Frame::Other);
+    }
+
+    #[test]
+    fn presence_counts() {
+        let event = r#"42["presence",{"count":3,"users":["a","b"],"joined":["b"],"joinedCount":1,"left":[],"leftCount":0}]"#;
+        assert_eq!(presence_count(event), Some(3));
+        // The field order does not matter, nor a nickname that looks like the key.
+        let event = r#"42["presence",{"users":["\"count\":9"],"joinedCount":7,"count": 12}]"#;
+        assert_eq!(presence_count(event), Some(12));
+        assert_eq!(
+            presence_count(r#"42["chat message","\"count\":1",1]"#),
+            None
+        );
+        assert_eq!(presence_count(r#"42["presence",{"users":[]}]"#), None);
+        assert_eq!(presence_count("40{\"sid\":\"x\"}"), None);
+        // A presence event is not a chat message to the other parsers.
+        assert_eq!(parse(r#"42["presence",{"count":3}]"#), Frame::Other);
     }
 
     #[test]

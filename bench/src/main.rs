@@ -6,6 +6,8 @@
 //! tidings-bench ingest --url http://127.0.0.1:3000 -c 50 -m 100 [--server-pid PID]
 //! tidings-bench ingest --url http://127.0.0.1:3001,http://127.0.0.1:3002 --server-pid P1,P2
 //! tidings-bench compare ingest -c 50 -m 100
+//! tidings-bench compare --only ours ingest -c 20 -m 1000 --offsets shared
+//! tidings-bench compare connect-storm --conns 10000 --probes 200
 //! ```
 //!
 //! Each run prints a human summary and one JSON line (the last line of stdout).
@@ -29,6 +31,7 @@ use clap::{Parser, Subcommand};
 use crate::compare::CompareArgs;
 use crate::disk::DiskArgs;
 use crate::report::Report;
+use crate::scenario::connect_storm::ConnectStormArgs;
 use crate::scenario::fanout::FanoutArgs;
 use crate::scenario::history::HistoryArgs;
 use crate::scenario::idle::IdleArgs;
@@ -100,6 +103,14 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Hold N idle connections with nicknames; time M more connects one at a time, then all
+    /// N dropped and reconnected at once, until each has the presence count (tidings only).
+    ConnectStorm {
+        #[command(flatten)]
+        args: ConnectStormArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Store N messages, restart the server, time until it serves (starts the server itself).
     Startup(StartupArgs),
     /// The disk's synced 4 KiB write rate (the ceiling of one-at-a-time durable commits).
@@ -146,6 +157,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::History { args, target } => {
             scenario::history::run(&args, &Target::from_args(&target)?).await?
+        }
+        Command::ConnectStorm { args, target } => {
+            scenario::connect_storm::run(&args, &Target::from_args(&target)?).await?
         }
         Command::Soak { args, target } => {
             scenario::soak::run(&args, &Target::from_args(&target)?).await?

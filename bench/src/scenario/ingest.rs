@@ -3,13 +3,20 @@
 //! each one got every message exactly once, in increasing id order. With several URLs (the
 //! nodes of a cluster) the clients are spread over them in turn; a `--history` prefill goes to
 //! the first.
+//!
+//! `--offsets shared` sends every message of every client under one clientOffset, each with
+//! its own content: the dedup rule (same offset and same content) makes each one new, so each
+//! must be stored and acked with its id, never as a duplicate. It measures what the server's
+//! dedup costs when one offset is reused (issue 27: a lookup of every id stored under it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use serde_json::{Map, Value};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::prefill::{PrefillPlan, prefill};
 use super::{Target, connect_many, nonce, parse_tag, summarize_errors, tagged};
@@ -44,6 +51,37 @@ pub struct IngestArgs {
     /// the newest id (they replay none of it).
     #[arg(long, default_value_t = 0)]
     pub history: u64,
+
+    /// Client offsets: one per message (`fresh`), or one for every message of every client
+    /// (`shared`; each message still has its own content, so each must be acked as new).
+    #[arg(long, value_enum, default_value_t = Offsets::Fresh)]
+    pub offsets: Offsets,
+}
+
+/// Which clientOffset each message is sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Offsets {
+    /// `NONCE-CLIENT-SEQ`: a new offset for every message, as the tutorial's clients send.
+    Fresh,
+    /// `NONCE-shared` for every message of every client.
+    Shared,
+}
+
+impl Offsets {
+    pub fn name(self) -> &'static str {
+        match self {
+            Offsets::Fresh => "fresh",
+            Offsets::Shared => "shared",
+        }
+    }
+}
+
+/// The clientOffset of message `seq` of client `client` in a run tagged `nonce`.
+fn client_offset(offsets: Offsets, nonce: &str, client: usize, seq: usize) -> String {
+    match offsets {
+        Offsets::Fresh => format!("{nonce}-{client}-{seq}"),
+        Offsets::Shared => format!("{nonce}-shared"),
+    }
 }
 
 /// What one client saw.
@@ -52,6 +90,8 @@ struct ClientResult {
     acked: u64,
     ack_errors: u64,
     duplicate_acks: u64,
+    /// Acks with neither an id nor an error (the reference's ack, stored or not).
+    acks_without_id: u64,
     received: u64,
     duplicates: u64,
     out_of_order: u64,
@@ -67,6 +107,7 @@ struct Shared {
     clients: usize,
     messages: usize,
     size: usize,
+    offsets: Offsets,
     ack_latency: Histogram,
     deadline: tokio::time::Instant,
 }
@@ -86,6 +127,7 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
     report.param("clients", args.clients);
     report.param("messages_per_client", args.messages);
     report.param("content_bytes", args.size);
+    report.param("offsets", args.offsets.name());
     let mut offset = 0;
     if args.history > 0 {
         report.param("history", args.history);
@@ -124,6 +166,7 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
         clients: conns.len(),
         messages: args.messages,
         size: args.size,
+        offsets: args.offsets,
         ack_latency: Histogram::new(),
         deadline: tokio::time::Instant::now() + Duration::from_secs(args.timeout),
     });
@@ -134,6 +177,13 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
     let misses = CacheMisses::start(&target.urls).await;
     let meter = CpuMeter::start(&target.pids);
     let start = Instant::now();
+    let stop_tenths = CancellationToken::new();
+    let tenths = tokio::spawn(record_tenths(
+        counter.clone(),
+        expected,
+        start,
+        stop_tenths.clone(),
+    ));
     let mut set = JoinSet::new();
     for (me, conn) in conns.into_iter().enumerate() {
         let shared = shared.clone();
@@ -149,6 +199,11 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
     }
     let cpu = meter.stop();
     progress.finish();
+    stop_tenths.cancel();
+    match tenths.await {
+        Ok(tenths) => report.series = tenths.series(),
+        Err(e) => report.problems.push(format!("progress task: {e}")),
+    }
 
     let sum = |f: fn(&ClientResult) -> u64| results.iter().map(f).sum::<u64>();
     let acked = sum(|r| r.acked);
@@ -206,6 +261,16 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
             sum(|r| r.duplicate_acks),
             "acks said duplicate for a new message",
         ),
+        // Under a shared offset an ack without an id cannot be told from a message dropped
+        // as a retry (the reference acks those with nothing): every message must get its id.
+        (
+            if shared.offsets == Offsets::Shared {
+                sum(|r| r.acks_without_id)
+            } else {
+                0
+            },
+            "acks had no id (under a shared offset, each message must be acked with its id)",
+        ),
         (sum(|r| r.duplicates), "broadcasts were received twice"),
         (
             sum(|r| r.out_of_order),
@@ -239,6 +304,103 @@ pub async fn run(args: &IngestArgs, target: &Target) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// When each tenth of the acks came: the rate over each tenth shows a cost that grows with
+/// what is stored (as the dedup's under a shared offset), which the run's average hides; a run
+/// that times out shows how far it got.
+#[derive(Debug)]
+struct Tenths {
+    /// The ack counts that end each tenth, ascending, without repeats.
+    marks: Vec<u64>,
+    /// `(acks, seconds since the start)` when a mark was passed (one row per sample, however
+    /// many marks it passed), and where a stopped run was.
+    rows: Vec<(u64, f64)>,
+}
+
+impl Tenths {
+    fn new(expected: u64) -> Self {
+        let mut marks: Vec<u64> = (1..=10)
+            .map(|k| (expected * k).div_ceil(10))
+            .filter(|&m| m > 0)
+            .collect();
+        marks.dedup();
+        Self {
+            marks,
+            rows: Vec::new(),
+        }
+    }
+
+    /// `acked` acks after `secs`: a row when it passed the next mark.
+    fn observe(&mut self, acked: u64, secs: f64) {
+        let next = self.rows.last().map_or(0, |&(n, _)| n);
+        if self.marks.iter().any(|&m| m > next && acked >= m) {
+            self.rows.push((acked, secs));
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.marks
+            .last()
+            .is_none_or(|&last| self.rows.last().is_some_and(|&(n, _)| n >= last))
+    }
+
+    /// The run stopped at `acked` after `secs`: a last row if it got further than the last.
+    fn stop(&mut self, acked: u64, secs: f64) {
+        if acked > self.rows.last().map_or(0, |&(n, _)| n) {
+            self.rows.push((acked, secs));
+        }
+    }
+
+    /// One row per sample: acks so far, seconds, and the rate since the previous row.
+    fn series(&self) -> Vec<Map<String, Value>> {
+        let mut previous = (0, 0.0);
+        self.rows
+            .iter()
+            .map(|&(acked, secs)| {
+                let rate = (acked - previous.0) as f64 / (secs - previous.1).max(1e-9);
+                previous = (acked, secs);
+                let mut row = Map::new();
+                row.insert("acked".into(), acked.into());
+                row.insert("elapsed_s".into(), round3(secs));
+                row.insert("acked_per_s_since_previous".into(), round3(rate));
+                row
+            })
+            .collect()
+    }
+}
+
+fn round3(v: f64) -> Value {
+    serde_json::Number::from_f64((v * 1000.0).round() / 1000.0).map_or(Value::Null, Value::Number)
+}
+
+/// Samples the ack counter every 20 ms until every ack came or `stop`.
+async fn record_tenths(
+    counter: Arc<AtomicU64>,
+    expected: u64,
+    start: Instant,
+    stop: CancellationToken,
+) -> Tenths {
+    let mut tenths = Tenths::new(expected);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            () = stop.cancelled() => true,
+        };
+        let (acked, secs) = (
+            counter.load(Ordering::Relaxed),
+            start.elapsed().as_secs_f64(),
+        );
+        if stopping {
+            tenths.stop(acked, secs);
+            return tenths;
+        }
+        tenths.observe(acked, secs);
+        if tenths.complete() {
+            return tenths;
+        }
+    }
+}
+
 /// One client: sends its messages one ack at a time while reading every broadcast.
 async fn client(
     me: usize,
@@ -268,7 +430,7 @@ async fn client_loop(
     let mut own_ids = vec![0u64; messages];
     let mut last_id = 0u64;
     let mut seq = 0usize;
-    let my_offset = |seq: usize| format!("{}-{me}-{seq}", shared.nonce);
+    let my_offset = |seq: usize| client_offset(shared.offsets, &shared.nonce, me, seq);
     let mut sent_at = Instant::now();
     if messages > 0 {
         conn.emit_chat(&content(shared, me, 0), &my_offset(0), Some(0))
@@ -309,7 +471,7 @@ async fn client_loop(
                 let now = Instant::now();
                 shared.ack_latency.record(now - sent_at);
                 match body {
-                    AckBody::Empty => {}
+                    AckBody::Empty => r.acks_without_id += 1,
                     AckBody::Id(id) if own_ids[seq] == 0 => {
                         r.ack_before_broadcast += 1;
                         own_ids[seq] = id;
@@ -351,6 +513,7 @@ mod tests {
             clients: 2,
             messages: 3,
             size: 40,
+            offsets: Offsets::Fresh,
             ack_latency: Histogram::new(),
             deadline: tokio::time::Instant::now(),
         };
@@ -358,5 +521,55 @@ mod tests {
         assert_eq!(c.len(), 40);
         assert_eq!(parse_content(&c, "abc123"), Some((1, 2)));
         assert_eq!(parse_content(&c, "zzz"), None);
+    }
+
+    #[test]
+    fn offsets_fresh_or_shared() {
+        assert_eq!(client_offset(Offsets::Fresh, "n1", 3, 7), "n1-3-7");
+        assert_ne!(
+            client_offset(Offsets::Fresh, "n1", 3, 7),
+            client_offset(Offsets::Fresh, "n1", 7, 3)
+        );
+        let one = client_offset(Offsets::Shared, "n1", 0, 0);
+        assert!((0..5).all(|c| (0..5).all(|s| client_offset(Offsets::Shared, "n1", c, s) == one)));
+        // Another run does not share it.
+        assert_ne!(one, client_offset(Offsets::Shared, "n2", 0, 0));
+    }
+
+    #[test]
+    fn tenths_of_the_acks() {
+        let mut t = Tenths::new(100);
+        assert_eq!(t.marks, [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
+        t.observe(5, 0.1);
+        assert!(t.rows.is_empty());
+        t.observe(10, 0.2);
+        t.observe(12, 0.3);
+        // One sample past two marks: one row.
+        t.observe(35, 1.2);
+        assert_eq!(t.rows, [(10, 0.2), (35, 1.2)]);
+        assert!(!t.complete());
+        t.observe(100, 2.2);
+        assert!(t.complete());
+        let series = t.series();
+        assert_eq!(series.len(), 3);
+        assert_eq!(
+            series[0]["acked_per_s_since_previous"],
+            serde_json::json!(50.0)
+        );
+        assert_eq!(
+            series[1]["acked_per_s_since_previous"],
+            serde_json::json!(25.0)
+        );
+        assert_eq!(series[2]["acked"], serde_json::json!(100));
+
+        // Few messages: no repeated marks; a stopped run ends where it was.
+        let mut t = Tenths::new(3);
+        assert_eq!(t.marks, [1, 2, 3]);
+        t.observe(1, 0.5);
+        t.stop(2, 1.0);
+        t.stop(2, 1.5);
+        assert_eq!(t.rows, [(1, 0.5), (2, 1.0)]);
+        assert!(!t.complete());
+        assert!(Tenths::new(0).complete());
     }
 }

@@ -1,6 +1,7 @@
 //! The scenarios, and what they share: the target server, run nonces, content padding and
 //! opening many connections at once.
 
+pub mod connect_storm;
 pub mod fanout;
 pub mod history;
 pub mod idle;
