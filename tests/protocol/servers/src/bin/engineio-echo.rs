@@ -36,7 +36,10 @@ impl EngineIoHandler for Echo {
     }
 }
 
-#[tokio::main]
+// One thread, as the reference server (Node) has: the suites send requests on separate
+// connections at once and expect them handled in the order they were sent (see
+// tests/protocol/README.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
     let config = EngineIoConfig::builder()
         .ping_interval(Duration::from_millis(300))
