@@ -183,6 +183,13 @@ fn refuse(
     }
 }
 
+/// The sockets of the chat namespace; none once it is closed. socketioxide's own
+/// `SocketIo::sockets` panics then ("default namespace not found"), and a periodic task
+/// (presence, session upkeep, a relayed event) may run one last time while the server closes.
+pub fn chat_sockets(io: &SocketIo) -> Vec<SocketRef> {
+    io.of("/").map(|ns| ns.sockets()).unwrap_or_default()
+}
+
 /// Registers the handlers on the default namespace.
 pub fn register(io: &SocketIo) {
     admission::register(io);

@@ -265,7 +265,7 @@ async fn rename(
 
 /// Sends `event (data)` to every socket of this node (an event relayed from another node).
 pub fn to_everyone(io: &SocketIo, event: &str, data: &Value) {
-    broadcast_ephemeral(&io.sockets(), event, data);
+    broadcast_ephemeral(&super::chat_sockets(io), event, data);
 }
 
 /// Sends the roster, with who came and went, to everyone whenever it changed, at most once
@@ -276,6 +276,6 @@ pub async fn broadcast_presence(io: SocketIo, roster: SharedRoster, stop: Cancel
         let Some(snapshot) = roster.lock().take_changes() else {
             continue;
         };
-        broadcast_ephemeral(&io.sockets(), PRESENCE, &snapshot);
+        broadcast_ephemeral(&super::chat_sockets(&io), PRESENCE, &snapshot);
     }
 }

@@ -155,8 +155,7 @@ impl Recovery {
 pub async fn keep_sessions(io: SocketIo, recovery: Recovery, stop: CancellationToken) {
     let mut every = Every::new(TOUCH_EVERY, stop);
     while every.tick().await {
-        let pids: Vec<String> = io
-            .sockets()
+        let pids: Vec<String> = super::chat_sockets(&io)
             .into_iter()
             .filter_map(|socket| {
                 socket
