@@ -261,3 +261,58 @@ fn the_server_runs_without_transparent_huge_pages_unless_told() -> TestResult {
     }
     Ok(())
 }
+
+/// The peak resident memory (`VmHWM`) of process `pid`, in bytes.
+fn peak_resident_bytes(pid: u32) -> Result<f64, Box<dyn std::error::Error + Send + Sync>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmHWM line")?;
+    Ok(kib * 1024.0)
+}
+
+/// Start-up reads no more of the history than the tail cache keeps: with 2,000 messages of
+/// 60 KiB stored (120 MB), a server at the defaults peaks within README's bound. Before the
+/// fix, start-up read the newest `--tail-cache-messages` (all 2,000 here) before the cache
+/// trimmed them to its 16 MiB, and the process peaked at 165-169 MB and stayed there.
+#[test]
+fn start_up_reads_no_more_of_the_history_than_the_tail_cache_keeps() -> TestResult {
+    use tidings::message::ChatInput;
+    use tidings::storage::Store;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("chat.redb");
+    {
+        let (reader, mut writer) = Store::open(&db, 1 << 20)?;
+        let text = "s".repeat(60 * 1024);
+        for batch in 0..20 {
+            let inputs: Vec<ChatInput> = (0..100)
+                .map(|n| ChatInput {
+                    content: format!("{batch}-{n} {text}"),
+                    client_offset: None,
+                    author: None,
+                })
+                .collect();
+            writer.append_batch(&inputs, 1)?;
+        }
+        reader.close()?;
+    }
+    let mut server = spawn_listening(
+        Command::new(BIN)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .arg("--db")
+            .arg(&db),
+    );
+    let peak = peak_resident_bytes(server.id())?;
+    let bound = readme_memory_level(&Config::default(), 0);
+    server.terminate();
+    assert!(server.wait()?.success());
+    assert!(
+        peak < bound,
+        "start-up peaked at {:.0} MB with 2,000 messages of 60 KiB; README's bound is {:.0} MB",
+        peak / 1e6,
+        bound / 1e6
+    );
+    Ok(())
+}
