@@ -45,11 +45,25 @@ pub struct ClientOffset(pub String);
 pub struct DedupKey(pub [u8; 16]);
 
 impl DedupKey {
-    /// The key of a message with client offset `offset` and `content`.
+    /// The key of a message of the default room with client offset `offset` and `content`.
     pub fn of(offset: &str, content: &str) -> Self {
+        Self::in_room(None, offset, content)
+    }
+
+    /// The key of a message of `room` (`None`: the default room) with client offset `offset`
+    /// and `content`. The default room's keys are those of the files and streams written
+    /// before rooms existed (the same offset and content in two rooms are two messages).
+    pub fn in_room(room: Option<&str>, offset: &str, content: &str) -> Self {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
-        hash.update(b"tidings/1\0");
+        match room {
+            None => hash.update(b"tidings/1\0"),
+            Some(room) => {
+                hash.update(b"tidings/room/1\0");
+                hash.update((room.len() as u64).to_be_bytes());
+                hash.update(room.as_bytes());
+            }
+        }
         hash.update((offset.len() as u64).to_be_bytes());
         hash.update(offset.as_bytes());
         hash.update(content.as_bytes());
@@ -79,6 +93,8 @@ pub struct ChatInput {
     pub client_offset: Option<ClientOffset>,
     /// The sender's nickname, from the optional third argument `{ author }`.
     pub author: Option<String>,
+    /// Its room; `None` is the default room (see [`StoredMessage::room`]).
+    pub room: Option<String>,
 }
 
 /// One stored chat message: what a row of the `messages` table holds.
@@ -92,13 +108,22 @@ pub struct StoredMessage {
     pub received_at_ms: u64,
     /// The sender's nickname, when it gave one (record version 2 on).
     pub author: Option<String>,
+    /// Its room, by name; `None` is the default room, whatever its name (`--default-room`,
+    /// recorded in the file): every message stored before rooms existed, and every one sent to
+    /// the default room since, so its name is written nowhere but once in the file (record
+    /// version 3 on).
+    pub room: Option<String>,
 }
 
 impl ChatInput {
     /// Its dedup key; `None` without a client offset (nothing can be a retry of it).
     pub fn dedup_key(&self) -> Option<DedupKey> {
         let offset = self.client_offset.as_ref()?;
-        Some(DedupKey::of(&offset.0, &self.content))
+        Some(DedupKey::in_room(
+            self.room.as_deref(),
+            &offset.0,
+            &self.content,
+        ))
     }
 }
 
@@ -106,12 +131,18 @@ impl StoredMessage {
     /// Its dedup key; `None` without a client offset.
     pub fn dedup_key(&self) -> Option<DedupKey> {
         let offset = self.client_offset.as_ref()?;
-        Some(DedupKey::of(offset, &self.content))
+        Some(DedupKey::in_room(
+            self.room.as_deref(),
+            offset,
+            &self.content,
+        ))
     }
 
-    /// Whether a message with `offset` and `content` is a retry of this one.
-    pub fn is_retried_by(&self, offset: &str, content: &str) -> bool {
-        self.client_offset.as_deref() == Some(offset) && self.content == content
+    /// Whether a message of `room` with `offset` and `content` is a retry of this one.
+    pub fn is_retried_by(&self, room: Option<&str>, offset: &str, content: &str) -> bool {
+        self.room.as_deref() == room
+            && self.client_offset.as_deref() == Some(offset)
+            && self.content == content
     }
 
     /// The record of `input`, received at `received_at_ms`.
@@ -121,6 +152,7 @@ impl StoredMessage {
             client_offset: input.client_offset.as_ref().map(|o| o.0.clone()),
             received_at_ms,
             author: input.author.clone(),
+            room: input.room.clone(),
         }
     }
 }
@@ -146,6 +178,9 @@ pub struct Message {
     pub author: Option<String>,
     /// Server receive time, milliseconds since the Unix epoch.
     pub time: u64,
+    /// Its room; `None` is the default room (the socket layer knows its name).
+    #[serde(skip)]
+    pub room: Option<String>,
 }
 
 impl Message {
@@ -156,6 +191,7 @@ impl Message {
             content: input.content,
             author: input.author,
             time,
+            room: input.room,
         }
     }
 }
@@ -167,6 +203,7 @@ impl From<StoredRow> for Message {
             content: row.message.content,
             author: row.message.author,
             time: row.message.received_at_ms,
+            room: row.message.room,
         }
     }
 }
@@ -194,6 +231,15 @@ pub(crate) mod test_support {
             content: content.into(),
             client_offset: offset.map(|o| ClientOffset(o.into())),
             author: None,
+            room: None,
+        }
+    }
+
+    /// A `chat message` to `room` (`None`: the default room).
+    pub(crate) fn input_in(room: Option<&str>, content: &str, offset: Option<&str>) -> ChatInput {
+        ChatInput {
+            room: room.map(String::from),
+            ..input(content, offset)
         }
     }
 
@@ -204,6 +250,7 @@ pub(crate) mod test_support {
             content: content.to_owned(),
             author: None,
             time: 0,
+            room: None,
         })
     }
 
@@ -223,6 +270,7 @@ mod tests {
             content: "hi".into(),
             client_offset: Some(ClientOffset("o-1".into())),
             author: Some("ada".into()),
+            room: None,
         };
         let record = StoredMessage::from_input(&input, 7);
         assert_eq!(record.client_offset.as_deref(), Some("o-1"));
@@ -244,8 +292,17 @@ mod tests {
         assert_eq!(key("hi", None), None);
         let record = StoredMessage::from_input(&test_support::input("hi", Some("o-1")), 0);
         assert_eq!(record.dedup_key(), key("hi", Some("o-1")));
-        assert!(record.is_retried_by("o-1", "hi"));
-        assert!(!record.is_retried_by("o-1", "hi!"));
+        assert!(record.is_retried_by(None, "o-1", "hi"));
+        assert!(!record.is_retried_by(None, "o-1", "hi!"));
+        assert!(!record.is_retried_by(Some("dev"), "o-1", "hi"));
+        // Rooms are part of the key; the default room keeps the keys it had before rooms.
+        let in_dev = DedupKey::in_room(Some("dev"), "o-1", "hi");
+        assert_ne!(in_dev, DedupKey::of("o-1", "hi"));
+        assert_ne!(in_dev, DedupKey::in_room(Some("dev2"), "o-1", "hi"));
+        assert_eq!(
+            DedupKey::in_room(None, "o-1", "hi"),
+            DedupKey::of("o-1", "hi")
+        );
         // Keys stay what they were: a cluster's message ids (and the files' index) use them.
         assert_eq!(
             DedupKey::of("o-1", "hi").hex(),

@@ -192,6 +192,7 @@ fn sample_db(path: &std::path::Path) {
             content: format!("message {i} {}", "x".repeat(200)),
             client_offset: Some(tidings::message::ClientOffset(format!("o-{i}"))),
             author: None,
+            room: None,
         })
         .collect();
     writer.append_batch(&inputs, 1).expect("append");

@@ -28,6 +28,7 @@ fn a_payload_with_an_author_round_trips_with_all_three_arguments() {
         content: "[פJ%".into(),
         client_offset: Some(ClientOffset("!".into())),
         author: Some("766890733356132398".into()),
+        room: None,
     };
     assert_eq!(input, Ok(want.clone()));
     // What the old property sent again: the author is lost, so it is another input.
@@ -56,6 +57,7 @@ fn a_trimmed_author_without_an_offset_round_trips() {
         content: "hi".into(),
         client_offset: None,
         author: Some("ada".into()),
+        room: None,
     };
     assert_eq!(validate_chat_message(&args, &LIMITS), Ok(want.clone()));
     let again = [json!("hi"), Value::Null, json!({ "author": "ada" })];
@@ -78,6 +80,7 @@ fn an_import_with_an_id_beyond_what_clients_hold_gets_the_next_id()
             client_offset: None,
             received_at_ms: 1,
             author: None,
+            room: None,
         },
     };
     let summary = writer.import(&[
@@ -100,6 +103,7 @@ fn an_import_with_an_id_beyond_what_clients_hold_gets_the_next_id()
         content: "after".into(),
         client_offset: None,
         author: None,
+        room: None,
     };
     assert_eq!(
         writer.append_batch(&[input], 2)?,
@@ -124,6 +128,7 @@ fn overlong_varints_decode_to_the_same_record_as_canonical_bytes() {
             client_offset: None,
             received_at_ms: 127,
             author: None,
+            room: None,
         }
     );
     assert_eq!(encode_record(&decoded), canonical);

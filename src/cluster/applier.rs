@@ -714,7 +714,10 @@ mod tests {
         // Every reader was removed but the last, which the stop left (it expires by itself).
         assert!(source.removed.load(Ordering::Relaxed) >= 5);
         // And every message is a retry of itself: the dedup index was filled as applied.
-        let again = replica.reader.find_retry("o-500", "m500").expect("lookup");
+        let again = replica
+            .reader
+            .find_retry(None, "o-500", "m500")
+            .expect("lookup");
         assert_eq!(again, Some(MessageId(500)));
     }
 
@@ -793,7 +796,10 @@ mod tests {
         assert_eq!(filled, 4);
         assert_holds(&replica, 1, 20);
         assert_eq!(
-            replica.reader.find_retry("o-6", "m6").expect("lookup"),
+            replica
+                .reader
+                .find_retry(None, "o-6", "m6")
+                .expect("lookup"),
             Some(MessageId(6))
         );
         // Nothing left to fill.

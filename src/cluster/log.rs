@@ -75,11 +75,14 @@ impl JetStreamLog {
         }
         if let Some(offset) = &input.client_offset {
             let reader = self.reader.clone();
-            let (offset, content) = (offset.0.clone(), input.content.clone());
-            let found = tokio::task::spawn_blocking(move || reader.find_retry(&offset, &content))
-                .await
-                .map_err(|e| AppendError::Unavailable(format!("dedup lookup failed: {e}")))?
-                .map_err(|e| AppendError::Storage(Arc::new(e)))?;
+            let (room, offset, content) =
+                (input.room.clone(), offset.0.clone(), input.content.clone());
+            let found = tokio::task::spawn_blocking(move || {
+                reader.find_retry(room.as_deref(), &offset, &content)
+            })
+            .await
+            .map_err(|e| AppendError::Unavailable(format!("dedup lookup failed: {e}")))?
+            .map_err(|e| AppendError::Storage(Arc::new(e)))?;
             if let Some(original) = found {
                 return Ok(Box::pin(std::future::ready(Ok(AppendOutcome::Duplicate(
                     original,

@@ -196,6 +196,7 @@ mod tests {
                 content: format!("m{i}"),
                 client_offset: None,
                 author: None,
+                room: None,
             })
             .collect();
         if !inputs.is_empty() {
@@ -272,6 +273,7 @@ mod tests {
                     client_offset: None,
                     received_at_ms: 0,
                     author: None,
+                    room: None,
                 },
             }))
         });

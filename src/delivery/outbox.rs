@@ -383,6 +383,7 @@ mod tests {
                     content: format!("m{id}"),
                     author: None,
                     time: 0,
+                    room: None,
                 })
             })
             .collect()

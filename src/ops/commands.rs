@@ -89,6 +89,7 @@ impl From<ExportLine> for StoredRow {
                 client_offset: line.client_offset,
                 received_at_ms: line.time,
                 author: line.author,
+                room: None,
             },
         }
     }

@@ -114,6 +114,7 @@ pub fn validate_chat_message(args: &[Value], limits: &Limits) -> Result<ChatInpu
         content: content.clone(),
         client_offset,
         author,
+        room: None,
     })
 }
 
@@ -164,6 +165,7 @@ mod tests {
             content: content.into(),
             client_offset: offset.map(|o| ClientOffset(o.into())),
             author: None,
+            room: None,
         };
         assert_eq!(
             validate_chat_message(&[json!("hi")], &limits),

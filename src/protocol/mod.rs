@@ -16,6 +16,7 @@ pub mod chat;
 pub mod handshake;
 pub mod history;
 pub mod nickname;
+pub mod room;
 
 pub use args::EventArgs;
 pub use chat::{AckReply, Limits, PayloadError, validate_chat_message};

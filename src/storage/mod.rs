@@ -10,8 +10,11 @@
 //! the async runtime.
 
 pub mod fault;
+mod migrate;
 mod reader;
 pub mod record;
+mod rooms;
+mod tables;
 mod writer;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -25,8 +28,9 @@ use redb::{
 
 use crate::message::DedupKey;
 
-pub use reader::StoreReader;
+pub use reader::{RoomCursor, StoreReader};
 pub use record::RecordError;
+pub use rooms::{RoomStats, key_room, room_key};
 pub use writer::{ImportSummary, StoreWriter};
 
 /// `id -> [format version] ++ postcard(StoredMessage)`.
@@ -37,9 +41,6 @@ const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 /// offset and content decide. (Schema 1 had `client_offsets: offset -> {ids}`, which made a
 /// reused offset cost every id under it; it is rebuilt into this at open.)
 const DEDUP: MultimapTableDefinition<u128, u64> = MultimapTableDefinition::new("dedup");
-/// Schema 1's dedup index, dropped once `dedup` is built from the messages.
-const LEGACY_CLIENT_OFFSETS: MultimapTableDefinition<&str, u64> =
-    MultimapTableDefinition::new("client_offsets");
 /// Small named counters: the schema version and the highest id ever assigned.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Connection state recovery: private session id -> when its client was last seen (ms since
@@ -61,14 +62,12 @@ const META_LAST_ID: &str = "last_id";
 const META_EPOCH: &str = "epoch";
 /// The highest id deleted by retention (0: nothing ever deleted).
 const META_PRUNED_THROUGH: &str = "pruned_through";
-/// How far the schema-1 migration has rebuilt the dedup index (the last id indexed); present
-/// only while a migration is under way.
-const META_MIGRATED_THROUGH: &str = "dedup_migrated_through";
-/// The table layout this build reads and writes. Version 1 files are migrated when opened.
-pub const SCHEMA_VERSION: u64 = 2;
-/// Rows indexed per transaction when a schema-1 file is migrated: bounded memory and a
-/// resumable migration (a crash keeps what was committed, and the file stays readable).
-const MIGRATION_BATCH: usize = 10_000;
+/// The table layout this build reads and writes. Older files are migrated when opened
+/// ([`migrate`]).
+pub const SCHEMA_VERSION: u64 = 3;
+/// Text settings a file pins: the default room's name.
+const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
+const SETTING_DEFAULT_ROOM: &str = "default_room";
 
 /// A storage failure, with enough context to print as one clear line.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +129,20 @@ pub enum StoreError {
         /// What it holds instead.
         why: String,
     },
+    /// The file's messages belong to another default room than the one configured.
+    #[error(
+        "database {path} was created with default room {recorded:?}: its messages before rooms \
+         existed, and those sent to the default room since, are that room's; start with \
+         --default-room {recorded} (or use another database for default room {asked:?})"
+    )]
+    DefaultRoom {
+        /// The database file.
+        path: PathBuf,
+        /// The default room the file records.
+        recorded: String,
+        /// The one configured.
+        asked: String,
+    },
     /// A stored row does not decode.
     #[error("stored message {id} is unreadable: {source}")]
     Record {
@@ -146,17 +159,18 @@ pub enum StoreError {
 fn find_retry(
     messages: &impl ReadableTable<u64, &'static [u8]>,
     dedup: &impl redb::ReadableMultimapTable<u128, u64>,
+    room: Option<&str>,
     offset: &str,
     content: &str,
 ) -> Result<Option<u64>, redb::StorageError> {
-    let key = DedupKey::of(offset, content);
+    let key = DedupKey::in_room(room, offset, content);
     for id in dedup.get(key.as_u128())? {
         let id = id?.value();
         let Some(row) = messages.get(id)? else {
             continue;
         };
         match record::decode_record(row.value()) {
-            Ok(stored) if stored.is_retried_by(offset, content) => return Ok(Some(id)),
+            Ok(stored) if stored.is_retried_by(room, offset, content) => return Ok(Some(id)),
             Ok(_) => {}
             Err(e) => tracing::warn!(id, "stored message is unreadable: {e}"),
         }
@@ -283,6 +297,8 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         {
             write.open_table(MESSAGES).map_err(write_err)?;
             write.open_multimap_table(DEDUP).map_err(write_err)?;
+            write.open_table(rooms::ROOM_MESSAGES).map_err(write_err)?;
+            write.open_table(rooms::ROOMS).map_err(write_err)?;
             let mut meta = write.open_table(META).map_err(write_err)?;
             meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
                 .map_err(write_err)?;
@@ -304,7 +320,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         .ok_or_else(foreign)?;
     let migrate = match version {
         SCHEMA_VERSION => false,
-        1 => true,
+        1 | 2 => true,
         found => {
             return Err(StoreError::Schema {
                 path: path.to_path_buf(),
@@ -328,7 +344,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         .unwrap_or(0);
     if migrate {
         drop((meta, messages, read));
-        migrate_from_schema_1(db, path)?;
+        migrate::migrate(db, path, version)?;
         return init_schema(db, path);
     }
     if !has_epoch {
@@ -342,83 +358,6 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         write.commit().map_err(write_err)?;
     }
     Ok(recorded.max(newest))
-}
-
-/// Rebuilds a schema-1 file's dedup index as [`DEDUP`] (one probe per append instead of one
-/// decode per message sharing the offset), drops the old index and records schema 2. Commits
-/// every [`MIGRATION_BATCH`] rows and resumes where a crash left it; until the last commit the
-/// file is a valid schema-1 file.
-fn migrate_from_schema_1(db: &Database, path: &Path) -> Result<(), StoreError> {
-    let total = {
-        let read = db.begin_read().map_err(read_err)?;
-        let messages = read.open_table(MESSAGES).map_err(read_err)?;
-        redb::ReadableTableMetadata::len(&messages).map_err(read_err)?
-    };
-    tracing::info!(
-        db = %path.display(),
-        messages = total,
-        "migrating the database from schema 1 to {SCHEMA_VERSION}: rebuilding the dedup index"
-    );
-    let started = std::time::Instant::now();
-    loop {
-        let write = db.begin_write().map_err(write_err)?;
-        let done;
-        {
-            let mut meta = write.open_table(META).map_err(write_err)?;
-            let after = meta
-                .get(META_MIGRATED_THROUGH)
-                .map_err(write_err)?
-                .map_or(0, |v| v.value());
-            let messages = write.open_table(MESSAGES).map_err(write_err)?;
-            let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
-            let mut last = None;
-            let mut rows = 0;
-            for entry in messages
-                .range(after.saturating_add(1)..)
-                .map_err(write_err)?
-            {
-                let (key, value) = entry.map_err(write_err)?;
-                let id = key.value();
-                match record::decode_record(value.value()) {
-                    Ok(stored) => {
-                        if let Some(key) = stored.dedup_key() {
-                            dedup.insert(key.as_u128(), id).map_err(write_err)?;
-                        }
-                    }
-                    // It could not be found as a retry before either.
-                    Err(e) => tracing::warn!(id, "stored message is unreadable: {e}"),
-                }
-                last = Some(id);
-                rows += 1;
-                if rows >= MIGRATION_BATCH {
-                    break;
-                }
-            }
-            done = rows < MIGRATION_BATCH;
-            if done {
-                meta.remove(META_MIGRATED_THROUGH).map_err(write_err)?;
-                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
-                    .map_err(write_err)?;
-            } else if let Some(last) = last {
-                meta.insert(META_MIGRATED_THROUGH, last)
-                    .map_err(write_err)?;
-            }
-        }
-        if done {
-            write
-                .delete_multimap_table(LEGACY_CLIENT_OFFSETS)
-                .map_err(write_err)?;
-        }
-        write.commit().map_err(write_err)?;
-        if done {
-            break;
-        }
-    }
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "database migrated to schema {SCHEMA_VERSION}"
-    );
-    Ok(())
 }
 
 /// A fresh random epoch (never 0). Not secret, only distinct between databases: std's
@@ -561,6 +500,7 @@ mod tests {
                     client_offset: offset.map(String::from),
                     received_at_ms: 1,
                     author: None,
+                    room: None,
                 };
                 messages
                     .insert(*id, record::encode_record(&stored).as_slice())
@@ -598,6 +538,23 @@ mod tests {
         assert_eq!(reader.epoch()?, 42, "the file is the same database");
         assert_eq!(reader.count()?, 25_003);
         assert_eq!(writer.last_id(), 26_000 - 1);
+        // Every old message is the default room's, indexed and counted.
+        let stats = reader.room_stats(None)?.map(|s| (s.messages, s.last));
+        assert_eq!(stats, Some((25_003, 25_999)));
+        let first: Vec<u64> = reader
+            .read_rooms(
+                &[RoomCursor {
+                    room: None,
+                    after: 0,
+                }],
+                u64::MAX,
+                5,
+                usize::MAX,
+            )?
+            .iter()
+            .map(|row| row.id.0)
+            .collect();
+        assert_eq!(first, [1, 2, 100, 1000, 1001]);
         // Every old retry is still recognised, the version-1 row's too; new content under a
         // known offset is new.
         let out = writer.append_batch(
@@ -697,7 +654,10 @@ mod tests {
             write.commit().expect("commit");
         }
         let err = Store::open(&path, TEST_CACHE_BYTES).err().expect("refused");
-        assert!(matches!(err, StoreError::Schema { found: 3, .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::Schema { found, .. } if found == SCHEMA_VERSION + 1),
+            "{err}"
+        );
     }
 
     #[test]

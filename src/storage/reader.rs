@@ -5,9 +5,10 @@ use std::sync::PoisonError;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::record::decode_record;
+use super::rooms::{self, ROOM_MESSAGES, ROOMS, RoomStats, key_room, room_key};
 use super::{
-    CacheStats, DEDUP, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SESSIONS, SharedDb,
-    StoreError, read_err, write_err,
+    CacheStats, DEDUP, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SESSIONS,
+    SETTING_DEFAULT_ROOM, SETTINGS, SharedDb, StoreError, read_err, write_err,
 };
 use crate::message::{MessageId, StoredMessage, StoredRow};
 
@@ -21,6 +22,16 @@ fn readable(id: u64, bytes: &[u8]) -> Option<StoredMessage> {
             None
         }
     }
+}
+
+/// Where one room's part of a replay stands: its room (`None`: the default room) and the id
+/// after which its messages are wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomCursor {
+    /// The room.
+    pub room: Option<String>,
+    /// Its messages with larger ids are wanted.
+    pub after: u64,
 }
 
 /// Read access for replays; cheap to clone, usable from any thread (blocking calls).
@@ -103,6 +114,159 @@ impl StoreReader {
         })
     }
 
+    /// The messages of the rooms in `rooms`, each after its cursor, with ids up to `through`,
+    /// in id order: the rooms' index ranges merged, then the rows read, at most `max_count` of
+    /// them and about `max_bytes` of content (at least one when any exists). Reads only those
+    /// rooms' entries, whatever the other rooms hold. Index entries whose row retention has
+    /// just deleted, or that does not decode, are skipped.
+    pub fn read_rooms(
+        &self,
+        rooms: &[RoomCursor],
+        through: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let index = read.open_table(ROOM_MESSAGES).map_err(read_err)?;
+            let table = read.open_table(MESSAGES).map_err(read_err)?;
+            let mut ranges = Vec::with_capacity(rooms.len());
+            for cursor in rooms {
+                let key = room_key(cursor.room.as_deref());
+                let Some(first) = cursor.after.checked_add(1).filter(|f| *f <= through) else {
+                    continue;
+                };
+                ranges.push(
+                    index
+                        .range((key, first)..=(key, through))
+                        .map_err(read_err)?,
+                );
+            }
+            // The next id of each range, smallest first.
+            let mut next = BinaryHeap::new();
+            for (n, range) in ranges.iter_mut().enumerate() {
+                if let Some(entry) = range.next() {
+                    next.push(Reverse((entry.map_err(read_err)?.0.value().1, n)));
+                }
+            }
+            let mut rows = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(Reverse((id, n))) = next.pop() {
+                if let Some(entry) = ranges[n].next() {
+                    next.push(Reverse((entry.map_err(read_err)?.0.value().1, n)));
+                }
+                let Some(row) = table.get(id).map_err(read_err)? else {
+                    continue;
+                };
+                let Some(message) = readable(id, row.value()) else {
+                    continue;
+                };
+                bytes += message.content.len();
+                rows.push(StoredRow {
+                    id: MessageId(id),
+                    message,
+                });
+                if rows.len() >= max_count || bytes >= max_bytes {
+                    break;
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    /// The newest `limit` messages of `room` with ids below `before` (all when `None`),
+    /// ascending, and whether it has older ones.
+    pub fn read_room_before(
+        &self,
+        room: Option<&str>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<StoredRow>, bool), StoreError> {
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let index = read.open_table(ROOM_MESSAGES).map_err(read_err)?;
+            let table = read.open_table(MESSAGES).map_err(read_err)?;
+            let key = room_key(room);
+            let Some(end) = before.unwrap_or(u64::MAX).checked_sub(1) else {
+                return Ok((Vec::new(), false));
+            };
+            let mut rows = Vec::with_capacity(limit.min(1024));
+            let mut range = index.range((key, 0)..=(key, end)).map_err(read_err)?.rev();
+            while rows.len() < limit {
+                let Some(entry) = range.next() else { break };
+                let id = entry.map_err(read_err)?.0.value().1;
+                let Some(row) = table.get(id).map_err(read_err)? else {
+                    continue;
+                };
+                if let Some(message) = readable(id, row.value()) {
+                    rows.push(StoredRow {
+                        id: MessageId(id),
+                        message,
+                    });
+                }
+            }
+            let has_more = rows.len() == limit && range.next().is_some();
+            rows.reverse();
+            Ok((rows, has_more))
+        })
+    }
+
+    /// `room`'s counters, `None` if it never held a message.
+    pub fn room_stats(&self, room: Option<&str>) -> Result<Option<RoomStats>, StoreError> {
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let rooms = read.open_table(ROOMS).map_err(read_err)?;
+            rooms::stats_of(&rooms, room_key(room)).map_err(read_err)
+        })
+    }
+
+    /// Up to `limit` rooms that hold or held messages, by name after `after` (the default
+    /// room, keyed `""`, comes first), with their counters.
+    pub fn rooms_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(Option<String>, RoomStats)>, StoreError> {
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let rooms = read.open_table(ROOMS).map_err(read_err)?;
+            let mut out = Vec::new();
+            let range = match after {
+                Some(after) => rooms
+                    .range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+                None => rooms.range::<&str>(..),
+            }
+            .map_err(read_err)?;
+            for entry in range.take(limit) {
+                let (key, value) = entry.map_err(read_err)?;
+                out.push((
+                    key_room(key.value()).map(String::from),
+                    rooms::stats(value.value()),
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The default room's name as the file records it (`None`: a file no server has pinned
+    /// one in yet).
+    pub fn default_room(&self) -> Result<Option<String>, StoreError> {
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let settings = match read.open_table(SETTINGS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(read_err(e)),
+            };
+            Ok(settings
+                .get(SETTING_DEFAULT_ROOM)
+                .map_err(read_err)?
+                .map(|v| v.value().to_string()))
+        })
+    }
+
     /// The newest messages that fit in a budget, ascending: at most `max_count`, and no more
     /// than `max_bytes` as `cost` counts them (but at least the newest one). Reads newest
     /// first and stops at the budget, so filling a cache of the newest messages never holds
@@ -145,13 +309,19 @@ impl StoreReader {
         })
     }
 
-    /// The stored message that a message with `offset` and `content` would be a retry of.
-    pub fn find_retry(&self, offset: &str, content: &str) -> Result<Option<MessageId>, StoreError> {
+    /// The stored message that a message of `room` with `offset` and `content` would be a
+    /// retry of.
+    pub fn find_retry(
+        &self,
+        room: Option<&str>,
+        offset: &str,
+        content: &str,
+    ) -> Result<Option<MessageId>, StoreError> {
         self.db.with(|db| {
             let read = db.begin_read().map_err(read_err)?;
             let messages = read.open_table(MESSAGES).map_err(read_err)?;
             let dedup = read.open_multimap_table(DEDUP).map_err(read_err)?;
-            Ok(super::find_retry(&messages, &dedup, offset, content)
+            Ok(super::find_retry(&messages, &dedup, room, offset, content)
                 .map_err(read_err)?
                 .map(MessageId))
         })

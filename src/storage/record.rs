@@ -11,8 +11,9 @@ use serde::Deserialize;
 pub use crate::message::StoredMessage;
 
 /// The version byte written in front of every record; a decoder seeing an unknown value
-/// refuses it rather than guessing. Version 1 (no author) is still read.
-pub const RECORD_FORMAT_VERSION: u8 = 2;
+/// refuses it rather than guessing. Versions 1 (no author) and 2 (no room: the default room)
+/// are still read.
+pub const RECORD_FORMAT_VERSION: u8 = 3;
 
 /// The version-1 layout, decoded for files written before authors existed.
 #[derive(Deserialize)]
@@ -29,6 +30,29 @@ impl From<StoredMessageV1> for StoredMessage {
             client_offset: v1.client_offset,
             received_at_ms: v1.received_at_ms,
             author: None,
+            room: None,
+        }
+    }
+}
+
+/// The version-2 layout, decoded for files written before rooms existed (every message is
+/// the default room's).
+#[derive(Deserialize)]
+struct StoredMessageV2 {
+    content: String,
+    client_offset: Option<String>,
+    received_at_ms: u64,
+    author: Option<String>,
+}
+
+impl From<StoredMessageV2> for StoredMessage {
+    fn from(v2: StoredMessageV2) -> Self {
+        Self {
+            content: v2.content,
+            client_offset: v2.client_offset,
+            received_at_ms: v2.received_at_ms,
+            author: v2.author,
+            room: None,
         }
     }
 }
@@ -83,6 +107,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<StoredMessage, RecordError> {
     let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
     match version {
         RECORD_FORMAT_VERSION => decode_exact::<StoredMessage>(body),
+        2 => decode_exact::<StoredMessageV2>(body).map(StoredMessage::from),
         1 => decode_exact::<StoredMessageV1>(body).map(StoredMessage::from),
         found => Err(RecordError::UnknownVersion {
             found,
@@ -102,6 +127,7 @@ mod tests {
             client_offset: Some("undefined-0".into()),
             received_at_ms: 1_764_000_000_000,
             author: Some("ada".into()),
+            room: Some("dev".into()),
         }
     }
 
@@ -112,6 +138,7 @@ mod tests {
         let step7 = StoredMessage {
             client_offset: None,
             author: None,
+            room: None,
             ..sample()
         };
         assert_eq!(decode_record(&encode_record(&step7)), Ok(step7));
@@ -120,18 +147,18 @@ mod tests {
     #[test]
     fn refuses_unknown_version() {
         let mut bytes = encode_record(&sample());
-        bytes[0] = 3;
+        bytes[0] = 4;
         assert_eq!(
             decode_record(&bytes),
             Err(RecordError::UnknownVersion {
-                found: 3,
-                expected: 2
+                found: 4,
+                expected: 3
             })
         );
         assert!(
             decode_record(&bytes)
                 .err()
-                .is_some_and(|e| e.to_string().contains("format version 3"))
+                .is_some_and(|e| e.to_string().contains("format version 4"))
         );
     }
 
@@ -157,6 +184,35 @@ mod tests {
                 client_offset: Some("o-1".into()),
                 received_at_ms: 7,
                 author: None,
+                room: None,
+            })
+        );
+    }
+
+    #[test]
+    fn reads_version_2_rows_as_the_default_room() {
+        #[derive(Serialize)]
+        struct V2<'a> {
+            content: &'a str,
+            client_offset: Option<&'a str>,
+            received_at_ms: u64,
+            author: Option<&'a str>,
+        }
+        let v2 = V2 {
+            content: "before rooms",
+            client_offset: Some("o-2"),
+            received_at_ms: 9,
+            author: Some("ada"),
+        };
+        let bytes = postcard::to_extend(&v2, vec![2u8]).unwrap_or_default();
+        assert_eq!(
+            decode_record(&bytes),
+            Ok(StoredMessage {
+                content: "before rooms".into(),
+                client_offset: Some("o-2".into()),
+                received_at_ms: 9,
+                author: Some("ada".into()),
+                room: None,
             })
         );
     }

@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 use std::sync::PoisonError;
 
-use redb::{Database, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::record::{decode_record, encode_record};
+use super::record::decode_record;
+use super::rooms::key_room;
+use super::tables::MessageTables;
 use super::{
-    CLUSTER, CLUSTER_STREAM, DEDUP, MESSAGES, META, META_LAST_ID, META_PRUNED_THROUGH, Opener,
-    SESSIONS, SharedDb, StoreError, find_retry, open_checked, write_err,
+    CLUSTER, CLUSTER_STREAM, META, META_LAST_ID, META_PRUNED_THROUGH, Opener, SESSIONS,
+    SETTING_DEFAULT_ROOM, SETTINGS, SharedDb, StoreError, open_checked, write_err,
 };
 use crate::message::{AppendOutcome, ChatInput, MessageId, StoredMessage, StoredRow};
 
@@ -22,6 +24,72 @@ pub struct ImportSummary {
     pub new_id: u64,
     /// Already present (same id and content, or a retry by client offset): skipped.
     pub skipped: u64,
+}
+
+/// A row retention deletes: its id, its record if it decodes, and the room it is known to be
+/// in (from the room's index) if that is how it was found.
+struct Doomed {
+    id: u64,
+    record: Option<StoredMessage>,
+    room: Option<Option<String>>,
+}
+
+/// The oldest rows received before `cutoff` (ms), at most `budget`. Rows that do not decode
+/// have no receive time: ids are in receive order, so the next readable row decides for them
+/// (too old: so are they).
+fn older_than(
+    tables: &MessageTables<'_>,
+    cutoff: u64,
+    budget: usize,
+) -> Result<Vec<Doomed>, StoreError> {
+    let mut doomed = Vec::new();
+    let mut undecided = Vec::new();
+    for entry in tables.messages.iter().map_err(write_err)? {
+        if doomed.len() >= budget {
+            break;
+        }
+        let (key, value) = entry.map_err(write_err)?;
+        let id = key.value();
+        match decode_record(value.value()) {
+            Ok(record) if record.received_at_ms < cutoff => {
+                doomed.append(&mut undecided);
+                doomed.push(Doomed {
+                    id,
+                    record: Some(record),
+                    room: None,
+                });
+            }
+            Ok(_) => break,
+            Err(_) => undecided.push(Doomed {
+                id,
+                record: None,
+                room: None,
+            }),
+        }
+    }
+    doomed.truncate(budget);
+    Ok(doomed)
+}
+
+/// In each room holding more than `keep` messages, its oldest beyond those, at most `budget`
+/// in all.
+fn beyond(tables: &MessageTables<'_>, keep: u64, budget: usize) -> Result<Vec<Doomed>, StoreError> {
+    let mut doomed = Vec::new();
+    for (key, excess) in tables.rooms.over(keep)? {
+        let left = budget - doomed.len();
+        if left == 0 {
+            break;
+        }
+        let take = usize::try_from(excess).unwrap_or(usize::MAX).min(left);
+        for id in tables.rooms.oldest(&key, take)? {
+            doomed.push(Doomed {
+                id,
+                record: tables.record(id)?,
+                room: Some(key_room(&key).map(String::from)),
+            });
+        }
+    }
+    Ok(doomed)
 }
 
 /// The single appender. Not `Clone`: whoever owns it is the only writer of the file.
@@ -75,71 +143,77 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// Deletes at most `max_rows` of the oldest messages that retention no longer keeps:
-    /// those beyond the newest `keep_newest`, and those received before `older_than_ms`.
-    /// Their client offsets go with them. One durable transaction; returns how many rows it
-    /// deleted and the highest id deleted so far, ever (call again while it returns
-    /// `max_rows`).
+    /// Deletes at most `max_rows` of the messages retention no longer keeps: those received
+    /// before `older_than_ms`, then, in each room, those beyond its newest `keep_per_room`.
+    /// Their dedup entries go with them, and each room records the highest id it lost. Returns
+    /// how many rows it deleted (one durable transaction for each rule that deleted any) and the
+    /// highest id deleted so far, ever, in any room (call again while it returns `max_rows`).
     pub fn prune(
         &mut self,
-        keep_newest: Option<u64>,
+        keep_per_room: Option<u64>,
         older_than_ms: Option<u64>,
         max_rows: usize,
     ) -> Result<(usize, u64), StoreError> {
+        let mut deleted = 0;
+        if let Some(cutoff) = older_than_ms {
+            deleted += self.prune_in(max_rows, |tables, budget| {
+                older_than(tables, cutoff, budget)
+            })?;
+        }
+        if let Some(keep) = keep_per_room
+            && deleted < max_rows
+        {
+            deleted += self.prune_in(max_rows - deleted, |tables, budget| {
+                beyond(tables, keep, budget)
+            })?;
+        }
+        let through = self.db.with(|db| {
+            let read = db.begin_read().map_err(super::read_err)?;
+            let meta = read.open_table(META).map_err(super::read_err)?;
+            Ok(meta
+                .get(META_PRUNED_THROUGH)
+                .map_err(super::read_err)?
+                .map_or(0, |v| v.value()))
+        })?;
+        Ok((deleted, through))
+    }
+
+    /// Deletes what `choose` picks (at most `budget` rows) in one durable transaction, if it
+    /// picks anything; returns how many.
+    fn prune_in(
+        &mut self,
+        budget: usize,
+        choose: impl FnOnce(&MessageTables<'_>, usize) -> Result<Vec<Doomed>, StoreError>,
+    ) -> Result<usize, StoreError> {
         let last_id = self.last_id();
         self.db.with(|db| {
             let write = db.begin_write().map_err(write_err)?;
             let deleted;
-            let through;
             {
-                let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
-                let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
-                let keep_from = keep_newest.map_or(0, |n| last_id.saturating_sub(n) + 1);
-                let mut doomed = Vec::new();
-                // Rows that do not decode have no receive time: ids are in receive order, so
-                // the next readable row decides for them (too old: so are they).
-                let mut undecided = Vec::new();
-                for entry in messages.iter().map_err(write_err)? {
-                    if doomed.len() >= max_rows {
-                        break;
-                    }
-                    let (key, value) = entry.map_err(write_err)?;
-                    let id = key.value();
-                    let record = decode_record(value.value()).ok();
-                    let too_old = match (older_than_ms, &record) {
-                        (Some(cutoff), Some(record)) => record.received_at_ms < cutoff,
-                        (Some(_), None) if id >= keep_from => {
-                            undecided.push((id, None));
-                            continue;
-                        }
-                        _ => false,
-                    };
-                    if id >= keep_from && !too_old {
-                        break;
-                    }
-                    doomed.append(&mut undecided);
-                    doomed.push((id, record.and_then(|r| r.dedup_key())));
+                let mut tables = MessageTables::open(&write)?;
+                let doomed = choose(&tables, budget)?;
+                if doomed.is_empty() {
+                    return Ok(0);
                 }
-                for (id, key) in &doomed {
-                    messages.remove(*id).map_err(write_err)?;
-                    if let Some(key) = key {
-                        dedup.remove(key.as_u128(), *id).map_err(write_err)?;
-                    }
+                let mut highest = 0;
+                for Doomed { id, record, room } in &doomed {
+                    tables.remove(*id, record.as_ref(), room.as_ref().map(|r| r.as_deref()))?;
+                    highest = highest.max(*id);
                 }
+                tables.finish()?;
                 let mut meta = write.open_table(META).map_err(write_err)?;
-                if let Some((last, _)) = doomed.last() {
-                    meta.insert(META_PRUNED_THROUGH, *last).map_err(write_err)?;
-                    // The deleted rows may include the newest: the id counter must survive.
-                    meta.insert(META_LAST_ID, last_id).map_err(write_err)?;
-                }
-                through = meta
+                let through = meta
                     .get(META_PRUNED_THROUGH)
                     .map_err(write_err)?
                     .map_or(0, |v| v.value());
+                meta.insert(META_PRUNED_THROUGH, through.max(highest))
+                    .map_err(write_err)?;
+                // The deleted rows may include the newest: the id counter must survive.
+                meta.insert(META_LAST_ID, last_id).map_err(write_err)?;
                 deleted = doomed.len();
             }
             write.commit().map_err(write_err)?;
-            Ok((deleted, through))
+            Ok(deleted)
         })
     }
 
@@ -155,20 +229,19 @@ impl StoreWriter {
             let mut summary = ImportSummary::default();
             let write = db.begin_write().map_err(write_err)?;
             {
-                let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
-                let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
+                let mut tables = MessageTables::open(&write)?;
                 for record in records {
-                    let same_id = match messages.get(record.id.0).map_err(write_err)? {
-                        Some(row) => decode_record(row.value())
-                            .is_ok_and(|m| m.content == record.message.content),
-                        None => false,
-                    };
+                    let same_id = tables
+                        .record(record.id.0)?
+                        .is_some_and(|m| m.content == record.message.content);
                     let retry = match &record.message.client_offset {
-                        Some(offset) => {
-                            find_retry(&messages, &dedup, offset, &record.message.content)
-                                .map_err(write_err)?
-                                .is_some()
-                        }
+                        Some(offset) => tables
+                            .retry_of(
+                                record.message.room.as_deref(),
+                                offset,
+                                &record.message.content,
+                            )?
+                            .is_some(),
                         None => false,
                     };
                     if same_id || retry {
@@ -183,12 +256,9 @@ impl StoreWriter {
                         next_id
                     };
                     next_id = id + 1;
-                    let bytes = encode_record(&record.message);
-                    messages.insert(id, bytes.as_slice()).map_err(write_err)?;
-                    if let Some(key) = record.message.dedup_key() {
-                        dedup.insert(key.as_u128(), id).map_err(write_err)?;
-                    }
+                    tables.insert(id, &record.message)?;
                 }
+                tables.finish()?;
                 let mut meta = write.open_table(META).map_err(write_err)?;
                 meta.insert(META_LAST_ID, next_id - 1).map_err(write_err)?;
             }
@@ -215,7 +285,7 @@ impl StoreWriter {
     }
 
     /// Stores the rows `wanted` accepts (given the messages table, the row's id and the next
-    /// id), with their dedup keys, in one durable transaction; returns how many.
+    /// id), with their dedup and room entries, in one durable transaction; returns how many.
     fn store_rows(
         &mut self,
         rows: &[StoredRow],
@@ -227,28 +297,55 @@ impl StoreWriter {
             let mut stored = 0;
             let write = db.begin_write().map_err(write_err)?;
             {
-                let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
-                let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
+                let mut tables = MessageTables::open(&write)?;
                 for row in rows {
-                    if !wanted(&messages, row.id.0, next_id).map_err(write_err)? {
+                    if !wanted(&tables.messages, row.id.0, next_id).map_err(write_err)? {
                         continue;
                     }
-                    let bytes = encode_record(&row.message);
-                    messages
-                        .insert(row.id.0, bytes.as_slice())
-                        .map_err(write_err)?;
-                    if let Some(key) = row.message.dedup_key() {
-                        dedup.insert(key.as_u128(), row.id.0).map_err(write_err)?;
-                    }
+                    tables.insert(row.id.0, &row.message)?;
                     next_id = next_id.max(row.id.0 + 1);
                     stored += 1;
                 }
+                tables.finish()?;
             }
             write.commit().map_err(write_err)?;
             Ok((stored, next_id))
         })?;
         self.next_id = next_id;
         Ok(stored)
+    }
+
+    /// Pins the default room's name: records it in a file that has none, refuses one that
+    /// records another (its messages without a room are that room's; another name would move
+    /// them).
+    pub fn pin_default_room(&mut self, name: &str) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        self.db.with(|db| {
+            let write = db.begin_write().map_err(write_err)?;
+            {
+                let mut settings = write.open_table(SETTINGS).map_err(write_err)?;
+                let recorded = settings
+                    .get(SETTING_DEFAULT_ROOM)
+                    .map_err(write_err)?
+                    .map(|v| v.value().to_string());
+                match recorded {
+                    Some(recorded) if recorded == name => {}
+                    Some(recorded) => {
+                        return Err(StoreError::DefaultRoom {
+                            path,
+                            recorded,
+                            asked: name.to_string(),
+                        });
+                    }
+                    None => {
+                        settings
+                            .insert(SETTING_DEFAULT_ROOM, name)
+                            .map_err(write_err)?;
+                    }
+                }
+            }
+            write.commit().map_err(write_err)
+        })
     }
 
     /// Makes this file the replica of the stream `identity`: records it on a new file, checks
@@ -359,25 +456,21 @@ impl StoreWriter {
             }
         }
         {
-            let mut messages = write.open_table(MESSAGES).map_err(write_err)?;
-            let mut dedup = write.open_multimap_table(DEDUP).map_err(write_err)?;
+            let mut tables = MessageTables::open(&write)?;
             for input in inputs {
                 if let Some(offset) = &input.client_offset
-                    && let Some(id) = find_retry(&messages, &dedup, &offset.0, &input.content)
-                        .map_err(write_err)?
+                    && let Some(id) =
+                        tables.retry_of(input.room.as_deref(), &offset.0, &input.content)?
                 {
                     outcomes.push(AppendOutcome::Duplicate(MessageId(id)));
                     continue;
                 }
                 let id = next_id;
                 next_id += 1;
-                let record = encode_record(&StoredMessage::from_input(input, received_at_ms));
-                messages.insert(id, record.as_slice()).map_err(write_err)?;
-                if let Some(key) = input.dedup_key() {
-                    dedup.insert(key.as_u128(), id).map_err(write_err)?;
-                }
+                tables.insert(id, &StoredMessage::from_input(input, received_at_ms))?;
                 outcomes.push(AppendOutcome::Stored(MessageId(id)));
             }
+            tables.finish()?;
         }
         write.commit().map_err(write_err)?;
         Ok((outcomes, next_id))

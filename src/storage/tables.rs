@@ -1,0 +1,89 @@
+//! The tables a message lives in, opened together in one write transaction: its row, its
+//! dedup entry and its room's index entry and counters are always written, and deleted,
+//! together, by the one [`MessageTables::insert`] and [`MessageTables::remove`].
+
+use redb::{MultimapTable, ReadableTable, Table, WriteTransaction};
+
+use super::record::{decode_record, encode_record};
+use super::rooms::RoomIndex;
+use super::{DEDUP, MESSAGES, StoreError, find_retry, write_err};
+use crate::message::StoredMessage;
+
+/// See the module docs.
+pub(super) struct MessageTables<'txn> {
+    pub(super) messages: Table<'txn, u64, &'static [u8]>,
+    dedup: MultimapTable<'txn, u128, u64>,
+    pub(super) rooms: RoomIndex<'txn>,
+}
+
+impl<'txn> MessageTables<'txn> {
+    /// Opens them in `write`.
+    pub(super) fn open(write: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            messages: write.open_table(MESSAGES).map_err(write_err)?,
+            dedup: write.open_multimap_table(DEDUP).map_err(write_err)?,
+            rooms: RoomIndex::open(write)?,
+        })
+    }
+
+    /// Stores `message` as row `id`.
+    pub(super) fn insert(&mut self, id: u64, message: &StoredMessage) -> Result<(), StoreError> {
+        let bytes = encode_record(message);
+        self.messages
+            .insert(id, bytes.as_slice())
+            .map_err(write_err)?;
+        if let Some(key) = message.dedup_key() {
+            self.dedup.insert(key.as_u128(), id).map_err(write_err)?;
+        }
+        self.rooms.add(message.room.as_deref(), id)
+    }
+
+    /// Deletes row `id` (retention), with its dedup and index entries when its record, read
+    /// before, says where they are (`room` is the room it is known to be in, if the record does
+    /// not decode).
+    pub(super) fn remove(
+        &mut self,
+        id: u64,
+        record: Option<&StoredMessage>,
+        room: Option<Option<&str>>,
+    ) -> Result<(), StoreError> {
+        self.messages.remove(id).map_err(write_err)?;
+        if let Some(key) = record.and_then(StoredMessage::dedup_key) {
+            self.dedup.remove(key.as_u128(), id).map_err(write_err)?;
+        }
+        match record.map(|r| r.room.as_deref()).or(room) {
+            Some(room) => self.rooms.prune(room, id),
+            None => {
+                // Neither its record nor its caller says which room it was in: its index
+                // entry stays, pointing at nothing (readers skip it).
+                tracing::warn!(id, "deleted an unreadable message whose room is unknown");
+                Ok(())
+            }
+        }
+    }
+
+    /// Row `id`'s record, if the row exists and decodes.
+    pub(super) fn record(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
+        Ok(self
+            .messages
+            .get(id)
+            .map_err(write_err)?
+            .and_then(|row| decode_record(row.value()).ok()))
+    }
+
+    /// The id of the stored message that a message of `room` with `offset` and `content`
+    /// would be a retry of.
+    pub(super) fn retry_of(
+        &self,
+        room: Option<&str>,
+        offset: &str,
+        content: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        find_retry(&self.messages, &self.dedup, room, offset, content).map_err(write_err)
+    }
+
+    /// Writes the rooms' counters; call before the transaction commits.
+    pub(super) fn finish(self) -> Result<(), StoreError> {
+        self.rooms.finish()
+    }
+}
