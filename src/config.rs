@@ -53,6 +53,13 @@ pub mod defaults {
     pub const STREAM: &str = "TIDINGS";
     /// `--replicas`.
     pub const REPLICAS: u8 = 3;
+    /// `--default-room`: the room of clients that name none, and of every message stored
+    /// before rooms existed.
+    pub const DEFAULT_ROOM: &str = "general";
+    /// `--max-rooms-per-connection`.
+    pub const MAX_ROOMS_PER_CONNECTION: u32 = 100;
+    /// `--max-rooms`: rooms that exist (hold messages or members).
+    pub const MAX_ROOMS: u32 = 100_000;
     /// `--db-cache-mb`: redb's page cache, in MiB (redb's own default is 1 GiB, which a
     /// growing history fills). Chosen by measurement: BENCHMARKS.md, round 3, "The database cache".
     pub const DB_CACHE_MB: u32 = 32;
@@ -103,7 +110,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Serve the chat (the default).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Write stored messages as JSON Lines (the server must be stopped).
     Export(ExportArgs),
     /// Add messages from an export; importing the same file again adds nothing (the server
@@ -317,6 +324,25 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_NODE_NAME")]
     pub node_name: Option<String>,
 
+    /// The room of clients that name none (tutorial clients), and of every message stored
+    /// before rooms existed. A database records the one it was first served with; another
+    /// one is refused (it would move those messages).
+    #[arg(long, env = "TIDINGS_DEFAULT_ROOM", default_value = defaults::DEFAULT_ROOM,
+          value_parser = parse_room_name)]
+    pub default_room: String,
+
+    /// Most rooms one connection may be in at once.
+    #[arg(long, env = "TIDINGS_MAX_ROOMS_PER_CONNECTION", default_value_t = defaults::MAX_ROOMS_PER_CONNECTION,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_rooms_per_connection: u32,
+
+    /// Most rooms that may exist (a room exists while it has members or holds messages);
+    /// joining one more that would be new is refused, so room names cannot grow memory
+    /// without end.
+    #[arg(long, env = "TIDINGS_MAX_ROOMS", default_value_t = defaults::MAX_ROOMS,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_rooms: u32,
+
     /// Messages per replay batch read from the database.
     #[arg(long, env = "TIDINGS_REPLAY_BATCH", default_value_t = defaults::REPLAY_BATCH,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -351,8 +377,18 @@ impl Default for Config {
             stream: defaults::STREAM.into(),
             replicas: defaults::REPLICAS,
             node_name: None,
+            default_room: defaults::DEFAULT_ROOM.into(),
+            max_rooms_per_connection: defaults::MAX_ROOMS_PER_CONNECTION,
+            max_rooms: defaults::MAX_ROOMS,
         }
     }
+}
+
+/// `--default-room`: a valid room name.
+fn parse_room_name(name: &str) -> Result<String, String> {
+    crate::protocol::room::RoomName::parse(name)
+        .map(|room| room.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// The accepted `--rate-limit` values besides 0 (off): a slower rate would make a client wait
@@ -418,6 +454,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_rate_limit(self.rate_limit).map_err(|why| ConfigError {
             flag: "--rate-limit",
+            why,
+        })?;
+        parse_room_name(&self.default_room).map_err(|why| ConfigError {
+            flag: "--default-room",
             why,
         })?;
         Ok(())

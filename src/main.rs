@@ -44,7 +44,7 @@ async fn run(thp: Result<(), std::io::Error>) -> std::process::ExitCode {
     }
     let outcome = match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(config)) => serve(config).await,
+        Some(Command::Serve(config)) => serve(*config).await,
         Some(command) => tokio::task::spawn_blocking(move || offline(command))
             .await
             .context("the command's thread failed")

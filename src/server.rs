@@ -35,6 +35,7 @@ use crate::socket::admission::ConnectionCount;
 use crate::socket::chat::InFlight;
 use crate::socket::presence::{Relay, SharedRoster, broadcast_presence};
 use crate::socket::recovery::{Recovery, keep_sessions};
+use crate::socket::rooms::Rooms;
 use crate::socket::{self, ChatState};
 use crate::storage::{Store, StoreError, StoreReader, StoreWriter};
 
@@ -105,9 +106,11 @@ impl Server {
     /// fails on demand).
     pub fn with_store(
         config: Config,
-        (reader, store_writer): (StoreReader, StoreWriter),
+        (reader, mut store_writer): (StoreReader, StoreWriter),
     ) -> Result<Self, ServerError> {
         config.validate()?;
+        // The file's messages without a room are the default room's: it is pinned once.
+        store_writer.pin_default_room(&config.default_room)?;
         // Install the recorder before anything records (the hub records the cache's size).
         let _ = metrics::handle();
         metrics::gauge(metrics::DATABASE_CACHE_BYTES).set(config.db_cache_bytes() as f64);
@@ -119,8 +122,14 @@ impl Server {
         let newest = reader.read_newest(tail.max_messages, tail.max_bytes, |m| {
             crate::delivery::tail::cost_of(&m.content, m.author.as_deref())
         })?;
-        let hub = Arc::new(Hub::new(
+        // Each room's newest id, which a join reads; rooms are few next to messages.
+        let rooms = reader
+            .rooms_after(None, usize::MAX)?
+            .into_iter()
+            .map(|(room, stats)| (room, stats.last));
+        let hub = Arc::new(Hub::with_rooms(
             store_writer.last_id(),
+            rooms,
             config.live_buffer as usize,
             tail,
             newest.into_iter().map(|row| Arc::new(Message::from(row))),
@@ -225,6 +234,11 @@ impl Server {
             reader: self.reader.clone(),
             hub: self.hub.clone(),
         };
+        let rooms = Rooms::new(
+            &config.default_room,
+            config.max_rooms_per_connection as usize,
+            config.max_rooms as usize,
+        );
         let state = ChatState {
             hub: self.hub.clone(),
             reader: self.reader.clone(),
@@ -241,6 +255,7 @@ impl Server {
             live,
             relay,
             recovery: recovery.clone(),
+            rooms: rooms.clone(),
         };
         let (service, io) = socket_io(config, state);
         socket::register(&io);
@@ -262,7 +277,12 @@ impl Server {
                 stopping.clone(),
             ));
         }
-        tasks.spawn(broadcast_presence(io.clone(), roster, stopping.clone()));
+        tasks.spawn(broadcast_presence(
+            io.clone(),
+            roster,
+            rooms,
+            stopping.clone(),
+        ));
         if !recovery.window.is_zero() {
             tasks.spawn(keep_sessions(io.clone(), recovery, stopping.clone()));
         }

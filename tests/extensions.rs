@@ -48,13 +48,19 @@ async fn messages_carry_author_and_server_time_live_and_in_replay() -> TestResul
     // Replay carries the same meta, from the database.
     let mut late = server.connect(0).await;
     let replayed = next_named(&mut late, "chat message").await?;
-    assert_eq!(replayed[2], json!({ "author": "Ada", "time": time }));
+    assert_eq!(
+        replayed[2],
+        json!({ "author": "Ada", "time": time, "room": "general" })
+    );
     server.stop().await;
     // ... and so does a replay after a restart.
     let server = TestServer::start(&dir).await;
     let mut after = server.connect(0).await;
     let replayed = next_named(&mut after, "chat message").await?;
-    assert_eq!(replayed[2], json!({ "author": "Ada", "time": time }));
+    assert_eq!(
+        replayed[2],
+        json!({ "author": "Ada", "time": time, "room": "general" })
+    );
     server.stop().await;
     Ok(())
 }
@@ -174,7 +180,9 @@ async fn presence_news_renames_and_typing() -> TestResult {
     let dir = tempfile::tempdir()?;
     let server = TestServer::start(&dir).await;
     let mut ada = Client::connect(&server.url, &json!({ "nickname": "ada" })).await?;
-    let no_news = json!({ "joined": [], "joinedCount": 0, "left": [], "leftCount": 0 });
+    let no_news = json!({
+        "room": "general", "joined": [], "joinedCount": 0, "left": [], "leftCount": 0
+    });
     let mut first = next_presence(&mut ada).await?;
     assert_eq!(first["count"], json!(1));
     assert_eq!(first["users"], json!(["ada"]));
@@ -204,7 +212,7 @@ async fn presence_news_renames_and_typing() -> TestResult {
     bo.emit("typing", &[json!(true)]).await?;
     assert_eq!(
         next_named(&mut ada, "typing").await?,
-        vec![json!({ "nickname": "bo", "typing": true })]
+        vec![json!({ "room": "general", "nickname": "bo", "typing": true })]
     );
     // Rename; everything bo receives up to its ack holds no typing notice of its own.
     let (events, ack) = bo
@@ -228,7 +236,7 @@ async fn presence_news_renames_and_typing() -> TestResult {
     bo.close().await;
     assert_eq!(
         next_named(&mut ada, "typing").await?,
-        vec![json!({ "nickname": "bob", "typing": false })]
+        vec![json!({ "room": "general", "nickname": "bob", "typing": false })]
     );
     let (_, left, _) = presence_until(&mut ada, |p| p["count"] == json!(2)).await?;
     assert_eq!(left, vec!["bob"]);

@@ -7,6 +7,7 @@
 //! relayed on `tidings.STREAM.events` and shown to every client of the other nodes. Node names
 //! go into subjects as one token ([`super::name_token`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use socketioxide::SocketIo;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::socket::presence::{Relay, SharedRoster, to_everyone};
+use crate::socket::presence::{Relay, SharedRoster, to_rooms};
 use crate::socket::roster::NodeRoster;
 
 /// How often a node tells the others who is online on it.
@@ -26,19 +27,21 @@ pub const EVERY: Duration = Duration::from_secs(1);
 /// How long a node's part stays without news of it.
 pub const TTL: Duration = Duration::from_secs(3);
 
-/// One node's presence message.
+/// One node's presence message: its part of each room's roster (by room name; the default
+/// room is `""`), rooms nobody is in on it left out.
 #[derive(Serialize, Deserialize)]
 struct Heartbeat {
     node: String,
-    roster: NodeRoster,
+    rooms: BTreeMap<String, NodeRoster>,
 }
 
-/// One relayed event.
+/// One relayed event, for the sockets in any of `rooms`.
 #[derive(Serialize, Deserialize)]
 struct Relayed {
     node: String,
     event: String,
     data: Value,
+    rooms: Vec<String>,
 }
 
 /// Relayed notices waiting for the NATS connection; beyond, new ones are dropped (they are
@@ -88,11 +91,12 @@ impl NatsRelay {
 }
 
 impl Relay for NatsRelay {
-    fn relay(&self, event: &'static str, data: Value) {
+    fn relay(&self, event: &'static str, data: Value, rooms: Vec<String>) {
         let relayed = Relayed {
             node: self.node.clone(),
             event: event.to_string(),
             data,
+            rooms,
         };
         if self.queue.try_send(relayed).is_err() {
             tracing::debug!("a relayed {event} was dropped: the queue to NATS is full");
@@ -152,7 +156,7 @@ pub async fn exchange_forever(
             () = stop.cancelled() => return,
             _ = tick.tick() => {
                 roster.expire_remote(TTL);
-                let beat = Heartbeat { node: node.clone(), roster: roster.local() };
+                let beat = Heartbeat { node: node.clone(), rooms: roster.local() };
                 if let Ok(payload) = serde_json::to_vec(&beat) {
                     let subject = presence_subject(&stream, &node);
                     let _ = client.publish(subject, payload.into()).await;
@@ -163,7 +167,7 @@ pub async fn exchange_forever(
                     if let Ok(beat) = serde_json::from_slice::<Heartbeat>(&message.payload)
                         && beat.node != node
                     {
-                        roster.set_remote(&beat.node, beat.roster);
+                        roster.set_remote(&beat.node, beat.rooms);
                     }
                 }
                 None => heartbeats = None,
@@ -174,7 +178,7 @@ pub async fn exchange_forever(
                         && relayed.node != node
                         && is_relayable(&relayed.event)
                     {
-                        to_everyone(&io, &relayed.event, &relayed.data);
+                        to_rooms(&io, relayed.rooms, &relayed.event, &relayed.data);
                     }
                 }
                 None => events = None,

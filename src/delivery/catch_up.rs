@@ -1,11 +1,14 @@
-//! One client's catch-up reader: the stored messages after its cursor, in bounded batches.
+//! One client's catch-up reader: the stored messages of its rooms after its cursor, in
+//! bounded batches.
 //!
 //! A socket's delivery task ([`super::socket_task`]) reads `(cursor, through]` with it, where
 //! `through` is an id the live broadcaster has sent: first the replay asked for in the
 //! handshake, later whatever the client missed while it was too slow to stay in the live set.
-//! Batches come from the hub's tail cache when it holds them (recent offsets), from the store
-//! otherwise, so a slow client costs bounded memory and still sees every message exactly once,
-//! in order.
+//! Batches come from the hub's tail cache when it holds them (recent offsets; the cache holds
+//! every room's newest messages, and the reader keeps those of the socket's rooms), from the
+//! store otherwise, through the rooms' index (a room's catch-up reads only its own rows), so a
+//! slow client costs bounded memory and still sees every message of its rooms exactly once, in
+//! order.
 //!
 //! It owns one cursor (the highest id it has yielded, or the one the caller says was queued
 //! otherwise). It does no socket I/O: the delivery task pulls batches and emits them at the
@@ -14,6 +17,7 @@
 use std::sync::Arc;
 
 use super::Hub;
+use super::subscription::Subscription;
 use crate::message::{Message, SharedMessage};
 use crate::storage::{StoreError, StoreReader};
 
@@ -48,6 +52,8 @@ pub struct CatchUp {
     hub: Arc<Hub>,
     reader: StoreReader,
     limits: BatchLimits,
+    /// The socket's rooms.
+    subscription: Arc<Subscription>,
     /// Highest id yielded so far (or the client's starting offset).
     cursor: u64,
     /// Where the replay began (the effective offset).
@@ -55,23 +61,22 @@ pub struct CatchUp {
     /// The requested offset was beyond the newest id (another database), so the whole
     /// history is replayed instead.
     reset: bool,
-    /// The replay met missing ids. Ids are contiguous (failed commits and duplicates
-    /// consume none), so a hole means rows were deleted by retention (or were unreadable).
-    gap: bool,
     /// The newest id when the reader was made: the replay the client asked for ends there.
     replay_until: u64,
 }
 
 impl CatchUp {
-    /// A reader of every message with id greater than `after`. An `after` beyond the newest id
-    /// (an offset from another database) replays the whole history. With `latest`, the
-    /// replay is cut to at most that many of the newest messages (a fresh page asks for the
-    /// last screenful and pages back with `history`).
+    /// A reader of every message of `subscription`'s rooms with id greater than `after`. An
+    /// `after` beyond the newest id (an offset from another database) replays the whole
+    /// history. With `latest_after`, the replay starts no earlier than it (the id before the
+    /// newest N messages of the rooms: a fresh page asks for the last screenful and pages back
+    /// with `history`).
     pub fn new(
         hub: Arc<Hub>,
         reader: StoreReader,
+        subscription: Arc<Subscription>,
         after: u64,
-        latest: Option<u64>,
+        latest_after: Option<u64>,
         limits: BatchLimits,
     ) -> Self {
         let newest = hub.last_published();
@@ -79,19 +84,24 @@ impl CatchUp {
         // still applying) the client gets what it asked for once this node has it.
         let reset = after > hub.log_end();
         let mut cursor = if reset { 0 } else { after };
-        if let Some(latest) = latest {
-            cursor = cursor.max(newest.saturating_sub(latest));
+        if let Some(latest_after) = latest_after {
+            cursor = cursor.max(latest_after);
         }
         Self {
             hub,
             reader,
             limits,
+            subscription,
             cursor,
             start: cursor,
             reset,
-            gap: false,
             replay_until: newest,
         }
+    }
+
+    /// The socket's rooms.
+    pub fn subscription(&self) -> &Arc<Subscription> {
+        &self.subscription
     }
 
     /// The highest id yielded so far (the starting offset before the first batch).
@@ -109,10 +119,23 @@ impl CatchUp {
         self.reset
     }
 
-    /// Whether the replay found ids missing (deleted by retention): the client cannot get
-    /// everything it asked for.
-    pub fn had_gap(&self) -> bool {
-        self.gap
+    /// Whether retention deleted messages of its rooms that the replay was asked for (ids
+    /// above its start): the client cannot get everything it asked for. Each room records the
+    /// highest id it lost, so this is exact, whatever the other rooms lost.
+    pub async fn lost_any(&self) -> Result<bool, CatchUpError> {
+        let (reader, rooms, start) = (self.reader.clone(), self.subscription.rooms(), self.start);
+        Ok(tokio::task::spawn_blocking(move || {
+            for (room, mark) in rooms {
+                let Some(stats) = reader.room_stats(room.as_deref())? else {
+                    continue;
+                };
+                if stats.pruned_through > start.max(mark) {
+                    return Ok::<_, StoreError>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await??)
     }
 
     /// Whether the replay the client asked for (up to the newest id when it connected) has
@@ -132,39 +155,47 @@ impl CatchUp {
         self.cursor = self.cursor.max(id);
     }
 
-    /// The next batch of stored messages in `(cursor, through]`, ascending and contiguous
-    /// with the previous batch; empty once the cursor has reached `through`. Every id up to
-    /// `through` must have been published (it is then in the cache or the store).
+    /// The next batch of stored messages of the socket's rooms in `(cursor, through]`,
+    /// ascending, following the previous batch; empty once the cursor has reached `through`.
+    /// Every id up to `through` must have been published (it is then in the cache or the
+    /// store).
     pub async fn read_through(&mut self, through: u64) -> Result<Vec<SharedMessage>, CatchUpError> {
+        let limits = self.limits;
+        while self.cursor < through {
+            let Some(batch) =
+                self.hub
+                    .replay_from_tail(self.cursor, through, limits.max_count, limits.max_bytes)
+            else {
+                break;
+            };
+            let Some(last) = batch.last() else {
+                break;
+            };
+            // The cache holds a contiguous run starting right after the cursor; the socket
+            // wants its rooms' part of it.
+            self.cursor = last.id.0;
+            let wanted: Vec<SharedMessage> = batch
+                .into_iter()
+                .filter(|message| self.subscription.wants(message))
+                .collect();
+            if !wanted.is_empty() {
+                return Ok(wanted);
+            }
+        }
         if self.cursor >= through {
             return Ok(Vec::new());
         }
-        let (after, limits) = (self.cursor, self.limits);
-        if let Some(batch) =
-            self.hub
-                .replay_from_tail(after, through, limits.max_count, limits.max_bytes)
-            && let Some(last) = batch.last()
-        {
-            // The cache holds a contiguous run starting right after the cursor.
-            self.cursor = last.id.0;
-            return Ok(batch);
-        }
         let reader = self.reader.clone();
+        let cursors = self.subscription.cursors(self.cursor);
         let rows = tokio::task::spawn_blocking(move || {
-            reader.read_range(after, through, limits.max_count, limits.max_bytes)
+            reader.read_rooms(&cursors, through, limits.max_count, limits.max_bytes)
         })
         .await??;
         let Some(last) = rows.last() else {
-            // Nothing stored in the range (it can only have been pruned).
-            self.gap = true;
+            // Nothing more of its rooms up to `through`.
             self.cursor = through;
             return Ok(Vec::new());
         };
-        let mut expected = self.cursor + 1;
-        for row in &rows {
-            self.gap |= row.id.0 != expected;
-            expected = row.id.0 + 1;
-        }
         self.cursor = last.id.0;
         Ok(rows
             .into_iter()
@@ -231,6 +262,11 @@ mod tests {
         max_bytes: 1 << 20,
     };
 
+    /// A socket in the default room only.
+    fn default_room() -> Arc<Subscription> {
+        Arc::new(Subscription::new([None]))
+    }
+
     async fn read_all(catch_up: &mut CatchUp, through: u64) -> Vec<Vec<u64>> {
         let mut batches = Vec::new();
         loop {
@@ -246,14 +282,15 @@ mod tests {
     async fn replays_in_bounded_contiguous_batches_from_the_store_then_the_cache() {
         let rig = store_with(10);
         let hub = hub(&rig, 10, &[7, 8, 9, 10]);
-        let mut catch_up = CatchUp::new(hub, rig.reader.clone(), 2, None, LIMITS);
+        let mut catch_up = CatchUp::new(hub, rig.reader.clone(), default_room(), 2, None, LIMITS);
         assert_eq!(catch_up.replay_until(), 10);
         assert_eq!(
             read_all(&mut catch_up, 10).await,
             vec![vec![3, 4, 5, 6], vec![7, 8, 9, 10]],
             "3..=6 from the store (up to where the cache begins), the rest from the cache"
         );
-        assert!(catch_up.caught_up() && !catch_up.had_gap());
+        assert!(catch_up.caught_up());
+        assert!(!catch_up.lost_any().await.expect("read"));
         assert_eq!(catch_up.cursor(), 10);
     }
 
@@ -278,7 +315,7 @@ mod tests {
             }))
         });
         let hub = Arc::new(Hub::new(8, 16, tail, cached));
-        let mut catch_up = CatchUp::new(hub, rig.reader.clone(), 4, None, LIMITS);
+        let mut catch_up = CatchUp::new(hub, rig.reader.clone(), default_room(), 4, None, LIMITS);
         assert_eq!(read_all(&mut catch_up, 8).await, vec![vec![5, 6, 7, 8]]);
     }
 
@@ -288,14 +325,15 @@ mod tests {
         // Retention deletes 1..=6 while the client was away.
         rig.writer.prune(Some(4), None, 100).expect("prune");
         let hub = hub(&rig, 10, &[]);
-        let mut catch_up = CatchUp::new(hub, rig.reader.clone(), 2, None, LIMITS);
+        let mut catch_up = CatchUp::new(hub, rig.reader.clone(), default_room(), 2, None, LIMITS);
         assert_eq!(read_all(&mut catch_up, 10).await, vec![vec![7, 8, 9, 10]]);
-        assert!(catch_up.had_gap(), "3..=6 are gone");
+        assert!(catch_up.lost_any().await.expect("read"), "3..=6 are gone");
         let hub_all = self::hub(&rig, 10, &[]);
-        let mut from_seven = CatchUp::new(hub_all, rig.reader.clone(), 6, None, LIMITS);
+        let mut from_seven =
+            CatchUp::new(hub_all, rig.reader.clone(), default_room(), 6, None, LIMITS);
         read_all(&mut from_seven, 10).await;
         assert!(
-            !from_seven.had_gap(),
+            !from_seven.lost_any().await.expect("read"),
             "nothing the client asked for is gone"
         );
     }
@@ -303,14 +341,28 @@ mod tests {
     #[tokio::test]
     async fn an_offset_from_another_database_replays_everything_and_latest_cuts_it() {
         let rig = store_with(10);
-        let mut beyond = CatchUp::new(hub(&rig, 10, &[]), rig.reader.clone(), 99, None, LIMITS);
+        let mut beyond = CatchUp::new(
+            hub(&rig, 10, &[]),
+            rig.reader.clone(),
+            default_room(),
+            99,
+            None,
+            LIMITS,
+        );
         assert!(beyond.reset());
         assert_eq!(beyond.start(), 0);
         assert_eq!(
             read_all(&mut beyond, 10).await.concat(),
             (1..=10).collect::<Vec<_>>()
         );
-        let mut latest = CatchUp::new(hub(&rig, 10, &[]), rig.reader.clone(), 0, Some(3), LIMITS);
+        let mut latest = CatchUp::new(
+            hub(&rig, 10, &[]),
+            rig.reader.clone(),
+            default_room(),
+            0,
+            Some(7),
+            LIMITS,
+        );
         assert_eq!(latest.start(), 7);
         assert_eq!(read_all(&mut latest, 10).await, vec![vec![8, 9, 10]]);
     }
@@ -318,11 +370,69 @@ mod tests {
     #[tokio::test]
     async fn skip_to_moves_the_cursor_forward_only() {
         let rig = store_with(10);
-        let mut catch_up = CatchUp::new(hub(&rig, 10, &[]), rig.reader.clone(), 2, None, LIMITS);
+        let mut catch_up = CatchUp::new(
+            hub(&rig, 10, &[]),
+            rig.reader.clone(),
+            default_room(),
+            2,
+            None,
+            LIMITS,
+        );
         catch_up.skip_to(8);
         assert_eq!(catch_up.cursor(), 8);
         catch_up.skip_to(5);
         assert_eq!(catch_up.cursor(), 8);
         assert_eq!(read_all(&mut catch_up, 10).await, vec![vec![9, 10]]);
+    }
+
+    #[tokio::test]
+    async fn a_socket_reads_only_its_rooms_from_the_cache_and_the_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (reader, mut writer) =
+            Store::open(&dir.path().join("r.redb"), TEST_CACHE_BYTES).expect("open");
+        // 1..=20 alternate between the default room and dev; ops gets 21.
+        let inputs: Vec<ChatInput> = (1..=21)
+            .map(|i| ChatInput {
+                content: format!("m{i}"),
+                client_offset: None,
+                author: None,
+                room: match i {
+                    21 => Some("ops".into()),
+                    i if i % 2 == 0 => Some("dev".into()),
+                    _ => None,
+                },
+            })
+            .collect();
+        writer.append_batch(&inputs, 1).expect("append");
+        let rig = Rig {
+            _dir: dir,
+            reader,
+            writer,
+        };
+        // The cache holds 15..=21; 1..=14 come from the store.
+        let cached: Vec<u64> = (15..=21).collect();
+        let hub = hub(&rig, 21, &cached);
+        let dev = Arc::new(Subscription::new([Some("dev".to_string())]));
+        let mut catch_up = CatchUp::new(
+            hub.clone(),
+            rig.reader.clone(),
+            dev.clone(),
+            0,
+            None,
+            LIMITS,
+        );
+        let batches = read_all(&mut catch_up, 21).await;
+        assert!(
+            batches.iter().all(|b| !b.is_empty() && b.len() <= 4),
+            "{batches:?}"
+        );
+        assert_eq!(
+            batches.concat(),
+            (1..=10).map(|n| 2 * n).collect::<Vec<_>>()
+        );
+        // Joining ops at mark 20 (as a join would, under the live set): 21 comes too.
+        let mut both = CatchUp::new(hub, rig.reader.clone(), dev.clone(), 19, None, LIMITS);
+        dev.join(Some("ops".into()), 20);
+        assert_eq!(read_all(&mut both, 21).await.concat(), vec![20, 21]);
     }
 }

@@ -12,20 +12,22 @@
 //! It does not store anything (the log publishes only after a durable commit) and it does not
 //! talk to sockets.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{broadcast, watch};
 
+use super::subscription::RoomKey;
 use super::tail::{TailCache, TailLimits};
 use crate::message::SharedMessage;
 use crate::ops::metrics;
 
 /// See the module docs.
 pub struct Hub {
-    /// The highest id published; guarded together with sends so subscribe sees a consistent
-    /// (position, id) pair.
-    last_published: Mutex<u64>,
+    /// The highest id published, and each room's; guarded together with sends so subscribe
+    /// sees a consistent (position, id) pair, and a room's newest id is exact at any moment.
+    last_published: Mutex<Published>,
     /// Newly stored messages, for the live broadcaster. Bounded (`--live-buffer`): if the
     /// broadcaster falls further behind, it gets `Lagged` and every live socket catches up
     /// from the tail cache or the store instead.
@@ -42,12 +44,30 @@ pub struct Hub {
     log_end: AtomicU64,
 }
 
+/// What has been published: the highest id, and each room's.
+#[derive(Debug, Default)]
+struct Published {
+    last: u64,
+    rooms: HashMap<RoomKey, u64>,
+}
+
 impl Hub {
     /// A hub whose history ends at `last_id`; `capacity` messages are buffered for live
     /// subscribers before a slow one has to fall back to the store. `newest` (ascending,
     /// ending at `last_id`) seeds the tail cache.
     pub fn new(
         last_id: u64,
+        capacity: usize,
+        tail: TailLimits,
+        newest: impl IntoIterator<Item = SharedMessage>,
+    ) -> Self {
+        Self::with_rooms(last_id, [], capacity, tail, newest)
+    }
+
+    /// [`Hub::new`], knowing each room's newest id (from the store).
+    pub fn with_rooms(
+        last_id: u64,
+        rooms: impl IntoIterator<Item = (RoomKey, u64)>,
         capacity: usize,
         tail: TailLimits,
         newest: impl IntoIterator<Item = SharedMessage>,
@@ -59,7 +79,10 @@ impl Hub {
         }
         record_size(&cache);
         Self {
-            last_published: Mutex::new(last_id),
+            last_published: Mutex::new(Published {
+                last: last_id,
+                rooms: rooms.into_iter().collect(),
+            }),
             live,
             tail: Mutex::new(cache),
             published: watch::Sender::new(last_id),
@@ -72,8 +95,8 @@ impl Hub {
         self.tail.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lock(&self) -> MutexGuard<'_, u64> {
-        // The guarded value is a plain integer updated in one step: never inconsistent.
+    fn lock(&self) -> MutexGuard<'_, Published> {
+        // Plain values updated one at a time: never inconsistent.
         self.last_published
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -95,12 +118,18 @@ impl Hub {
             self.log_end.fetch_max(newest.id.0, Ordering::AcqRel);
         }
         for message in messages {
-            debug_assert!(message.id.0 > *last, "publish out of order");
-            *last = message.id.0;
+            debug_assert!(message.id.0 > last.last, "publish out of order");
+            last.last = message.id.0;
+            match last.rooms.get_mut(&message.room) {
+                Some(room) => *room = message.id.0,
+                None => {
+                    last.rooms.insert(message.room.clone(), message.id.0);
+                }
+            }
             // An error only means nobody is subscribed right now.
             let _ = self.live.send(message);
         }
-        let published = *last;
+        let published = last.last;
         drop(last);
         self.published.send_replace(published);
     }
@@ -133,7 +162,22 @@ impl Hub {
 
     /// The highest id published so far.
     pub fn last_published(&self) -> u64 {
-        *self.lock()
+        self.lock().last
+    }
+
+    /// The newest id published in `room` (0: none yet).
+    pub fn room_last(&self, room: &RoomKey) -> u64 {
+        self.lock().rooms.get(room).copied().unwrap_or(0)
+    }
+
+    /// The rooms that hold (or held) messages, with their newest ids.
+    pub fn rooms(&self) -> Vec<(RoomKey, u64)> {
+        let published = self.lock();
+        published
+            .rooms
+            .iter()
+            .map(|(room, last)| (room.clone(), *last))
+            .collect()
     }
 
     /// Waits until `id` has been published.
@@ -157,7 +201,7 @@ impl Hub {
     /// exactly the messages with larger ids, in order (unless it lags).
     pub fn subscribe(&self) -> (u64, broadcast::Receiver<SharedMessage>) {
         let last = self.lock();
-        (*last, self.live.subscribe())
+        (last.last, self.live.subscribe())
     }
 }
 

@@ -1,8 +1,10 @@
 //! Live delivery: one broadcaster task hands every newly stored message to every socket that
 //! is caught up (the live set).
 //!
-//! The broadcaster takes the hub's messages in id order, a batch at a time, and queues each
-//! batch to every member through its [`ChatSink`], skipping per member the ids it already has.
+//! The broadcaster takes the hub's messages in id order, a batch at a time, and queues to each
+//! member of the batch's rooms, through its [`ChatSink`], the batch's messages it wants (its
+//! rooms', above their join marks: [`Subscription`]) and does not have yet, in id order. A
+//! message to a room costs that room's members, whatever the other rooms and connections.
 //! A member whose buffer is full (its client reads slowly) is taken out and told
 //! ([`ChatSink::fell_behind`]); a delivery task ([`super::socket_task`]) then catches it up from
 //! the tail cache or the store at the client's pace and joins again. A member needs no task of
@@ -18,7 +20,13 @@
 //!
 //! The lock is held for a few map operations only, never across a pass over the members: joins
 //! and leaves do not wait for a pass over tens of thousands of sockets. The broadcaster reuses
-//! one list of members across passes and rebuilds it only after the membership changed.
+//! one list of members per room across passes and rebuilds it only after that room's
+//! membership changed.
+//!
+//! A socket joining a room ([`LiveSet::join_room`]) gets the room's messages above the room's
+//! newest id at that moment (its mark), read under the set's lock: a pass that began before
+//! carries only ids at or below it (they were published before), one that begins after has the
+//! socket in the room's list.
 //!
 //! One task doing the sends, instead of one task per socket waking for every message, is what
 //! keeps the cost of a delivery low when messages come one at a time. It does not read the
@@ -36,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use super::Hub;
 use super::cursor::EmittedCursor;
 use super::outbox::NotQueued;
+use super::subscription::{RoomKey, Subscription};
 use crate::message::SharedMessage;
 use crate::ops::metrics;
 
@@ -48,9 +57,9 @@ const YIELD_EVERY: usize = 128;
 /// One member's side of the broadcaster: where its messages go and what happens when it is
 /// taken out. A socket (see [`super::socket_task::LiveSocket`]), or a fake in tests.
 pub trait ChatSink: Send + Sync + 'static {
-    /// Queues as many of the batch's messages from index `from` on as fit, in order, and
-    /// returns how many (at least one); or why not even the first could be queued.
-    fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued>;
+    /// Queues as many of the batch's messages at indices `picks` (ascending) as fit, in
+    /// order, and returns how many (at least one); or why not even the first could be queued.
+    fn queue_chats(&self, batch: &PassBatch, picks: &[usize]) -> Result<usize, NotQueued>;
 
     /// The broadcaster took this member out of the set (its buffer was full, or the
     /// broadcaster lost messages): it must catch up before it joins again. Called once, after
@@ -99,6 +108,8 @@ impl PassBatch {
 pub struct Member<S> {
     /// The socket's id.
     pub sid: Sid,
+    /// Its rooms, and the marks above which it gets their messages.
+    pub subscription: Arc<Subscription>,
     /// What has been queued to it; the broadcaster skips ids up to it and advances it.
     pub emitted: Arc<EmittedCursor>,
     /// Where to queue its messages, and what to do when it is taken out.
@@ -115,17 +126,69 @@ pub struct Refused<S> {
 
 struct Shared<S> {
     /// Every member has been queued, or is being queued by the pass in progress, every
-    /// message up to this id.
+    /// message of its rooms up to this id.
     sent_through: u64,
+    members: HashMap<Sid, Arc<Member<S>>>,
+    /// Each room's members, by room.
+    rooms: HashMap<RoomKey, RoomMembers<S>>,
+}
+
+/// One room's live members.
+struct RoomMembers<S> {
     members: HashMap<Sid, Arc<Member<S>>>,
     /// The members as a list for the broadcaster's passes; `None` once membership changed.
     list: Option<Arc<[Arc<Member<S>>]>>,
 }
 
+impl<S> Default for RoomMembers<S> {
+    fn default() -> Self {
+        Self {
+            members: HashMap::new(),
+            list: None,
+        }
+    }
+}
+
 impl<S> Shared<S> {
-    /// Membership changed: the pass list is rebuilt on the next pass.
-    fn changed(&mut self) {
-        self.list = None;
+    /// Puts `member` in the lists of `rooms`.
+    fn list_in(&mut self, member: &Arc<Member<S>>, rooms: impl IntoIterator<Item = RoomKey>) {
+        for room in rooms {
+            let members = self.rooms.entry(room).or_default();
+            members.members.insert(member.sid, member.clone());
+            members.list = None;
+        }
+    }
+
+    /// Takes `sid` out of the list of `room`.
+    fn unlist(&mut self, sid: Sid, room: &RoomKey) {
+        if let Some(members) = self.rooms.get_mut(room)
+            && members.members.remove(&sid).is_some()
+        {
+            members.list = None;
+            if members.members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// Takes `member` out of the set and of its rooms' lists.
+    fn remove(&mut self, member: &Arc<Member<S>>) {
+        self.members.remove(&member.sid);
+        for (room, _) in member.subscription.rooms() {
+            self.unlist(member.sid, &room);
+        }
+        // A room it left while live is no longer in its subscription: its list must not keep
+        // it (join_room and leave_room keep both in step; this is for a stale entry).
+        self.rooms.retain(|_, members| {
+            if members.members.remove(&member.sid).is_some() {
+                members.list = None;
+            }
+            !members.members.is_empty()
+        });
+        metrics::gauge(metrics::LIVE_SOCKETS).set(self.members.len() as f64);
+    }
+
+    fn count(&self) {
         metrics::gauge(metrics::LIVE_SOCKETS).set(self.members.len() as f64);
     }
 }
@@ -133,6 +196,8 @@ impl<S> Shared<S> {
 /// See the module docs.
 pub struct LiveSet<S> {
     shared: Mutex<Shared<S>>,
+    /// Where rooms' newest ids are read when a socket joins one.
+    hub: Arc<Hub>,
 }
 
 impl<S: ChatSink> LiveSet<S> {
@@ -148,8 +213,9 @@ impl<S: ChatSink> LiveSet<S> {
             shared: Mutex::new(Shared {
                 sent_through,
                 members: HashMap::new(),
-                list: None,
+                rooms: HashMap::new(),
             }),
+            hub: hub.clone(),
         });
         let broadcaster = broadcast_forever(live.clone(), hub, receiver, stop);
         (live, broadcaster)
@@ -172,17 +238,48 @@ impl<S: ChatSink> LiveSet<S> {
                 member,
             });
         }
-        shared.members.insert(member.sid, Arc::new(member));
-        shared.changed();
+        let member = Arc::new(member);
+        let rooms = member
+            .subscription
+            .rooms()
+            .into_iter()
+            .map(|(room, _)| room);
+        shared.list_in(&member, rooms);
+        shared.members.insert(member.sid, member);
+        shared.count();
         Ok(())
     }
 
     /// Removes a socket (it closed). Nothing happens if it is not a member.
     pub fn leave(&self, sid: Sid) {
         let mut shared = self.lock();
-        if shared.members.remove(&sid).is_some() {
-            shared.changed();
+        if let Some(member) = shared.members.get(&sid).cloned() {
+            shared.remove(&member);
         }
+    }
+
+    /// Adds `room` to socket `sid`'s `subscription`, from the room's newest id now (read under
+    /// the set's lock, see the module docs), and lists it in the room if it is live. Returns
+    /// that mark; a room the socket is in keeps its mark and returns it.
+    pub fn join_room(&self, sid: Sid, subscription: &Subscription, room: RoomKey) -> u64 {
+        let mut shared = self.lock();
+        if let Some(mark) = subscription.mark(&room) {
+            return mark;
+        }
+        let mark = self.hub.room_last(&room);
+        subscription.join(room.clone(), mark);
+        if let Some(member) = shared.members.get(&sid).cloned() {
+            shared.list_in(&member, [room]);
+        }
+        mark
+    }
+
+    /// Takes `room` out of socket `sid`'s `subscription` (and its room list, if it is live):
+    /// nothing more of that room is queued to it. Returns whether it was in the room.
+    pub fn leave_room(&self, sid: Sid, subscription: &Subscription, room: &RoomKey) -> bool {
+        let mut shared = self.lock();
+        shared.unlist(sid, room);
+        subscription.leave(room)
     }
 
     /// Members now.
@@ -196,15 +293,37 @@ impl<S: ChatSink> LiveSet<S> {
     }
 
     /// Starts a pass over `batch`: moves `sent_through` to its end and returns the members
-    /// to serve.
+    /// to serve: those of the batch's rooms (each once).
     fn begin_pass(&self, batch: &[SharedMessage]) -> Arc<[Arc<Member<S>>]> {
         let mut shared = self.lock();
         if let Some(last) = batch.last() {
             shared.sent_through = shared.sent_through.max(last.id.0);
         }
-        let Shared { members, list, .. } = &mut *shared;
-        list.get_or_insert_with(|| members.values().cloned().collect())
-            .clone()
+        let mut touched: Vec<&RoomKey> = batch.iter().map(|m| &m.room).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let mut lists = touched.into_iter().filter_map(|room| {
+            let members = shared.rooms.get_mut(room)?;
+            let list = members
+                .list
+                .get_or_insert_with(|| members.members.values().cloned().collect());
+            Some(list.clone())
+        });
+        let Some(first) = lists.next() else {
+            return Arc::from([]);
+        };
+        let rest: Vec<Arc<[Arc<Member<S>>]>> = lists.collect();
+        if rest.is_empty() {
+            // One room (the usual batch): its list as it is.
+            return first;
+        }
+        let mut seen = std::collections::HashSet::new();
+        first
+            .iter()
+            .chain(rest.iter().flat_map(|list| list.iter()))
+            .filter(|member| seen.insert(member.sid))
+            .cloned()
+            .collect()
     }
 
     /// Takes out the members that fell behind or closed during a pass; tells the former.
@@ -221,8 +340,7 @@ impl<S: ChatSink> LiveSet<S> {
                     .get(&member.sid)
                     .is_some_and(|now| Arc::ptr_eq(now, member))
                 {
-                    shared.members.remove(&member.sid);
-                    shared.changed();
+                    shared.remove(member);
                 }
             }
         }
@@ -241,7 +359,8 @@ impl<S: ChatSink> LiveSet<S> {
             let mut shared = self.lock();
             shared.sent_through = shared.sent_through.max(start);
             let dropped = shared.members.drain().map(|(_, member)| member).collect();
-            shared.changed();
+            shared.rooms.clear();
+            shared.count();
             dropped
         };
         tracing::warn!(
@@ -261,7 +380,8 @@ impl<S: ChatSink> LiveSet<S> {
         let members: Vec<Arc<Member<S>>> = {
             let mut shared = self.lock();
             let members = shared.members.drain().map(|(_, member)| member).collect();
-            shared.changed();
+            shared.rooms.clear();
+            shared.count();
             members
         };
         for member in members {
@@ -333,18 +453,26 @@ async fn send_to_members<S: ChatSink>(
 ) -> Vec<(Arc<Member<S>>, bool)> {
     let mut out = Vec::new();
     let messages = batch.messages();
+    let Some(end) = messages.last().map(|m| m.id.0) else {
+        return out;
+    };
+    let mut picks = Vec::new();
     for (n, member) in members.iter().enumerate() {
         let emitted = member.emitted.get();
         let from = messages.partition_point(|m| m.id.0 <= emitted);
-        let pending = &messages[from..];
-        if !pending.is_empty() {
-            match member.sink.queue_chats(batch, from) {
+        picks.clear();
+        picks.extend((from..messages.len()).filter(|&i| member.subscription.wants(&messages[i])));
+        if picks.is_empty() {
+            // Nothing of its rooms it lacks: it has everything up to the batch's end.
+            member.emitted.advance(end);
+        } else {
+            match member.sink.queue_chats(batch, &picks) {
+                Ok(queued) if queued >= picks.len() => member.emitted.advance(end),
                 Ok(queued) => {
-                    let queued = queued.clamp(1, pending.len());
-                    member.emitted.advance(pending[queued - 1].id.0);
-                    if queued < pending.len() {
-                        out.push((member.clone(), true));
-                    }
+                    // What fit; the rest it catches up to.
+                    let queued = queued.max(1);
+                    member.emitted.advance(messages[picks[queued - 1]].id.0);
+                    out.push((member.clone(), true));
                 }
                 Err(NotQueued::Full) => out.push((member.clone(), true)),
                 Err(NotQueued::Closed) => out.push((member.clone(), false)),
@@ -404,8 +532,8 @@ mod tests {
     }
 
     impl ChatSink for TestSink {
-        fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
-            self.sink.queue(batch, from)
+        fn queue_chats(&self, batch: &PassBatch, picks: &[usize]) -> Result<usize, NotQueued> {
+            self.sink.queue(batch, picks)
         }
 
         fn fell_behind(&self) {
@@ -418,8 +546,9 @@ mod tests {
     }
 
     impl FakeSink {
-        fn queue(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
-            let messages = &batch.messages()[from..];
+        fn queue(&self, batch: &PassBatch, picks: &[usize]) -> Result<usize, NotQueued> {
+            let messages: Vec<&SharedMessage> =
+                picks.iter().map(|&i| &batch.messages()[i]).collect();
             if let Some(hook) = self.during_pass.get() {
                 hook();
             }
@@ -453,6 +582,15 @@ mod tests {
     }
 
     fn member(sink: &Arc<FakeSink>, emitted: u64) -> (Member<TestSink>, Joined) {
+        member_in(sink, emitted, Subscription::new([None]))
+    }
+
+    /// A member in the rooms of `subscription`.
+    fn member_in(
+        sink: &Arc<FakeSink>,
+        emitted: u64,
+        subscription: Subscription,
+    ) -> (Member<TestSink>, Joined) {
         let joined = Joined {
             sink: sink.clone(),
             emitted: Arc::new(EmittedCursor::new(emitted)),
@@ -460,6 +598,7 @@ mod tests {
         };
         let member = Member {
             sid: Sid::new(),
+            subscription: Arc::new(subscription),
             sink: TestSink {
                 sink: sink.clone(),
                 fell_behind: joined.fell_behind.clone(),

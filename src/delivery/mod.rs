@@ -24,10 +24,12 @@ pub mod hub;
 pub mod live;
 pub mod outbox;
 pub mod socket_task;
+pub mod subscription;
 pub mod tail;
 
 pub use catch_up::{BatchLimits, CatchUp};
 pub use hub::Hub;
 pub use live::LiveSet;
 pub use socket_task::{Live, LiveSocket};
+pub use subscription::{RoomKey, Subscription};
 pub use tail::TailLimits;

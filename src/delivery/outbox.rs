@@ -63,6 +63,7 @@ pub enum NotQueued {
 struct Meta<'a> {
     author: Option<&'a str>,
     time: u64,
+    room: &'a str,
 }
 
 /// A message id as a JSON string (`"17"`), written straight into the packet: the last
@@ -88,15 +89,18 @@ fn room(socket: &SocketRef, headroom: usize) -> Result<usize, NotQueued> {
     }
 }
 
-/// `chat message (content, id, { author, time })`, with the id again as a string at the end
-/// when `offsets` (connection state recovery).
+/// `chat message (content, id, { author, time, room })`, with the id again as a string at the
+/// end when `offsets` (connection state recovery); a message without a room is
+/// `default_room`'s.
 fn chat_args<'a>(
     message: &'a crate::message::Message,
     offsets: bool,
+    default_room: &'a str,
 ) -> (&'a str, u64, Meta<'a>, Option<IdString>) {
     let meta = Meta {
         author: message.author.as_deref(),
         time: message.time,
+        room: message.room.as_deref().unwrap_or(default_room),
     };
     let id = message.id.0;
     (&message.content, id, meta, offsets.then_some(IdString(id)))
@@ -120,22 +124,24 @@ impl Serialize for ChatArgs<'_> {
     }
 }
 
-/// Queues `event (content, id, { author, time })` for as many of `messages` as fit while
-/// `HEADROOM` slots stay free, in order; returns how many were queued (at least one), or
+/// Queues `event (content, id, { author, time, room })` for as many of `messages` as fit
+/// while `HEADROOM` slots stay free, in order; returns how many were queued (at least one), or
 /// `Full` if not even the first fits. With `offsets`, each ends with its id as a string too
-/// (`(content, id, meta, "id")`, for connection state recovery).
+/// (`(content, id, meta, "id")`, for connection state recovery); a message without a room is
+/// `default_room`'s.
 pub fn emit_chats_leaving_headroom(
     socket: &SocketRef,
     lock: &SendLock,
     event: &str,
     messages: &[SharedMessage],
     offsets: bool,
+    default_room: &str,
 ) -> Result<usize, NotQueued> {
     let _sending = lock.hold();
     let room = room(socket, HEADROOM)?;
     let mut queued = 0;
     for message in messages.iter().take(room) {
-        match socket.emit(event, &ChatArgs(chat_args(message, offsets))) {
+        match socket.emit(event, &ChatArgs(chat_args(message, offsets, default_room))) {
             Ok(()) => queued += 1,
             // The rest waits for the next call; what was queued stays queued.
             Err(_) if queued > 0 => break,
@@ -154,28 +160,28 @@ pub fn encode_chats(
     socket: &SocketRef,
     messages: &[SharedMessage],
     offsets: bool,
+    default_room: &str,
 ) -> Option<Vec<EncodedEvent>> {
     messages
         .iter()
         .map(|message| {
-            socket
-                .encode_event(CHAT_MESSAGE, &ChatArgs(chat_args(message, offsets)))
-                .ok()
+            let args = ChatArgs(chat_args(message, offsets, default_room));
+            socket.encode_event(CHAT_MESSAGE, &args).ok()
         })
         .collect()
 }
 
 /// Queues pre-encoded packets like [`emit_chats_leaving_headroom`] does: as many as fit
 /// while `HEADROOM` slots stay free, in order, at least one or `Full`.
-pub fn queue_encoded_leaving_headroom(
+pub fn queue_encoded_leaving_headroom<'a>(
     socket: &SocketRef,
     lock: &SendLock,
-    encoded: &[EncodedEvent],
+    encoded: impl IntoIterator<Item = &'a EncodedEvent>,
 ) -> Result<usize, NotQueued> {
     let _sending = lock.hold();
     let room = room(socket, HEADROOM)?;
     let mut queued = 0;
-    for event in encoded.iter().take(room) {
+    for event in encoded.into_iter().take(room) {
         match socket.try_send_encoded(event) {
             Ok(()) => queued += 1,
             Err(_) if queued > 0 => break,
@@ -265,25 +271,34 @@ pub struct SocketOutbox {
     pub lock: SendLock,
     /// Whether messages end with their id as a string (connection state recovery).
     pub offsets: bool,
+    /// The default room's name, for the messages that carry none.
+    pub default_room: Arc<str>,
 }
 
 impl SocketOutbox {
-    /// Queues the batch's messages from index `from` on as [`super::live::ChatSink::queue_chats`] says.
-    pub fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
+    /// Queues the batch's messages at `picks` as [`super::live::ChatSink::queue_chats`] says.
+    pub fn queue_chats(&self, batch: &PassBatch, picks: &[usize]) -> Result<usize, NotQueued> {
         match batch.encoded(self.offsets, |messages| {
-            encode_chats(&self.socket, messages, self.offsets)
+            encode_chats(&self.socket, messages, self.offsets, &self.default_room)
         }) {
-            Some(encoded) => {
-                queue_encoded_leaving_headroom(&self.socket, &self.lock, &encoded[from..])
-            }
-            // Encoding cannot fail for our own values; if it ever did, serialize per socket.
-            None => emit_chats_leaving_headroom(
+            Some(encoded) => queue_encoded_leaving_headroom(
                 &self.socket,
                 &self.lock,
-                CHAT_MESSAGE,
-                &batch.messages()[from..],
-                self.offsets,
+                picks.iter().map(|&i| &encoded[i]),
             ),
+            // Encoding cannot fail for our own values; if it ever did, serialize per socket.
+            None => {
+                let messages: Vec<SharedMessage> =
+                    picks.iter().map(|&i| batch.messages()[i].clone()).collect();
+                emit_chats_leaving_headroom(
+                    &self.socket,
+                    &self.lock,
+                    CHAT_MESSAGE,
+                    &messages,
+                    self.offsets,
+                    &self.default_room,
+                )
+            }
         }
     }
 }
@@ -393,15 +408,28 @@ mod tests {
     async fn chat_messages_leave_the_headroom_free() {
         let mut rig = Rig::new().await;
         rig.leave_free(5).await;
-        let queued =
-            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(10), false);
+        let queued = emit_chats_leaving_headroom(
+            &rig.socket,
+            &rig.lock,
+            CHAT_MESSAGE,
+            &messages(10),
+            false,
+            "general",
+        );
         assert_eq!(
             queued,
             Ok(5 - HEADROOM),
             "a run stops with the headroom free"
         );
         assert_eq!(
-            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(1), true),
+            emit_chats_leaving_headroom(
+                &rig.socket,
+                &rig.lock,
+                CHAT_MESSAGE,
+                &messages(1),
+                true,
+                "general"
+            ),
             Err(NotQueued::Full)
         );
         assert_eq!(
@@ -427,11 +455,13 @@ mod tests {
                     &rig.lock,
                     CHAT_MESSAGE,
                     &batch[..1],
-                    offsets
+                    offsets,
+                    "general"
                 ),
                 Ok(1)
             );
-            let encoded = encode_chats(&rig.socket, &batch[..1], offsets).expect("encodes");
+            let encoded =
+                encode_chats(&rig.socket, &batch[..1], offsets, "general").expect("encodes");
             assert_eq!(
                 queue_encoded_leaving_headroom(&rig.socket, &rig.lock, &encoded),
                 Ok(1)
@@ -448,7 +478,7 @@ mod tests {
             );
         }
         rig.leave_free(5).await;
-        let encoded = encode_chats(&rig.socket, &batch, true).expect("encodes");
+        let encoded = encode_chats(&rig.socket, &batch, true, "general").expect("encodes");
         assert_eq!(
             queue_encoded_leaving_headroom(&rig.socket, &rig.lock, &encoded),
             Ok(5 - HEADROOM)
@@ -481,7 +511,14 @@ mod tests {
         rig.socket.clone().disconnect().expect("disconnect");
         settle().await;
         assert_eq!(
-            emit_chats_leaving_headroom(&rig.socket, &rig.lock, CHAT_MESSAGE, &messages(1), true),
+            emit_chats_leaving_headroom(
+                &rig.socket,
+                &rig.lock,
+                CHAT_MESSAGE,
+                &messages(1),
+                true,
+                "general"
+            ),
             Err(NotQueued::Closed)
         );
         assert!(matches!(

@@ -179,6 +179,8 @@ pub struct SocketDelivery {
     pub sending: SendLock,
     /// Whether messages end with their id as a string (connection state recovery).
     pub offsets: bool,
+    /// The default room's name, for the messages that carry none.
+    pub default_room: Arc<str>,
     /// Where its catch-up tasks run (shutdown waits for them).
     pub tasks: TaskTracker,
 }
@@ -198,6 +200,7 @@ pub async fn deliver(socket: SocketRef, delivery: SocketDelivery) {
         live,
         sending,
         offsets,
+        default_room,
         tasks,
     } = delivery;
     metrics::counter(metrics::REPLAYS).increment(1);
@@ -207,6 +210,7 @@ pub async fn deliver(socket: SocketRef, delivery: SocketDelivery) {
             socket,
             lock: sending,
             offsets,
+            default_room,
         },
         parked: Parked {
             catch_up,
@@ -271,8 +275,8 @@ pub struct LiveSocket {
 }
 
 impl ChatSink for LiveSocket {
-    fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
-        self.outbox.queue_chats(batch, from)
+    fn queue_chats(&self, batch: &PassBatch, picks: &[usize]) -> Result<usize, NotQueued> {
+        self.outbox.queue_chats(batch, picks)
     }
 
     fn fell_behind(&self) {
@@ -328,6 +332,7 @@ impl Delivery {
             let signals = self.parked.signals.clone();
             let member = Member {
                 sid,
+                subscription: self.parked.catch_up.subscription().clone(),
                 emitted: self.parked.emitted.clone(),
                 sink: LiveSocket {
                     outbox: self.outbox,
@@ -382,6 +387,8 @@ impl Delivery {
                 }
             };
             if batch.is_empty() {
+                // Everything of its rooms up to `through` is queued.
+                parked.emitted.advance(parked.catch_up.cursor());
                 break;
             }
             if parked.replay.is_some() {
@@ -396,13 +403,21 @@ impl Delivery {
         {
             metrics::histogram(metrics::REPLAY_SECONDS)
                 .record(replay.started.elapsed().as_secs_f64());
+            let lost = match parked.catch_up.lost_any().await {
+                Ok(lost) => lost,
+                Err(e) => {
+                    // Unknown: say it may be incomplete rather than promise it is not.
+                    tracing::warn!(sid = %outbox.socket.id, "cannot tell whether the replay was complete: {e}");
+                    true
+                }
+            };
             let report = SyncReport {
                 epoch: &replay.sync.epoch,
                 from: parked.catch_up.start() + 1,
                 to: parked.catch_up.cursor(),
-                // A hole in the replay is exact (ids are contiguous), and immune to races with
-                // retention running meanwhile.
-                complete: !replay.sync.other_database && !parked.catch_up.had_gap(),
+                // Each room records the highest id retention deleted from it: exact, whatever
+                // the other rooms lost.
+                complete: !replay.sync.other_database && !lost,
             };
             let emit =
                 || outbox::emit_leaving_headroom(&outbox.socket, &outbox.lock, SYNC, &report);
@@ -430,6 +445,7 @@ async fn emit_batch(
                     CHAT_MESSAGE,
                     rest,
                     outbox.offsets,
+                    &outbox.default_room,
                 )
             };
             // At least one was queued (`Ok` promises it).

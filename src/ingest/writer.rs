@@ -23,10 +23,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::retention::Retention;
 use super::{AppendError, BoxFuture, Log, Receipt};
 use crate::delivery::Hub;
+use crate::delivery::RoomKey;
 use crate::every::now_ms;
 use crate::message::{AppendOutcome, ChatInput, Message, StoredRow};
 use crate::ops::metrics;
-use crate::storage::StoreWriter;
+use crate::storage::{SessionChanges, StoreWriter};
 
 /// Bounds on one group commit.
 #[derive(Debug, Clone, Copy)]
@@ -66,11 +67,11 @@ enum Command {
         rows: Vec<StoredRow>,
         reply: oneshot::Sender<Result<usize, AppendError>>,
     },
-    /// Record recovery sessions as seen now (committed with the next batch of appends).
+    /// Record recovery sessions as seen now, and rooms joined or left by them (committed
+    /// with the next batch of appends).
     Sessions {
-        pids: Vec<String>,
-        seen_ms: u64,
-        /// Told once the sessions are durable, if anyone waits for it.
+        changes: SessionChanges,
+        /// Told once the changes are durable, if anyone waits for it.
         reply: Option<oneshot::Sender<Result<(), AppendError>>>,
     },
     /// Delete the recovery sessions last seen before this time.
@@ -160,13 +161,41 @@ impl WriterHandle {
         self.request(|reply| Command::Fill { rows, reply }).await
     }
 
-    /// Records recovery session `pid` as issued (or seen) now, durably; resolves once committed
-    /// (with the appends queued around it: one commit).
-    pub async fn save_session(&self, pid: String) -> Result<(), AppendError> {
-        let seen_ms = now_ms();
+    /// Records recovery session `pid` as issued (or seen) now, in `rooms` with their join
+    /// marks, durably; resolves once committed (with the appends queued around it: one commit).
+    pub async fn save_session(
+        &self,
+        pid: String,
+        rooms: Vec<(RoomKey, u64)>,
+    ) -> Result<(), AppendError> {
+        let changes = SessionChanges {
+            seen: vec![(pid.clone(), now_ms())],
+            rooms: rooms
+                .into_iter()
+                .map(|(room, mark)| (pid.clone(), room, Some(mark)))
+                .collect(),
+        };
+        self.save_sessions(changes).await
+    }
+
+    /// Records that session `pid` joined `room` with `mark` (`Some`) or left it (`None`),
+    /// durably; resolves once committed.
+    pub async fn save_room(
+        &self,
+        pid: String,
+        room: RoomKey,
+        mark: Option<u64>,
+    ) -> Result<(), AppendError> {
+        let changes = SessionChanges {
+            seen: Vec::new(),
+            rooms: vec![(pid, room, mark)],
+        };
+        self.save_sessions(changes).await
+    }
+
+    async fn save_sessions(&self, changes: SessionChanges) -> Result<(), AppendError> {
         self.request(|reply| Command::Sessions {
-            pids: vec![pid],
-            seen_ms,
+            changes,
             reply: Some(reply),
         })
         .await
@@ -183,8 +212,14 @@ impl WriterHandle {
         let mut pids = pids.into_iter().peekable();
         while pids.peek().is_some() {
             let touch = Command::Sessions {
-                pids: pids.by_ref().take(TOUCH_BATCH).collect(),
-                seen_ms,
+                changes: SessionChanges {
+                    seen: pids
+                        .by_ref()
+                        .take(TOUCH_BATCH)
+                        .map(|pid| (pid, seen_ms))
+                        .collect(),
+                    rooms: Vec::new(),
+                },
                 reply: None,
             };
             self.commands
@@ -272,14 +307,9 @@ fn run(
                     batch.inputs.push(input);
                     batch.replies.push(reply);
                 }
-                Command::Sessions {
-                    pids,
-                    seen_ms,
-                    reply,
-                } => {
-                    batch
-                        .sessions
-                        .extend(pids.into_iter().map(|pid| (pid, seen_ms)));
+                Command::Sessions { changes, reply } => {
+                    batch.sessions.seen.extend(changes.seen);
+                    batch.sessions.rooms.extend(changes.rooms);
                     batch.session_replies.extend(reply);
                 }
                 Command::Stop => {
@@ -384,7 +414,7 @@ fn apply_rows(
 struct Batch {
     inputs: Vec<ChatInput>,
     replies: Vec<oneshot::Sender<Result<AppendOutcome, AppendError>>>,
-    sessions: Vec<(String, u64)>,
+    sessions: SessionChanges,
     session_replies: Vec<oneshot::Sender<Result<(), AppendError>>>,
 }
 

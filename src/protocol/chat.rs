@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::json_type_name;
 use super::nickname::{NicknameError, validate_nickname};
+use super::room::{RoomName, RoomNameError};
 use crate::message::{ChatInput, ClientOffset, MessageId};
 
 /// Size limits applied to incoming messages (`--max-message-bytes`,
@@ -64,11 +65,15 @@ pub enum PayloadError {
     /// `meta.author` is not a usable nickname.
     #[error("invalid author: {0}")]
     BadAuthor(NicknameError),
+    /// `meta.room` is not a room name.
+    #[error("invalid room: {0}")]
+    BadRoom(RoomNameError),
 }
 
 /// Validates the arguments of a `chat message` event (the ack callback is not among them):
-/// `(content, clientOffset?, meta?)` with `meta = { author? }` (other meta fields are ignored,
-/// so newer clients can add some).
+/// `(content, clientOffset?, meta?)` with `meta = { author?, room? }` (other meta fields are
+/// ignored, so newer clients can add some). The input's room is the name given, `None` when
+/// none was (the socket layer turns the default room's name into `None` too).
 pub fn validate_chat_message(args: &[Value], limits: &Limits) -> Result<ChatInput, PayloadError> {
     if args.len() > 3 {
         return Err(PayloadError::TooManyArguments(args.len()));
@@ -102,19 +107,30 @@ pub fn validate_chat_message(args: &[Value], limits: &Limits) -> Result<ChatInpu
         Some(Value::String(offset)) => Some(ClientOffset(offset.clone())),
         Some(other) => return Err(PayloadError::OffsetNotString(json_type_name(other))),
     };
-    let author = match args.get(2) {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(meta)) => match meta.get("author") {
-            None | Some(Value::Null) => None,
-            Some(author) => Some(validate_nickname(author).map_err(PayloadError::BadAuthor)?),
-        },
+    let (author, room) = match args.get(2) {
+        None | Some(Value::Null) => (None, None),
+        Some(Value::Object(meta)) => {
+            let author = match meta.get("author") {
+                None | Some(Value::Null) => None,
+                Some(author) => Some(validate_nickname(author).map_err(PayloadError::BadAuthor)?),
+            };
+            let room = match meta.get("room") {
+                None | Some(Value::Null) => None,
+                Some(room) => Some(
+                    RoomName::from_value(room)
+                        .map_err(PayloadError::BadRoom)?
+                        .to_string(),
+                ),
+            };
+            (author, room)
+        }
         Some(other) => return Err(PayloadError::MetaNotObject(json_type_name(other))),
     };
     Ok(ChatInput {
         content: content.clone(),
         client_offset,
         author,
-        room: None,
+        room,
     })
 }
 

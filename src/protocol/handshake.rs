@@ -1,10 +1,12 @@
 //! The handshake: what a client asks for in its CONNECT `auth` object (`serverOffset`, and the
-//! `nickname`, `latest` and `epoch` extensions). Pure; errors carry the `connect_error` text.
+//! `rooms`, `nickname`, `latest` and `epoch` extensions). Pure; errors carry the
+//! `connect_error` text.
 
 use serde_json::Value;
 
 use super::json_type_name;
 use super::nickname::{NicknameError, validate_nickname};
+use super::room::RoomName;
 
 /// The largest offset a JavaScript client can hold exactly (`Number.MAX_SAFE_INTEGER`).
 pub const MAX_SERVER_OFFSET: u64 = crate::message::MessageId::MAX.0;
@@ -27,7 +29,14 @@ pub enum AuthError {
     /// `epoch` was present but not a string.
     #[error("invalid epoch: {0}")]
     BadEpoch(String),
+    /// `rooms` was present but not a list of room names.
+    #[error("invalid rooms: {0}")]
+    BadRooms(String),
 }
+
+/// Most entries `auth.rooms` may list before it is refused outright, whatever
+/// `--max-rooms-per-connection` allows (the list is the client's input).
+pub const MAX_LISTED_ROOMS: usize = 10_000;
 
 /// Parses the handshake `auth` object into the offset to replay from (0 = from the start).
 ///
@@ -102,6 +111,9 @@ pub struct Handshake {
     pub latest: Option<u64>,
     /// The epoch of the database the offset came from (`auth.epoch`, from a `sync` event).
     pub epoch: Option<String>,
+    /// The rooms to be in (`auth.rooms`), each once, in the order given; `None` when absent
+    /// (the default room).
+    pub rooms: Option<Vec<RoomName>>,
     /// What a client asking for connection state recovery sent (`auth.pid`, `auth.offset`,
     /// merged in by socket.io-client after a CONNECT that carried a pid).
     pub recovery: Option<RecoveryRequest>,
@@ -189,13 +201,39 @@ pub fn parse_handshake(auth: &Value) -> Result<Handshake, AuthError> {
             )));
         }
     };
+    let rooms = field("rooms").map(parse_rooms).transpose()?;
     Ok(Handshake {
         offset,
         nickname,
         latest,
         epoch,
+        rooms,
         recovery: parse_recovery(auth),
     })
+}
+
+/// `auth.rooms`: a list of room names (possibly empty), each kept once.
+fn parse_rooms(value: &Value) -> Result<Vec<RoomName>, AuthError> {
+    let Value::Array(list) = value else {
+        return Err(AuthError::BadRooms(format!(
+            "expected a list of room names, got {}",
+            json_type_name(value)
+        )));
+    };
+    if list.len() > MAX_LISTED_ROOMS {
+        return Err(AuthError::BadRooms(format!(
+            "{} rooms listed, the most is {MAX_LISTED_ROOMS}",
+            list.len()
+        )));
+    }
+    let mut rooms: Vec<RoomName> = Vec::with_capacity(list.len());
+    for value in list {
+        let room = RoomName::from_value(value).map_err(|e| AuthError::BadRooms(e.to_string()))?;
+        if !rooms.contains(&room) {
+            rooms.push(room);
+        }
+    }
+    Ok(rooms)
 }
 
 #[cfg(test)]
@@ -257,6 +295,7 @@ mod tests {
                 nickname: Some("bo".into()),
                 latest: Some(50),
                 epoch: None,
+                rooms: None,
                 recovery: None,
             })
         );
@@ -267,6 +306,7 @@ mod tests {
                 nickname: None,
                 latest: None,
                 epoch: None,
+                rooms: None,
                 recovery: None,
             })
         );
@@ -279,6 +319,45 @@ mod tests {
         ] {
             assert!(parse_handshake(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rooms_are_a_list_of_names() {
+        let rooms = |auth: Value| {
+            parse_handshake(&auth).map(|h| {
+                h.rooms
+                    .map(|rooms| rooms.iter().map(|r| r.to_string()).collect::<Vec<_>>())
+            })
+        };
+        assert_eq!(rooms(json!({})), Ok(None));
+        assert_eq!(rooms(json!({ "rooms": null })), Ok(None));
+        assert_eq!(rooms(json!({ "rooms": [] })), Ok(Some(vec![])));
+        assert_eq!(
+            rooms(json!({ "rooms": ["general", "dev", "general"] })),
+            Ok(Some(vec!["general".into(), "dev".into()]))
+        );
+        for (bad, says) in [
+            (
+                json!({ "rooms": "dev" }),
+                "expected a list of room names, got string",
+            ),
+            (
+                json!({ "rooms": ["dev", 3] }),
+                "must be a string, got number",
+            ),
+            (json!({ "rooms": ["Dev"] }), "invalid room name \"Dev\""),
+            (json!({ "rooms": [""] }), "invalid room name \"\""),
+        ] {
+            let error = parse_handshake(&bad).err().map(|e| e.to_string());
+            assert!(
+                error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("invalid rooms: ") && e.contains(says)),
+                "{bad}: {error:?}"
+            );
+        }
+        let many: Vec<String> = (0..=MAX_LISTED_ROOMS).map(|n| format!("r{n}")).collect();
+        assert!(parse_handshake(&json!({ "rooms": many })).is_err());
     }
 
     #[test]

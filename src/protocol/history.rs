@@ -1,17 +1,21 @@
-//! `history ({ before, limit }, ack)`: validation of a request for older messages. Pure.
+//! `history ({ room, before, limit }, ack)`: validation of a request for older messages.
+//! Pure.
 
 use serde_json::Value;
 
 use super::json_type_name;
+use super::room::RoomName;
 
 /// Default `history` page size.
 pub const HISTORY_DEFAULT_LIMIT: u64 = 50;
 /// Largest `history` page.
 pub const HISTORY_MAX_LIMIT: u64 = 200;
 
-/// A `history ({ before, limit })` request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A `history ({ room, before, limit })` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRequest {
+    /// The room (`None`: the default room).
+    pub room: Option<RoomName>,
     /// Messages with ids below this (`None`: the newest).
     pub before: Option<u64>,
     /// At most this many.
@@ -30,6 +34,9 @@ pub enum HistoryError {
     /// `limit` is out of range.
     #[error("invalid limit: expected an integer from 1 to 200, got {0}")]
     Limit(String),
+    /// `room` is not a room name.
+    #[error("invalid room: {0}")]
+    Room(String),
 }
 
 /// Validates the arguments of a `history` event.
@@ -37,6 +44,7 @@ pub fn parse_history_request(args: &[Value]) -> Result<HistoryRequest, HistoryEr
     let query = match args {
         [] | [Value::Null] => {
             return Ok(HistoryRequest {
+                room: None,
                 before: None,
                 limit: HISTORY_DEFAULT_LIMIT,
             });
@@ -45,6 +53,12 @@ pub fn parse_history_request(args: &[Value]) -> Result<HistoryRequest, HistoryEr
         other => {
             let shown: Vec<&str> = other.iter().map(json_type_name).collect();
             return Err(HistoryError::Shape(shown.join(", ")));
+        }
+    };
+    let room = match query.get("room") {
+        None | Some(Value::Null) => None,
+        Some(value) => {
+            Some(RoomName::from_value(value).map_err(|e| HistoryError::Room(e.to_string()))?)
         }
     };
     let before = match query.get("before") {
@@ -61,7 +75,11 @@ pub fn parse_history_request(args: &[Value]) -> Result<HistoryRequest, HistoryEr
             _ => return Err(HistoryError::Limit(value.to_string())),
         },
     };
-    Ok(HistoryRequest { before, limit })
+    Ok(HistoryRequest {
+        room,
+        before,
+        limit,
+    })
 }
 
 #[cfg(test)]
@@ -74,6 +92,7 @@ mod tests {
         assert_eq!(
             parse_history_request(&[]),
             Ok(HistoryRequest {
+                room: None,
                 before: None,
                 limit: 50
             })
@@ -81,15 +100,23 @@ mod tests {
         assert_eq!(
             parse_history_request(&[json!({ "before": 10, "limit": 5 })]),
             Ok(HistoryRequest {
+                room: None,
                 before: Some(10),
                 limit: 5
             })
+        );
+        let request = parse_history_request(&[json!({ "room": "dev", "limit": 5 })]);
+        assert_eq!(
+            request.map(|r| r.room.map(|r| r.to_string())),
+            Ok(Some("dev".into()))
         );
         for bad in [
             vec![json!(5)],
             vec![json!({ "before": -1 })],
             vec![json!({ "limit": 0 })],
             vec![json!({ "limit": 201 })],
+            vec![json!({ "room": "Dev" })],
+            vec![json!({ "room": 5 })],
             vec![json!({}), json!({})],
         ] {
             assert!(parse_history_request(&bad).is_err(), "{bad:?}");

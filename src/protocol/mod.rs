@@ -46,6 +46,12 @@ pub mod event {
     pub const TYPING: &str = "typing";
     /// `nickname (name, ack)`: change the nickname shown in presence.
     pub const NICKNAME: &str = "nickname";
+    /// `join (room, ack)`: receive a room's messages from now on.
+    pub const JOIN: &str = "join";
+    /// `leave (room, ack)`: stop receiving a room's messages.
+    pub const LEAVE: &str = "leave";
+    /// `rooms (ack)` / `rooms ({ after }, ack)`: the rooms that exist.
+    pub const ROOMS: &str = "rooms";
 }
 
 /// Binary attachments a client may send in one packet before it is refused (we accept none

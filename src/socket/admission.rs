@@ -21,13 +21,14 @@ use socketioxide::socket::{DisconnectReason, Socket};
 
 use super::presence::{self, Listed, Typing};
 use super::rate::TokenBucket;
-use super::{ChatState, Connection, ConnectionState, chat, history};
+use super::{ChatState, Connection, ConnectionState, chat, history, rooms};
 use crate::delivery::CatchUp;
 use crate::delivery::cursor::EmittedCursor;
 use crate::delivery::outbox::SendLock;
 use crate::delivery::socket_task::{Signals, SocketDelivery, SyncPlan, deliver};
+use crate::delivery::{RoomKey, Subscription};
 use crate::ops::metrics;
-use crate::protocol::event::{CHAT_MESSAGE, HISTORY, NICKNAME, TYPING};
+use crate::protocol::event::{CHAT_MESSAGE, HISTORY, JOIN, LEAVE, NICKNAME, ROOMS, TYPING};
 use crate::protocol::{AuthError, parse_handshake};
 
 /// Registers admission and, through it, every handler on the default namespace.
@@ -88,6 +89,10 @@ enum Refusal {
     Auth(#[from] AuthError),
     #[error("server is full: {0} clients connected, the limit")]
     Full(usize),
+    #[error("invalid rooms: {asked} rooms, the limit is {limit} per connection")]
+    TooManyRooms { asked: usize, limit: usize },
+    #[error("invalid rooms: the server has {0} rooms, the limit")]
+    ServerRooms(usize),
 }
 
 /// A socket's delivery, prepared by [`admit`] and started by [`on_connect`].
@@ -115,12 +120,38 @@ async fn admit(
         .epoch
         .as_deref()
         .is_some_and(|epoch| epoch != &*state.epoch);
+    // The rooms it asked for (missing: the default room), within the limits.
+    let asked: Vec<RoomKey> = match &handshake.rooms {
+        None => vec![None],
+        Some(names) => names.iter().map(|name| state.rooms.key(name)).collect(),
+    };
+    if asked.len() > state.rooms.max_per_connection {
+        return Err(Refusal::TooManyRooms {
+            asked: asked.len(),
+            limit: state.rooms.max_per_connection,
+        });
+    }
+    if asked.iter().any(|room| !state.rooms.exists(&state, room)) {
+        let count = state.rooms.count(&state);
+        let new = asked
+            .iter()
+            .filter(|room| !state.rooms.exists(&state, room))
+            .count();
+        if count + new > state.rooms.max_rooms {
+            return Err(Refusal::ServerRooms(count));
+        }
+    }
     let slot = state
         .connections
         .try_acquire()
         .ok_or(Refusal::Full(state.connections.max))?;
     // Saved before the CONNECT reply that names the session goes out.
-    let recovery = state.recovery.admit(handshake.recovery.clone()).await;
+    let recovery = state
+        .recovery
+        .admit(handshake.recovery.clone(), &asked)
+        .await;
+    let subscription = Arc::new(Subscription::with_marks(recovery.rooms.iter().cloned()));
+    let rooms: Vec<RoomKey> = recovery.rooms.into_iter().map(|(room, _)| room).collect();
     let (start, latest, other_epoch) = match recovery.resume_after {
         // Recovered: the last event it processed is what counts.
         Some(after) => (after, None, false),
@@ -130,11 +161,30 @@ async fn admit(
     if let Some(pid) = &recovery.pid {
         socket.set_pid(pid.clone());
     }
+    // `latest`: the replay starts before the newest N messages of its rooms.
+    let latest_after = match latest {
+        None => None,
+        Some(latest) => {
+            let (reader, rooms) = (state.reader.clone(), rooms.clone());
+            match tokio::task::spawn_blocking(move || reader.before_newest(&rooms, latest)).await {
+                Ok(Ok(after)) => Some(after),
+                Ok(Err(e)) => {
+                    tracing::warn!(sid = %socket.id, "cannot find the newest messages, replaying all: {e}");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(sid = %socket.id, "cannot find the newest messages, replaying all: {e}");
+                    None
+                }
+            }
+        }
+    };
     let catch_up = CatchUp::new(
         state.hub.clone(),
         state.reader.clone(),
+        subscription.clone(),
         start,
-        latest,
+        latest_after,
         state.batch,
     );
     let emitted = Arc::new(EmittedCursor::new(catch_up.cursor()));
@@ -148,6 +198,7 @@ async fn admit(
         sending: sending.clone(),
         arrival: Arc::default(),
         typing: Typing::new(),
+        subscription: subscription.clone(),
         pid: recovery.pid.clone(),
     }));
     // The socket's extensions stay at three entries at most (this, the send lock, the
@@ -167,7 +218,13 @@ async fn admit(
             connection.signals.close();
             // After `closed`: a catch-up task that joins after this sees it and leaves.
             state.live.leave(socket.id);
-            presence::left(&socket, &state, &connection.typing);
+            let rooms: Vec<RoomKey> = connection
+                .subscription
+                .rooms()
+                .into_iter()
+                .map(|(room, _)| room)
+                .collect();
+            presence::left(&socket, &state, &connection.typing, &rooms);
             // The recovery window counts from now (only a stopped writer refuses this).
             let _ = state.recovery.writer.touch_sessions(session).await;
         },
@@ -191,13 +248,18 @@ async fn admit(
         live: state.live.clone(),
         sending,
         offsets: recovery.pid.is_some(),
+        default_room: state.rooms.default_name().clone(),
         tasks: state.tasks.clone(),
     };
+    // Its rooms in socketioxide's adapter too: presence and typing go to a room's sockets.
+    for room in &rooms {
+        socket.join(state.rooms.name(room).to_string());
+    }
     socket
         .extensions
         .insert(PendingDelivery(Arc::new(Mutex::new(Some(Pending {
             delivery,
-            listed: presence::list(&state.roster, &socket, handshake.nickname),
+            listed: presence::list(&state.roster, &socket, handshake.nickname, rooms),
         })))));
     Ok(())
 }
@@ -224,6 +286,9 @@ impl MessageHandler<LocalAdapter, ByName> for ChatEvents {
             HISTORY => MessageHandler::call(&history::on_history, socket, data, ack),
             TYPING => MessageHandler::call(&presence::on_typing, socket, data, ack),
             NICKNAME => MessageHandler::call(&presence::on_nickname, socket, data, ack),
+            JOIN => MessageHandler::call(&rooms::on_join, socket, data, ack),
+            LEAVE => MessageHandler::call(&rooms::on_leave, socket, data, ack),
+            ROOMS => MessageHandler::call(&rooms::on_rooms, socket, data, ack),
             _ => tracing::debug!(sid = %socket.id, %event, "event without a handler ignored"),
         }
     }
@@ -242,6 +307,6 @@ async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
         let _ = socket.disconnect();
         return;
     };
-    listed.connected(&socket);
+    listed.connected(&socket, &state);
     state.tasks.spawn(deliver(socket, delivery));
 }

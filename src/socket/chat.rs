@@ -182,8 +182,24 @@ async fn handle_chat_message(
     };
     let input = args
         .map_err(|e| PayloadError::Undecodable(e.to_string()))
-        .and_then(|EventArgs(args)| validate_chat_message(&args, &state.limits));
+        .and_then(|EventArgs(args)| validate_chat_message(&args, &state.limits))
+        .map(|mut input| {
+            // The default room is stored without its name.
+            if input.room.as_deref() == Some(state.rooms.default_name()) {
+                input.room = None;
+            }
+            input
+        });
     let input = match input {
+        Ok(input) if !connection.subscription.contains(&input.room) => {
+            let room = state.rooms.name(&input.room);
+            let reply = AckReply::Rejected {
+                error: format!("not in room {room}: join it first"),
+            };
+            metrics::counter_with(metrics::REJECTED, "reason", "invalid_payload").increment(1);
+            send_ack(&socket, ack, &reply, &connection).await;
+            return;
+        }
         Ok(input) => input,
         Err(error) => {
             tracing::debug!(sid = %socket.id, "rejected chat message: {error}");
@@ -197,6 +213,7 @@ async fn handle_chat_message(
         }
     };
     place.wait_turn().await;
+    let room = input.room.clone();
     let submitted = state.log.submit(input).await;
     // The connection's next message may be submitted now.
     drop(place);
@@ -221,10 +238,19 @@ async fn handle_chat_message(
         }
     };
     tracing::trace!(sid = %socket.id, id = id.0, duplicate, "stored, waiting for own copy");
-    // Wait until this socket's own copy has been queued (fails only if it closed).
-    tokio::select! {
-        () = connection.emitted.reached(id.0) => {}
-        () = connection.signals.closed() => return,
+    // Wait until this socket's own copy has been queued, if it gets one: the message is of a
+    // room it is in, above the room's mark (a retry of a message older than the socket's
+    // join gets none, nor one whose room it has left meanwhile).
+    if connection
+        .subscription
+        .mark(&room)
+        .is_some_and(|mark| id.0 > mark)
+    {
+        tokio::select! {
+            () = connection.emitted.reached(id.0) => {}
+            () = connection.subscription.left(&room) => {}
+            () = connection.signals.closed() => return,
+        }
     }
     let reply = AckReply::Stored { id, duplicate };
     metrics::counter(metrics::ACKS).increment(1);

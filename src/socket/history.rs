@@ -1,5 +1,6 @@
-//! `history ({ before, limit }, ack)`: a page of older messages, ascending, read from the
-//! store. Requests count against the connection's rate limit, like sends.
+//! `history ({ room, before, limit }, ack)`: a page of a room's older messages (the default
+//! room's when it names none), ascending, read from the store through the room's index.
+//! Requests count against the connection's rate limit, like sends.
 
 use serde_json::json;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
@@ -11,6 +12,14 @@ use futures_util::future::Either;
 use super::{ChatState, Connection, refuse, send_ack};
 use crate::message::Message;
 use crate::protocol::{EventArgs, parse_history_request};
+
+/// One message of a page: `{ id, content, author, time, room }`.
+#[derive(serde::Serialize)]
+struct Entry {
+    #[serde(flatten)]
+    message: Message,
+    room: String,
+}
 
 /// The `history` handler: the rate limit as the event arrives (see `chat`), then the read.
 pub(super) fn on_history(
@@ -40,13 +49,23 @@ async fn answer(
         Err(error) => json!({ "error": error }),
         Ok(request) => {
             let reader = state.reader.clone();
+            let room = request.room.as_ref().and_then(|name| state.rooms.key(name));
             let read = tokio::task::spawn_blocking(move || {
-                reader.read_before(request.before, request.limit as usize)
+                reader.read_room_before(room.as_deref(), request.before, request.limit as usize)
             })
             .await;
             match read {
                 Ok(Ok((rows, has_more))) => {
-                    let messages: Vec<Message> = rows.into_iter().map(Message::from).collect();
+                    let messages: Vec<Entry> = rows
+                        .into_iter()
+                        .map(|row| {
+                            let room = state.rooms.name(&row.message.room).to_string();
+                            Entry {
+                                message: Message::from(row),
+                                room,
+                            }
+                        })
+                        .collect();
                     json!({ "messages": messages, "hasMore": has_more })
                 }
                 Ok(Err(e)) => {

@@ -9,6 +9,7 @@
 //!   [`roster`] is its plain state.
 //! - [`rate`]: the per-connection token bucket (pure).
 //! - [`recovery`]: durable connection state recovery (the CONNECT `pid`, sessions).
+//! - [`rooms`]: room names and limits, and `join`, `leave`, `rooms`.
 //!
 //! Validation rules live in [`crate::protocol`]; ordering and delivery in [`crate::delivery`].
 
@@ -18,6 +19,7 @@ pub mod history;
 pub mod presence;
 pub mod rate;
 pub mod recovery;
+pub mod rooms;
 pub mod roster;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::delivery::cursor::EmittedCursor;
 use crate::delivery::outbox::{self, NotQueued, SendLock};
 use crate::delivery::socket_task::Signals;
-use crate::delivery::{self, BatchLimits, Hub, Live};
+use crate::delivery::{self, BatchLimits, Hub, Live, Subscription};
 use crate::ingest::SharedLog;
 use crate::protocol::{AckReply, Limits};
 use crate::storage::StoreReader;
@@ -76,6 +78,8 @@ pub struct ChatState {
     pub relay: Option<Arc<dyn presence::Relay>>,
     /// Connection state recovery.
     pub recovery: recovery::Recovery,
+    /// The default room's name and the rooms' limits.
+    pub rooms: rooms::Rooms,
 }
 
 /// What the event handlers of one socket share (a socket extension): one allocation, which
@@ -98,7 +102,9 @@ pub struct ConnectionState {
     pub sending: SendLock,
     /// The order its `chat message`s arrived in: they are stored in that order.
     pub arrival: Arc<chat::ArrivalOrder>,
-    /// Whether it is typing, and its allowance of typing notices.
+    /// Its rooms, with their join marks.
+    pub subscription: Arc<Subscription>,
+    /// Where it is typing, and its allowance of typing notices.
     typing: presence::Typing,
     /// Its recovery session, if recovery is on.
     pub pid: Option<String>,
@@ -188,6 +194,14 @@ fn refuse(
 /// (presence, session upkeep, a relayed event) may run one last time while the server closes.
 pub fn chat_sockets(io: &SocketIo) -> Vec<SocketRef> {
     io.of("/").map(|ns| ns.sockets()).unwrap_or_default()
+}
+
+/// The sockets of the chat namespace in any of `rooms`; none once it is closed (see
+/// [`chat_sockets`]).
+pub fn room_sockets(io: &SocketIo, rooms: Vec<String>) -> Vec<SocketRef> {
+    io.of("/")
+        .map(|ns| ns.to(rooms).sockets())
+        .unwrap_or_default()
 }
 
 /// Registers the handlers on the default namespace.

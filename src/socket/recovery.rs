@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::every::{Every, now_ms};
 
 use super::Connection;
-use crate::delivery::Hub;
+use crate::delivery::{Hub, RoomKey};
 use crate::ingest::WriterHandle;
 use crate::ops::metrics;
 use crate::protocol::RecoveryRequest;
@@ -57,6 +57,9 @@ pub struct Decision {
     /// Recovered: replay the messages after this id (it wins over `serverOffset` and
     /// `latest`: it is the last event the client processed).
     pub resume_after: Option<u64>,
+    /// The rooms the socket is in, with their join marks: the recovered session's, or the
+    /// ones it asked for (from their start).
+    pub rooms: Vec<(RoomKey, u64)>,
 }
 
 /// Why a recovery was refused (the label of `tidings_recoveries_total`).
@@ -76,53 +79,72 @@ pub fn new_pid() -> Option<String> {
 }
 
 impl Recovery {
-    /// Decides on a connecting client's request and saves its session (durably, before the
-    /// CONNECT reply that names it goes out).
-    pub async fn admit(&self, request: Option<RecoveryRequest>) -> Decision {
-        let off = Decision {
+    /// Decides on a connecting client's request and saves its session with its rooms
+    /// (durably, before the CONNECT reply that names it goes out). A client that is not
+    /// recovered is in `asked` (the rooms of its `auth`).
+    pub async fn admit(&self, request: Option<RecoveryRequest>, asked: &[RoomKey]) -> Decision {
+        let off = || Decision {
             pid: None,
             resume_after: None,
+            rooms: asked.iter().map(|room| (room.clone(), 0)).collect(),
         };
         if self.window.is_zero() {
-            return off;
+            return off();
         }
-        let (pid, resume_after, outcome) = match &request {
-            None => (None, None, "new"),
+        let (pid, resume_after, recovered, outcome) = match &request {
+            None => (None, None, None, "new"),
             Some(RecoveryRequest::Resume { pid, offset }) => match self.check(pid, *offset).await {
-                Ok(()) => (Some(pid.clone()), Some(*offset), "recovered"),
-                Err(reason) => (None, None, reason),
+                Ok(rooms) => (Some(pid.clone()), Some(*offset), Some(rooms), "recovered"),
+                Err(reason) => (None, None, None, reason),
             },
-            Some(other) => (None, None, refusal(other).unwrap_or("refused")),
+            Some(other) => (None, None, None, refusal(other).unwrap_or("refused")),
         };
         metrics::counter_with(metrics::RECOVERIES, "outcome", outcome).increment(1);
         // Refused: a new pid, never the old one.
         let Some(pid) = pid.or_else(new_pid) else {
             tracing::warn!("no random source for a session id: recovery off for this client");
-            return off;
+            return off();
         };
-        if let Err(e) = self.writer.save_session(pid.clone()).await {
+        // A recovered session keeps its rooms; a new one records the ones asked for.
+        let (rooms, saved) = match recovered {
+            Some(rooms) => (rooms, Vec::new()),
+            None => {
+                let rooms = off().rooms;
+                (rooms.clone(), rooms)
+            }
+        };
+        if let Err(e) = self.writer.save_session(pid.clone(), saved).await {
             tracing::warn!("session not saved, recovery off for this client: {e}");
-            return off;
+            return off();
         }
         Decision {
             pid: Some(pid),
             resume_after,
+            rooms,
         }
     }
 
-    /// Whether session `pid` may resume after `offset`; the refusal's label otherwise.
-    async fn check(&self, pid: &str, offset: u64) -> Result<(), &'static str> {
+    /// Whether session `pid` may resume after `offset`, and its rooms with their marks; the
+    /// refusal's label otherwise.
+    async fn check(&self, pid: &str, offset: u64) -> Result<Vec<(RoomKey, u64)>, &'static str> {
         if offset > self.hub.log_end() {
             return Err("unknown_offset");
         }
         let (reader, pid) = (self.reader.clone(), pid.to_string());
         let looked_up = tokio::task::spawn_blocking(move || {
             let seen = reader.session(&pid)?;
-            let oldest = reader.oldest_id()?;
-            Ok::<_, crate::storage::StoreError>((seen, oldest))
+            let rooms = reader.session_rooms(&pid)?;
+            // Whether retention deleted, in any of its rooms, a message it has not had.
+            let mut lost = false;
+            for (room, mark) in &rooms {
+                if let Some(stats) = reader.room_stats(room.as_deref())? {
+                    lost |= stats.pruned_through > offset.max(*mark);
+                }
+            }
+            Ok::<_, crate::storage::StoreError>((seen, rooms, lost))
         })
         .await;
-        let (seen, oldest) = match looked_up {
+        let (seen, rooms, lost) = match looked_up {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
                 tracing::warn!("recovery lookup failed: {e}");
@@ -139,14 +161,12 @@ impl Recovery {
         if now_ms().saturating_sub(seen) > self.window.as_millis() as u64 {
             return Err("expired");
         }
-        // Retention deletes the oldest first: everything after the offset is still there
-        // unless the oldest stored message is beyond the next one (or nothing is left).
-        let last = self.hub.last_published();
-        let complete = offset >= last || (oldest != 0 && oldest <= offset + 1);
-        if !complete {
+        // Each room records the highest id retention deleted from it: recovering would hide a
+        // gap if that is above the offset (or the room's mark).
+        if lost {
             return Err("messages_deleted");
         }
-        Ok(())
+        Ok(rooms)
     }
 }
 

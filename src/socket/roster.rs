@@ -1,4 +1,5 @@
-//! Who is online: the roster of connected sockets and their nicknames, as plain state.
+//! Who is online, room by room: each room's roster of connected sockets and their nicknames
+//! ([`Roster`]), and every room's together ([`Rosters`]), as plain state.
 //!
 //! Owns nothing but the maps; the socket layer feeds it joins, renames and leaves and sends
 //! the snapshots. Presence is ephemeral: never stored, lost on restart by design.
@@ -13,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use serde::Serialize;
+
+use crate::delivery::RoomKey;
 
 /// Most names listed in a snapshot; `count` is always exact.
 pub const MAX_LISTED: usize = 200;
@@ -176,6 +179,29 @@ impl Roster {
             .sum();
     }
 
+    /// Whether nobody is in the room, here or on another node.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.remote.is_empty()
+    }
+
+    /// Sockets in the room on this node.
+    pub fn local_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Sockets in the room on every node.
+    pub fn count(&self) -> usize {
+        self.members.len() + self.remote_count
+    }
+
+    /// Forgets another node's part (it no longer has anyone in the room).
+    pub fn forget_remote(&mut self, node: &str) {
+        if self.remote.remove(node).is_some() {
+            self.count_remote();
+            self.dirty = true;
+        }
+    }
+
     /// Every name online, on this node and the others.
     fn online(&self) -> BTreeSet<String> {
         let mut names: BTreeSet<String> = self.names.keys().cloned().collect();
@@ -230,6 +256,162 @@ impl Roster {
             left: Vec::new(),
             left_count: 0,
         }
+    }
+}
+
+/// Every room's roster, and each local socket's nickname and rooms: what presence is made
+/// of. A room's roster exists while someone (here or on another node) is in it.
+#[derive(Debug, Default)]
+pub struct Rosters {
+    rooms: HashMap<RoomKey, Roster>,
+    /// Rooms whose roster changed since their last snapshot was taken.
+    dirty: BTreeSet<RoomKey>,
+    /// Each local socket's nickname.
+    names: HashMap<String, Option<String>>,
+}
+
+impl Rosters {
+    fn roster(&mut self, room: &RoomKey) -> &mut Roster {
+        if !self.rooms.contains_key(room) {
+            self.rooms.insert(room.clone(), Roster::default());
+        }
+        self.dirty.insert(room.clone());
+        self.rooms.entry(room.clone()).or_default()
+    }
+
+    /// A socket connected with `nickname`, in `rooms`.
+    pub fn connect(&mut self, sid: &str, nickname: Option<String>, rooms: &[RoomKey]) {
+        for room in rooms {
+            self.roster(room).join(sid, nickname.clone());
+        }
+        self.names.insert(sid.to_string(), nickname);
+    }
+
+    /// A socket joined `room`.
+    pub fn enter(&mut self, sid: &str, room: &RoomKey) {
+        let nickname = self.names.get(sid).cloned().flatten();
+        self.roster(room).join(sid, nickname);
+    }
+
+    /// A socket left `room`; returns its nickname.
+    pub fn exit(&mut self, sid: &str, room: &RoomKey) -> Option<String> {
+        // A room left empty is forgotten after its last snapshot (`take_changes`).
+        self.roster(room).leave(sid)
+    }
+
+    /// A socket disconnected from `rooms`; returns its nickname.
+    pub fn disconnect(&mut self, sid: &str, rooms: &[RoomKey]) -> Option<String> {
+        for room in rooms {
+            self.exit(sid, room);
+        }
+        self.names.remove(sid).flatten()
+    }
+
+    /// A socket in `rooms` changed its nickname; returns the previous one.
+    pub fn rename(&mut self, sid: &str, nickname: String, rooms: &[RoomKey]) -> Option<String> {
+        for room in rooms {
+            self.roster(room).rename(sid, nickname.clone());
+        }
+        self.names.insert(sid.to_string(), Some(nickname)).flatten()
+    }
+
+    /// A socket's nickname, if it has one.
+    pub fn nickname(&self, sid: &str) -> Option<&str> {
+        self.names.get(sid).and_then(|n| n.as_deref())
+    }
+
+    /// Who is in `room` now (for a socket that just joined it).
+    pub fn snapshot(&self, room: &RoomKey) -> Snapshot {
+        self.rooms
+            .get(room)
+            .map(Roster::snapshot)
+            .unwrap_or_else(|| Roster::default().snapshot())
+    }
+
+    /// Sockets in `room`, on every node.
+    pub fn count(&self, room: &RoomKey) -> usize {
+        self.rooms.get(room).map_or(0, Roster::count)
+    }
+
+    /// Rooms with anyone in them, on any node.
+    pub fn rooms(&self) -> impl Iterator<Item = &RoomKey> {
+        self.rooms.keys()
+    }
+
+    /// Sockets connected to this node.
+    pub fn local_sockets(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The rooms whose roster changed, with their snapshot and news; rooms nobody is in any
+    /// more are forgotten after their last snapshot.
+    pub fn take_changes(&mut self) -> Vec<(RoomKey, Snapshot)> {
+        let mut changes = Vec::new();
+        for room in std::mem::take(&mut self.dirty) {
+            let Some(roster) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            if let Some(snapshot) = roster.take_changes() {
+                changes.push((room.clone(), snapshot));
+            }
+            if roster.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+        changes
+    }
+
+    /// This node's part of every room's roster, for the other nodes (keyed by room name; the
+    /// default room is `""`).
+    pub fn local(&self) -> BTreeMap<String, NodeRoster> {
+        self.rooms
+            .iter()
+            .filter(|(_, roster)| roster.local_count() > 0)
+            .map(|(room, roster)| (room.clone().unwrap_or_default(), roster.local()))
+            .collect()
+    }
+
+    /// What another node has online, room by room, as it just said: rooms it no longer
+    /// lists lose its part.
+    pub fn set_remote(&mut self, node: &str, rooms: BTreeMap<String, NodeRoster>, now: Instant) {
+        let listed: BTreeSet<RoomKey> = rooms
+            .keys()
+            .map(|key| (!key.is_empty()).then(|| key.clone()))
+            .collect();
+        let stale: Vec<RoomKey> = self
+            .rooms
+            .iter()
+            .filter(|(room, roster)| !listed.contains(*room) && roster.remote.contains_key(node))
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in stale {
+            self.roster(&room).forget_remote(node);
+        }
+        for (key, roster) in rooms {
+            let room = (!key.is_empty()).then_some(key);
+            let changed = self
+                .rooms
+                .get(&room)
+                .is_none_or(|known| known.remote.get(node).is_none_or(|(r, _)| *r != roster));
+            if changed {
+                self.roster(&room).set_remote(node, roster, now);
+            } else if let Some(known) = self.rooms.get_mut(&room) {
+                known.set_remote(node, roster, now);
+            }
+        }
+    }
+
+    /// Forgets the nodes not heard of since `before` (they died, or lost NATS).
+    pub fn expire_remote(&mut self, before: Instant) {
+        let mut expired = Vec::new();
+        for (room, roster) in &mut self.rooms {
+            let known = roster.remote.len();
+            roster.expire_remote(before);
+            if roster.remote.len() != known {
+                expired.push(room.clone());
+            }
+        }
+        self.dirty.extend(expired);
     }
 }
 
@@ -356,5 +538,60 @@ mod tests {
         let news = roster.take_changes().expect("changed");
         assert_eq!((news.count, news.left), (1, vec!["bo".to_string()]));
         assert_eq!(roster.local().names.get("ada"), Some(&1));
+    }
+
+    #[test]
+    fn each_room_has_its_own_roster() {
+        let dev = Some("dev".to_string());
+        let mut rosters = Rosters::default();
+        rosters.connect("a", Some("ada".into()), &[None, dev.clone()]);
+        rosters.connect("b", Some("bo".into()), std::slice::from_ref(&dev));
+        rosters.connect("c", None, &[None]);
+        let changes = rosters.take_changes();
+        let counts: Vec<(RoomKey, usize)> = changes
+            .iter()
+            .map(|(room, s)| (room.clone(), s.count))
+            .collect();
+        assert_eq!(counts, [(None, 2), (dev.clone(), 2)]);
+        assert_eq!(rosters.snapshot(&dev).users, ["ada", "bo"]);
+        assert!(rosters.take_changes().is_empty(), "nothing new");
+        // A rename reaches every room of the socket; leaving one room is news there only.
+        assert_eq!(
+            rosters.rename("a", "al".into(), &[None, dev.clone()]),
+            Some("ada".into())
+        );
+        rosters.exit("b", &dev);
+        let changes = rosters.take_changes();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(rosters.snapshot(&dev).users, ["al"]);
+        // The last one out: its room's last snapshot, then it is forgotten.
+        assert_eq!(
+            rosters.disconnect("a", &[None, dev.clone()]),
+            Some("al".into())
+        );
+        let changes = rosters.take_changes();
+        let left: Vec<usize> = changes.iter().map(|(_, s)| s.count).collect();
+        assert_eq!(left, [1, 0]);
+        let rooms: Vec<&RoomKey> = rosters.rooms().collect();
+        assert_eq!(rooms, [&None], "dev is forgotten");
+        // Other nodes, room by room.
+        let now = Instant::now();
+        let mut theirs = BTreeMap::new();
+        theirs.insert(
+            "dev".to_string(),
+            NodeRoster {
+                names: [("cy".to_string(), 1)].into(),
+                anonymous: 2,
+            },
+        );
+        rosters.set_remote("node-b", theirs, now);
+        assert_eq!(rosters.count(&dev), 3);
+        rosters.set_remote("node-b", BTreeMap::new(), now);
+        assert_eq!(rosters.count(&dev), 0, "no longer listed: gone");
+        assert_eq!(
+            rosters.local().len(),
+            1,
+            "only the default room has someone here"
+        );
     }
 }

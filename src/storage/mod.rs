@@ -14,6 +14,7 @@ mod migrate;
 mod reader;
 pub mod record;
 mod rooms;
+mod sessions;
 mod tables;
 mod writer;
 
@@ -31,6 +32,7 @@ use crate::message::DedupKey;
 pub use reader::{RoomCursor, StoreReader};
 pub use record::RecordError;
 pub use rooms::{RoomStats, key_room, room_key};
+pub use sessions::SessionChanges;
 pub use writer::{ImportSummary, StoreWriter};
 
 /// `id -> [format version] ++ postcard(StoredMessage)`.
@@ -43,10 +45,6 @@ const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const DEDUP: MultimapTableDefinition<u128, u64> = MultimapTableDefinition::new("dedup");
 /// Small named counters: the schema version and the highest id ever assigned.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Connection state recovery: private session id -> when its client was last seen (ms since
-/// the Unix epoch). Written when a session is issued, when its socket closes, and once a minute
-/// for the sockets still connected; never per message.
-const SESSIONS: TableDefinition<&str, u64> = TableDefinition::new("sessions");
 /// Cluster mode only: `"stream"` -> the identity of the JetStream stream this file is a replica
 /// of (`NAME@CREATED`). Absent in a single-node file.
 const CLUSTER: TableDefinition<&str, &str> = TableDefinition::new("cluster");

@@ -6,9 +6,10 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::record::decode_record;
 use super::rooms::{self, ROOM_MESSAGES, ROOMS, RoomStats, key_room, room_key};
+use super::sessions::{self, SESSION_ROOMS, SESSIONS};
 use super::{
-    CacheStats, DEDUP, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SESSIONS,
-    SETTING_DEFAULT_ROOM, SETTINGS, SharedDb, StoreError, read_err, write_err,
+    CacheStats, DEDUP, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SETTING_DEFAULT_ROOM,
+    SETTINGS, SharedDb, StoreError, read_err, write_err,
 };
 use crate::message::{MessageId, StoredMessage, StoredRow};
 
@@ -213,6 +214,34 @@ impl StoreReader {
         })
     }
 
+    /// The id just before the newest `n` messages of `rooms` together (0 when they hold no
+    /// more than `n`): where a replay of "the newest `n`" starts. Reads index keys only, at
+    /// most `n` per room.
+    pub fn before_newest(&self, rooms: &[Option<String>], n: u64) -> Result<u64, StoreError> {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if n == 0 {
+            return self.newest_id();
+        }
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let index = read.open_table(ROOM_MESSAGES).map_err(read_err)?;
+            let mut newest = Vec::new();
+            for room in rooms {
+                let key = room_key(room.as_deref());
+                for entry in index
+                    .range((key, 0)..=(key, u64::MAX))
+                    .map_err(read_err)?
+                    .rev()
+                    .take(n)
+                {
+                    newest.push(entry.map_err(read_err)?.0.value().1);
+                }
+            }
+            newest.sort_unstable_by(|a, b| b.cmp(a));
+            Ok(newest.get(n - 1).map_or(0, |nth| nth - 1))
+        })
+    }
+
     /// `room`'s counters, `None` if it never held a message.
     pub fn room_stats(&self, room: Option<&str>) -> Result<Option<RoomStats>, StoreError> {
         self.db.with(|db| {
@@ -364,6 +393,20 @@ impl StoreReader {
                 holes.push((expected, through));
             }
             Ok(holes)
+        })
+    }
+
+    /// The rooms of recovery session `pid`, with their join marks (none for an unknown
+    /// session).
+    pub fn session_rooms(&self, pid: &str) -> Result<Vec<(Option<String>, u64)>, StoreError> {
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let table = match read.open_table(SESSION_ROOMS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(read_err(e)),
+            };
+            sessions::rooms_of(&table, pid).map_err(read_err)
         })
     }
 

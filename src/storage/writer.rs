@@ -4,14 +4,15 @@
 use std::path::PathBuf;
 use std::sync::PoisonError;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::record::decode_record;
 use super::rooms::key_room;
+use super::sessions::{self, SessionChanges};
 use super::tables::MessageTables;
 use super::{
-    CLUSTER, CLUSTER_STREAM, META, META_LAST_ID, META_PRUNED_THROUGH, Opener, SESSIONS,
-    SETTING_DEFAULT_ROOM, SETTINGS, SharedDb, StoreError, open_checked, write_err,
+    CLUSTER, CLUSTER_STREAM, META, META_LAST_ID, META_PRUNED_THROUGH, Opener, SETTING_DEFAULT_ROOM,
+    SETTINGS, SharedDb, StoreError, open_checked, write_err,
 };
 use crate::message::{AppendOutcome, ChatInput, MessageId, StoredMessage, StoredRow};
 
@@ -404,15 +405,15 @@ impl StoreWriter {
         inputs: &[ChatInput],
         received_at_ms: u64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        self.commit(inputs, &[], received_at_ms)
+        self.commit(inputs, &SessionChanges::default(), received_at_ms)
     }
 
-    /// [`StoreWriter::append_batch`], also recording recovery sessions (`pid`, last seen ms)
-    /// in the same durable commit.
+    /// [`StoreWriter::append_batch`], also recording changes to recovery sessions (seen,
+    /// rooms joined and left) in the same durable commit.
     pub fn commit(
         &mut self,
         inputs: &[ChatInput],
-        sessions: &[(String, u64)],
+        sessions: &SessionChanges,
         received_at_ms: u64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         let (outcomes, next_id) = self
@@ -426,17 +427,9 @@ impl StoreWriter {
     pub fn expire_sessions(&mut self, before_ms: u64) -> Result<usize, StoreError> {
         self.db.with(|db| {
             let write = db.begin_write().map_err(write_err)?;
-            let expired;
-            {
-                let mut sessions = write.open_table(SESSIONS).map_err(write_err)?;
-                let before = sessions.len().map_err(write_err)?;
-                sessions
-                    .retain(|_, seen| seen >= before_ms)
-                    .map_err(write_err)?;
-                expired = before - sessions.len().map_err(write_err)?;
-            }
+            let expired = sessions::expire(&write, before_ms)?;
             write.commit().map_err(write_err)?;
-            Ok(expired as usize)
+            Ok(expired)
         })
     }
 
@@ -444,17 +437,12 @@ impl StoreWriter {
         db: &Database,
         mut next_id: u64,
         inputs: &[ChatInput],
-        sessions: &[(String, u64)],
+        changes: &SessionChanges,
         received_at_ms: u64,
     ) -> Result<(Vec<AppendOutcome>, u64), StoreError> {
         let mut outcomes = Vec::with_capacity(inputs.len());
         let write = db.begin_write().map_err(write_err)?;
-        if !sessions.is_empty() {
-            let mut table = write.open_table(SESSIONS).map_err(write_err)?;
-            for (pid, seen) in sessions {
-                table.insert(pid.as_str(), seen).map_err(write_err)?;
-            }
-        }
+        sessions::write(&write, changes)?;
         {
             let mut tables = MessageTables::open(&write)?;
             for input in inputs {

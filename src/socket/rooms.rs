@@ -1,0 +1,314 @@
+//! Rooms at the socket layer: names to keys and back (the default room's messages carry no
+//! name), the limits (`--max-rooms-per-connection`, `--max-rooms`), and the `join`, `leave`
+//! and `rooms` events.
+//!
+//! - `join (room, ack)` → `{ room, last }`: the socket gets the room's messages above `last`
+//!   live, and reads older ones with `history ({ room, before: last + 1 })`. Saved with its
+//!   recovery session before the ack.
+//! - `leave (room, ack)` → `{ ok: true }`: nothing more of the room; saved before the ack.
+//! - `rooms (ack)` / `rooms ({ after }, ack)` → `{ rooms: [{ name, members, last }] }`, 200
+//!   per page by name.
+//!
+//! Each is a request against the connection's rate limit.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::Either;
+use serde::Serialize;
+use serde_json::{Value, json};
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+
+use super::{ChatState, Connection, refuse, send_ack};
+use crate::delivery::RoomKey;
+use crate::protocol::EventArgs;
+use crate::protocol::room::{RoomName, RoomNameError};
+
+/// Most rooms a `rooms` answer lists.
+pub const DIRECTORY_PAGE: usize = 200;
+
+/// The default room's name and the limits.
+#[derive(Debug, Clone)]
+pub struct Rooms {
+    /// The default room's name.
+    default: Arc<str>,
+    /// `--max-rooms-per-connection`.
+    pub max_per_connection: usize,
+    /// `--max-rooms`.
+    pub max_rooms: usize,
+}
+
+impl Rooms {
+    /// Rooms with `default` as the default room's name.
+    pub fn new(default: &str, max_per_connection: usize, max_rooms: usize) -> Self {
+        Self {
+            default: default.into(),
+            max_per_connection,
+            max_rooms,
+        }
+    }
+
+    /// The default room's name.
+    pub fn default_name(&self) -> &Arc<str> {
+        &self.default
+    }
+
+    /// The key of room `name` (`None` for the default room).
+    pub fn key(&self, name: &RoomName) -> RoomKey {
+        (name.as_str() != &*self.default).then(|| name.to_string())
+    }
+
+    /// The name of the room keyed `key`.
+    pub fn name<'a>(&'a self, key: &'a RoomKey) -> &'a str {
+        key.as_deref().unwrap_or(&self.default)
+    }
+
+    /// The key of the room an event names in its `room` field, the default room when it
+    /// names none.
+    pub fn key_of(&self, room: Option<&Value>) -> Result<RoomKey, RoomNameError> {
+        match room {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => RoomName::from_value(value).map(|name| self.key(&name)),
+        }
+    }
+
+    /// Whether room `key` exists: it holds messages or has members.
+    pub fn exists(&self, state: &ChatState, key: &RoomKey) -> bool {
+        state.hub.room_last(key) > 0 || state.roster.count(key) > 0
+    }
+
+    /// How many rooms exist: those that hold messages and those with members only.
+    pub fn count(&self, state: &ChatState) -> usize {
+        let with_messages: std::collections::HashSet<RoomKey> = state
+            .hub
+            .rooms()
+            .into_iter()
+            .map(|(room, _)| room)
+            .collect();
+        let members_only = state
+            .roster
+            .rooms()
+            .into_iter()
+            .filter(|room| !with_messages.contains(room))
+            .count();
+        with_messages.len() + members_only
+    }
+}
+
+/// Why a room could not be joined; the text is the ack's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// Not a valid room name.
+    #[error(transparent)]
+    Name(#[from] RoomNameError),
+    /// The connection is in as many rooms as it may be.
+    #[error("too many rooms: this connection is in {0}, the limit")]
+    PerConnection(usize),
+    /// The server has as many rooms as it may have.
+    #[error("too many rooms: the server has {0}, the limit")]
+    Server(usize),
+    /// The join could not be saved with the recovery session.
+    #[error("the room could not be joined right now")]
+    Unavailable,
+}
+
+#[derive(Serialize)]
+struct Joined<'a> {
+    room: &'a str,
+    last: u64,
+}
+
+/// `join (room, ack)`.
+pub(super) fn on_join(
+    socket: SocketRef,
+    TryData(args): TryData<EventArgs>,
+    ack: AckSender,
+    State(state): State<ChatState>,
+    Extension(connection): Extension<Connection>,
+) -> impl Future<Output = ()> {
+    match connection.take_allowance() {
+        Ok(()) => Either::Left(async move {
+            let reply = match join(&socket, args, &state, &connection).await {
+                Ok((name, last)) => json!(Joined { room: &name, last }),
+                Err(e) => json!({ "error": e.to_string() }),
+            };
+            send_ack(&socket, ack, &reply, &connection).await;
+        }),
+        Err(refusal) => Either::Right(refuse(&socket, ack, refusal, &state, &connection)),
+    }
+}
+
+async fn join(
+    socket: &SocketRef,
+    args: Result<EventArgs, socketioxide::ParserError>,
+    state: &ChatState,
+    connection: &Connection,
+) -> Result<(String, u64), JoinError> {
+    let name = first_arg_room(args)?;
+    let key = state.rooms.key(&name);
+    let subscription = &connection.subscription;
+    if let Some(mark) = subscription.mark(&key) {
+        return Ok((name.to_string(), mark));
+    }
+    if subscription.len() >= state.rooms.max_per_connection {
+        return Err(JoinError::PerConnection(subscription.len()));
+    }
+    if !state.rooms.exists(state, &key) {
+        let count = state.rooms.count(state);
+        if count >= state.rooms.max_rooms {
+            return Err(JoinError::Server(count));
+        }
+    }
+    let mark = state.live.join_room(socket.id, subscription, key.clone());
+    if let Some(pid) = &connection.pid
+        && let Err(e) = state
+            .recovery
+            .writer
+            .save_room(pid.clone(), key.clone(), Some(mark))
+            .await
+    {
+        tracing::warn!(sid = %socket.id, "a join could not be saved: {e}");
+        state.live.leave_room(socket.id, subscription, &key);
+        return Err(JoinError::Unavailable);
+    }
+    socket.join(name.to_string());
+    super::presence::entered(socket, state, &key);
+    Ok((name.to_string(), mark))
+}
+
+/// `leave (room, ack)`.
+pub(super) fn on_leave(
+    socket: SocketRef,
+    TryData(args): TryData<EventArgs>,
+    ack: AckSender,
+    State(state): State<ChatState>,
+    Extension(connection): Extension<Connection>,
+) -> impl Future<Output = ()> {
+    match connection.take_allowance() {
+        Ok(()) => Either::Left(async move {
+            let reply = match leave(&socket, args, &state, &connection).await {
+                Ok(()) => json!({ "ok": true }),
+                Err(e) => json!({ "error": e.to_string() }),
+            };
+            send_ack(&socket, ack, &reply, &connection).await;
+        }),
+        Err(refusal) => Either::Right(refuse(&socket, ack, refusal, &state, &connection)),
+    }
+}
+
+async fn leave(
+    socket: &SocketRef,
+    args: Result<EventArgs, socketioxide::ParserError>,
+    state: &ChatState,
+    connection: &Connection,
+) -> Result<(), JoinError> {
+    let name = first_arg_room(args)?;
+    let key = state.rooms.key(&name);
+    if !state
+        .live
+        .leave_room(socket.id, &connection.subscription, &key)
+    {
+        return Ok(());
+    }
+    socket.leave(name.to_string());
+    super::presence::exited(socket, state, connection, &key);
+    if let Some(pid) = &connection.pid
+        && let Err(e) = state
+            .recovery
+            .writer
+            .save_room(pid.clone(), key, None)
+            .await
+    {
+        // Left here; a recovery might bring the room back. Say so in the log only: the
+        // client asked to leave and has left.
+        tracing::warn!(sid = %socket.id, "a leave could not be saved: {e}");
+    }
+    Ok(())
+}
+
+/// The room named by an event's first argument.
+fn first_arg_room(
+    args: Result<EventArgs, socketioxide::ParserError>,
+) -> Result<RoomName, JoinError> {
+    let args = args.map_err(|_| RoomNameError::NotString("undecodable arguments"))?;
+    match args.0.first() {
+        Some(value) => Ok(RoomName::from_value(value)?),
+        None => Err(RoomNameError::NotString("nothing").into()),
+    }
+}
+
+#[derive(Serialize)]
+struct Listed {
+    name: String,
+    members: usize,
+    last: u64,
+}
+
+/// `rooms (ack)` / `rooms ({ after }, ack)`: the rooms that exist, by name.
+pub(super) fn on_rooms(
+    socket: SocketRef,
+    TryData(args): TryData<EventArgs>,
+    ack: AckSender,
+    State(state): State<ChatState>,
+    Extension(connection): Extension<Connection>,
+) -> impl Future<Output = ()> {
+    match connection.take_allowance() {
+        Ok(()) => Either::Left(async move {
+            let reply = match directory(args, &state) {
+                Ok(rooms) => json!({ "rooms": rooms }),
+                Err(e) => json!({ "error": e }),
+            };
+            send_ack(&socket, ack, &reply, &connection).await;
+        }),
+        Err(refusal) => Either::Right(refuse(&socket, ack, refusal, &state, &connection)),
+    }
+}
+
+/// One page of the directory: rooms with messages or members, by name after `after`.
+fn directory(
+    args: Result<EventArgs, socketioxide::ParserError>,
+    state: &ChatState,
+) -> Result<Vec<Listed>, String> {
+    let after = match args
+        .ok()
+        .and_then(|EventArgs(args)| args.into_iter().next())
+    {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(request)) => match request.get("after") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                RoomName::from_value(value)
+                    .map_err(|e| format!("invalid after: {e}"))?
+                    .to_string(),
+            ),
+        },
+        Some(other) => {
+            return Err(format!(
+                "expected rooms ({{ after }}, ack), got {}",
+                crate::protocol::json_type_name(&other)
+            ));
+        }
+    };
+    let mut rooms: BTreeMap<String, Listed> = BTreeMap::new();
+    let mut add = |key: &RoomKey, last: u64, members: usize| {
+        let name = state.rooms.name(key);
+        if after.as_deref().is_some_and(|after| name <= after) {
+            return;
+        }
+        let entry = rooms.entry(name.to_string()).or_insert(Listed {
+            name: name.to_string(),
+            members: 0,
+            last: 0,
+        });
+        entry.last = entry.last.max(last);
+        entry.members = entry.members.max(members);
+    };
+    for (key, last) in state.hub.rooms() {
+        add(&key, last, state.roster.count(&key));
+    }
+    for key in state.roster.rooms() {
+        add(&key, state.hub.room_last(&key), state.roster.count(&key));
+    }
+    Ok(rooms.into_values().take(DIRECTORY_PAGE).collect())
+}
