@@ -693,6 +693,83 @@ mod tests {
         );
     }
 
+    /// Message `id` of `room`.
+    fn in_room(id: u64, room: &str) -> SharedMessage {
+        let mut message = (*msg(id)).clone();
+        message.room = Some(room.to_string());
+        Arc::new(message)
+    }
+
+    #[tokio::test]
+    async fn a_message_goes_to_its_room_s_members_only_in_id_order() {
+        let hub = hub_at(0, 64);
+        let (live, broadcaster) = TestSet::start(hub.clone(), CancellationToken::new());
+        tokio::spawn(broadcaster);
+        let dev_sink = FakeSink::with_room(100);
+        let ops_sink = FakeSink::with_room(100);
+        let both_sink = FakeSink::with_room(100);
+        let dev_rooms = || Subscription::new([Some("dev".to_string())]);
+        let (dev, dev_joined) = member_in(&dev_sink, 0, dev_rooms());
+        let (ops, ops_joined) = member_in(&ops_sink, 0, Subscription::new([Some("ops".into())]));
+        let (both, both_joined) = member_in(
+            &both_sink,
+            0,
+            Subscription::new([Some("dev".into()), Some("ops".into())]),
+        );
+        for member in [dev, ops, both] {
+            assert_eq!(join(&live, member), Ok(()));
+        }
+        hub.publish([
+            in_room(1, "dev"),
+            in_room(2, "ops"),
+            in_room(3, "dev"),
+            in_room(4, "x"),
+        ]);
+        eventually("both has 1..=3", || both_joined.sink.got() == [1, 2, 3]).await;
+        eventually("dev has 1 and 3", || dev_joined.sink.got() == [1, 3]).await;
+        eventually("ops has 2", || ops_joined.sink.got() == [2]).await;
+        // Everyone has everything of its rooms up to the batch's end.
+        eventually("cursors moved", || ops_joined.emitted.get() == 4).await;
+        // A message of a room nobody is in costs no pass over anyone.
+        hub.publish([in_room(5, "x")]);
+        hub.publish([in_room(6, "ops")]);
+        eventually("ops has 6", || ops_joined.sink.got() == [2, 6]).await;
+        assert_eq!(dev_joined.sink.got(), [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_live_member_joining_a_room_gets_what_follows_its_mark() {
+        let hub = hub_at(0, 64);
+        let (live, broadcaster) = TestSet::start(hub.clone(), CancellationToken::new());
+        tokio::spawn(broadcaster);
+        let sink = FakeSink::with_room(100);
+        let subscription = Arc::new(Subscription::new([Some("dev".to_string())]));
+        let (member, joined) = member_in(&sink, 0, Subscription::new([]));
+        let sid = member.sid;
+        let member = Member {
+            subscription: subscription.clone(),
+            ..member
+        };
+        assert_eq!(join(&live, member), Ok(()));
+        hub.publish([in_room(1, "ops"), in_room(2, "dev")]);
+        eventually("dev's 2", || joined.sink.got() == [2]).await;
+        // It joins ops: its mark is ops' newest id, 1; 1 it reads with history.
+        assert_eq!(live.join_room(sid, &subscription, Some("ops".into())), 1);
+        assert_eq!(
+            live.join_room(sid, &subscription, Some("ops".into())),
+            1,
+            "again: the same"
+        );
+        hub.publish([in_room(3, "ops")]);
+        eventually("ops' 3", || joined.sink.got() == [2, 3]).await;
+        // It leaves dev: nothing more of dev.
+        assert!(live.leave_room(sid, &subscription, &Some("dev".into())));
+        assert!(!live.leave_room(sid, &subscription, &Some("dev".into())));
+        hub.publish([in_room(4, "dev"), in_room(5, "ops")]);
+        eventually("ops' 5", || joined.sink.got() == [2, 3, 5]).await;
+        assert_eq!(joined.emitted.get(), 5);
+    }
+
     #[tokio::test]
     async fn a_closed_member_is_dropped_without_being_told() {
         let hub = hub_at(0, 64);

@@ -67,6 +67,8 @@ pub struct Client {
     next_ack: u64,
     /// The socket id the server assigned.
     pub sid: String,
+    /// The private session id of the CONNECT reply (connection state recovery), if any.
+    pub pid: Option<String>,
 }
 
 /// How long [`Client::connect`] waits for the handshake.
@@ -101,11 +103,10 @@ impl Client {
                         .await
                         .map_err(|e| ClientError::Transport(e.to_string()))?;
                 } else if let Some(body) = text.strip_prefix("40") {
-                    let sid = serde_json::from_str::<Value>(body)
-                        .ok()
-                        .and_then(|v| v.get("sid").and_then(Value::as_str).map(String::from))
-                        .unwrap_or_default();
-                    return Ok(sid);
+                    let reply = serde_json::from_str::<Value>(body).unwrap_or(Value::Null);
+                    let field =
+                        |name: &str| reply.get(name).and_then(Value::as_str).map(String::from);
+                    return Ok((field("sid").unwrap_or_default(), field("pid")));
                 } else if let Some(body) = text.strip_prefix("44") {
                     let message = serde_json::from_str::<Value>(body)
                         .ok()
@@ -119,7 +120,7 @@ impl Client {
                 }
             }
         };
-        let sid = tokio::time::timeout(HANDSHAKE_TIMEOUT, connected)
+        let (sid, pid) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connected)
             .await
             .map_err(|_| ClientError::Timeout("the handshake"))??;
 
@@ -178,6 +179,7 @@ impl Client {
             acks,
             next_ack: 0,
             sid,
+            pid,
         })
     }
 
