@@ -513,6 +513,7 @@ impl Config {
                 .node_name
                 .clone()
                 .unwrap_or_else(crate::cluster::default_node_name),
+            default_room: self.default_room.clone(),
         })
     }
 

@@ -213,7 +213,7 @@ impl Server {
                 ));
                 let log = JetStreamLog::new(
                     cluster.js.clone(),
-                    crate::cluster::stream::subject(&cluster.config.stream),
+                    cluster.config.stream.clone(),
                     self.reader.clone(),
                     self.hub.clone(),
                     cluster.health.clone(),

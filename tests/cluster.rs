@@ -537,7 +537,7 @@ async fn presence_spans_the_nodes_and_a_dead_node_drops_out() -> TestResult {
     bo_typing.emit("typing", &[json!(true)]).await?;
     assert_eq!(
         ada.next_named("typing", WAIT).await?,
-        vec![json!({ "nickname": "cy", "typing": true })]
+        vec![json!({ "room": "general", "nickname": "cy", "typing": true })]
     );
     // Node 1 dies: within seconds its clients are gone from node 0's presence.
     rig.nodes[1].kill();
@@ -562,9 +562,36 @@ async fn presence_spans_the_nodes_and_a_dead_node_drops_out() -> TestResult {
     Ok(())
 }
 
+/// Sends `content` to `room` with `offset` through `client`; the ack.
+async fn send_to(
+    client: &mut Client,
+    room: &str,
+    content: &str,
+    offset: &str,
+) -> Result<Value, ClientError> {
+    let ack = client
+        .emit_with_ack(
+            "chat message",
+            &[json!(content), json!(offset), json!({ "room": room })],
+            WAIT,
+        )
+        .await?;
+    Ok(ack.into_iter().next().unwrap_or(Value::Null))
+}
+
+/// The next `chat message`'s (content, id, room).
+async fn next_in_room(client: &mut Client) -> Result<(String, u64, String), ClientError> {
+    let args = client.next_named("chat message", WAIT).await?;
+    Ok((
+        args[0].as_str().unwrap_or_default().to_string(),
+        args[1].as_u64().unwrap_or(0),
+        args[2]["room"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs nats-server; CI runs it with --ignored"]
-async fn retention_maps_onto_the_stream_and_every_replica() -> TestResult {
+async fn retention_per_room_maps_onto_the_stream_and_every_replica() -> TestResult {
     let dir = tempfile::tempdir()?;
     let nats = NatsCluster::start(dir.path());
     let urls = nats.urls();
@@ -579,9 +606,22 @@ async fn retention_maps_onto_the_stream_and_every_replica() -> TestResult {
         node.wait_ready().await;
     }
     let details = nats.stream_details("TIDINGS").await.ok_or("the stream")?;
-    assert_eq!(details["config"]["max_msgs"], json!(5), "{details}");
-    let mut client = Client::connect(&nodes[0].url, &json!({})).await?;
-    for i in 1..=10 {
+    assert_eq!(
+        details["config"]["max_msgs_per_subject"],
+        json!(5),
+        "{details}"
+    );
+    assert_eq!(details["config"]["max_msgs"], json!(-1), "{details}");
+    // ops gets 1..=3, the default room 4..=13: it keeps its newest 5, ops all of its 3.
+    let mut client =
+        Client::connect(&nodes[0].url, &json!({ "rooms": ["ops", "general"] })).await?;
+    for i in 1..=3 {
+        assert_eq!(
+            send_to(&mut client, "ops", &format!("p{i}"), &format!("p{i}")).await?["id"],
+            json!(i)
+        );
+    }
+    for i in 4..=13 {
         assert_eq!(
             send(&mut client, &format!("m{i}"), &format!("o{i}")).await?["id"],
             json!(i)
@@ -589,12 +629,9 @@ async fn retention_maps_onto_the_stream_and_every_replica() -> TestResult {
     }
     let details = nats.stream_details("TIDINGS").await.ok_or("the stream")?;
     assert_eq!(
-        (
-            &details["state"]["first_seq"],
-            &details["state"]["last_seq"]
-        ),
-        (&json!(6), &json!(10)),
-        "the stream keeps the newest 5"
+        (&details["state"]["messages"], &details["state"]["last_seq"]),
+        (&json!(8), &json!(13)),
+        "the stream keeps 3 of ops and 5 of the default room: {details}"
     );
     // Every replica prunes the same way (retention runs at start and every 10 s).
     for node in &nodes {
@@ -602,7 +639,7 @@ async fn retention_maps_onto_the_stream_and_every_replica() -> TestResult {
         loop {
             let mut reader = Client::connect(&node.url, &json!({ "serverOffset": 0 })).await?;
             let first = reader.next_chat(WAIT).await?;
-            if first.1 == 6 {
+            if first.1 == 9 {
                 let sync = reader.next_named("sync", WAIT).await?;
                 assert_eq!(sync[0]["complete"], json!(false), "{sync:?}");
                 break;
@@ -610,6 +647,151 @@ async fn retention_maps_onto_the_stream_and_every_replica() -> TestResult {
             assert!(Instant::now() < deadline, "{} never pruned", node.name);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        let mut ops =
+            Client::connect(&node.url, &json!({ "rooms": ["ops"], "serverOffset": 0 })).await?;
+        for i in 1..=3 {
+            assert_eq!(next_in_room(&mut ops).await?.1, i);
+        }
+        let sync = ops.next_named("sync", WAIT).await?;
+        assert_eq!(
+            sync[0]["complete"],
+            json!(true),
+            "ops lost nothing: {sync:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Rooms across nodes: each room's messages reach its members on every node, once, in id
+/// order; a join on one node sees what another node stored; exactly once per room across
+/// nodes; a room's history from any node; presence per room spans the nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn rooms_span_the_nodes() -> TestResult {
+    let rig = rig(2).await;
+    let (zero, one) = (&rig.nodes[0].url, &rig.nodes[1].url);
+    let mut a =
+        Client::connect(zero, &json!({ "rooms": ["dev", "ops"], "nickname": "ada" })).await?;
+    let mut b = Client::connect(one, &json!({ "rooms": ["dev"], "nickname": "bo" })).await?;
+    let mut c = Client::connect(one, &json!({ "rooms": ["ops", "general"] })).await?;
+    assert_eq!(
+        send_to(&mut a, "dev", "d1", "o1").await?,
+        json!({ "id": 1 })
+    );
+    assert_eq!(
+        send_to(&mut c, "ops", "p2", "o2").await?,
+        json!({ "id": 2 })
+    );
+    assert_eq!(
+        send_to(&mut b, "dev", "d3", "o3").await?,
+        json!({ "id": 3 })
+    );
+    assert_eq!(send(&mut c, "g4", "o4").await?, json!({ "id": 4 }));
+    // The same offset and content in another room, on another node: another message; in the
+    // same room on another node: a retry.
+    assert_eq!(
+        send_to(&mut c, "ops", "d1", "o1").await?,
+        json!({ "id": 5 })
+    );
+    assert_eq!(
+        send_to(&mut b, "dev", "d1", "o1").await?,
+        json!({ "id": 1, "duplicate": true })
+    );
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next_in_room(&mut a).await?.1);
+    }
+    assert_eq!(
+        seen,
+        [1, 2, 3, 5],
+        "a: dev and ops, from both nodes, in id order"
+    );
+    assert_eq!(next_in_room(&mut b).await?.1, 1);
+    assert_eq!(next_in_room(&mut b).await?.1, 3);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_in_room(&mut c).await?.1);
+    }
+    assert_eq!(seen, [2, 4, 5]);
+    // A join on node 1 of a room node 0 wrote to: its last, then history from node 1.
+    let ack = c.emit_with_ack("join", &[json!("dev")], WAIT).await?;
+    assert_eq!(ack[0], json!({ "room": "dev", "last": 3 }));
+    let page = c
+        .emit_with_ack("history", &[json!({ "room": "dev", "before": 4 })], WAIT)
+        .await?;
+    let ids: Vec<u64> = page[0]["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| m["id"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(ids, [1, 3]);
+    send_to(&mut a, "dev", "d6", "o6").await?;
+    assert_eq!(next_in_room(&mut c).await?, ("d6".into(), 6, "dev".into()));
+    // Presence per room, across nodes: dev has ada (node 0) and bo (node 1).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let presence = b.next_named("presence", WAIT).await?;
+        if presence[0]["room"] == json!("dev") && presence[0]["users"] == json!(["ada", "bo"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw dev's presence span the nodes: {presence:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A node is killed while its clients are in several rooms: they reconnect to the other
+/// node with their last id and their rooms, and each has every message of its rooms once, in
+/// id order, as the stream holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn a_node_killed_while_its_clients_are_in_several_rooms_loses_nothing() -> TestResult {
+    let mut rig = rig(2).await;
+    let survivor = rig.nodes[1].url.clone();
+    let rooms = [
+        json!(["dev", "ops"]),
+        json!(["ops", "general"]),
+        json!(["dev"]),
+    ];
+    let mut readers = Vec::new();
+    for list in &rooms {
+        readers.push(Client::connect(&rig.nodes[0].url, &json!({ "rooms": list })).await?);
+    }
+    let mut writer =
+        Client::connect(&survivor, &json!({ "rooms": ["dev", "ops", "general"] })).await?;
+    let mut sent = Vec::new();
+    for n in 0..60 {
+        let room = ["dev", "ops", "general"][n % 3];
+        let ack = send_to(&mut writer, room, &format!("{room}-{n}"), &format!("o{n}")).await?;
+        sent.push((ack["id"].as_u64().ok_or("an id")?, room));
+        if n == 30 {
+            rig.nodes[0].kill();
+        }
+    }
+    for (list, reader) in rooms.iter().zip(readers.iter_mut()) {
+        let wanted: Vec<u64> = sent
+            .iter()
+            .filter(|(_, room)| list.as_array().is_some_and(|l| l.contains(&json!(room))))
+            .map(|(id, _)| *id)
+            .collect();
+        // What it got before the kill, then the rest from the other node.
+        let mut got = Vec::new();
+        while let Ok(Ok((_, id, _))) =
+            tokio::time::timeout(Duration::from_millis(300), next_in_room(reader)).await
+        {
+            got.push(id);
+        }
+        let last = got.last().copied().unwrap_or(0);
+        let mut again =
+            Client::connect(&survivor, &json!({ "rooms": list, "serverOffset": last })).await?;
+        while got.len() < wanted.len() {
+            got.push(next_in_room(&mut again).await?.1);
+        }
+        again.expect_silence(Duration::from_millis(200)).await?;
+        assert_eq!(got, wanted, "rooms {list}: every message once, in id order");
     }
     Ok(())
 }
@@ -722,6 +904,73 @@ async fn a_retry_after_the_duplicate_window_is_answered_by_the_replica() -> Test
         details["state"]["last_seq"],
         json!(1),
         "stored once: {details}"
+    );
+    Ok(())
+}
+
+/// A stream created before rooms (one subject, a stream-wide limit, no default room named)
+/// is updated in place by the first node of this build: a subject per room, the limit per
+/// room, the default room named; its messages are the default room's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn a_stream_from_before_rooms_is_updated_and_its_messages_are_the_default_room_s()
+-> TestResult {
+    use async_nats::jetstream::stream;
+    let dir = tempfile::tempdir()?;
+    let nats = NatsCluster::start(dir.path());
+    let urls = nats.urls();
+    let client = async_nats::connect(urls.split(',').next().unwrap_or_default()).await?;
+    let js = async_nats::jetstream::new(client);
+    // What the build before rooms created, with --retain-messages 100.
+    js.create_stream(stream::Config {
+        name: "TIDINGS".into(),
+        description: Some("tidings message log".into()),
+        subjects: vec!["tidings.TIDINGS.msgs".into()],
+        storage: stream::StorageType::File,
+        num_replicas: 3,
+        duplicate_window: Duration::from_secs(120),
+        max_messages: 100,
+        discard: stream::DiscardPolicy::Old,
+        deny_delete: true,
+        deny_purge: true,
+        ..Default::default()
+    })
+    .await?;
+    // Two messages as that build published them: version-2 records, no room.
+    for (n, text) in ["old one", "old two"].into_iter().enumerate() {
+        let fields = (text, None::<String>, n as u64, None::<String>);
+        let record = postcard::to_extend(&fields, vec![2u8])?;
+        js.publish("tidings.TIDINGS.msgs", record.into())
+            .await?
+            .await?;
+    }
+    let node = Node::start(
+        "node0",
+        &dir.path().join("node0.redb"),
+        &urls,
+        &["--retain-messages", "100"],
+    );
+    node.wait_ready().await;
+    let details = nats.stream_details("TIDINGS").await.ok_or("the stream")?;
+    assert_eq!(
+        details["config"]["subjects"],
+        json!(["tidings.TIDINGS.msgs", "tidings.TIDINGS.msgs.*"]),
+        "{details}"
+    );
+    assert_eq!(details["config"]["max_msgs_per_subject"], json!(100));
+    let mut reader = Client::connect(&node.url, &json!({ "serverOffset": 0 })).await?;
+    assert_eq!(
+        next_in_room(&mut reader).await?,
+        ("old one".into(), 1, "general".into())
+    );
+    assert_eq!(
+        next_in_room(&mut reader).await?,
+        ("old two".into(), 2, "general".into())
+    );
+    let mut dev = Client::connect(&node.url, &json!({ "rooms": ["dev"] })).await?;
+    assert_eq!(
+        send_to(&mut dev, "dev", "new", "n1").await?,
+        json!({ "id": 3 })
     );
     Ok(())
 }

@@ -187,7 +187,9 @@ async fn a_join_answers_last_then_live_and_history_meet_without_gap_or_duplicate
     joiner.expect_silence(Duration::from_millis(300)).await?;
     // Bad names are refused, naming the rule.
     for bad in [json!("Dev"), json!(""), json!(7), json!("x".repeat(65))] {
-        let ack = joiner.emit_with_ack("join", std::slice::from_ref(&bad), WAIT).await?;
+        let ack = joiner
+            .emit_with_ack("join", std::slice::from_ref(&bad), WAIT)
+            .await?;
         assert!(
             ack[0]["error"]
                 .as_str()

@@ -45,24 +45,26 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// See the module docs.
 pub struct JetStreamLog {
     js: jetstream::Context,
-    subject: String,
+    /// The stream's name: a message goes to its room's subject of it.
+    stream: String,
     reader: StoreReader,
     hub: Arc<Hub>,
     health: Arc<Health>,
 }
 
 impl JetStreamLog {
-    /// The log publishing to `subject` through `js`; `reader` is this node's replica.
+    /// The log publishing to `stream` through `js` (each message to its room's subject);
+    /// `reader` is this node's replica.
     pub fn new(
         js: jetstream::Context,
-        subject: String,
+        stream: String,
         reader: StoreReader,
         hub: Arc<Hub>,
         health: Arc<Health>,
     ) -> Self {
         Self {
             js,
-            subject,
+            stream,
             reader,
             hub,
             health,
@@ -91,7 +93,7 @@ impl JetStreamLog {
         }
         let publish = Publish {
             js: self.js.clone(),
-            subject: self.subject.clone(),
+            subject: super::stream::subject(&self.stream, input.room.as_deref()),
             message_id: message_id(&input),
             payload: Bytes::from(encode_record(&StoredMessage::from_input(&input, now_ms()))),
         };

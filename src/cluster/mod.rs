@@ -49,6 +49,8 @@ pub struct ClusterConfig {
     pub retention: Retention,
     /// This node's name, in consumer names, presence and logs.
     pub node: String,
+    /// The default room's name, which every node of the cluster must share.
+    pub default_room: String,
 }
 
 /// Why a node could not join its cluster.
