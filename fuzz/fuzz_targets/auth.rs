@@ -1,8 +1,8 @@
 //! The handshake's `auth` object, parsed as the server does (`parse_handshake`: serverOffset,
-//! nickname, latest, epoch). Each field is also judged by a plain reading of its documented
-//! rule; the parse must agree with that: accepted exactly when every field is acceptable, with
-//! each value as the rule gives it, and otherwise refused naming the first field (in the order
-//! offset, nickname, latest, epoch) that breaks its rule. An accepted handshake, sent again as
+//! nickname, latest, epoch, rooms). Each field is also judged by a plain reading of its
+//! documented rule; the parse must agree with that: accepted exactly when every field is
+//! acceptable, with each value as the rule gives it, and otherwise refused naming the first
+//! field (in the order offset, nickname, latest, epoch, rooms) that breaks its rule. An accepted handshake, sent again as
 //! a client would, parses to the same. The connection state recovery fields (`pid`, `offset`)
 //! never refuse a handshake; they are read by their own rule.
 #![no_main]
@@ -24,8 +24,79 @@ struct Input {
     nickname: Option<Field>,
     latest: Option<Field>,
     epoch: Option<Field>,
+    rooms: Option<Rooms>,
     pid: Option<Field>,
     recovery_offset: Option<Field>,
+}
+
+/// `auth.rooms`: anything, or a list of names near the rule's edges.
+#[derive(Debug, Arbitrary)]
+enum Rooms {
+    Any(Field),
+    Names(Vec<RoomName>),
+}
+
+/// A room name near the rule's edges.
+#[derive(Debug, Arbitrary)]
+enum RoomName {
+    /// `r0`..`r3`: valid, and often the same.
+    Short(u8),
+    /// Any text.
+    Text(String),
+    /// `n` times `x` (64 is the longest valid name).
+    Long(u8),
+    /// Not a string.
+    Other(Field),
+}
+
+impl Rooms {
+    fn to_value(&self) -> Value {
+        match self {
+            Rooms::Any(field) => field.to_value(),
+            Rooms::Names(names) => Value::Array(
+                names
+                    .iter()
+                    .map(|name| match name {
+                        RoomName::Short(n) => json!(format!("r{}", n % 4)),
+                        RoomName::Text(text) => json!(text),
+                        RoomName::Long(n) => json!("x".repeat(usize::from(*n))),
+                        RoomName::Other(field) => field.to_value(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// `rooms`: missing or null is none; a list (of at most 10,000) of names of 1 to 64
+/// characters from a-z, 0-9, '-' and '_' starting with a letter or digit, each kept once in
+/// the order given.
+fn rooms_rule(value: Option<&Value>) -> Option<Option<Vec<String>>> {
+    let list = match value {
+        None | Some(Value::Null) => return Some(None),
+        Some(Value::Array(list)) if list.len() <= 10_000 => list,
+        Some(_) => return None,
+    };
+    let mut names: Vec<String> = Vec::new();
+    for value in list {
+        let Value::String(name) = value else {
+            return None;
+        };
+        let first_ok = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !first_ok || !rest_ok || name.len() > 64 {
+            return None;
+        }
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    Some(Some(names))
 }
 
 /// A field's value: anything, or one of the shapes its rule is about.
@@ -153,6 +224,9 @@ fuzz_target!(|input: Input| {
                 object.insert(name.into(), field.to_value());
             }
         }
+        if let Some(rooms) = &input.rooms {
+            object.insert("rooms".into(), rooms.to_value());
+        }
     }
     let parsed = parse_handshake(&auth);
 
@@ -174,18 +248,32 @@ fuzz_target!(|input: Input| {
         let nickname = nickname_rule(object.get("nickname")).ok_or("nickname")?;
         let latest = latest_rule(object.get("latest")).ok_or("latest")?;
         let epoch = epoch_rule(object.get("epoch")).ok_or("epoch")?;
-        Ok::<_, &str>(Handshake {
-            offset,
-            nickname,
-            latest,
-            epoch,
-            recovery: recovery_rule(&object),
-        })
+        let rooms = rooms_rule(object.get("rooms")).ok_or("rooms")?;
+        Ok::<_, &str>((
+            Handshake {
+                offset,
+                nickname,
+                latest,
+                epoch,
+                rooms: None,
+                recovery: recovery_rule(&object),
+            },
+            rooms,
+        ))
     })();
 
     match (&parsed, want) {
-        (Ok(got), Ok(want)) => {
-            assert_eq!(got, &want, "{auth}");
+        (Ok(got), Ok((want, rooms))) => {
+            let names = got
+                .rooms
+                .as_ref()
+                .map(|rooms| rooms.iter().map(|r| r.to_string()).collect::<Vec<_>>());
+            assert_eq!(names, rooms, "{auth}: rooms");
+            let without_rooms = Handshake {
+                rooms: None,
+                ..got.clone()
+            };
+            assert_eq!(without_rooms, want, "{auth}");
             assert_eq!(parse_server_offset(&auth), Ok(got.offset));
             // Sent again as a client would (the offset as a number, then as a string).
             let mut again = json!({ "serverOffset": got.offset });
@@ -193,6 +281,7 @@ fuzz_target!(|input: Input| {
                 ("nickname", got.nickname.as_ref().map(|n| json!(n))),
                 ("latest", got.latest.map(|n| json!(n))),
                 ("epoch", got.epoch.as_ref().map(|e| json!(e))),
+                ("rooms", names.as_ref().map(|n| json!(n))),
                 (
                     "pid",
                     match &got.recovery {
@@ -225,7 +314,8 @@ fuzz_target!(|input: Input| {
                 "serverOffset" => matches!(error, AuthError::BadServerOffset(_)),
                 "nickname" => matches!(error, AuthError::BadNickname(_)),
                 "latest" => matches!(error, AuthError::BadLatest(_)),
-                _ => matches!(error, AuthError::BadEpoch(_)),
+                "epoch" => matches!(error, AuthError::BadEpoch(_)),
+                _ => matches!(error, AuthError::BadRooms(_)),
             };
             assert!(right_variant, "{auth}: {field} is wrong, got {error:?}");
             assert!(

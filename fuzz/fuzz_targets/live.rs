@@ -24,7 +24,7 @@ use socketioxide::socket::Sid;
 use tidings::delivery::cursor::EmittedCursor;
 use tidings::delivery::live::{ChatSink, LiveSet, Member, PassBatch, Refused};
 use tidings::delivery::outbox::NotQueued;
-use tidings::delivery::{Hub, TailLimits};
+use tidings::delivery::{Hub, Subscription, TailLimits};
 use tidings::message::{Message, MessageId, SharedMessage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -84,14 +84,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ChatSink for Sink {
-    fn queue_chats(&self, batch: &PassBatch, from: usize) -> Result<usize, NotQueued> {
+    fn queue_chats(&self, batch: &PassBatch, picks: &[usize]) -> Result<usize, NotQueued> {
         // The broadcaster is mid-pass: run what the input scheduled for this moment.
         if let Ok(mut world) = self.world.try_lock()
             && let Some(op) = world.mid_pass.pop()
         {
             world.apply(op);
         }
-        queue(&self.buffer, &batch.messages()[from..])
+        let picked: Vec<SharedMessage> =
+            picks.iter().map(|&i| batch.messages()[i].clone()).collect();
+        queue(&self.buffer, &picked)
     }
 
     fn fell_behind(&self) {
@@ -167,6 +169,7 @@ fn message(id: u64) -> SharedMessage {
         content: format!("m{id}"),
         author: None,
         time: id,
+        room: None,
     })
 }
 
@@ -296,6 +299,8 @@ impl World {
                 }
                 let member = Member {
                     sid: socket.sid,
+                    // Every socket here is in the default room, as every message.
+                    subscription: Arc::new(Subscription::new([None])),
                     sink: Sink {
                         buffer: socket.buffer.clone(),
                         world: world.unwrap_or_else(|| panic!("the world is gone")),

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tidings::Config;
 use tidings::message::ChatInput;
 use tidings::protocol::nickname::{MAX_NICKNAME_CHARS, validate_nickname};
+use tidings::protocol::room::RoomName;
 use tidings::protocol::{Limits, PayloadError, json_type_name, validate_chat_message};
 use tidings_fuzz::Json;
 
@@ -31,6 +32,8 @@ enum Input {
         offset: Option<String>,
         author: Option<Json>,
         author_text: Option<String>,
+        /// `meta.room`: a short valid name, or any text.
+        room: Option<Result<u8, String>>,
         extra: Option<(String, Json)>,
     },
 }
@@ -41,12 +44,17 @@ fn resend(input: &ChatInput) -> Vec<Value> {
         .client_offset
         .as_ref()
         .map_or(Value::Null, |o| Value::String(o.0.clone()));
-    match &input.author {
-        None => match offset {
-            Value::Null => vec![json!(input.content)],
-            offset => vec![json!(input.content), offset],
-        },
-        Some(author) => vec![json!(input.content), offset, json!({ "author": author })],
+    let mut meta = serde_json::Map::new();
+    if let Some(author) = &input.author {
+        meta.insert("author".into(), json!(author));
+    }
+    if let Some(room) = &input.room {
+        meta.insert("room".into(), json!(room));
+    }
+    match (meta.is_empty(), offset) {
+        (true, Value::Null) => vec![json!(input.content)],
+        (true, offset) => vec![json!(input.content), offset],
+        (false, offset) => vec![json!(input.content), offset, Value::Object(meta)],
     }
 }
 
@@ -58,6 +66,15 @@ fn check(args: &[Value], limits: &Limits) {
             if let Some(offset) = &input.client_offset {
                 assert!(!offset.0.is_empty() && offset.0.len() <= limits.max_client_offset_bytes);
                 assert_eq!(args.get(1), Some(&json!(offset.0)));
+            }
+            if let Some(room) = &input.room {
+                // A valid name, as given.
+                assert_eq!(
+                    RoomName::parse(room).map(|r| r.to_string()).as_ref(),
+                    Ok(room)
+                );
+                let given = args.get(2).and_then(|meta| meta.get("room"));
+                assert_eq!(given, Some(&json!(room)));
             }
             if let Some(author) = &input.author {
                 // Trimmed, at most 32 characters, no control characters: a fixed point.
@@ -107,6 +124,10 @@ fn explains(error: &PayloadError, args: &[Value], limits: &Limits) {
             let author = args.get(2).and_then(|meta| meta.get("author"));
             assert_eq!(author.map(validate_nickname), Some(Err(why.clone())));
         }
+        PayloadError::BadRoom(why) => {
+            let room = args.get(2).and_then(|meta| meta.get("room"));
+            assert_eq!(room.map(RoomName::from_value), Some(Err(why.clone())));
+        }
     }
     assert!(!text.is_empty());
 }
@@ -138,9 +159,19 @@ fuzz_target!(|input: Input| match input {
         offset,
         author,
         author_text,
+        room,
         extra,
     } => {
         let mut meta = serde_json::Map::new();
+        match room {
+            Some(Ok(n)) => {
+                meta.insert("room".into(), json!(format!("r{}", n % 4)));
+            }
+            Some(Err(text)) => {
+                meta.insert("room".into(), Value::String(text));
+            }
+            None => {}
+        }
         if let Some(author) = author_text {
             meta.insert("author".into(), Value::String(author));
         } else if let Some(author) = author {

@@ -2,12 +2,13 @@
 //! - any bytes decode to a record or fail with a typed error, never a panic; an unknown
 //!   version byte is refused as such;
 //! - every record encodes and decodes to itself;
-//! - a version-1 row (no author), as old files hold them, decodes to the same record with no
-//!   author;
-//! - whatever decodes (version 1 or 2) re-encodes, at the current version, to bytes that decode
-//!   to the same record, and those bytes are canonical (decoding and encoding them again gives
-//!   them back). Not to the bytes it was decoded from: postcard accepts overlong varints, and
-//!   version 1 rows are rewritten as version 2 (tests/fuzz_regressions.rs).
+//! - a version-1 row (no author) and a version-2 row (no room), as old files hold them,
+//!   decode to the same record with no author (version 1) and the default room;
+//! - whatever decodes (version 1, 2 or 3) re-encodes, at the current version, to bytes that
+//!   decode to the same record, and those bytes are canonical (decoding and encoding them
+//!   again gives them back). Not to the bytes it was decoded from: postcard accepts overlong
+//!   varints, and older rows are rewritten at the current version
+//!   (tests/fuzz_regressions.rs).
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -25,8 +26,18 @@ enum Input {
     Versioned(Vec<u8>),
     /// The version-1 byte followed by anything.
     Version1(Vec<u8>),
+    /// The version-2 byte followed by anything.
+    Version2(Vec<u8>),
     /// A real record.
     Record {
+        content: String,
+        client_offset: Option<String>,
+        received_at_ms: u64,
+        author: Option<String>,
+        room: Option<String>,
+    },
+    /// A real version-2 record, as files written before rooms existed hold them.
+    V2 {
         content: String,
         client_offset: Option<String>,
         received_at_ms: u64,
@@ -48,6 +59,15 @@ struct V1<'a> {
     received_at_ms: u64,
 }
 
+/// The version-2 layout, likewise.
+#[derive(Serialize)]
+struct V2<'a> {
+    content: &'a str,
+    client_offset: Option<&'a str>,
+    received_at_ms: u64,
+    author: Option<&'a str>,
+}
+
 fn decoded_round_trips(bytes: &[u8]) {
     match decode_record(bytes) {
         Ok(message) => {
@@ -60,12 +80,12 @@ fn decoded_round_trips(bytes: &[u8]) {
         Err(RecordError::Empty) => assert!(bytes.is_empty()),
         Err(RecordError::UnknownVersion { found, expected }) => {
             assert_eq!(bytes.first(), Some(&found));
-            assert!(found != 1 && found != RECORD_FORMAT_VERSION);
+            assert!(found != 1 && found != 2 && found != RECORD_FORMAT_VERSION);
             assert_eq!(expected, RECORD_FORMAT_VERSION);
         }
         Err(RecordError::Malformed(why)) => {
             assert!(
-                matches!(bytes.first(), Some(&(1 | RECORD_FORMAT_VERSION))),
+                matches!(bytes.first(), Some(&(1 | 2 | RECORD_FORMAT_VERSION))),
                 "{why}"
             );
         }
@@ -82,6 +102,14 @@ fuzz_target!(|input: Input| match input {
         body.insert(0, 1);
         if let Ok(message) = decode_record(&body) {
             assert_eq!(message.author, None, "version 1 has no author");
+            assert_eq!(message.room, None, "version 1 is the default room's");
+        }
+        decoded_round_trips(&body);
+    }
+    Input::Version2(mut body) => {
+        body.insert(0, 2);
+        if let Ok(message) = decode_record(&body) {
+            assert_eq!(message.room, None, "version 2 is the default room's");
         }
         decoded_round_trips(&body);
     }
@@ -90,12 +118,14 @@ fuzz_target!(|input: Input| match input {
         client_offset,
         received_at_ms,
         author,
+        room,
     } => {
         let message = StoredMessage {
             content,
             client_offset,
             received_at_ms,
             author,
+            room,
         };
         let bytes = encode_record(&message);
         assert_eq!(decode_record(&bytes), Ok(message));
@@ -118,6 +148,31 @@ fuzz_target!(|input: Input| match input {
             client_offset: client_offset.clone(),
             received_at_ms,
             author: None,
+            room: None,
+        };
+        assert_eq!(decode_record(&bytes), Ok(want));
+        decoded_round_trips(&bytes);
+    }
+    Input::V2 {
+        content,
+        client_offset,
+        received_at_ms,
+        author,
+    } => {
+        let v2 = V2 {
+            content: &content,
+            client_offset: client_offset.as_deref(),
+            received_at_ms,
+            author: author.as_deref(),
+        };
+        let bytes = postcard::to_extend(&v2, vec![2u8])
+            .unwrap_or_else(|e| panic!("postcard cannot encode a version-2 row: {e}"));
+        let want = StoredMessage {
+            content,
+            client_offset,
+            received_at_ms,
+            author,
+            room: None,
         };
         assert_eq!(decode_record(&bytes), Ok(want));
         decoded_round_trips(&bytes);

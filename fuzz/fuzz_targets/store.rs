@@ -1,9 +1,11 @@
 //! The store against a model, the way redb fuzzes itself: a sequence of operations (appends
-//! with and without a client offset, retries, the same offset with other content, imports,
-//! retention, history pages, replays, clean reopens, failed commits followed by a reopen, and
-//! crashes in the middle of a commit) runs on the real store over an in-memory disk and on a
-//! plain `BTreeMap`. After every step: ids are strictly increasing and never reused, every
-//! dedup answer is the model's, every page and every replay is the model's range, and a
+//! to four rooms with and without a client offset, retries, the same offset with other
+//! content, imports, retention by age and per room by count, history pages and replays of the
+//! whole log and of rooms, clean reopens, failed commits followed by a reopen, and crashes in
+//! the middle of a commit) runs on the real store over an in-memory disk and on a plain
+//! `BTreeMap`. After every step: ids are strictly increasing and never reused, every dedup
+//! answer is the model's (the same offset and content in two rooms are two messages), every
+//! page and every replay is the model's range, each room's counters are the model's, and a
 //! failed or crashed commit stored all of its batch or none of it.
 #![no_main]
 
@@ -16,7 +18,9 @@ use tidings::message::{
     AppendOutcome, ChatInput, ClientOffset, MessageId, StoredMessage, StoredRow,
 };
 use tidings::storage::fault::{Crash, FaultSwitch, MemoryDisk};
-use tidings::storage::{ImportSummary, Store, StoreError, StoreReader, StoreWriter};
+use tidings::storage::{
+    ImportSummary, RoomCursor, RoomStats, Store, StoreError, StoreReader, StoreWriter,
+};
 
 /// Operations per input: enough to fill, prune and crash, few enough for ~1000 inputs a second.
 const MAX_OPS: usize = 48;
@@ -39,6 +43,13 @@ struct Msg {
     /// One of six offsets (the tutorial's `undefined-0` while offline is shared by clients).
     offset: Option<u8>,
     author: bool,
+    /// The default room, or one of three others.
+    room: Option<u8>,
+}
+
+/// The room `n` picks (`None`: the default room).
+fn room(n: Option<u8>) -> Option<String> {
+    n.map(|n| format!("r{}", n % 3))
 }
 
 impl Msg {
@@ -47,6 +58,7 @@ impl Msg {
             content: self.content.content(),
             client_offset: self.offset.map(|o| ClientOffset(format!("o{}", o % 6))),
             author: self.author.then(|| "ada".to_string()),
+            room: room(self.room),
         }
     }
 }
@@ -68,14 +80,27 @@ enum Op {
     SameOffsetOtherContent(u16, Text),
     /// `tidings import`.
     Import(Vec<(ImportId, Msg)>),
-    /// Retention by count and by age, at most `max_rows` per transaction.
+    /// Retention by age and per room by count, at most `max_rows` per call.
     Prune {
         keep_newest: Option<u8>,
         older_than: Option<u8>,
         max_rows: u8,
     },
-    /// A `history` page.
+    /// A `history` page of the whole log.
     Page { before: Option<u16>, limit: u8 },
+    /// A `history` page of one room.
+    RoomPage {
+        room: Option<u8>,
+        before: Option<u16>,
+        limit: u8,
+    },
+    /// One replay batch of some rooms, each from its own cursor, and the whole of it.
+    RoomReplay {
+        rooms: Vec<(Option<u8>, u16)>,
+        up_to: u16,
+        max_count: u8,
+        max_bytes: u16,
+    },
     /// One replay batch from any offset.
     Replay {
         after: u16,
@@ -108,15 +133,57 @@ struct Model {
     /// The highest id ever assigned (ids are never reused, even after retention).
     last_id: u64,
     pruned_through: u64,
+    /// Each room that ever held a message: its newest id ever, and the highest id retention
+    /// took from it.
+    rooms: BTreeMap<Option<String>, (u64, u64)>,
 }
 
 impl Model {
-    /// The oldest stored message with this offset and content.
-    fn original(&self, offset: &str, content: &str) -> Option<u64> {
+    /// The oldest stored message of `room` with this offset and content.
+    fn original(&self, room: Option<&str>, offset: &str, content: &str) -> Option<u64> {
         self.rows
             .iter()
-            .find(|(_, m)| m.client_offset.as_deref() == Some(offset) && m.content == content)
+            .find(|(_, m)| {
+                m.room.as_deref() == room
+                    && m.client_offset.as_deref() == Some(offset)
+                    && m.content == content
+            })
             .map(|(id, _)| *id)
+    }
+
+    /// Stores `message` as `id`.
+    fn insert(&mut self, id: u64, message: StoredMessage) {
+        let room = self.rooms.entry(message.room.clone()).or_default();
+        room.0 = room.0.max(id);
+        self.rows.insert(id, message);
+    }
+
+    /// Retention deletes `id`.
+    fn delete(&mut self, id: u64) {
+        if let Some(message) = self.rows.remove(&id) {
+            let room = self.rooms.entry(message.room).or_default();
+            room.1 = room.1.max(id);
+            self.pruned_through = self.pruned_through.max(id);
+        }
+    }
+
+    /// A room's counters, as the store keeps them.
+    fn stats(&self, room: &Option<String>) -> Option<RoomStats> {
+        let (last, pruned_through) = *self.rooms.get(room)?;
+        let messages = self.rows.values().filter(|m| &m.room == room).count() as u64;
+        Some(RoomStats {
+            messages,
+            last,
+            pruned_through,
+        })
+    }
+
+    /// `room`'s rows in `(after, up_to]`.
+    fn room_range(&self, room: &Option<String>, after: u64, up_to: u64) -> Vec<StoredRow> {
+        self.range(after, up_to)
+            .into_iter()
+            .filter(|row| &row.message.room == room)
+            .collect()
     }
 
     fn append(&mut self, inputs: &[ChatInput], time: u64) -> Vec<AppendOutcome> {
@@ -124,13 +191,13 @@ impl Model {
             .iter()
             .map(|input| {
                 if let Some(offset) = &input.client_offset
-                    && let Some(id) = self.original(&offset.0, &input.content)
+                    && let Some(id) =
+                        self.original(input.room.as_deref(), &offset.0, &input.content)
                 {
                     return AppendOutcome::Duplicate(MessageId(id));
                 }
                 self.last_id += 1;
-                self.rows
-                    .insert(self.last_id, StoredMessage::from_input(input, time));
+                self.insert(self.last_id, StoredMessage::from_input(input, time));
                 AppendOutcome::Stored(MessageId(self.last_id))
             })
             .collect()
@@ -143,11 +210,10 @@ impl Model {
                 .rows
                 .get(&record.id.0)
                 .is_some_and(|m| m.content == record.message.content);
-            let retry = record
-                .message
-                .client_offset
-                .as_deref()
-                .is_some_and(|o| self.original(o, &record.message.content).is_some());
+            let retry = record.message.client_offset.as_deref().is_some_and(|o| {
+                self.original(record.message.room.as_deref(), o, &record.message.content)
+                    .is_some()
+            });
             if same_id || retry {
                 summary.skipped += 1;
                 continue;
@@ -160,34 +226,49 @@ impl Model {
                 self.last_id + 1
             };
             self.last_id = id;
-            self.rows.insert(id, record.message.clone());
+            self.insert(id, record.message.clone());
         }
         summary
     }
 
-    /// Deletes the oldest rows while they are beyond the newest `keep_newest` ids or older
-    /// than `older_than_ms`, at most `max_rows` of them.
+    /// Deletes at most `max_rows` rows: first the oldest received before `older_than_ms`,
+    /// then, room by room (the default room first, then by name), each room's oldest beyond
+    /// its newest `keep_newest`.
     fn prune(
         &mut self,
         keep_newest: Option<u64>,
         older_than_ms: Option<u64>,
         max_rows: usize,
     ) -> (usize, u64) {
-        let keep_from = keep_newest.map_or(0, |n| self.last_id.saturating_sub(n) + 1);
-        let doomed: Vec<u64> = self
-            .rows
-            .iter()
-            .take_while(|(id, m)| {
-                **id < keep_from || older_than_ms.is_some_and(|t| m.received_at_ms < t)
-            })
-            .take(max_rows)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut doomed: Vec<u64> = match older_than_ms {
+            None => Vec::new(),
+            Some(cutoff) => self
+                .rows
+                .iter()
+                .take_while(|(_, m)| m.received_at_ms < cutoff)
+                .take(max_rows)
+                .map(|(id, _)| *id)
+                .collect(),
+        };
         for id in &doomed {
-            self.rows.remove(id);
+            self.delete(*id);
         }
-        if let Some(last) = doomed.last() {
-            self.pruned_through = *last;
+        if let Some(keep) = keep_newest {
+            let rooms: Vec<Option<String>> = self.rooms.keys().cloned().collect();
+            for room in rooms {
+                let ids: Vec<u64> = self
+                    .rows
+                    .iter()
+                    .filter(|(_, m)| m.room == room)
+                    .map(|(id, _)| *id)
+                    .collect();
+                let excess = ids.len().saturating_sub(usize::try_from(keep).unwrap_or(0));
+                let left = max_rows - doomed.len();
+                for id in ids.into_iter().take(excess.min(left)) {
+                    self.delete(id);
+                    doomed.push(id);
+                }
+            }
         }
         (doomed.len(), self.pruned_through)
     }
@@ -257,6 +338,18 @@ impl Rig {
 
     /// And so do its counters (checked less often: each is a read transaction).
     fn check_counters(&self) {
+        for room in [
+            None,
+            Some("r0".to_string()),
+            Some("r1".into()),
+            Some("r2".into()),
+        ] {
+            assert_eq!(
+                ok(self.reader.room_stats(room.as_deref()), "room stats"),
+                self.model.stats(&room),
+                "the counters of room {room:?}"
+            );
+        }
         assert_eq!(
             ok(self.reader.count(), "count"),
             self.model.rows.len() as u64
@@ -351,6 +444,7 @@ fn step(mut rig: Rig, switch: &FaultSwitch, op: Op) -> Rig {
                 content: stored.content.clone(),
                 client_offset: stored.client_offset.clone().map(ClientOffset),
                 author: stored.author.clone(),
+                room: stored.room.clone(),
             };
             let got = rig.append(&[input]);
             if stored.client_offset.is_some() {
@@ -368,6 +462,7 @@ fn step(mut rig: Rig, switch: &FaultSwitch, op: Op) -> Rig {
                 content: format!("{}{}", stored.content, text.content()),
                 client_offset: stored.client_offset.clone().map(ClientOffset),
                 author: None,
+                room: stored.room.clone(),
             };
             rig.append(&[input]);
         }
@@ -420,6 +515,96 @@ fn step(mut rig: Rig, switch: &FaultSwitch, op: Op) -> Rig {
                 more,
                 rows.len() == limit && older.len() > limit,
                 "history page before {before:?}, limit {limit}: has more"
+            );
+        }
+        Op::RoomPage {
+            room: n,
+            before,
+            limit,
+        } => {
+            let room = room(n);
+            let before = before.map(u64::from);
+            let limit = usize::from(limit % 32);
+            let (rows, more) = ok(
+                rig.reader.read_room_before(room.as_deref(), before, limit),
+                "room history",
+            );
+            let up_to = before.map_or(u64::MAX, |b| b.saturating_sub(1));
+            let older = rig.model.room_range(&room, 0, up_to);
+            let want = &older[older.len().saturating_sub(limit)..];
+            assert_eq!(
+                rows, want,
+                "room {room:?} page before {before:?}, limit {limit}"
+            );
+            assert_eq!(
+                more,
+                rows.len() == limit && older.len() > limit,
+                "room {room:?} page before {before:?}, limit {limit}: has more"
+            );
+        }
+        Op::RoomReplay {
+            rooms,
+            up_to,
+            max_count,
+            max_bytes,
+        } => {
+            let up_to = u64::from(up_to % 512);
+            let max_count = usize::from(max_count % 32).max(1);
+            let max_bytes = usize::from(max_bytes % 512);
+            // Each room once, with its cursor.
+            let mut cursors: BTreeMap<Option<String>, u64> = BTreeMap::new();
+            for (n, after) in rooms.into_iter().take(4) {
+                cursors.entry(room(n)).or_insert(u64::from(after % 512));
+            }
+            let cursors: Vec<RoomCursor> = cursors
+                .into_iter()
+                .map(|(room, after)| RoomCursor { room, after })
+                .collect();
+            let mut all: Vec<StoredRow> = cursors
+                .iter()
+                .flat_map(|c| rig.model.room_range(&c.room, c.after, up_to))
+                .collect();
+            all.sort_by_key(|row| row.id);
+            let batch = ok(
+                rig.reader.read_rooms(&cursors, up_to, max_count, max_bytes),
+                "room replay",
+            );
+            let mut want = Vec::new();
+            let mut bytes = 0;
+            for row in &all {
+                bytes += row.message.content.len();
+                want.push(row.clone());
+                if want.len() >= max_count || bytes >= max_bytes {
+                    break;
+                }
+            }
+            assert_eq!(
+                batch, want,
+                "room replay batch of {cursors:?} up to {up_to}"
+            );
+            // The whole replay, batch after batch, as a catch-up reader reads it.
+            let mut after = 0;
+            let mut whole: Vec<StoredRow> = Vec::new();
+            loop {
+                let moved: Vec<RoomCursor> = cursors
+                    .iter()
+                    .map(|c| RoomCursor {
+                        room: c.room.clone(),
+                        after: c.after.max(after),
+                    })
+                    .collect();
+                let rows = ok(
+                    rig.reader.read_rooms(&moved, up_to, max_count, max_bytes),
+                    "room replay",
+                );
+                let Some(last) = rows.last() else { break };
+                assert!(last.id.0 > after, "a replay batch goes forward");
+                after = last.id.0;
+                whole.extend(rows);
+            }
+            assert_eq!(
+                whole, all,
+                "the whole room replay of {cursors:?} up to {up_to}"
             );
         }
         Op::Replay {
@@ -480,6 +665,7 @@ fn step(mut rig: Rig, switch: &FaultSwitch, op: Op) -> Rig {
                             content: Text(0),
                             offset: None,
                             author: false,
+                            room: None,
                         };
                         let refused = rig.writer.append_batch(&[input.input()], rig.now);
                         assert!(
@@ -558,7 +744,10 @@ fuzz_target!(|data: &[u8]| {
         let Ok(op) = Op::arbitrary(&mut input) else {
             break;
         };
-        let reads_only = matches!(op, Op::Page { .. } | Op::Replay { .. });
+        let reads_only = matches!(
+            op,
+            Op::Page { .. } | Op::RoomPage { .. } | Op::Replay { .. } | Op::RoomReplay { .. }
+        );
         let reopens = matches!(op, Op::Reopen | Op::FailingAppend { .. } | Op::Crash { .. });
         rig = step(rig, &switch, op);
         if !reads_only {
