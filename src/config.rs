@@ -118,8 +118,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Write a consistent copy of the database to PATH (the server must be stopped).
     Backup(BackupArgs),
-    /// Print message count, id range and file size as JSON (the server must be stopped).
-    Stats(DbArgs),
+    /// Print message count, id range, rooms and file size as JSON (the server must be
+    /// stopped).
+    Stats(StatsArgs),
 }
 
 /// The database a subcommand works on.
@@ -166,6 +167,14 @@ pub struct ExportArgs {
     /// Write here instead of standard output (must not exist).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Only the messages of these rooms (repeat the flag for several; default: every room).
+    #[arg(long = "room", value_name = "ROOM", value_parser = parse_room_name)]
+    pub rooms: Vec<String>,
+    /// The default room's name, for a file that records none yet (a file records the one it
+    /// was first served or imported with, and that one is used).
+    #[arg(long, env = "TIDINGS_DEFAULT_ROOM", default_value = defaults::DEFAULT_ROOM,
+          value_parser = parse_room_name)]
+    pub default_room: String,
 }
 
 /// `tidings import`.
@@ -176,6 +185,22 @@ pub struct ImportArgs {
     pub db: DbArgs,
     /// The JSON Lines file written by `tidings export` (`-`: standard input).
     pub file: PathBuf,
+    /// The default room: lines without a room, or naming this one, go to it. Recorded in a
+    /// file that records none yet; a file that records another is refused, as by `serve`.
+    #[arg(long, env = "TIDINGS_DEFAULT_ROOM", default_value = defaults::DEFAULT_ROOM,
+          value_parser = parse_room_name)]
+    pub default_room: String,
+}
+
+/// `tidings stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    /// Also list each room with its message count and newest id.
+    #[arg(long)]
+    pub rooms: bool,
 }
 
 /// `tidings backup`.

@@ -122,12 +122,12 @@ fn offline(command: Command) -> anyhow::Result<()> {
                     let file = File::create_new(path)
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     let mut out = BufWriter::new(file);
-                    commands::export(&args.db, args.since, &mut out, &show)
+                    commands::export(&args, &mut out, &show)
                 }
                 None => {
                     let stdout = std::io::stdout();
                     let mut out = BufWriter::new(stdout.lock());
-                    commands::export(&args.db, args.since, &mut out, &show)
+                    commands::export(&args, &mut out, &show)
                 }
             }
             .context(hint)?;
@@ -139,11 +139,11 @@ fn offline(command: Command) -> anyhow::Result<()> {
             let show = |lines: u64| bar.set_position(lines);
             let summary = if args.file.as_os_str() == "-" {
                 let stdin = std::io::stdin();
-                commands::import(&args.db, &mut stdin.lock(), &show)
+                commands::import(&args, &mut stdin.lock(), &show)
             } else {
                 let file = File::open(&args.file)
                     .with_context(|| format!("cannot open {}", args.file.display()))?;
-                commands::import(&args.db, &mut BufReader::new(file), &show)
+                commands::import(&args, &mut BufReader::new(file), &show)
             }
             .context(hint)?;
             bar.finish_and_clear();

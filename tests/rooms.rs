@@ -561,3 +561,170 @@ async fn a_join_during_a_flood_splits_the_room_between_history_and_live_exactly(
     server.stop().await;
     Ok(())
 }
+
+/// Runs the binary with `args`; its (success, stdout, stderr).
+fn run_binary(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .env_remove("TIDINGS_DEFAULT_ROOM")
+        .output()
+        .expect("run tidings");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The `room` of each line of an export.
+fn rooms_of(export: &str) -> Vec<String> {
+    export
+        .lines()
+        .map(|line| {
+            let line: Value = serde_json::from_str(line).expect("an export line is JSON");
+            line["room"].as_str().unwrap_or("<none>").to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn export_import_and_stats_carry_the_room() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("chat.redb");
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let server = TestServer::start_with(config(&dir)).await;
+        let mut client = connect(&server, json!({ "rooms": ["general", "dev", "ops"] })).await;
+        for (room, content, offset) in [
+            ("general", "hello", "o-1"),
+            ("dev", "build is red", "o-2"),
+            ("ops", "disk at 80%", "o-3"),
+            ("dev", "fixed", "o-4"),
+            // The same offset and content in another room: another message.
+            ("ops", "build is red", "o-2"),
+        ] {
+            let ack = send_to(&mut client, room, content, offset).await;
+            assert!(ack["id"].as_u64().is_some(), "{ack}");
+        }
+        drop(client);
+        server.stop().await;
+    });
+    let db_arg = db.to_str().ok_or("utf-8 path")?;
+
+    // stats: the default room the file records, the rooms that hold messages, each with --rooms.
+    let (ok, out, err) = run_binary(&["stats", "--db", db_arg, "--rooms"]);
+    assert!(ok, "{err}");
+    let stats: Value = serde_json::from_str(&out)?;
+    assert_eq!(stats["defaultRoom"], json!("general"));
+    assert_eq!(stats["rooms"], json!(3));
+    assert_eq!(
+        stats["byRoom"],
+        json!([
+            { "name": "dev", "messages": 2, "lastId": 4, "prunedThrough": 0 },
+            { "name": "general", "messages": 1, "lastId": 1, "prunedThrough": 0 },
+            { "name": "ops", "messages": 2, "lastId": 5, "prunedThrough": 0 },
+        ])
+    );
+    let (ok, out, _) = run_binary(&["stats", "--db", db_arg]);
+    assert!(ok && !out.contains("byRoom"), "{out}");
+
+    // export names every message's room, the default room's too; --room picks rooms.
+    let (ok, all, err) = run_binary(&["export", "--db", db_arg]);
+    assert!(ok, "{err}");
+    assert_eq!(rooms_of(&all), ["general", "dev", "ops", "dev", "ops"]);
+    let (ok, some, err) = run_binary(&[
+        "export", "--db", db_arg, "--room", "dev", "--room", "general",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(rooms_of(&some), ["general", "dev", "dev"]);
+    let (ok, err) = {
+        let (ok, _, err) = run_binary(&["export", "--db", db_arg, "--room", "Dev"]);
+        (ok, err)
+    };
+    assert!(!ok && err.contains("invalid room name \"Dev\""), "{err}");
+
+    // Into a file whose default room is another: every message keeps its room by name, and a
+    // second import adds nothing (the dedup key includes the room).
+    let export = dir.path().join("all.jsonl");
+    std::fs::write(&export, &all)?;
+    let export_arg = export.to_str().ok_or("utf-8 path")?;
+    let copy = dir.path().join("copy.redb");
+    let copy_arg = copy.to_str().ok_or("utf-8 path")?;
+    let (ok, _, err) = run_binary(&[
+        "import",
+        "--db",
+        copy_arg,
+        "--default-room",
+        "lobby",
+        export_arg,
+    ]);
+    assert!(
+        ok && err.contains("imported 5 messages (5 kept their ids"),
+        "{err}"
+    );
+    let (ok, _, err) = run_binary(&[
+        "import",
+        "--db",
+        copy_arg,
+        "--default-room",
+        "lobby",
+        export_arg,
+    ]);
+    assert!(
+        ok && err.contains("imported 0 messages") && err.contains("skipped 5"),
+        "{err}"
+    );
+    let (ok, out, _) = run_binary(&["stats", "--db", copy_arg, "--rooms"]);
+    assert!(ok);
+    let stats: Value = serde_json::from_str(&out)?;
+    assert_eq!(stats["defaultRoom"], json!("lobby"));
+    let names: Vec<&str> = stats["byRoom"]
+        .as_array()
+        .map(|rooms| rooms.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["dev", "general", "ops"]);
+    let (ok, again, _) = run_binary(&["export", "--db", copy_arg]);
+    assert!(ok);
+    assert_eq!(again, all, "an export of the import is the export");
+
+    // The file recorded its default room: an import with another is refused, naming both.
+    let (ok, _, err) = run_binary(&["import", "--db", copy_arg, export_arg]);
+    assert!(
+        !ok && err.contains("default room \"lobby\"") && err.contains("--default-room lobby"),
+        "{err}"
+    );
+
+    // A line from before rooms goes to the default room; a bad room name names its line.
+    let old = dir.path().join("old.jsonl");
+    std::fs::write(
+        &old,
+        "{\"id\":100,\"content\":\"from 2025\",\"time\":1}\n\
+         {\"id\":101,\"content\":\"x\",\"time\":1,\"room\":\"No Spaces\"}\n",
+    )?;
+    let (ok, _, err) = run_binary(&[
+        "import",
+        "--db",
+        copy_arg,
+        "--default-room",
+        "lobby",
+        old.to_str().ok_or("utf-8 path")?,
+    ]);
+    assert!(
+        !ok && err.contains("line 2") && err.contains("invalid room name"),
+        "{err}"
+    );
+    std::fs::write(&old, "{\"id\":100,\"content\":\"from 2025\",\"time\":1}\n")?;
+    let (ok, _, err) = run_binary(&[
+        "import",
+        "--db",
+        copy_arg,
+        "--default-room",
+        "lobby",
+        old.to_str().ok_or("utf-8 path")?,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run_binary(&["export", "--db", copy_arg, "--since", "5"]);
+    assert!(ok);
+    assert_eq!(rooms_of(&out), ["lobby"]);
+    Ok(())
+}

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::DbArgs;
+use crate::config::{DbArgs, ExportArgs, ImportArgs, StatsArgs};
 use crate::message::{MessageId, StoredMessage, StoredRow};
-use crate::storage::{ImportSummary, SCHEMA_VERSION, Store, StoreError};
+use crate::protocol::room::RoomName;
+use crate::storage::{ImportSummary, RoomCursor, SCHEMA_VERSION, Store, StoreError, StoreReader};
 
 /// Messages per read batch and per import transaction.
 const BATCH: usize = 1000;
@@ -66,58 +67,104 @@ pub struct ExportLine {
     pub author: Option<String>,
     /// Server receive time, ms since the Unix epoch.
     pub time: u64,
+    /// The room, by name: an export names every message's room, the default room's too, so
+    /// the file means the same wherever it is imported. Missing (an export from before rooms):
+    /// the default room.
+    #[serde(default)]
+    pub room: Option<String>,
 }
 
-impl From<StoredRow> for ExportLine {
-    fn from(row: StoredRow) -> Self {
+impl ExportLine {
+    /// The line of `row`, whose room is `default_room` when it names none.
+    pub fn new(row: StoredRow, default_room: &str) -> Self {
         Self {
             id: row.id.0,
             content: row.message.content,
             client_offset: row.message.client_offset,
             author: row.message.author,
             time: row.message.received_at_ms,
+            room: Some(row.message.room.unwrap_or_else(|| default_room.to_string())),
         }
     }
-}
 
-impl From<ExportLine> for StoredRow {
-    fn from(line: ExportLine) -> Self {
-        Self {
-            id: MessageId(line.id),
+    /// The row to store, in a file whose default room is `default_room`; refuses a room name
+    /// that breaks the rule.
+    pub fn into_row(self, default_room: &str) -> Result<StoredRow, String> {
+        let room = match self.room {
+            None => None,
+            Some(name) => {
+                let name = RoomName::parse(&name).map_err(|e| e.to_string())?;
+                (name.as_str() != default_room).then(|| name.to_string())
+            }
+        };
+        Ok(StoredRow {
+            id: MessageId(self.id),
             message: StoredMessage {
-                content: line.content,
-                client_offset: line.client_offset,
-                received_at_ms: line.time,
-                author: line.author,
-                room: None,
+                content: self.content,
+                client_offset: self.client_offset,
+                received_at_ms: self.time,
+                author: self.author,
+                room,
             },
-        }
+        })
     }
 }
 
-/// Writes every message with an id above `since` as JSON Lines; returns how many.
+/// The default room's name in the file `reader` reads: the one it records, else `fallback`.
+fn default_room_of(reader: &StoreReader, fallback: &str) -> Result<String, AdminError> {
+    Ok(reader
+        .default_room()?
+        .unwrap_or_else(|| fallback.to_string()))
+}
+
+/// Writes every message with an id above `args.since` (of `args.rooms` only, when it names
+/// some) as JSON Lines; returns how many.
 pub fn export(
-    db: &DbArgs,
-    since: u64,
+    args: &ExportArgs,
     out: &mut dyn Write,
     progress: &dyn Fn(u64, u64),
 ) -> Result<u64, AdminError> {
-    let (reader, _writer) = Store::open_existing(&db.db, db.cache_bytes())?;
+    let (reader, _writer) = Store::open_existing(&args.db.db, args.db.cache_bytes())?;
+    let default_room = default_room_of(&reader, &args.default_room)?;
     let newest = reader.newest_id()?;
-    let total = reader.count()?;
-    let mut after = since;
+    let keys: Vec<Option<String>> = args
+        .rooms
+        .iter()
+        .map(|name| (*name != default_room).then(|| name.clone()))
+        .collect();
+    let total = if keys.is_empty() {
+        reader.count()?
+    } else {
+        let mut total = 0;
+        for key in &keys {
+            total += reader.room_stats(key.as_deref())?.map_or(0, |s| s.messages);
+        }
+        total
+    };
+    let mut after = args.since;
     let mut written = 0;
     loop {
-        let rows = reader.read_range(after, newest, BATCH, usize::MAX)?;
+        let rows = if keys.is_empty() {
+            reader.read_range(after, newest, BATCH, usize::MAX)?
+        } else {
+            let cursors: Vec<RoomCursor> = keys
+                .iter()
+                .map(|room| RoomCursor {
+                    room: room.clone(),
+                    after,
+                })
+                .collect();
+            reader.read_rooms(&cursors, newest, BATCH, usize::MAX)?
+        };
         let Some(last) = rows.last() else { break };
         after = last.id.0;
         for row in rows {
-            serde_json::to_writer(&mut *out, &ExportLine::from(row)).map_err(|e| {
-                AdminError::Io {
+            serde_json::to_writer(&mut *out, &ExportLine::new(row, &default_room)).map_err(
+                |e| AdminError::Io {
                     what: "writing the export".into(),
                     source: e.into(),
-                }
-            })?;
+                },
+            )?;
             out.write_all(b"\n").map_err(io("writing the export"))?;
             written += 1;
         }
@@ -128,12 +175,16 @@ pub fn export(
 }
 
 /// Adds the messages of a JSON Lines export; see [`crate::storage::StoreWriter::import`].
+/// Lines without a room, or naming `args.default_room`, go to the default room, which is
+/// recorded in a file that records none yet (a file that records another is refused).
 pub fn import(
-    db: &DbArgs,
+    args: &ImportArgs,
     input: &mut dyn BufRead,
     progress: &dyn Fn(u64),
 ) -> Result<ImportSummary, AdminError> {
+    let db = &args.db;
     let (_reader, mut writer) = Store::open(&db.db, db.cache_bytes())?;
+    writer.pin_default_room(&args.default_room)?;
     let mut total = ImportSummary::default();
     let mut batch = Vec::with_capacity(BATCH);
     let mut line_no = 0u64;
@@ -148,12 +199,13 @@ pub fn import(
             if text.trim().is_empty() {
                 continue;
             }
+            let bad_line = |reason: String| AdminError::BadLine {
+                line: line_no,
+                reason,
+            };
             let line: ExportLine =
-                serde_json::from_str(&text).map_err(|e| AdminError::BadLine {
-                    line: line_no,
-                    reason: e.to_string(),
-                })?;
-            batch.push(StoredRow::from(line));
+                serde_json::from_str(&text).map_err(|e| bad_line(e.to_string()))?;
+            batch.push(line.into_row(&args.default_room).map_err(bad_line)?);
         }
         if batch.len() >= BATCH || (read == 0 && !batch.is_empty()) {
             let done = writer.import(&batch)?;
@@ -236,19 +288,72 @@ pub struct Stats {
     pub file_bytes: u64,
     /// Table layout version.
     pub schema_version: u64,
+    /// The default room the file records (`null`: no server has served it since rooms).
+    pub default_room: Option<String>,
+    /// Rooms that hold messages.
+    pub rooms: u64,
+    /// With `--rooms`: each room that holds or held messages, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_room: Option<Vec<RoomLine>>,
+}
+
+/// One room in `stats --rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomLine {
+    /// Its name (the default room's, as the file records it or `general`).
+    pub name: String,
+    /// Messages it holds.
+    pub messages: u64,
+    /// Its newest message's id (0: none ever).
+    pub last_id: u64,
+    /// The highest of its ids that retention deleted (0: none).
+    pub pruned_through: u64,
 }
 
 /// Counts and sizes of a database.
-pub fn stats(db: &DbArgs) -> Result<Stats, AdminError> {
+pub fn stats(args: &StatsArgs) -> Result<Stats, AdminError> {
+    let db = &args.db;
     let (reader, _writer) = Store::open_existing(&db.db, db.cache_bytes())?;
     let file_bytes = std::fs::metadata(&db.db)
         .map_err(io(format!("reading {}", db.db.display())))?
         .len();
+    let recorded = reader.default_room()?;
+    let default_name = recorded
+        .clone()
+        .unwrap_or_else(|| crate::config::defaults::DEFAULT_ROOM.to_string());
+    let mut rooms = 0;
+    let mut by_room = args.rooms.then(Vec::new);
+    let mut after: Option<String> = None;
+    loop {
+        let page = reader.rooms_after(after.as_deref(), BATCH)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone().unwrap_or_default());
+        for (room, counts) in page {
+            if counts.messages > 0 {
+                rooms += 1;
+            }
+            if let Some(lines) = &mut by_room {
+                lines.push(RoomLine {
+                    name: room.unwrap_or_else(|| default_name.clone()),
+                    messages: counts.messages,
+                    last_id: counts.last,
+                    pruned_through: counts.pruned_through,
+                });
+            }
+        }
+    }
+    if let Some(lines) = &mut by_room {
+        lines.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     Ok(Stats {
         messages: reader.count()?,
         first_id: reader.oldest_id()?,
         last_id: reader.newest_id()?,
         file_bytes,
         schema_version: SCHEMA_VERSION,
+        default_room: recorded,
+        rooms,
+        by_room,
     })
 }

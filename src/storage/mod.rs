@@ -130,7 +130,7 @@ pub enum StoreError {
     /// The file's messages belong to another default room than the one configured.
     #[error(
         "database {path} was created with default room {recorded:?}: its messages before rooms \
-         existed, and those sent to the default room since, are that room's; start with \
+         existed, and those sent to the default room since, are that room's; run with \
          --default-room {recorded} (or use another database for default room {asked:?})"
     )]
     DefaultRoom {
