@@ -269,6 +269,86 @@ async fn the_directory_lists_rooms_with_members_and_last_ids_by_name() -> TestRe
     Ok(())
 }
 
+/// The names in a `rooms` answer.
+fn listed_names(answer: &[Value]) -> Vec<String> {
+    answer[0]["rooms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_directory_pages_by_name_through_rooms_with_members_or_messages() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_with(Config {
+        max_rooms_per_connection: 300,
+        ..config(&dir)
+    })
+    .await;
+    let mut client = connect(&server, json!({ "rooms": ["zz"] })).await;
+    // zz: messages and no member; m000..m249: members, every tenth with a message; the
+    // default room (general): both; it sorts among the others by its name.
+    send_to(&mut client, "zz", "last words", "o-zz").await;
+    let ack = client.emit_with_ack("leave", &[json!("zz")], WAIT).await?;
+    assert_eq!(ack[0], json!({ "ok": true }));
+    for n in 0..250 {
+        let room = format!("m{n:03}");
+        let ack = client.emit_with_ack("join", &[json!(room)], WAIT).await?;
+        assert_eq!(ack[0]["room"], json!(room));
+        if n % 10 == 0 {
+            send_to(&mut client, &room, "hi", &format!("o-{room}")).await;
+        }
+    }
+    let mut general = connect(&server, json!({})).await;
+    send_to(&mut general, "general", "hello", "o-g").await;
+    let first = client.emit_with_ack("rooms", &[], WAIT).await?;
+    let mut expected: Vec<String> = std::iter::once("general".to_string())
+        .chain((0..199).map(|n| format!("m{n:03}")))
+        .collect();
+    assert_eq!(listed_names(&first), expected);
+    assert_eq!(
+        first[0]["rooms"][0],
+        json!({ "name": "general", "members": 1, "last": 27 })
+    );
+    assert_eq!(
+        first[0]["rooms"][1],
+        json!({ "name": "m000", "members": 1, "last": 2 })
+    );
+    assert_eq!(
+        first[0]["rooms"][2],
+        json!({ "name": "m001", "members": 1, "last": 0 })
+    );
+    let second = client
+        .emit_with_ack("rooms", &[json!({ "after": "m198" })], WAIT)
+        .await?;
+    expected = (199..250)
+        .map(|n| format!("m{n:03}"))
+        .chain(std::iter::once("zz".to_string()))
+        .collect();
+    assert_eq!(listed_names(&second), expected);
+    assert_eq!(
+        second[0]["rooms"][51],
+        json!({ "name": "zz", "members": 0, "last": 1 })
+    );
+    let none = client
+        .emit_with_ack("rooms", &[json!({ "after": "zz" })], WAIT)
+        .await?;
+    assert_eq!(none[0], json!({ "rooms": [] }));
+    let bad = client
+        .emit_with_ack("rooms", &[json!({ "after": "Not A Name" })], WAIT)
+        .await?;
+    assert!(
+        bad[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("invalid after: invalid room name")),
+        "{bad:?}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn rooms_are_limited_per_connection_and_per_server() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -315,6 +395,31 @@ async fn rooms_are_limited_per_connection_and_per_server() -> TestResult {
     let mut nowhere = connect(&server, json!({ "rooms": [] })).await;
     send_to(&mut client, "a", "hello", "o1").await;
     nowhere.expect_silence(Duration::from_millis(200)).await?;
+    // A room without messages is forgotten once everyone left it, and makes space for
+    // another (a, with a message, and b, c, still with members, stay: 3 rooms).
+    let ack = other.emit_with_ack("leave", &[json!("c")], WAIT).await?;
+    assert_eq!(ack[0], json!({ "ok": true }));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let ack = nowhere.emit_with_ack("join", &[json!("d")], WAIT).await?;
+        if ack[0] == json!({ "room": "d", "last": 0 }) {
+            break;
+        }
+        assert_eq!(
+            ack[0],
+            json!({ "error": "too many rooms: the server has 3, the limit" })
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c was never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ack = other.emit_with_ack("join", &[json!("e")], WAIT).await?;
+    assert_eq!(
+        ack[0],
+        json!({ "error": "too many rooms: the server has 3, the limit" })
+    );
     server.stop().await;
     Ok(())
 }

@@ -12,7 +12,7 @@
 //! It does not store anything (the log publishes only after a durable commit) and it does not
 //! talk to sockets.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -49,6 +49,17 @@ pub struct Hub {
 struct Published {
     last: u64,
     rooms: HashMap<RoomKey, u64>,
+    /// The names of the rooms in `rooms` but the default room, in order: the directory pages
+    /// through them without a pass over every room.
+    names: BTreeSet<String>,
+}
+
+impl Published {
+    fn new(last: u64, rooms: impl IntoIterator<Item = (RoomKey, u64)>) -> Self {
+        let rooms: HashMap<RoomKey, u64> = rooms.into_iter().collect();
+        let names = rooms.keys().flatten().cloned().collect();
+        Self { last, rooms, names }
+    }
 }
 
 impl Hub {
@@ -79,10 +90,7 @@ impl Hub {
         }
         record_size(&cache);
         Self {
-            last_published: Mutex::new(Published {
-                last: last_id,
-                rooms: rooms.into_iter().collect(),
-            }),
+            last_published: Mutex::new(Published::new(last_id, rooms)),
             live,
             tail: Mutex::new(cache),
             published: watch::Sender::new(last_id),
@@ -124,6 +132,9 @@ impl Hub {
                 Some(room) => *room = message.id.0,
                 None => {
                     last.rooms.insert(message.room.clone(), message.id.0);
+                    if let Some(name) = &message.room {
+                        last.names.insert(name.clone());
+                    }
                 }
             }
             // An error only means nobody is subscribed right now.
@@ -170,13 +181,25 @@ impl Hub {
         self.lock().rooms.get(room).copied().unwrap_or(0)
     }
 
-    /// The rooms that hold (or held) messages, with their newest ids.
-    pub fn rooms(&self) -> Vec<(RoomKey, u64)> {
-        let published = self.lock();
-        published
-            .rooms
-            .iter()
-            .map(|(room, last)| (room.clone(), *last))
+    /// How many rooms hold (or held) messages.
+    pub fn room_count(&self) -> usize {
+        self.lock().rooms.len()
+    }
+
+    /// The rooms that hold (or held) messages, the default room apart.
+    pub fn room_names(&self) -> Vec<String> {
+        self.lock().names.iter().cloned().collect()
+    }
+
+    /// Up to `limit` names of rooms that hold (or held) messages, the default room apart, in
+    /// order after `after`.
+    pub fn room_names_after(&self, after: &str, limit: usize) -> Vec<String> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.lock()
+            .names
+            .range::<str, _>((Excluded(after), Unbounded))
+            .take(limit)
+            .cloned()
             .collect()
     }
 

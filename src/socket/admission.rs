@@ -131,15 +131,15 @@ async fn admit(
             limit: state.rooms.max_per_connection,
         });
     }
-    if asked.iter().any(|room| !state.rooms.exists(&state, room)) {
-        let count = state.rooms.count(&state);
-        let new = asked
-            .iter()
-            .filter(|room| !state.rooms.exists(&state, room))
-            .count();
-        if count + new > state.rooms.max_rooms {
-            return Err(Refusal::ServerRooms(count));
-        }
+    let new = asked
+        .iter()
+        .filter(|room| !state.rooms.exists(&state, room))
+        .count();
+    if new > 0 {
+        state
+            .rooms
+            .admit_new_rooms(&state, new)
+            .map_err(Refusal::ServerRooms)?;
     }
     let slot = state
         .connections

@@ -65,6 +65,17 @@ impl SharedRoster {
         self.lock().rooms().cloned().collect()
     }
 
+    /// At least as many rooms as [`SharedRoster::rooms`] lists (see [`Rosters::room_count`]).
+    pub fn room_count(&self) -> usize {
+        self.lock().room_count()
+    }
+
+    /// Up to `limit` names of rooms with anyone in them, the default room apart, in order
+    /// after `after`.
+    pub fn names_after(&self, after: &str, limit: usize) -> Vec<String> {
+        self.lock().names_after(after, limit)
+    }
+
     /// This node's part of every room's roster (cluster mode tells the other nodes).
     pub fn local(&self) -> std::collections::BTreeMap<String, NodeRoster> {
         self.lock().local()

@@ -11,9 +11,10 @@
 //!
 //! Each is a request against the connection's rate limit.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures_util::future::Either;
 use serde::Serialize;
@@ -28,6 +29,10 @@ use crate::protocol::room::{RoomName, RoomNameError};
 /// Most rooms a `rooms` answer lists.
 pub const DIRECTORY_PAGE: usize = 200;
 
+/// How long a count of the rooms that exist stands in for a new one (see
+/// [`Rooms::admit_new_room`]).
+const CENSUS_EVERY: Duration = Duration::from_secs(1);
+
 /// The default room's name and the limits.
 #[derive(Debug, Clone)]
 pub struct Rooms {
@@ -37,6 +42,16 @@ pub struct Rooms {
     pub max_per_connection: usize,
     /// `--max-rooms`.
     pub max_rooms: usize,
+    /// The last count of the rooms that exist, for joins near `--max-rooms`.
+    census: Arc<Mutex<Census>>,
+}
+
+/// A count of the rooms that exist, and the rooms admitted since.
+#[derive(Debug, Default)]
+struct Census {
+    taken: Option<Instant>,
+    rooms: usize,
+    admitted_since: usize,
 }
 
 impl Rooms {
@@ -46,6 +61,7 @@ impl Rooms {
             default: default.into(),
             max_per_connection,
             max_rooms,
+            census: Arc::default(),
         }
     }
 
@@ -78,21 +94,47 @@ impl Rooms {
         state.hub.room_last(key) > 0 || state.roster.count(key) > 0
     }
 
-    /// How many rooms exist: those that hold messages and those with members only.
-    pub fn count(&self, state: &ChatState) -> usize {
-        let with_messages: std::collections::HashSet<RoomKey> = state
-            .hub
-            .rooms()
-            .into_iter()
-            .map(|(room, _)| room)
-            .collect();
+    /// Whether `new` more rooms may come into existence under `--max-rooms`; the error is
+    /// how many exist. Cheap while the rooms with messages plus the rooms with members (at
+    /// least as many as exist) stay under the limit; near it, the rooms are counted exactly
+    /// at most once a [`CENSUS_EVERY`], and the rooms admitted since are added to that count:
+    /// a join never pays for a pass over every room, and the limit holds (within the joins
+    /// running at the same moment).
+    pub fn admit_new_rooms(&self, state: &ChatState, new: usize) -> Result<(), usize> {
+        if state.hub.room_count() + state.roster.room_count() + new <= self.max_rooms {
+            return Ok(());
+        }
+        let mut census = self.census.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if census
+            .taken
+            .is_none_or(|taken| now.duration_since(taken) >= CENSUS_EVERY)
+        {
+            *census = Census {
+                taken: Some(now),
+                rooms: self.count(state),
+                admitted_since: 0,
+            };
+        }
+        let rooms = census.rooms + census.admitted_since;
+        if rooms + new > self.max_rooms {
+            return Err(rooms);
+        }
+        census.admitted_since += new;
+        Ok(())
+    }
+
+    /// How many rooms exist: those that hold messages and those with members only (a pass
+    /// over the rooms with members).
+    fn count(&self, state: &ChatState) -> usize {
+        let with_messages = state.hub.room_count();
         let members_only = state
             .roster
             .rooms()
             .into_iter()
-            .filter(|room| !with_messages.contains(room))
+            .filter(|room| state.hub.room_last(room) == 0)
             .count();
-        with_messages.len() + members_only
+        with_messages + members_only
     }
 }
 
@@ -155,10 +197,10 @@ async fn join(
         return Err(JoinError::PerConnection(subscription.len()));
     }
     if !state.rooms.exists(state, &key) {
-        let count = state.rooms.count(state);
-        if count >= state.rooms.max_rooms {
-            return Err(JoinError::Server(count));
-        }
+        state
+            .rooms
+            .admit_new_rooms(state, 1)
+            .map_err(JoinError::Server)?;
     }
     let mark = state.live.join_room(socket.id, subscription, key.clone());
     if let Some(pid) = &connection.pid
@@ -290,25 +332,29 @@ fn directory(
             ));
         }
     };
-    let mut rooms: BTreeMap<String, Listed> = BTreeMap::new();
-    let mut add = |key: &RoomKey, last: u64, members: usize| {
-        let name = state.rooms.name(key);
-        if after.as_deref().is_some_and(|after| name <= after) {
-            return;
-        }
-        let entry = rooms.entry(name.to_string()).or_insert(Listed {
-            name: name.to_string(),
-            members: 0,
-            last: 0,
-        });
-        entry.last = entry.last.max(last);
-        entry.members = entry.members.max(members);
-    };
-    for (key, last) in state.hub.rooms() {
-        add(&key, last, state.roster.count(&key));
+    // The first page's worth of names from the rooms with messages and from those with
+    // members, merged; the default room, keyed apart, by its name.
+    let after = after.unwrap_or_default();
+    let mut names: BTreeSet<String> = state
+        .hub
+        .room_names_after(&after, DIRECTORY_PAGE)
+        .into_iter()
+        .collect();
+    names.extend(state.roster.names_after(&after, DIRECTORY_PAGE));
+    let default = state.rooms.default_name();
+    if **default > *after && state.rooms.exists(state, &None) {
+        names.insert(default.to_string());
     }
-    for key in state.roster.rooms() {
-        add(&key, state.hub.room_last(&key), state.roster.count(&key));
-    }
-    Ok(rooms.into_values().take(DIRECTORY_PAGE).collect())
+    Ok(names
+        .into_iter()
+        .take(DIRECTORY_PAGE)
+        .map(|name| {
+            let key = (*name != **default).then(|| name.clone());
+            Listed {
+                members: state.roster.count(&key),
+                last: state.hub.room_last(&key),
+                name,
+            }
+        })
+        .collect())
 }

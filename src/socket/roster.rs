@@ -264,6 +264,8 @@ impl Roster {
 #[derive(Debug, Default)]
 pub struct Rosters {
     rooms: HashMap<RoomKey, Roster>,
+    /// The names of the rooms in `rooms` but the default room, in order (for the directory).
+    ordered: BTreeSet<String>,
     /// Rooms whose roster changed since their last snapshot was taken.
     dirty: BTreeSet<RoomKey>,
     /// Each local socket's nickname.
@@ -274,6 +276,9 @@ impl Rosters {
     fn roster(&mut self, room: &RoomKey) -> &mut Roster {
         if !self.rooms.contains_key(room) {
             self.rooms.insert(room.clone(), Roster::default());
+            if let Some(name) = room {
+                self.ordered.insert(name.clone());
+            }
         }
         self.dirty.insert(room.clone());
         self.rooms.entry(room.clone()).or_default()
@@ -335,7 +340,28 @@ impl Rosters {
 
     /// Rooms with anyone in them, on any node.
     pub fn rooms(&self) -> impl Iterator<Item = &RoomKey> {
-        self.rooms.keys()
+        self.rooms
+            .iter()
+            .filter(|(_, roster)| roster.count() > 0)
+            .map(|(room, _)| room)
+    }
+
+    /// How many rooms have a roster: those with anyone in them, and those just left empty
+    /// (forgotten at their last snapshot), so at least as many as [`Rosters::rooms`] lists.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Up to `limit` names of rooms with anyone in them, the default room apart, in order
+    /// after `after`.
+    pub fn names_after(&self, after: &str, limit: usize) -> Vec<String> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.ordered
+            .range::<str, _>((Excluded(after), Unbounded))
+            .filter(|name| self.count(&Some((*name).clone())) > 0)
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// Sockets connected to this node.
@@ -356,6 +382,9 @@ impl Rosters {
             }
             if roster.is_empty() {
                 self.rooms.remove(&room);
+                if let Some(name) = &room {
+                    self.ordered.remove(name);
+                }
             }
         }
         changes
