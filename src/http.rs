@@ -18,6 +18,8 @@ use crate::delivery::Hub;
 use crate::ingest::SharedLog;
 use crate::ops::metrics;
 use crate::socket::admission::ConnectionCount;
+use crate::socket::presence::SharedRoster;
+use crate::socket::rooms::count_rooms;
 use crate::storage::StoreReader;
 use socketioxide::service::SocketIoService;
 use tower::ServiceExt;
@@ -146,6 +148,8 @@ pub struct Ops {
     pub connections: ConnectionCount,
     /// The database, for its page cache's figures.
     pub store: StoreReader,
+    /// Who is in which room, for the count of rooms.
+    pub roster: SharedRoster,
 }
 
 /// `GET /healthz`: 200 while the database takes writes, 503 otherwise; JSON either way.
@@ -179,6 +183,7 @@ async fn render_metrics(State(ops): State<Ops>) -> Response {
         metrics::gauge(metrics::DATABASE_BYTES).set(meta.len() as f64);
     }
     metrics::gauge(metrics::LAST_ID).set(ops.hub.last_published() as f64);
+    metrics::gauge(metrics::ROOMS).set(count_rooms(&ops.hub, &ops.roster) as f64);
     // Blocking (a lock that closing the database takes), though brief.
     let store = ops.store.clone();
     if let Ok(Some(cache)) = tokio::task::spawn_blocking(move || store.cache_stats()).await {

@@ -279,7 +279,7 @@ impl Server {
         }
         tasks.spawn(broadcast_presence(
             io.clone(),
-            roster,
+            roster.clone(),
             rooms,
             stopping.clone(),
         ));
@@ -292,6 +292,7 @@ impl Server {
             db: config.db.clone(),
             connections,
             store: self.reader.clone(),
+            roster,
         };
         let app = http::router(service, ops);
         // Small frames (acks, chat lines) must leave at once: Nagle would hold them ~40 ms.

@@ -833,3 +833,63 @@ fn export_import_and_stats_carry_the_room() -> TestResult {
     assert_eq!(rooms_of(&out), ["lobby"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn metrics_count_rooms_memberships_joins_and_leaves_without_a_label_per_room() -> TestResult {
+    // Its own process: the metrics recorder is one per process, and this file's other tests
+    // join rooms too.
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let mut server = ServerProcess::spawn(
+        server_command(port, &dir.path().join("chat.redb"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped()),
+    );
+    server.wait_listening();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut ada = Client::connect(&url, &json!({ "rooms": ["general", "dev"] })).await?;
+    let mut bo = Client::connect(&url, &json!({ "rooms": ["dev"] })).await?;
+    send_to(&mut ada, "general", "hi", "o1").await;
+    for room in ["ops", "qa"] {
+        let ack = bo.emit_with_ack("join", &[json!(room)], WAIT).await?;
+        assert_eq!(ack[0]["room"], json!(room));
+    }
+    // Joining a room one is in again, and leaving one is not in, change nothing.
+    bo.emit_with_ack("join", &[json!("ops")], WAIT).await?;
+    bo.emit_with_ack("leave", &[json!("nowhere")], WAIT).await?;
+    let ack = bo.emit_with_ack("leave", &[json!("qa")], WAIT).await?;
+    assert_eq!(ack[0], json!({ "ok": true }));
+    // general (messages, a member), dev (members), ops (a member); qa is forgotten once its
+    // roster's last snapshot went out.
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = get(&url, "/metrics").await.1;
+        if counter(&text, "tidings_rooms") == 3 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(counter(&text, "tidings_room_memberships"), 4, "{text}");
+    assert_eq!(counter(&text, "tidings_room_joins_total"), 2, "{text}");
+    assert_eq!(counter(&text, "tidings_room_leaves_total"), 1, "{text}");
+    assert!(
+        !text
+            .lines()
+            .any(|line| line.starts_with("tidings_room") && line.contains('{')),
+        "no label per room: {text}"
+    );
+    ada.close().await;
+    bo.close().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = get(&url, "/metrics").await.1;
+        if counter(&text, "tidings_room_memberships") == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.terminate();
+    Ok(())
+}

@@ -81,6 +81,15 @@ pub const LIVE_SOCKETS: &str = "tidings_live_sockets";
 pub const CATCHING_UP: &str = "tidings_catching_up_sockets";
 /// Highest stored id (gauge).
 pub const LAST_ID: &str = "tidings_last_message_id";
+/// Rooms that exist: with messages, or with members on any node (gauge, refreshed on
+/// scrape). No label per room: a room's figures are in the `rooms` directory.
+pub const ROOMS: &str = "tidings_rooms";
+/// This node's sockets' room memberships: one per socket per room it is in (gauge).
+pub const ROOM_MEMBERSHIPS: &str = "tidings_room_memberships";
+/// `join` requests that put a socket in a room it was not in (counter).
+pub const ROOM_JOINS: &str = "tidings_room_joins_total";
+/// `leave` requests that took a socket out of a room it was in (counter).
+pub const ROOM_LEAVES: &str = "tidings_room_leaves_total";
 
 /// The counter `name`.
 pub fn counter(name: &'static str) -> Counter {

@@ -21,8 +21,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 
+use super::presence::SharedRoster;
 use super::{ChatState, Connection, refuse, send_ack};
-use crate::delivery::RoomKey;
+use crate::delivery::{Hub, RoomKey};
+use crate::ops::metrics;
 use crate::protocol::EventArgs;
 use crate::protocol::room::{RoomName, RoomNameError};
 
@@ -124,18 +126,20 @@ impl Rooms {
         Ok(())
     }
 
-    /// How many rooms exist: those that hold messages and those with members only (a pass
-    /// over the rooms with members).
     fn count(&self, state: &ChatState) -> usize {
-        let with_messages = state.hub.room_count();
-        let members_only = state
-            .roster
-            .rooms()
-            .into_iter()
-            .filter(|room| state.hub.room_last(room) == 0)
-            .count();
-        with_messages + members_only
+        count_rooms(&state.hub, &state.roster)
     }
+}
+
+/// How many rooms exist: those that hold messages and those with members only (a pass over
+/// the rooms with members).
+pub fn count_rooms(hub: &Hub, roster: &SharedRoster) -> usize {
+    let members_only = roster
+        .rooms()
+        .into_iter()
+        .filter(|room| hub.room_last(room) == 0)
+        .count();
+    hub.room_count() + members_only
 }
 
 /// Why a room could not be joined; the text is the ack's `error`.
@@ -216,6 +220,7 @@ async fn join(
     }
     socket.join(name.to_string());
     super::presence::entered(socket, state, &key);
+    metrics::counter(metrics::ROOM_JOINS).increment(1);
     Ok((name.to_string(), mark))
 }
 
@@ -255,6 +260,7 @@ async fn leave(
     }
     socket.leave(name.to_string());
     super::presence::exited(socket, state, connection, &key);
+    metrics::counter(metrics::ROOM_LEAVES).increment(1);
     if let Some(pid) = &connection.pid
         && let Err(e) = state
             .recovery

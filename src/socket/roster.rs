@@ -7,8 +7,8 @@
 //! Costs: a join, a leave, a rename and the [`Roster::snapshot`] a newcomer gets do not grow
 //! with the number of connections (the snapshot lists at most [`MAX_LISTED`] names, merged
 //! from each node's sorted names, and its count is kept as members come and go); only
-//! [`Roster::take_changes`], once per presence tick, walks every name. A roster is one
-//! conversation's: rooms will hold one each.
+//! [`Roster::take_changes`], once per presence tick, walks every name. A room has one roster
+//! while anyone is in it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -16,6 +16,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::delivery::RoomKey;
+use crate::ops::metrics;
 
 /// Most names listed in a snapshot; `count` is always exact.
 pub const MAX_LISTED: usize = 200;
@@ -270,6 +271,8 @@ pub struct Rosters {
     dirty: BTreeSet<RoomKey>,
     /// Each local socket's nickname.
     names: HashMap<String, Option<String>>,
+    /// Local sockets' memberships: one per socket per room.
+    memberships: usize,
 }
 
 impl Rosters {
@@ -287,7 +290,7 @@ impl Rosters {
     /// A socket connected with `nickname`, in `rooms`.
     pub fn connect(&mut self, sid: &str, nickname: Option<String>, rooms: &[RoomKey]) {
         for room in rooms {
-            self.roster(room).join(sid, nickname.clone());
+            self.join(sid, nickname.clone(), room);
         }
         self.names.insert(sid.to_string(), nickname);
     }
@@ -295,13 +298,38 @@ impl Rosters {
     /// A socket joined `room`.
     pub fn enter(&mut self, sid: &str, room: &RoomKey) {
         let nickname = self.names.get(sid).cloned().flatten();
-        self.roster(room).join(sid, nickname);
+        self.join(sid, nickname, room);
+    }
+
+    fn join(&mut self, sid: &str, nickname: Option<String>, room: &RoomKey) {
+        let roster = self.roster(room);
+        let before = roster.members.len();
+        roster.join(sid, nickname);
+        let added = roster.members.len() - before;
+        self.count_memberships(added, 0);
     }
 
     /// A socket left `room`; returns its nickname.
     pub fn exit(&mut self, sid: &str, room: &RoomKey) -> Option<String> {
         // A room left empty is forgotten after its last snapshot (`take_changes`).
-        self.roster(room).leave(sid)
+        let roster = self.roster(room);
+        let before = roster.members.len();
+        let nickname = roster.leave(sid);
+        let removed = before - roster.members.len();
+        self.count_memberships(0, removed);
+        nickname
+    }
+
+    fn count_memberships(&mut self, added: usize, removed: usize) {
+        if added != removed {
+            self.memberships = (self.memberships + added).saturating_sub(removed);
+            metrics::gauge(metrics::ROOM_MEMBERSHIPS).set(self.memberships as f64);
+        }
+    }
+
+    /// Local sockets' memberships: one per socket per room it is in.
+    pub fn memberships(&self) -> usize {
+        self.memberships
     }
 
     /// A socket disconnected from `rooms`; returns its nickname.
