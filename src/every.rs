@@ -1,10 +1,11 @@
 //! Time in the server's loops: the beat of its periodic tasks ([`Every`]: presence, session
-//! upkeep, the cluster's probe), the waits between retries ([`Backoff`]), and the wall clock
-//! ([`now_ms`]).
+//! upkeep, the cluster's probe), the waits between retries ([`Backoff`]: a full socket buffer,
+//! a stream that does not answer), and the wall clock ([`now_ms`], [`since_epoch`]).
 //!
 //! `while every.tick().await { ... }` runs the body once per period until the server stops.
 //! A tick that comes late (a busy machine) delays the next ones rather than bunching them.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::{Interval, MissedTickBehavior};
@@ -52,8 +53,8 @@ impl Backoff {
         }
     }
 
-    /// The next wait (and doubles the one after it).
-    fn take(&mut self) -> Duration {
+    /// The next wait (and doubles the one after it), for a caller that sleeps by itself.
+    pub fn next_wait(&mut self) -> Duration {
         let wait = self.next;
         self.next = (self.next * 2).min(self.max);
         wait
@@ -61,14 +62,19 @@ impl Backoff {
 
     /// Sleeps for the next wait.
     pub async fn sleep(&mut self) {
-        tokio::time::sleep(self.take()).await;
+        tokio::time::sleep(self.next_wait()).await;
     }
 
     /// Sleeps for the next wait: true then, false if `stop` came first.
     pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        self.wait_unless(stop.cancelled()).await
+    }
+
+    /// Sleeps for the next wait: true then, false if `stop` resolved first.
+    pub async fn wait_unless(&mut self, stop: impl Future<Output = ()>) -> bool {
         tokio::select! {
-            () = tokio::time::sleep(self.take()) => true,
-            () = stop.cancelled() => false,
+            () = tokio::time::sleep(self.next_wait()) => true,
+            () = stop => false,
         }
     }
 
@@ -78,11 +84,16 @@ impl Backoff {
     }
 }
 
-/// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> u64 {
+/// Now, since the Unix epoch (zero if the clock is before it).
+pub fn since_epoch() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -92,9 +103,9 @@ mod tests {
     #[test]
     fn waits_double_up_to_the_most_and_start_over_after_a_reset() {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
-        let waits: Vec<u128> = (0..5).map(|_| backoff.take().as_millis()).collect();
+        let waits: Vec<u128> = (0..5).map(|_| backoff.next_wait().as_millis()).collect();
         assert_eq!(waits, [50, 100, 200, 300, 300]);
         backoff.reset();
-        assert_eq!(backoff.take(), Duration::from_millis(50));
+        assert_eq!(backoff.next_wait(), Duration::from_millis(50));
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::delivery::Hub;
 use crate::ingest::SharedLog;
-use crate::ops::metrics;
+use crate::metrics;
 use crate::socket::admission::ConnectionCount;
 use crate::socket::presence::SharedRoster;
 use crate::socket::rooms::count_rooms;

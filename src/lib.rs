@@ -25,7 +25,7 @@
 //!   the outbox, and the task serving each socket.
 //! - [`socket`]: the Socket.IO handlers: admission, chat, history, presence.
 //! - [`http`]: the router, the embedded page, `/healthz`, `/metrics`.
-//! - [`ops`]: the offline commands and the metric names.
+//! - [`ops`]: the offline commands; [`metrics`]: the metric names and the exporter, a leaf.
 //! - [`cluster`]: cluster mode: the JetStream log, the applier that fills the local replica,
 //!   readiness, presence across nodes.
 //! - [`config`]: flags, environment variables and their defaults; [`every`]: the beat of the
@@ -41,6 +41,7 @@ pub mod every;
 pub mod http;
 pub mod ingest;
 pub mod message;
+pub mod metrics;
 pub mod ops;
 pub mod protocol;
 pub mod server;

@@ -29,7 +29,7 @@ use crate::http;
 use crate::ingest::retention::{Retention, prune_forever};
 use crate::ingest::{SharedLog, WriterConfig, WriterHandle, spawn_writer};
 use crate::message::Message;
-use crate::ops::metrics;
+use crate::metrics;
 use crate::protocol::{MAX_INCOMING_BINARIES, payload_limit};
 use crate::socket::admission::ConnectionCount;
 use crate::socket::chat::InFlight;

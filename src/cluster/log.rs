@@ -20,7 +20,7 @@
 //! messages keep their order; a retried publish may land after later ones.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use super::health::Health;
 use crate::delivery::Hub;
-use crate::every::now_ms;
+use crate::every::{Backoff, now_ms, since_epoch};
 use crate::ingest::{AppendError, BoxFuture, Log, Receipt};
 use crate::message::{AppendOutcome, ChatInput, MessageId, StoredMessage};
 use crate::storage::StoreReader;
@@ -159,7 +159,7 @@ impl Publish {
         health: &Health,
     ) -> Result<AppendOutcome, AppendError> {
         let deadline = started + RETRY_FOR;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
         let mut attempt = first;
         let ack = loop {
             let outcome = match attempt {
@@ -180,14 +180,14 @@ impl Publish {
                             | PublishErrorKind::BrokenPipe
                             | PublishErrorKind::MaxAckPending
                     );
-                    if !retryable || Instant::now() + backoff >= deadline {
+                    let wait = backoff.next_wait();
+                    if !retryable || Instant::now() + wait >= deadline {
                         return Err(AppendError::Unavailable(format!(
                             "the stream did not acknowledge the message: {e}"
                         )));
                     }
                     tracing::debug!("publish not acknowledged ({e}), retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    tokio::time::sleep(wait).await;
                     attempt = self.send().await;
                 }
             }
@@ -236,17 +236,10 @@ fn random_bytes() -> [u8; 16] {
     for half in out.chunks_mut(8) {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        hasher.write_u128(now_nanos());
+        hasher.write_u128(since_epoch().as_nanos());
         half.copy_from_slice(&hasher.finish().to_be_bytes());
     }
     out
-}
-
-fn now_nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, watch};
 use super::subscription::RoomKey;
 use super::tail::{TailCache, TailLimits};
 use crate::message::SharedMessage;
-use crate::ops::metrics;
+use crate::metrics;
 
 /// See the module docs.
 pub struct Hub {

@@ -46,7 +46,7 @@ use super::cursor::EmittedCursor;
 use super::outbox::NotQueued;
 use super::subscription::{RoomKey, Subscription};
 use crate::message::SharedMessage;
-use crate::ops::metrics;
+use crate::metrics;
 
 /// Most messages the broadcaster queues per socket in one pass.
 const MAX_BATCH: usize = 256;

@@ -27,8 +27,9 @@ use super::catch_up::CatchUp;
 use super::cursor::EmittedCursor;
 use super::live::{ChatSink, LiveSet, Member, PassBatch, Refused};
 use super::outbox::{self, NotQueued, SendLock, SocketOutbox};
+use crate::every::Backoff;
 use crate::message::SharedMessage;
-use crate::ops::metrics;
+use crate::metrics;
 use crate::protocol::event::{CHAT_MESSAGE, SYNC};
 
 /// The live set of sockets.
@@ -473,18 +474,16 @@ async fn emit_in_order<T>(
 ) -> Result<T, Stopped> {
     // Not too eager: a retry that finds only a slot or two free briefly holds them (see
     // `outbox`); waiting a little lets the connection drain more first.
-    let mut backoff = Duration::from_millis(1);
+    let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(50));
     loop {
         match emit() {
             Ok(queued) => return Ok(queued),
             Err(NotQueued::Full) => {
                 // A client that never reads stops answering pings (which still fit, thanks
                 // to the headroom) and the engine.io heartbeat closes it: `closed` fires.
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = signals.stopped() => return Err(Stopped),
+                if !backoff.wait_unless(signals.stopped()).await {
+                    return Err(Stopped);
                 }
-                backoff = (backoff * 2).min(Duration::from_millis(50));
             }
             Err(NotQueued::Closed) => return Err(Stopped),
         }

@@ -26,7 +26,7 @@ use crate::delivery::Hub;
 use crate::delivery::RoomKey;
 use crate::every::now_ms;
 use crate::message::{AppendOutcome, ChatInput, Message, StoredRow};
-use crate::ops::metrics;
+use crate::metrics;
 use crate::storage::{SessionChanges, StoreWriter};
 
 /// Bounds on one group commit.

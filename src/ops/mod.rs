@@ -1,5 +1,5 @@
-//! Operating the server: the offline commands over a database file ([`commands`]) and the
-//! metric names and exporter behind `/metrics` ([`metrics`]).
+//! Operating the server offline: the commands over a database file ([`commands`]). The metric
+//! names and the exporter behind `/metrics` are [`crate::metrics`], a leaf every layer records
+//! into.
 
 pub mod commands;
-pub mod metrics;

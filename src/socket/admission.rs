@@ -27,7 +27,7 @@ use crate::delivery::cursor::EmittedCursor;
 use crate::delivery::outbox::SendLock;
 use crate::delivery::socket_task::{Signals, SocketDelivery, SyncPlan, deliver};
 use crate::delivery::{RoomKey, Subscription};
-use crate::ops::metrics;
+use crate::metrics;
 use crate::protocol::event::{CHAT_MESSAGE, HISTORY, JOIN, LEAVE, NICKNAME, ROOMS, TYPING};
 use crate::protocol::{AuthError, parse_handshake};
 

@@ -21,7 +21,7 @@ use super::{ChatState, Connection, refuse, send_ack};
 use crate::delivery::socket_task::disconnect;
 use crate::ingest::AppendError;
 use crate::message::AppendOutcome;
-use crate::ops::metrics;
+use crate::metrics;
 use crate::protocol::{AckReply, EventArgs, PayloadError, validate_chat_message};
 
 /// Counts `chat message` handlers between receipt and ack. Once draining, new messages are

@@ -35,6 +35,7 @@ use crate::delivery::cursor::EmittedCursor;
 use crate::delivery::outbox::{self, NotQueued, SendLock};
 use crate::delivery::socket_task::Signals;
 use crate::delivery::{self, BatchLimits, Hub, Live, Subscription};
+use crate::every::Backoff;
 use crate::ingest::SharedLog;
 use crate::protocol::{AckReply, Limits};
 use crate::storage::StoreReader;
@@ -218,7 +219,7 @@ async fn send_ack<T: serde::Serialize + ?Sized>(
     connection: &Connection,
 ) -> bool {
     let mut ack = ack;
-    let mut backoff = Duration::from_micros(200);
+    let mut backoff = Backoff::new(Duration::from_micros(200), Duration::from_millis(50));
     loop {
         match outbox::try_ack(socket, &connection.sending, ack, reply) {
             Ok(()) => return true,
@@ -230,10 +231,8 @@ async fn send_ack<T: serde::Serialize + ?Sized>(
             // A closed socket's client reconnects and retries anyway.
             Err((NotQueued::Closed, _)) => return true,
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = connection.signals.closed() => return true,
+        if !backoff.wait_unless(connection.signals.closed()).await {
+            return true;
         }
-        backoff = (backoff * 2).min(Duration::from_millis(50));
     }
 }

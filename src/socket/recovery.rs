@@ -26,7 +26,7 @@ use crate::every::{Every, now_ms};
 use super::Connection;
 use crate::delivery::{Hub, RoomKey};
 use crate::ingest::WriterHandle;
-use crate::ops::metrics;
+use crate::metrics;
 use crate::protocol::RecoveryRequest;
 use crate::storage::StoreReader;
 

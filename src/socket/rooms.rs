@@ -24,7 +24,7 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use super::presence::SharedRoster;
 use super::{ChatState, Connection, refuse, send_ack};
 use crate::delivery::{Hub, RoomKey};
-use crate::ops::metrics;
+use crate::metrics;
 use crate::protocol::EventArgs;
 use crate::protocol::room::{RoomName, RoomNameError};
 

@@ -16,7 +16,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::delivery::RoomKey;
-use crate::ops::metrics;
+use crate::metrics;
 
 /// Most names listed in a snapshot; `count` is always exact.
 pub const MAX_LISTED: usize = 200;

@@ -363,12 +363,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
 fn new_epoch() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
+    hasher.write_u128(crate::every::since_epoch().as_nanos());
     hasher.write_u32(std::process::id());
     hasher.finish().max(1)
 }
