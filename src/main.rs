@@ -7,10 +7,7 @@ use std::io::{BufReader, BufWriter, IsTerminal};
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use tidings::cluster::Cluster;
-use tidings::config::{Cli, Command, LogFormat};
-use tidings::ops::commands;
-use tidings::{Config, Server};
+use tidings::{Cli, Cluster, Command, Config, LogFormat, Server, commands};
 use tokio::net::TcpListener;
 
 fn main() -> std::process::ExitCode {

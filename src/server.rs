@@ -151,7 +151,7 @@ impl Server {
 
     /// A cluster node: finds the messages its replica lacks that the stream still holds (a
     /// file from a build that could lose them) and stores them from the stream, waiting up to
-    /// [`crate::cluster::START_TIMEOUT`] for the stream to answer. Call it before serving: a
+    /// `cluster::START_TIMEOUT` (60 s) for the stream to answer. Call it before serving: a
     /// replay across a hole would skip messages. Returns how many it stored (none on a single
     /// node).
     pub async fn mend_replica(&self) -> Result<usize, ServerError> {

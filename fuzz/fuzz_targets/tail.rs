@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use tidings::delivery::TailLimits;
-use tidings::delivery::tail::{TailCache, cost};
+use tidings::fuzzing::TailLimits;
+use tidings::fuzzing::{TailCache, cost};
 use tidings::message::{Message, MessageId, SharedMessage};
 
 const MAX_OPS: usize = 256;

@@ -111,10 +111,6 @@ impl Log for JetStreamLog {
         Box::pin(self.submit_input(input))
     }
 
-    fn is_writable(&self) -> bool {
-        self.health.is_ready(&self.hub)
-    }
-
     fn problem(&self) -> Option<String> {
         self.health.problem(&self.hub)
     }

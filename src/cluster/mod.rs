@@ -102,7 +102,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Connects to NATS and finds (or creates) the stream, waiting up to [`START_TIMEOUT`]
+    /// Connects to NATS and finds (or creates) the stream, waiting up to `START_TIMEOUT` (60 s)
     /// while NATS is unreachable or has no quorum; a stream with other settings is refused at
     /// once.
     pub async fn join(config: ClusterConfig) -> Result<Self, ClusterError> {

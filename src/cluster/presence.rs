@@ -8,7 +8,6 @@
 //! go into subjects as one token ([`super::name_token`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -192,9 +191,6 @@ fn is_relayable(event: &str) -> bool {
     use crate::protocol::event::{TYPING, USER_RENAMED};
     event == TYPING || event == USER_RENAMED
 }
-
-/// Shared by the server's tasks.
-pub type SharedRelay = Arc<NatsRelay>;
 
 #[cfg(test)]
 mod tests {

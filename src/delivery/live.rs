@@ -55,7 +55,7 @@ const MAX_BATCH: usize = 256;
 const YIELD_EVERY: usize = 128;
 
 /// One member's side of the broadcaster: where its messages go and what happens when it is
-/// taken out. A socket (see [`super::socket_task::LiveSocket`]), or a fake in tests.
+/// taken out. A socket (see `socket_task::LiveSocket`), or a fake in tests.
 pub trait ChatSink: Send + Sync + 'static {
     /// Queues as many of the batch's messages at indices `picks` (ascending) as fit, in
     /// order, and returns how many (at least one); or why not even the first could be queued.

@@ -29,7 +29,6 @@ pub mod tail;
 
 pub use catch_up::{BatchLimits, CatchUp};
 pub use hub::Hub;
-pub use live::LiveSet;
-pub use socket_task::{Live, LiveSocket};
+pub use socket_task::Live;
 pub use subscription::{RoomKey, Subscription};
 pub use tail::TailLimits;

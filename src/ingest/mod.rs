@@ -55,10 +55,7 @@ pub trait Log: Send + Sync {
     /// outstanding at once, so one connection's messages still share commits.
     fn submit(&self, input: ChatInput) -> BoxFuture<'_, Result<Receipt, AppendError>>;
 
-    /// Whether the log takes writes now (`/healthz` reports it).
-    fn is_writable(&self) -> bool;
-
-    /// Why it does not, in words (`/healthz`); `None` while it does.
+    /// Why the log does not take writes now, in words (`/healthz`); `None` while it does.
     fn problem(&self) -> Option<String>;
 
     /// Finishes what it was given, then stops; later appends fail with

@@ -118,6 +118,7 @@ impl WriterHandle {
 
     /// Stores `input` durably (or finds it already stored) and publishes it; resolves after the
     /// commit and the publish.
+    #[cfg(test)]
     pub async fn append(&self, input: ChatInput) -> Result<AppendOutcome, AppendError> {
         self.submit(input).await?.await
     }
@@ -247,10 +248,6 @@ impl WriterHandle {
 impl Log for WriterHandle {
     fn submit(&self, input: ChatInput) -> BoxFuture<'_, Result<Receipt, AppendError>> {
         Box::pin(WriterHandle::submit(self, input))
-    }
-
-    fn is_writable(&self) -> bool {
-        self.is_healthy()
     }
 
     fn problem(&self) -> Option<String> {

@@ -50,11 +50,6 @@ impl SharedRoster {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sockets connected to this node.
-    pub fn local_sockets(&self) -> usize {
-        self.lock().local_sockets()
-    }
-
     /// Sockets in `room`, on every node.
     pub fn count(&self, room: &RoomKey) -> usize {
         self.lock().count(room)

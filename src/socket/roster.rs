@@ -114,6 +114,7 @@ impl Roster {
     }
 
     /// The socket's nickname, if it has one.
+    #[cfg(test)]
     pub fn nickname(&self, sid: &str) -> Option<&str> {
         self.members.get(sid).and_then(|n| n.as_deref())
     }
@@ -328,6 +329,7 @@ impl Rosters {
     }
 
     /// Local sockets' memberships: one per socket per room it is in.
+    #[cfg(test)]
     pub fn memberships(&self) -> usize {
         self.memberships
     }
@@ -390,11 +392,6 @@ impl Rosters {
             .take(limit)
             .cloned()
             .collect()
-    }
-
-    /// Sockets connected to this node.
-    pub fn local_sockets(&self) -> usize {
-        self.names.len()
     }
 
     /// The rooms whose roster changed, with their snapshot and news; rooms nobody is in any
@@ -604,6 +601,9 @@ mod tests {
         rosters.connect("a", Some("ada".into()), &[None, dev.clone()]);
         rosters.connect("b", Some("bo".into()), std::slice::from_ref(&dev));
         rosters.connect("c", None, &[None]);
+        assert_eq!(rosters.memberships(), 4);
+        rosters.enter("b", &dev);
+        assert_eq!(rosters.memberships(), 4, "in dev already");
         let changes = rosters.take_changes();
         let counts: Vec<(RoomKey, usize)> = changes
             .iter()
@@ -618,6 +618,8 @@ mod tests {
             Some("ada".into())
         );
         rosters.exit("b", &dev);
+        rosters.exit("b", &dev);
+        assert_eq!(rosters.memberships(), 3, "b left dev once");
         let changes = rosters.take_changes();
         assert_eq!(changes.len(), 2);
         assert_eq!(rosters.snapshot(&dev).users, ["al"]);
@@ -629,6 +631,7 @@ mod tests {
         let changes = rosters.take_changes();
         let left: Vec<usize> = changes.iter().map(|(_, s)| s.count).collect();
         assert_eq!(left, [1, 0]);
+        assert_eq!(rosters.memberships(), 1, "c, in the default room");
         let rooms: Vec<&RoomKey> = rosters.rooms().collect();
         assert_eq!(rooms, [&None], "dev is forgotten");
         // Other nodes, room by room.

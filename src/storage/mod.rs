@@ -9,6 +9,7 @@
 //! redb is blocking: call these from a dedicated thread or `spawn_blocking`, never directly on
 //! the async runtime.
 
+#[doc(hidden)]
 pub mod fault;
 mod migrate;
 mod reader;
@@ -61,7 +62,7 @@ const META_EPOCH: &str = "epoch";
 /// The highest id deleted by retention (0: nothing ever deleted).
 const META_PRUNED_THROUGH: &str = "pruned_through";
 /// The table layout this build reads and writes. Older files are migrated when opened
-/// ([`migrate`]).
+/// (`migrate`).
 pub const SCHEMA_VERSION: u64 = 3;
 /// Text settings a file pins: the default room's name.
 const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
