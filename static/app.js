@@ -73,10 +73,12 @@
     const lower = name.toLowerCase();
     const hint = lower !== name && isRoomName(lower) ? ` Try “${lower}”.` : '';
     if (name.length > ROOM_MAX) return `A room name can have at most ${ROOM_MAX} characters.`;
-    if (!/^[a-z0-9]/.test(name)) return `A room name starts with a letter (a-z) or a digit.${hint}`;
     const bad = [...new Set(Array.from(name).filter((c) => !/[a-z0-9_-]/.test(c)))].slice(0, 3);
-    const shown = bad.map((c) => (c === ' ' ? 'spaces' : `“${c}”`)).join(', ');
-    return `A room name can use only a-z, 0-9, - and _ (not ${shown}).${hint}`;
+    if (bad.length) {
+      const shown = bad.map((c) => (c === ' ' ? 'spaces' : `“${c}”`)).join(', ');
+      return `A room name can use only a-z, 0-9, - and _ (not ${shown}).${hint}`;
+    }
+    return `A room name starts with a letter (a-z) or a digit.${hint}`;
   };
 
   const storage = {
@@ -355,9 +357,19 @@
   const atBottom = () => distanceFromBottom() < NEAR_BOTTOM_PX;
   const scrollToBottom = () => {
     scroller.scrollTop = scroller.scrollHeight;
+    pinned = true;
     if (view) view.unseenBelow = 0;
     renderJump();
   };
+  // Whether the reader is at the bottom, as of the last scroll: when the message list gets
+  // shorter (a notice or the typing line above the message box, a phone's keyboard), the
+  // newest message stays in view.
+  let pinned = true;
+  if (typeof ResizeObserver === 'function') {
+    new ResizeObserver(() => {
+      if (pinned && !atBottom()) scroller.scrollTop = scroller.scrollHeight;
+    }).observe(scroller);
+  }
 
   function renderJump() {
     const n = view ? view.unseenBelow : 0;
@@ -500,6 +512,7 @@
     if (!m) return scrollToBottom();
     const top = m.li.getBoundingClientRect().top - scroller.getBoundingClientRect().top;
     scroller.scrollTop += top - mark.top;
+    pinned = atBottom();
     renderJump();
   }
 
@@ -535,8 +548,6 @@
     to.outbox.id = 'outbox';
     view = room;
     input.value = room ? room.draft : '';
-    if (room) restoreScroll(room);
-    else renderJump();
     for (const entry of noticeTimers.values()) clearTimeout(entry.timer);
     noticeTimers.clear();
     noticesList.replaceChildren();
@@ -546,6 +557,9 @@
     renderPeople();
     renderTyping();
     renderRooms();
+    // once everything around the messages is laid out as this room has it
+    if (room) restoreScroll(room);
+    else renderJump();
     setHash(room && room.name, push);
     if (room) {
       updateSaved((s) => {
@@ -988,6 +1002,7 @@
     // Not during the replay either: its own scrolling to the bottom, when the messages first
     // fill the page, fires a scroll event near the top (a reader who scrolled up meanwhile is
     // served by `sync`'s fill, which checks the same place).
+    pinned = atBottom();
     if (replayOver && scroller.scrollTop < NEAR_TOP_PX) loadOlder(view);
     if (view && view.unseenBelow && atBottom()) {
       view.unseenBelow = 0;
@@ -1113,12 +1128,11 @@
       // a first visit: what was said before counts as read
       if (room.lastRead === null && to !== null) room.lastRead = to;
     }
-    if (to !== null && to > newestId) {
-      // the page has every message of its rooms up to `to`: reconnect from there
-      newestId = to;
-      auth.serverOffset = to;
-      delete auth.latest;
-    }
+    // the page has every message of its rooms up to `to`: reconnect from there, and replay
+    // all that is missed then (`latest` would hide a gap), even if nothing came this time
+    if (to !== null && to > newestId) newestId = to;
+    auth.serverOffset = newestId;
+    delete auth.latest;
     synced = true;
     replayOver = true;
     markRead(view);
