@@ -706,8 +706,8 @@
     const n = typeof name === 'string' ? name : defaultName;
     if (!n) return null;
     const room = rooms.get(n);
+    if (expectingDefault && !inRoom(room)) return learnDefault(n);
     if (room) return inRoom(room) ? room : null;
-    if (expectingDefault) return learnDefault(n);
     stray(n);
     return null;
   }
@@ -1065,7 +1065,29 @@
     renderStatus();
   });
 
+  let roomsRefused = false;
   socket.on('connect_error', (err) => {
+    const message = (err && err.message) || '';
+    if (!socket.active && /^invalid rooms/.test(message) && auth.rooms && auth.rooms.length && !roomsRefused) {
+      // The rooms this browser remembers are refused (a limit lowered since): connect without
+      // them, to the default room; they stay in the list, not joined, with the reason.
+      roomsRefused = true;
+      for (const name of auth.rooms) {
+        const room = rooms.get(name);
+        if (room) {
+          room.state = 'failed';
+          room.error = message;
+        }
+      }
+      delete auth.rooms;
+      expectingDefault = true;
+      renderRooms();
+      renderEmpty();
+      // a new engine.io session: the refused one is closed by the server
+      socket.disconnect();
+      socket.connect();
+      return;
+    }
     if (socket.active) {
       // a transport error: the client retries by itself
       if (connection !== 'connecting') connection = 'reconnecting';
@@ -1521,15 +1543,17 @@
     }
   }
 
-  /** Shows (joining if need be) the room the URL names; false if it names none. */
-  function openHashRoom() {
-    const name = hashRoom();
+  /**
+   * Shows (joining if need be) the room the URL names. False if it names none, or not a valid
+   * name: then the room in view stays (and goes back in the URL), and a notice says why.
+   */
+  function openHashRoom(name = hashRoom()) {
     if (name === null) return false;
     const problem = roomProblem(name);
     if (problem) {
-      notice(`The link names no room: ${problem}`, 'gap');
       setHash(view && view.name, false);
-      return true;
+      notice(`The link names no room: ${problem}`, 'gap');
+      return false;
     }
     const room = rooms.get(name);
     if (room && room.state !== 'leaving') showRoom(room);
@@ -1540,10 +1564,11 @@
   /** The room to show first: the URL's, else the last one shown, else the first in the list. */
   function openFirstRoom() {
     if (expectingDefault) return; // until the server says which room is the default
-    if (openHashRoom()) return;
+    const name = hashRoom();
+    if (name !== null && !roomProblem(name)) return void openHashRoom(name);
     const saved = savedRooms().view;
-    const room = (isRoomName(saved) && rooms.get(saved)) || listed()[0] || null;
-    showRoom(room);
+    showRoom((isRoomName(saved) && rooms.get(saved)) || listed()[0] || null);
+    if (name !== null) openHashRoom(name); // a bad name: says so, once a room is in view
   }
 
   globalThis.addEventListener('hashchange', () => {

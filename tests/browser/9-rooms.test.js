@@ -355,6 +355,60 @@ describe('rooms', () => {
     await dora.context().close();
   });
 
+  it('rooms with the keyboard alone: join, move between rooms, leave', { skip: B.SKIP }, async () => {
+    const url = ctx.srv.url;
+    const page = await B.openChat(ctx.browser, url, { nickname: 'Kim' });
+    await waitRoom(page, 'general');
+    const focused = () =>
+      page.evaluate(() => {
+        const e = document.activeElement;
+        const style = getComputedStyle(e);
+        return { id: e.id, room: e.dataset.room || null, outline: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2 };
+      });
+    // Tab from the top: the skip link, Disconnect, then "+ Join"
+    await page.mouse.click(3, 3);
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Tab');
+    let f = await focused();
+    assert.equal(f.id, 'join-btn');
+    assert.ok(f.outline, 'focus is visible on "+ Join"');
+    await page.keyboard.press('Enter');
+    await B.until(page, () => document.activeElement.id === 'join-input', null, 'the room name field focused');
+    assert.equal(await page.getAttribute('#join-btn', 'aria-expanded'), 'true');
+    await page.keyboard.type('keys');
+    await page.keyboard.press('Enter');
+    await waitJoined(page, 'keys');
+    await waitRoom(page, 'keys');
+    assert.equal((await focused()).id, 'input', 'back in the message box, in the new room');
+    // Alt+↑ / Alt+↓ move between rooms
+    await page.keyboard.press('Alt+ArrowDown');
+    await waitRoom(page, 'general');
+    await page.keyboard.press('Alt+ArrowUp');
+    await waitRoom(page, 'keys');
+    // Tab reaches the room links, with a visible focus; Enter opens one
+    await page.focus('#join-btn');
+    await page.keyboard.press('Tab');
+    f = await focused();
+    assert.equal(f.room, 'general');
+    assert.ok(f.outline, 'focus is visible on a room link');
+    await page.keyboard.press('Enter');
+    await waitRoom(page, 'general');
+    // the Leave button follows the room list
+    await page.focus('#rooms .room-link[data-room="keys"]');
+    await page.keyboard.press('Tab');
+    f = await focused();
+    assert.equal(f.id, 'leave-btn');
+    assert.ok(f.outline, 'focus is visible on Leave');
+    assert.equal(await page.getAttribute('#leave-btn', 'aria-label'), 'Leave #general');
+    await page.keyboard.press('Enter');
+    await waitRoom(page, 'keys');
+    assert.deepEqual((await roomList(page)).map((r) => r.name), ['keys']);
+    assert.equal((await focused()).id, 'input');
+    assert.deepEqual(B.problems(page), []);
+    await page.context().close();
+  });
+
   it('on a phone the rooms are behind a button with the unread count', { skip: B.SKIP }, async () => {
     const url = ctx.srv.url;
     const page = await B.openChat(ctx.browser, url, { nickname: 'Phil', viewport: B.PHONE, path: '/#mobile' });
@@ -396,18 +450,22 @@ describe('rooms without connection state recovery', () => {
     // ids the page has from history
     await page.click('#toggle-btn');
     await B.waitStatus(page, 'offline');
+    // what the server sends, over long-polling (the transport a connection starts on) or the
+    // WebSocket it upgrades to
     const replayed = [];
-    page.on('websocket', (ws) =>
-      ws.on('framereceived', ({ payload }) => {
-        const m = /^42\["chat message","(ops \d+)"/.exec(String(payload));
-        if (m) replayed.push(m[1]);
-      }),
-    );
+    const collect = (text) => {
+      for (const m of String(text).matchAll(/42\["chat message","(ops \d+)"/g)) replayed.push(m[1]);
+    };
+    page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => collect(payload)));
+    page.on('response', (res) => {
+      if (/transport=polling/.test(res.url()) && res.request().method() === 'GET') res.text().then(collect, () => {});
+    });
     await page.click('#toggle-btn');
     await B.waitStatus(page, 'connected');
     await sendTo(sender, 'ops', 'ops 11', 'Ops');
     await B.waitMessage(page, 'ops 11');
-    assert.deepEqual(replayed, range(1, 11).map((i) => `ops ${i}`), 'the server did replay what the page had from history');
+    for (let i = 0; i < 100 && !replayed.includes('ops 11'); i++) await sleep(50); // bodies are read asynchronously
+    assert.deepEqual(replayed.sort(), range(1, 11).map((i) => `ops ${i}`).sort(), 'the server did replay what the page had from history');
     const shown = await B.shownMessages(page);
     assert.deepEqual(shown.map((m) => m.text), range(1, 11).map((i) => `ops ${i}`), 'each once, in order');
     B.checkOrder(assert, shown);
@@ -461,6 +519,53 @@ describe('room names and limits', () => {
     await B.until(page, () => [...document.querySelectorAll('#notices > li')].some((n) => /^The link names no room/.test(n.textContent)), null, 'a notice about the link');
     assert.equal(await viewed(page), before);
     assert.equal(await page.evaluate(() => location.hash), `#${before}`);
+
+    // more rooms remembered than the server now allows: the page comes back in the default
+    // room and lists the others as not joined, with the server's reason; one can be retried
+    await page.evaluate(() => localStorage.setItem('tidings.rooms', JSON.stringify({ joined: ['a1', 'a2', 'a3'], view: 'a2' })));
+    await page.evaluate(() => {
+      location.hash = '';
+    });
+    await page.reload({ waitUntil: 'load' });
+    await B.waitStatus(page, 'connected');
+    await waitRoom(page, 'a2');
+    assert.equal(await page.textContent('#room-error-text'), 'Could not join #a2: invalid rooms: 3 rooms, the limit is 2 per connection');
+    assert.deepEqual(await roomList(page), [
+      { name: 'a1', current: false, badge: 'not joined' },
+      { name: 'a2', current: true, badge: 'not joined' },
+      { name: 'a3', current: false, badge: 'not joined' },
+      { name: 'general', current: false, badge: '' },
+    ]);
+    await page.click('#room-retry');
+    await waitJoined(page, 'a2');
+    assert.equal(await page.isVisible('#room-error'), false);
+    await B.typeAndSend(page, 'in a2 after all');
+    await B.waitMessage(page, 'in a2 after all');
+    assert.deepEqual(B.problems(page), []);
+  });
+
+  it('leaving every room: the page says so, a reload keeps it so, and a room can be joined again', { skip: B.SKIP }, async () => {
+    const url = ctx.srv.url;
+    // a link with a bad name on a first visit: a notice, and the default room
+    const page = await B.openChat(ctx.browser, url, { nickname: 'Jo', path: '/#Bad!' });
+    await waitRoom(page, 'general');
+    await B.until(page, () => [...document.querySelectorAll('#notices > li')].some((n) => /^The link names no room/.test(n.textContent)), null, 'a notice about the link');
+    await page.click('#leave-btn');
+    await B.until(page, () => document.querySelectorAll('#rooms .room-link').length === 0, null, 'no room in the list');
+    assert.equal(await page.textContent('#empty'), 'You are not in any room. Join one to start chatting.');
+    assert.equal(await page.evaluate(() => location.hash), '');
+    await B.typeAndSend(page, 'to nowhere');
+    await B.until(page, () => [...document.querySelectorAll('#notices > li')].some((n) => n.textContent === 'Join a room to send messages.'), null, 'a notice instead of a send');
+    assert.deepEqual(await B.pendingMessages(page), []);
+    await page.reload({ waitUntil: 'load' });
+    await B.waitStatus(page, 'connected');
+    await B.until(page, () => !document.getElementById('empty').hidden && /not in any room/.test(document.getElementById('empty').textContent), null, 'still in no room');
+    assert.deepEqual(await roomList(page), []);
+    await joinWithForm(page, 'general');
+    await waitJoined(page, 'general');
+    await waitRoom(page, 'general');
+    await B.typeAndSend(page, 'back in general');
+    await B.waitMessage(page, 'back in general');
     assert.deepEqual(B.problems(page), []);
   });
 });
