@@ -347,6 +347,16 @@
     return true;
   }
 
+  /** Takes message `id` off `room`'s list. */
+  function unplace(room, id) {
+    const i = room.ids.indexOf(id);
+    if (i < 0) return;
+    room.shown.get(id).li.remove();
+    room.shown.delete(id);
+    room.ids.splice(i, 1);
+    regroup(room, i - 1);
+  }
+
   const parseMeta = (meta) => {
     const author = meta && typeof meta.author === 'string' && meta.author ? meta.author : null;
     const time = meta && validTime(meta.time) ? meta.time : undefined;
@@ -405,6 +415,7 @@
 
   function renderRoomHead() {
     roomName.textContent = view ? view.name : 'No room';
+    scroller.setAttribute('aria-label', view ? `Messages in #${view.name}` : 'Messages');
     roomName.parentElement.classList.toggle('none', !view);
     leaveButton.hidden = !view;
     leaveButton.setAttribute('aria-label', view ? `Leave #${view.name}` : 'Leave');
@@ -430,12 +441,28 @@
     const last = room.ids[room.ids.length - 1];
     if (room.lastRead !== null && room.lastRead >= last) return;
     room.lastRead = last;
-    updateSaved((s) => {
-      s.read = s.read && typeof s.read === 'object' ? s.read : {};
-      if (!(s.read[room.name] >= last)) s.read[room.name] = last;
-    });
+    saveReadSoon();
     renderRoomsSoon();
   }
+
+  /** Writes the read marks of the joined rooms (at most every half second; other tabs' higher marks win). */
+  let readTimer = null;
+  function saveRead() {
+    clearTimeout(readTimer);
+    readTimer = null;
+    updateSaved((s) => {
+      s.read = s.read && typeof s.read === 'object' ? s.read : {};
+      for (const room of rooms.values()) {
+        if (room.state === 'joined' && room.lastRead !== null && !(s.read[room.name] >= room.lastRead)) s.read[room.name] = room.lastRead;
+      }
+    });
+  }
+  function saveReadSoon() {
+    if (readTimer === null) readTimer = setTimeout(saveRead, 500);
+  }
+  globalThis.addEventListener('pagehide', () => {
+    if (readTimer !== null) saveRead();
+  });
 
   /** The list of rooms, updated in place (a focused link stays focused). */
   function renderRooms() {
@@ -634,7 +661,10 @@
         // are read with history ({ room, before: last + 1 })
         room.state = 'joined';
         room.floor = res.last + 1;
-        if (room.floor <= 1) room.beginning = true;
+        // What came before the ack is above `last`, unless this is a second join (a
+        // reconnect in between): keep the room one unbroken run from its floor up.
+        for (const id of room.ids.filter((i) => i < room.floor)) unplace(room, id);
+        room.beginning = room.floor <= 1;
         if (room.lastRead === null) room.lastRead = res.last;
         rememberJoined(room.name, true);
         if (room === view) {
