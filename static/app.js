@@ -543,6 +543,31 @@
     renderJump();
   }
 
+  /**
+   * Coming back to a room with unread messages: a "New" line above the first of them, and,
+   * if the reader was at the bottom and they do not all fit, the view starts there.
+   */
+  function markNew(room) {
+    const old = room.list.querySelector('.first-unread');
+    if (old) old.classList.remove('first-unread');
+    if (room.lastRead === null || !synced) return;
+    let first = null;
+    for (let i = room.ids.length - 1; i >= 0 && room.ids[i] > room.lastRead; i--) {
+      if (!isMine(room.shown.get(room.ids[i]).author)) first = room.ids[i];
+    }
+    if (first === null) return;
+    const li = room.shown.get(first).li;
+    li.classList.add('first-unread');
+    if (!pinned) return;
+    const box = scroller.getBoundingClientRect();
+    const top = li.getBoundingClientRect().top - box.top;
+    if (top >= 24) return; // all in view
+    scroller.scrollTop += top - 24;
+    pinned = atBottom();
+    room.unseenBelow = room.ids.filter((id) => id > first && room.shown.get(id).li.getBoundingClientRect().top >= box.bottom).length;
+    renderJump();
+  }
+
   function setHash(name, push) {
     const hash = name ? `#${name}` : '';
     if (location.hash === hash || (!hash && !location.hash)) return;
@@ -585,8 +610,12 @@
     renderTyping();
     renderRooms();
     // once everything around the messages is laid out as this room has it
-    if (room) restoreScroll(room);
-    else renderJump();
+    if (room) {
+      restoreScroll(room);
+      markNew(room);
+    } else {
+      renderJump();
+    }
     setHash(room && room.name, push);
     if (room) {
       updateSaved((s) => {
@@ -687,10 +716,11 @@
     });
   }
 
-  /** Forgets a room whose join failed, and shows another. */
+  /** Forgets a room whose join failed (here and in what the browser remembers), and shows another. */
   function closeRoom(room) {
     for (const p of pending.filter((q) => q.room === room)) settle(p);
     rooms.delete(room.name);
+    rememberJoined(room.name, false);
     if (view === room) showRoom(neighbour(room));
     renderRooms();
   }

@@ -145,6 +145,8 @@ describe('rooms', () => {
     const general = await B.shownMessages(alice);
     assert.deepEqual(general.map((m) => m.text), ['Bob in general 1', 'Bob in general 2', 'Bob in general 3']);
     B.checkOrder(assert, general);
+    assert.equal(await alice.$eval('#messages > li.first-unread .msg-text', (e) => e.textContent), 'Bob in general 1', 'a "New" line above the first unread message');
+    await B.screenshot(alice, '9-rooms-opened');
     assert.deepEqual(await roomList(alice), [
       { name: 'dev', current: false, badge: '' },
       { name: 'general', current: true, badge: '' },
@@ -344,9 +346,24 @@ describe('rooms', () => {
     await openRoom(dora, 'general');
     await B.waitMessage(dora, 'in general after Dora left');
     assert.equal(await dora.evaluate(() => document.body.textContent.includes('in quiet after Dora left')), false);
+
+    // 30 messages in lobby while Dora reads general: lobby opens at the first of them, under a
+    // "New" line, not at the bottom
+    for (let i = 1; i <= 30; i++) await sendTo(seeder, 'lobby', `lobby later ${i}`, 'Seeder');
+    await B.until(dora, () => document.querySelector('#rooms .room-link[data-room="lobby"] .room-badge').textContent === '30', null, 'lobby: 30 unread');
+    await openRoom(dora, 'lobby');
+    const firstNew = await dora.evaluate(() => {
+      const li = document.querySelector('#messages > li.first-unread');
+      const s = document.getElementById('scroller');
+      return { text: li.querySelector('.msg-text').textContent, top: li.getBoundingClientRect().top - s.getBoundingClientRect().top };
+    });
+    assert.equal(firstNew.text, 'lobby later 1');
+    assert.ok(firstNew.top >= 0 && firstNew.top < 60, `the first new message at the top of the view (${firstNew.top})`);
+    assert.equal(await dora.isVisible('#jump-btn'), true, 'a button down to the newest');
+    await B.screenshot(dora, '9-rooms-new-line');
     await dora.reload({ waitUntil: 'load' });
     await B.waitStatus(dora, 'connected');
-    await waitRoom(dora, 'general');
+    await waitRoom(dora, 'lobby');
     assert.deepEqual((await roomList(dora)).map((r) => r.name), ['general', 'lobby']);
     assert.deepEqual(JSON.parse(await dora.evaluate(() => localStorage.getItem('tidings.rooms'))).joined.sort(), ['general', 'lobby']);
     other.disconnect();
