@@ -1143,9 +1143,7 @@
       expectingDefault = true;
       renderRooms();
       renderEmpty();
-      // a new engine.io session: the refused one is closed by the server
-      socket.disconnect();
-      socket.connect();
+      socket.connect(); // a new session (socket.io-client closed the refused one)
       return;
     }
     if (socket.active) {

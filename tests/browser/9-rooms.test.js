@@ -558,7 +558,9 @@ describe('room names and limits', () => {
     assert.equal(await page.isVisible('#room-error'), false);
     await B.typeAndSend(page, 'in a2 after all');
     await B.waitMessage(page, 'in a2 after all');
-    assert.deepEqual(B.problems(page), []);
+    // After a refused CONNECT socket.io-client closes its engine.io session; a long-poll still
+    // in flight may then be answered 400 "Session ID unknown", which Chromium logs.
+    assert.deepEqual(B.problems(page, [/status of 400 \(Bad Request\) \(http:[^ ]+transport=polling[^ ]*&sid=/]), []);
   });
 
   it('leaving every room: the page says so, a reload keeps it so, and a room can be joined again', { skip: B.SKIP }, async () => {
