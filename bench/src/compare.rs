@@ -15,6 +15,9 @@ use crate::scenario::history::HistoryArgs;
 use crate::scenario::idle::IdleArgs;
 use crate::scenario::ingest::{IngestArgs, Offsets};
 use crate::scenario::replay::ReplayArgs;
+use crate::scenario::room_memory::RoomMemoryArgs;
+use crate::scenario::room_replay::RoomReplayArgs;
+use crate::scenario::rooms::RoomsArgs;
 use crate::scenario::soak::SoakArgs;
 use crate::scenario::startup::StartupArgs;
 use crate::scenario::{self, Target};
@@ -51,6 +54,9 @@ pub enum Scenario {
     History(HistoryArgs),
     Soak(SoakArgs),
     ConnectStorm(ConnectStormArgs),
+    Rooms(RoomsArgs),
+    RoomReplay(RoomReplayArgs),
+    RoomMemory(RoomMemoryArgs),
 }
 
 impl Scenario {
@@ -64,7 +70,19 @@ impl Scenario {
             Scenario::History(_) => "history",
             Scenario::Soak(_) => "soak",
             Scenario::ConnectStorm(_) => "connect-storm",
+            Scenario::Rooms(_) => "rooms",
+            Scenario::RoomReplay(_) => "room-replay",
+            Scenario::RoomMemory(_) => "room-memory",
         }
+    }
+
+    /// Whether the scenario speaks the rooms protocol: the reference is then our rooms
+    /// extension of the tutorial (bench/reference-rooms), not the tutorial itself.
+    fn needs_rooms(&self) -> bool {
+        matches!(
+            self,
+            Scenario::Rooms(_) | Scenario::RoomReplay(_) | Scenario::RoomMemory(_)
+        )
     }
 
     /// Why `kind` cannot run the scenario meaningfully, if it cannot.
@@ -89,24 +107,15 @@ pub async fn run(args: &CompareArgs, launcher: &Launcher, keep: bool) -> anyhow:
     if let Some(warning) = launcher.staleness_warning() {
         eprintln!("warning: {warning}");
     }
+    let kinds = kinds_to_run(args)?;
     let dir = WorkDir::create(keep)?;
-    let kinds: Vec<Kind> = match args.only {
-        Some(kind) => vec![kind],
-        None => vec![Kind::Ours, Kind::Reference],
-    }
-    .into_iter()
-    .filter(|&kind| match args.scenario.unsupported(kind) {
-        None => true,
-        Some(why) => {
-            eprintln!(
-                "the {} server cannot run {} ({why}): running it against ours only",
-                kind.name(),
-                args.scenario.name()
-            );
-            false
-        }
-    })
-    .collect();
+    let rooms_launcher;
+    let launcher = if args.scenario.needs_rooms() {
+        rooms_launcher = launcher.for_rooms();
+        &rooms_launcher
+    } else {
+        launcher
+    };
     let mut reports = Vec::new();
     for (i, &kind) in kinds.iter().enumerate() {
         if i > 0 {
@@ -144,6 +153,9 @@ pub async fn run(args: &CompareArgs, launcher: &Launcher, keep: bool) -> anyhow:
                 report.param("server_args", launcher.ours_args.clone());
             }
         }
+        if kind == Kind::Reference {
+            report.param("server_dir", launcher.reference_dir().display().to_string());
+        }
         report.print_human();
         reports.push((kind, report));
     }
@@ -160,6 +172,34 @@ pub async fn run(args: &CompareArgs, launcher: &Launcher, keep: bool) -> anyhow:
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The servers to run the scenario against: both unless `--only` names one, less the
+/// reference when it cannot run the scenario (said on stderr). `--only reference` on such a
+/// scenario is an error: it would run nothing.
+fn kinds_to_run(args: &CompareArgs) -> anyhow::Result<Vec<Kind>> {
+    let wanted = match args.only {
+        Some(kind) => vec![kind],
+        None => vec![Kind::Ours, Kind::Reference],
+    };
+    let mut kinds = Vec::new();
+    for kind in wanted {
+        match args.scenario.unsupported(kind) {
+            None => kinds.push(kind),
+            Some(why) if args.only.is_some() => anyhow::bail!(
+                "the {} server cannot run {} ({why}): nothing to run with --only {}",
+                kind.name(),
+                args.scenario.name(),
+                kind.name()
+            ),
+            Some(why) => eprintln!(
+                "the {} server cannot run {} ({why}): running it against ours only",
+                kind.name(),
+                args.scenario.name()
+            ),
+        }
+    }
+    Ok(kinds)
 }
 
 /// Runs `attempt` (given its number, from 1) until a run is not disturbed by other processes,
@@ -259,6 +299,9 @@ async fn run_one(
         Scenario::History(a) => scenario::history::run(a, &target).await,
         Scenario::Soak(a) => scenario::soak::run(a, &target).await,
         Scenario::ConnectStorm(a) => scenario::connect_storm::run(a, &target).await,
+        Scenario::Rooms(a) => scenario::rooms::run(a, &target).await,
+        Scenario::RoomReplay(a) => scenario::room_replay::run(a, &target).await,
+        Scenario::RoomMemory(a) => scenario::room_memory::run(a, &target).await,
         Scenario::Startup(_) => unreachable!("handled above"),
     };
     let exited = server.exited();
@@ -332,6 +375,50 @@ mod tests {
         assert!(!runs(&["connect-storm", "--conns", "10"]));
         assert!(runs(&["idle"]));
         assert_eq!(scenario(&["connect-storm"]).name(), "connect-storm");
+        assert!(runs(&["rooms", "--conns", "20", "--room-size", "10"]));
+        assert!(runs(&["room-replay", "-n", "1000"]));
+        assert!(runs(&["room-memory", "--conns", "10"]));
+        assert!(scenario(&["rooms"]).needs_rooms());
+        assert!(!scenario(&["replay"]).needs_rooms());
+    }
+
+    fn compare_args(args: &[&str]) -> CompareArgs {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            compare: CompareArgs,
+        }
+        match Cli::try_parse_from(std::iter::once("compare").chain(args.iter().copied())) {
+            Ok(cli) => cli.compare,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn only_the_reference_on_a_scenario_it_cannot_run_is_an_error() {
+        let kinds = |args: &[&str]| kinds_to_run(&compare_args(args));
+        assert_eq!(
+            kinds(&["history"]).expect("ours runs it"),
+            [Kind::Ours],
+            "without --only, the reference is left out"
+        );
+        assert_eq!(
+            kinds(&["--only", "ours", "history"]).expect("ours runs it"),
+            [Kind::Ours]
+        );
+        let error = kinds(&["--only", "reference", "history"]).expect_err("nothing to run");
+        assert!(error.to_string().contains("cannot run history"), "{error}");
+        assert!(kinds(&["--only", "reference", "connect-storm"]).is_err());
+        assert!(kinds(&["--only", "reference", "ingest", "--offsets", "shared"]).is_err());
+        assert_eq!(
+            kinds(&["--only", "reference", "ingest"]).expect("it runs ingest"),
+            [Kind::Reference]
+        );
+        assert_eq!(
+            kinds(&["rooms"]).expect("both run rooms"),
+            [Kind::Ours, Kind::Reference]
+        );
     }
 
     #[tokio::test]

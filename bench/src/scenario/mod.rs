@@ -8,6 +8,9 @@ pub mod idle;
 pub mod ingest;
 pub mod prefill;
 pub mod replay;
+pub mod room_memory;
+pub mod room_replay;
+pub mod rooms;
 pub mod soak;
 pub mod startup;
 
@@ -113,6 +116,15 @@ pub fn spread(urls: &[String], i: usize) -> &str {
     &urls[i % urls.len()]
 }
 
+/// A flag's value that must be a finite number above 0 (clap's `value_parser`).
+pub fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err(format!("{s} is not a finite number above 0")),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
+}
+
 /// A short tag that makes this run's message contents and client offsets unique, so messages
 /// from earlier runs or other clients are told apart.
 pub fn nonce() -> String {
@@ -181,6 +193,22 @@ pub async fn connect_many(
     concurrency: usize,
     label: &str,
 ) -> (Vec<Conn>, Vec<String>) {
+    let auth = format!("{{\"serverOffset\":{offset}}}");
+    let (conns, errors) =
+        connect_many_auth(ws_urls, n, |_| auth.clone(), buffers, concurrency, label).await;
+    (conns.into_iter().map(|(_, conn)| conn).collect(), errors)
+}
+
+/// Like [`connect_many`] with the i-th connection's `auth` object (raw JSON text) made by
+/// `auth(i)`; each connection comes back with its index, in index order.
+pub async fn connect_many_auth(
+    ws_urls: &[String],
+    n: usize,
+    auth: impl Fn(usize) -> String,
+    buffers: Buffers,
+    concurrency: usize,
+    label: &str,
+) -> (Vec<(usize, Conn)>, Vec<String>) {
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let done = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(label, n as u64, done.clone());
@@ -189,11 +217,12 @@ pub async fn connect_many(
         let gate = gate.clone();
         let done = done.clone();
         let url = spread(ws_urls, i).to_string();
+        let auth = auth(i);
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let conn = Conn::connect(&url, offset, buffers).await;
+            let conn = Conn::connect_auth(&url, &auth, buffers).await;
             done.fetch_add(1, Ordering::Relaxed);
-            conn
+            conn.map(|conn| (i, conn))
         });
     }
     let mut conns = Vec::with_capacity(n);
@@ -206,7 +235,23 @@ pub async fn connect_many(
         }
     }
     progress.finish();
+    conns.sort_unstable_by_key(|(i, _)| *i);
     (conns, errors)
+}
+
+/// `auth` for a connection at `offset` in `rooms` (raw JSON; room names need no escaping).
+pub fn rooms_auth(offset: u64, rooms: &[&str]) -> String {
+    let mut auth = format!("{{\"serverOffset\":{offset},\"rooms\":[");
+    for (i, room) in rooms.iter().enumerate() {
+        if i > 0 {
+            auth.push(',');
+        }
+        auth.push('"');
+        auth.push_str(room);
+        auth.push('"');
+    }
+    auth.push_str("]}");
+    auth
 }
 
 /// One line summing up connection errors (how many, and the first few distinct ones).
@@ -226,6 +271,15 @@ pub fn summarize_errors(what: &str, errors: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_with_rooms() {
+        assert_eq!(rooms_auth(3, &[]), r#"{"serverOffset":3,"rooms":[]}"#);
+        assert_eq!(
+            rooms_auth(0, &["a", "b-1"]),
+            r#"{"serverOffset":0,"rooms":["a","b-1"]}"#
+        );
+    }
 
     #[test]
     fn padding_and_nonce() {

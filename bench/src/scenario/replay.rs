@@ -63,16 +63,16 @@ pub struct ReplayArgs {
 }
 
 /// One timed replay.
-struct Run {
-    handshake: Duration,
-    all: Duration,
-    received: u64,
-    missing: u64,
-    repeated: u64,
-    server_cpu_s: Option<f64>,
+pub(super) struct Run {
+    pub handshake: Duration,
+    pub all: Duration,
+    pub received: u64,
+    pub missing: u64,
+    pub repeated: u64,
+    pub server_cpu_s: Option<f64>,
     /// Each server process's CPU seconds (when there are several).
-    server_cpu_each_s: Vec<Option<f64>>,
-    others_cores: Option<f64>,
+    pub server_cpu_each_s: Vec<Option<f64>>,
+    pub others_cores: Option<f64>,
 }
 
 pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
@@ -151,7 +151,7 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-fn summarize(report: &mut Report, key: &str, label: &str, runs: &[Run], expected: u64) {
+pub(super) fn summarize(report: &mut Report, key: &str, label: &str, runs: &[Run], expected: u64) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let all: Vec<f64> = runs.iter().map(|r| ms(r.all)).collect();
     let Some(med) = median(&all) else {
