@@ -31,12 +31,12 @@ pub struct CompareArgs {
 
     /// Before each run, wait up to this many seconds for other processes to go quiet (under
     /// 0.2 cores), so that builds or tests running meanwhile do not skew the figures.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub quiet_wait: u64,
 
     /// Runs again (up to this many times) when other processes used over 0.25 cores during
     /// a run.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100))]
     pub retries: usize,
 
     #[command(subcommand)]
@@ -380,6 +380,62 @@ mod tests {
         assert!(runs(&["room-memory", "--conns", "10"]));
         assert!(scenario(&["rooms"]).needs_rooms());
         assert!(!scenario(&["replay"]).needs_rooms());
+    }
+
+    /// Every numeric flag refuses what it cannot mean (zero where at least one is needed,
+    /// negative numbers, non-numbers, NaN) at parse time.
+    #[test]
+    fn numeric_flags_are_validated() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            compare: CompareArgs,
+        }
+        let refused = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("compare").chain(args.iter().copied())).is_err()
+        };
+        for bad in [
+            &["--quiet-wait", "-1", "idle"][..],
+            &["--retries", "x", "idle"],
+            &["ingest", "-c", "0"],
+            &["ingest", "-m", "0"],
+            &["ingest", "--size", "0"],
+            &["ingest", "--timeout", "0"],
+            &["fanout", "-r", "0"],
+            &["fanout", "--rate", "50,0"],
+            &["fanout", "--duration", "0"],
+            &["fanout", "--stop-p99-ms", "-5"],
+            &["fanout", "--stop-p99-ms", "inf"],
+            &["replay", "-n", "0"],
+            &["replay", "--runs", "0"],
+            &["replay", "--window", "0"],
+            &["replay", "--first", "0"],
+            &["idle", "--conns", "100,0"],
+            &["idle", "--concurrency", "0"],
+            &["history", "--clients", "0"],
+            &["history", "--limit", "201"],
+            &["soak", "--duration", "0"],
+            &["soak", "--churn-every", "0"],
+            &["connect-storm", "--conns", "0"],
+            &["startup", "--runs", "0"],
+            &["startup", "-n", "0"],
+            &["rooms", "--rate", "0"],
+            &["room-replay", "--rooms", "0"],
+            &["room-memory", "--extra", "0"],
+            &["room-memory", "--extra", "99"],
+        ] {
+            assert!(refused(bad), "{bad:?} was accepted");
+        }
+        assert!(!refused(&["--quiet-wait", "0", "--retries", "0", "idle"]));
+        assert!(!refused(&["soak", "--churn", "0", "--replay-every", "0"]));
+        assert!(!refused(&[
+            "fanout",
+            "--drain",
+            "0",
+            "--stop-p99-ms",
+            "0.5"
+        ]));
     }
 
     fn compare_args(args: &[&str]) -> CompareArgs {

@@ -209,11 +209,33 @@ pub async fn connect_many_auth(
     concurrency: usize,
     label: &str,
 ) -> (Vec<(usize, Conn)>, Vec<String>) {
+    let (conns, failed) = connect_indices(
+        ws_urls,
+        (0..n).collect(),
+        &auth,
+        buffers,
+        concurrency,
+        label,
+    )
+    .await;
+    (conns, failed.into_iter().map(|(_, e)| e).collect())
+}
+
+/// Opens the connections of `indices` (see [`connect_many_auth`]); the ones opened and the
+/// ones that failed, with their errors, each in index order.
+pub async fn connect_indices(
+    ws_urls: &[String],
+    indices: Vec<usize>,
+    auth: &impl Fn(usize) -> String,
+    buffers: Buffers,
+    concurrency: usize,
+    label: &str,
+) -> (Vec<(usize, Conn)>, Vec<(usize, String)>) {
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let done = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start(label, n as u64, done.clone());
+    let progress = Progress::start(label, indices.len() as u64, done.clone());
     let mut set = JoinSet::new();
-    for i in 0..n {
+    for i in indices {
         let gate = gate.clone();
         let done = done.clone();
         let url = spread(ws_urls, i).to_string();
@@ -222,21 +244,67 @@ pub async fn connect_many_auth(
             let _permit = gate.acquire_owned().await;
             let conn = Conn::connect_auth(&url, &auth, buffers).await;
             done.fetch_add(1, Ordering::Relaxed);
-            conn.map(|conn| (i, conn))
+            (i, conn.map_err(|e| format!("{e:#}")))
         });
     }
-    let mut conns = Vec::with_capacity(n);
-    let mut errors = Vec::new();
+    let mut conns = Vec::new();
+    let mut failed = Vec::new();
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok(Ok(conn)) => conns.push(conn),
-            Ok(Err(e)) => errors.push(format!("{e:#}")),
-            Err(e) => errors.push(format!("connect task: {e}")),
+            Ok((i, Ok(conn))) => conns.push((i, conn)),
+            Ok((i, Err(e))) => failed.push((i, e)),
+            Err(e) => failed.push((usize::MAX, format!("connect task: {e}"))),
         }
     }
     progress.finish();
     conns.sort_unstable_by_key(|(i, _)| *i);
-    (conns, errors)
+    failed.sort_unstable_by_key(|(i, _)| *i);
+    (conns, failed)
+}
+
+/// Opens `n` connections like [`connect_many_auth`], trying the ones that failed up to
+/// `retries` more times (a server may time out some handshakes of a large burst). Returns the
+/// connections, the errors of every failed try, and how many connections needed a retry.
+pub async fn connect_all_auth(
+    ws_urls: &[String],
+    n: usize,
+    auth: impl Fn(usize) -> String,
+    buffers: Buffers,
+    concurrency: usize,
+    label: &str,
+    retries: usize,
+) -> (Vec<(usize, Conn)>, Vec<String>, usize) {
+    let (mut conns, mut failed) = connect_indices(
+        ws_urls,
+        (0..n).collect(),
+        &auth,
+        buffers,
+        concurrency,
+        label,
+    )
+    .await;
+    let mut errors: Vec<String> = failed.iter().map(|(_, e)| e.clone()).collect();
+    let retried = failed.len();
+    for _ in 0..retries {
+        if failed.is_empty() {
+            break;
+        }
+        let indices: Vec<usize> = failed.iter().map(|&(i, _)| i).filter(|&i| i < n).collect();
+        let (more, still) = connect_indices(
+            ws_urls,
+            indices,
+            &auth,
+            buffers,
+            concurrency,
+            &format!("{label} (retry)"),
+        )
+        .await;
+        conns.extend(more);
+        errors.extend(still.iter().map(|(_, e)| e.clone()));
+        failed = still;
+    }
+    conns.sort_unstable_by_key(|(i, _)| *i);
+    (conns, errors, retried)
 }
 
 /// `auth` for a connection at `offset` in `rooms` (raw JSON; room names need no escaping).

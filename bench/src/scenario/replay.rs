@@ -20,45 +20,45 @@ use crate::stats::median;
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
     /// Messages stored before measuring.
-    #[arg(short = 'n', long, default_value_t = 100_000)]
+    #[arg(short = 'n', long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub messages: u64,
 
     /// Content size of the stored messages, in bytes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16_777_216))]
     pub size: usize,
 
     /// Full replays (offset 0) to time.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000))]
     pub runs: usize,
 
     /// How many of the newest messages the recent replays ask for.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub recent: u64,
 
     /// Recent replays to time.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100_000))]
     pub recent_runs: usize,
 
     /// Connections used to store the history.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000))]
     pub prefill_connections: usize,
 
     /// Messages in flight per prefill connection.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub window: usize,
 
     /// Full replays stop at this id (the oldest N messages) instead of the newest: with a
     /// long history, the oldest pages are the ones no cache holds.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub first: Option<u64>,
 
     /// Which server of `--url` the timed replays read from, counting from 0 (the history is
     /// always stored through the first).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1_000))]
     pub replay_from: usize,
 
     /// Give up on one replay after this many seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
 }
 

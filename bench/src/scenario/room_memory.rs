@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::{Target, connect_many_auth, nonce, padded, rooms_auth, summarize_errors};
+use super::{Target, connect_all_auth, nonce, padded, rooms_auth, summarize_errors};
 use crate::conn::{Buffers, Conn};
 use crate::frame::{self, Frame};
 use crate::procfs::{CpuMeter, Who, rss_bytes};
@@ -269,22 +269,26 @@ pub async fn run(args: &RoomMemoryArgs, target: &Target) -> anyhow::Result<Repor
         extra: args.extra as usize,
     };
 
-    let (conns, errors) = connect_many_auth(
+    let (conns, errors, retried) = connect_all_auth(
         &[target.ws_url()],
         n,
         |_| rooms_auth(0, &[]),
         Buffers::Small,
         args.concurrency as usize,
         "connections",
+        2,
     )
     .await;
-    if let Some(e) = summarize_errors("connections", &errors) {
-        report.problems.push(e);
+    if retried > 0 {
+        report.notes.push(format!(
+            "{retried} connections failed at first and were tried again"
+        ));
     }
     anyhow::ensure!(
         conns.len() == n,
-        "{} of {n} connections opened: the steps need them all",
-        conns.len()
+        "{} of {n} connections opened: the steps need them all ({})",
+        conns.len(),
+        summarize_errors("connections", &errors).unwrap_or_default()
     );
     let mut tasks = JoinSet::new();
     let clients: Vec<Client> = conns
