@@ -1,17 +1,27 @@
 // tidings chat page. Served as /app.js: no inline script, so the page works under a strict
 // Content-Security-Policy (`script-src 'self'`). Plain DOM, no framework, no build step.
 //
-// Protocol (see the README): connect with auth { serverOffset, nickname, latest }; receive
-// `chat message (content, id, { author, time })`; send `chat message (content, clientOffset,
-// { author })` with an ack; `history ({ before, limit })`; `presence` (with who joined/left),
-// `user renamed`, `typing`; `nickname (name)`. Message text is only ever put in the page as text.
+// Protocol (see the README): connect with auth { serverOffset, nickname, latest, rooms };
+// receive `chat message (content, id, { author, time, room })`; send `chat message (content,
+// clientOffset, { author, room })` with an ack; `join (room)` → { room, last }, `leave (room)`,
+// `rooms` (the directory); `history ({ room, before, limit })`; `presence ({ room, … })` (with
+// who joined/left), `user renamed`, `typing ({ room, … })`; `nickname (name)`. Message text is
+// only ever put in the page as text.
+//
+// Rooms: one socket is in every room the user joined (remembered in localStorage), so one
+// offset recovers them all. Each room keeps its own message list, its "floor" (the lowest id
+// from which the page has every message of the room: older ones come from `history`), its
+// unread count, scroll position, pending messages, draft, presence and typing. The room in
+// view is the one in the URL (`#dev`).
 'use strict';
 
 (() => {
   const NICK_KEY = 'tidings.nickname';
+  const ROOMS_KEY = 'tidings.rooms'; // { joined: [names], read: { name: id }, epoch, view }
   const LATEST = 50; // a fresh page replays only the latest messages...
   const PAGE = 50; // ...and loads older ones a page at a time
   const NICK_MAX = 32;
+  const ROOM_MAX = 64;
   const TYPING_IDLE_MS = 3000; // stop "typing" after this long without a keystroke
   const TYPING_REFRESH_MS = 2500; // re-announce "typing" this often while still typing
   const TYPING_EXPIRE_MS = 6000; // forget someone's "typing" if not refreshed
@@ -52,6 +62,25 @@
     return null;
   };
 
+  /** The server's rule for room names: 1-64 of a-z 0-9 - _, starting with a letter or digit. */
+  const ROOM_RULE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+  const isRoomName = (name) => typeof name === 'string' && ROOM_RULE.test(name);
+
+  /** null if `name` is a valid room name, else why not (in words a person can act on). */
+  const roomProblem = (name) => {
+    if (!name) return 'Please enter a room name.';
+    if (isRoomName(name)) return null;
+    const lower = name.toLowerCase();
+    const hint = lower !== name && isRoomName(lower) ? ` Try “${lower}”.` : '';
+    if (name.length > ROOM_MAX) return `A room name can have at most ${ROOM_MAX} characters.`;
+    const bad = [...new Set(Array.from(name).filter((c) => !/[a-z0-9_-]/.test(c)))].slice(0, 3);
+    if (bad.length) {
+      const shown = bad.map((c) => (c === ' ' ? 'spaces' : `“${c}”`)).join(', ');
+      return `A room name can use only a-z, 0-9, - and _ (not ${shown}).${hint}`;
+    }
+    return `A room name starts with a letter (a-z) or a digit.${hint}`;
+  };
+
   const storage = {
     get(key) {
       try {
@@ -66,6 +95,22 @@
       } catch {}
     },
   };
+
+  /** What this browser remembers about rooms (shared by its tabs: read, changed, written). */
+  function savedRooms() {
+    try {
+      const v = JSON.parse(storage.get(ROOMS_KEY) || '{}');
+      return v && typeof v === 'object' && !Array.isArray(v) ? v : {};
+    } catch {
+      return {};
+    }
+  }
+
+  function updateSaved(change) {
+    const saved = savedRooms();
+    change(saved);
+    storage.set(ROOMS_KEY, JSON.stringify(saved));
+  }
 
   /** A stable colour class for a name (12 hues, defined in style.css). */
   const hueClass = (name) => {
@@ -96,12 +141,23 @@
   const listNames = (names) =>
     names.length <= 1 ? names.join('') : `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
 
+  /** Calls `fn` once, soon, however many times this is called meanwhile. */
+  const coalesce = (fn) => {
+    let timer = null;
+    return () => {
+      if (timer === null) {
+        timer = setTimeout(() => {
+          timer = null;
+          fn();
+        }, 0);
+      }
+    };
+  };
+
   // ---- elements -------------------------------------------------------------------------
 
   const form = $('form');
   const input = $('input');
-  const messages = $('messages');
-  const outbox = $('outbox');
   const scroller = $('scroller');
   const toggleButton = $('toggle-btn');
   const statusBox = $('status');
@@ -122,7 +178,27 @@
   const peopleCount = $('people-count');
   const peopleList = $('people');
   const peopleNote = $('people-note');
+  const peopleRoom = $('people-room');
   const sidebar = $('sidebar');
+  const roomsPanel = $('rooms-panel');
+  const roomsList = $('rooms');
+  const roomsNote = $('rooms-note');
+  const roomsButton = $('rooms-btn');
+  const roomsUnread = $('rooms-unread');
+  const joinButton = $('join-btn');
+  const joinForm = $('join-form');
+  const joinInput = $('join-input');
+  const joinError = $('join-error');
+  const directoryTitle = $('directory-title');
+  const directoryList = $('directory');
+  const roomName = $('room-name');
+  const leaveButton = $('leave-btn');
+  const roomError = $('room-error');
+  const roomErrorText = $('room-error-text');
+  const roomRetry = $('room-retry');
+  const roomClose = $('room-close');
+  // The lists of the room in view carry these ids; other rooms' lists wait off the page.
+  const noRoom = { list: $('messages'), outbox: $('outbox') };
 
   // ---- state ----------------------------------------------------------------------------
 
@@ -132,33 +208,77 @@
   let nickname = (storage.get(NICK_KEY) || '').trim();
   if (nicknameProblem(nickname)) nickname = '';
 
-  /** Rendered messages: ascending ids, and id → { li, author, time }. */
-  const ids = [];
-  const shown = new Map();
-  let newestId = 0; // highest id rendered from the live stream: the reconnect offset
-  let hasMore = null; // older history exists: null = unknown yet
-  let loadingOlder = false;
-  let historyFailed = '';
+  /**
+   * The rooms the page knows, by name: joined, joining (the `join` is on its way), failed (the
+   * server refused it: shown with the reason until retried or closed) or leaving.
+   */
+  const rooms = new Map();
+  let view = null; // the room on screen
+  let newestId = 0; // highest id received from the stream (any room): the reconnect offset
   let everConnected = false;
-  let unread = 0;
-  let unseenBelow = 0;
-  const baseTitle = document.title || 'tidings';
+  let synced = false; // a `sync` was seen: the read marks are known to be this database's
+  let unread = 0; // for the tab's title while it is hidden
+  const baseTitle = 'tidings';
 
-  /** Messages typed here and not yet confirmed: { key, content, author, state, reason, li }. */
+  /** Messages typed here and not yet confirmed: { key, room, content, author, state, reason, li }. */
   const pending = [];
 
   let connection = 'connecting'; // connecting | connected | reconnecting | offline
   let attempt = 0;
   let refusal = ''; // why the server refused the connection (connect_error), if it did
 
+  function makeRoom(name, state) {
+    const list = el('ul', 'messages');
+    const outbox = el('ul', 'outbox');
+    outbox.setAttribute('aria-label', 'Messages not yet delivered');
+    const read = (savedRooms().read || {})[name];
+    return {
+      name,
+      state,
+      error: '',
+      list,
+      outbox,
+      ids: [], // rendered ids, ascending
+      shown: new Map(), // id → { li, author, time }
+      floor: null, // the page has every message of the room with an id >= floor (null: not yet known)
+      beginning: false, // nothing older than the floor
+      loading: false,
+      historyFailed: '',
+      lastRead: Number.isSafeInteger(read) ? read : null,
+      scroll: null, // where the reader was when they left the room (null: at the bottom)
+      unseenBelow: 0,
+      draft: '',
+      presence: null, // { count, users }
+      typing: new Map(), // nickname → expiry timer
+    };
+  }
+
+  /** Rooms shown in the list, by name. */
+  const listed = () =>
+    [...rooms.values()].filter((r) => r.state !== 'leaving').sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const joinedNames = () => [...rooms.values()].filter((r) => r.state === 'joined').map((r) => r.name);
+  const inRoom = (room) => !!room && (room.state === 'joined' || room.state === 'joining');
+
+  // What this browser remembered: the rooms it is in (missing: it has never said, so it
+  // connects without `rooms` and learns the server's default room from the first event).
+  const remembered = savedRooms();
+  const rememberedRooms = Array.isArray(remembered.joined)
+    ? [...new Set(remembered.joined.filter(isRoomName))].slice(0, 100)
+    : null;
+  let expectingDefault = rememberedRooms === null;
+  let defaultName = null;
+  for (const name of rememberedRooms || []) rooms.set(name, makeRoom(name, 'joined'));
+
   // ---- the socket -----------------------------------------------------------------------
 
   const auth = { serverOffset: 0, latest: LATEST };
+  if (rememberedRooms) auth.rooms = rememberedRooms;
   if (nickname) auth.nickname = nickname;
   const socket = io({
     auth,
     // retries: the client keeps each message queued until the server acks it, re-sending
     // (with the same clientOffset, so never stored twice) on reconnect or after ackTimeout.
+    // Every emit with an ack (join, leave, history…) goes through that queue, one at a time.
     ackTimeout: 10000,
     retries: 3,
   });
@@ -186,11 +306,11 @@
     !!a && !!b && a.author === b.author && validTime(a.time) && validTime(b.time) && b.time - a.time >= 0 && b.time - a.time < GROUP_MS;
 
   /** Continuation messages (same author, a few minutes apart) hide the repeated name. */
-  function regroup(index) {
+  function regroup(room, index) {
     for (const i of [index, index + 1]) {
-      if (i < 0 || i >= ids.length) continue;
-      const cur = shown.get(ids[i]);
-      const prev = i > 0 ? shown.get(ids[i - 1]) : null;
+      if (i < 0 || i >= room.ids.length) continue;
+      const cur = room.shown.get(room.ids[i]);
+      const prev = i > 0 ? room.shown.get(room.ids[i - 1]) : null;
       cur.li.classList.toggle('cont', groupable(prev, cur));
     }
   }
@@ -198,14 +318,15 @@
   const isMine = (author) => !!author && author === nickname;
 
   /**
-   * Puts message `id` in its place (ascending ids); false if it is already on the page.
+   * Puts message `id` in its place in `room` (ascending ids); false if it is already there.
    * Ids come in order, so this is nearly always an append.
    */
-  function place(id, content, author, time) {
-    if (shown.has(id)) return false;
+  function place(room, id, content, author, time) {
+    if (room.shown.has(id)) return false;
     const li = messageItem(content, author, time);
     li.setAttribute('data-id', String(id));
     if (isMine(author)) li.classList.add('mine');
+    const { ids } = room;
     let lo = 0;
     let hi = ids.length;
     if (hi === 0 || ids[hi - 1] < id) {
@@ -217,12 +338,23 @@
         else hi = mid;
       }
     }
-    if (lo === ids.length) messages.appendChild(li);
-    else messages.insertBefore(li, shown.get(ids[lo]).li);
+    if (lo === ids.length) room.list.appendChild(li);
+    else room.list.insertBefore(li, room.shown.get(ids[lo]).li);
     ids.splice(lo, 0, id);
-    shown.set(id, { li, author, time });
-    regroup(lo);
+    room.shown.set(id, { li, author, time });
+    regroup(room, lo);
+    if (id === 1) room.beginning = true;
     return true;
+  }
+
+  /** Takes message `id` off `room`'s list. */
+  function unplace(room, id) {
+    const i = room.ids.indexOf(id);
+    if (i < 0) return;
+    room.shown.get(id).li.remove();
+    room.shown.delete(id);
+    room.ids.splice(i, 1);
+    regroup(room, i - 1);
   }
 
   const parseMeta = (meta) => {
@@ -235,72 +367,462 @@
   const atBottom = () => distanceFromBottom() < NEAR_BOTTOM_PX;
   const scrollToBottom = () => {
     scroller.scrollTop = scroller.scrollHeight;
-    unseenBelow = 0;
+    pinned = true;
+    if (view) view.unseenBelow = 0;
     renderJump();
   };
+  // Whether the reader is at the bottom, as of the last scroll: when the message list gets
+  // shorter (a notice or the typing line above the message box, a phone's keyboard), the
+  // newest message stays in view.
+  let pinned = true;
+  if (typeof ResizeObserver === 'function') {
+    new ResizeObserver(() => {
+      if (pinned && !atBottom()) scroller.scrollTop = scroller.scrollHeight;
+    }).observe(scroller);
+  }
 
   function renderJump() {
-    jumpButton.hidden = unseenBelow === 0;
-    jumpButton.textContent = unseenBelow === 1 ? '1 new message ↓' : `${unseenBelow} new messages ↓`;
+    const n = view ? view.unseenBelow : 0;
+    jumpButton.hidden = n === 0;
+    jumpButton.textContent = n === 1 ? '1 new message ↓' : `${n} new messages ↓`;
   }
 
   function renderEmpty() {
-    emptyNote.hidden = !(everConnected && ids.length === 0 && pending.length === 0);
+    roomError.hidden = !(view && view.state === 'failed');
+    if (view && view.state === 'failed') roomErrorText.textContent = `Could not join #${view.name}: ${view.error}`;
+    let text = '';
+    if (!view) {
+      if (everConnected && !expectingDefault) text = 'You are not in any room. Join one to start chatting.';
+    } else if (view.state === 'joining') {
+      text = `Joining #${view.name}…`;
+    } else if (view.state === 'joined' && view.ids.length === 0 && !pending.some((p) => p.room === view) && everConnected && view.beginning) {
+      text = 'No messages yet. Say hello!';
+    }
+    emptyNote.hidden = !text;
+    if (text) emptyNote.textContent = text;
   }
 
   function renderHistoryTop() {
-    const beginning = ids.length > 0 && (hasMore === false || ids[0] === 1);
-    olderButton.hidden = ids.length === 0 || beginning;
-    olderButton.disabled = loadingOlder;
-    olderButton.textContent = loadingOlder ? 'Loading older messages…' : 'Load older messages';
-    historyNote.hidden = !(beginning || historyFailed);
-    historyNote.textContent = historyFailed || 'This is the beginning of the conversation.';
+    const room = view;
+    const some = !!room && room.ids.length > 0;
+    olderButton.hidden = !some || room.beginning;
+    olderButton.disabled = !!room && room.loading;
+    olderButton.textContent = room && room.loading ? 'Loading older messages…' : 'Load older messages';
+    const failed = room ? room.historyFailed : '';
+    historyNote.hidden = !((some && room.beginning) || failed);
+    historyNote.textContent = failed || 'This is the beginning of the conversation.';
   }
+
+  function renderRoomHead() {
+    roomName.textContent = view ? view.name : 'No room';
+    scroller.setAttribute('aria-label', view ? `Messages in #${view.name}` : 'Messages');
+    roomName.parentElement.classList.toggle('none', !view);
+    leaveButton.hidden = !view;
+    leaveButton.setAttribute('aria-label', view ? `Leave #${view.name}` : 'Leave');
+    document.title = view ? `${unread ? `(${unread}) ` : ''}#${view.name} · ${baseTitle}` : `${unread ? `(${unread}) ` : ''}${baseTitle}`;
+  }
+
+  // ---- unread counts and the list of rooms ----------------------------------------------
+
+  /** Messages of others in `room` above its read mark: { count, more } (more: some may not be loaded). */
+  function unreadOf(room) {
+    if (!synced || room.lastRead === null || room === view) return { count: 0, more: false };
+    let count = 0;
+    for (let i = room.ids.length - 1; i >= 0 && room.ids[i] > room.lastRead; i--) {
+      if (!isMine(room.shown.get(room.ids[i]).author)) count += 1;
+    }
+    const more = count > 0 && !room.beginning && room.floor !== null && room.lastRead < room.floor - 1;
+    return { count, more };
+  }
+
+  /** Marks what the room shows as read, while it is on screen. */
+  function markRead(room) {
+    if (!room || room !== view || document.hidden || room.ids.length === 0) return;
+    const last = room.ids[room.ids.length - 1];
+    if (room.lastRead !== null && room.lastRead >= last) return;
+    room.lastRead = last;
+    saveReadSoon();
+    renderRoomsSoon();
+  }
+
+  /** Writes the read marks of the joined rooms (at most every half second; other tabs' higher marks win). */
+  let readTimer = null;
+  function saveRead() {
+    clearTimeout(readTimer);
+    readTimer = null;
+    updateSaved((s) => {
+      s.read = s.read && typeof s.read === 'object' ? s.read : {};
+      for (const room of rooms.values()) {
+        if (room.state === 'joined' && room.lastRead !== null && !(s.read[room.name] >= room.lastRead)) s.read[room.name] = room.lastRead;
+      }
+    });
+  }
+  function saveReadSoon() {
+    if (readTimer === null) readTimer = setTimeout(saveRead, 500);
+  }
+  globalThis.addEventListener('pagehide', () => {
+    if (readTimer !== null) saveRead();
+  });
+
+  /** The list of rooms, updated in place (a focused link stays focused). */
+  function renderRooms() {
+    const want = listed();
+    const items = new Map([...roomsList.children].map((li) => [li.dataset.room, li]));
+    for (const [name, li] of items) {
+      if (!want.some((r) => r.name === name)) li.remove();
+    }
+    let total = 0;
+    let before = roomsList.firstElementChild;
+    for (const room of want) {
+      let li = items.get(room.name);
+      if (!li || !li.isConnected) {
+        li = el('li', 'room-item');
+        li.dataset.room = room.name;
+        const a = li.appendChild(el('a', 'room-link'));
+        a.href = `#${room.name}`;
+        a.dataset.room = room.name;
+        a.appendChild(el('span', 'room-hash', '#')).setAttribute('aria-hidden', 'true');
+        a.appendChild(el('span', 'room-name', room.name));
+        a.appendChild(el('span', 'room-badge')).setAttribute('aria-hidden', 'true');
+        roomsList.insertBefore(li, before);
+      } else if (li !== before) {
+        roomsList.insertBefore(li, before);
+      }
+      before = li.nextElementSibling;
+      const a = li.firstElementChild;
+      const badge = a.lastElementChild;
+      const { count, more } = unreadOf(room);
+      if (room !== view) total += count;
+      const label = count > 0 ? `${count}${more ? '+' : ''}` : '';
+      let state = '';
+      if (room.state === 'joining') state = 'joining…';
+      else if (room.state === 'failed') state = 'not joined';
+      badge.textContent = state || label;
+      badge.className = `room-badge${state ? ' room-state' : label ? ' unread' : ''}`;
+      a.classList.toggle('has-unread', !!label);
+      a.classList.toggle('failed', room.state === 'failed');
+      if (room === view) a.setAttribute('aria-current', 'page');
+      else a.removeAttribute('aria-current');
+      const spoken = state ? `, ${state}` : label ? `, ${count}${more ? ' or more' : ''} unread` : '';
+      a.setAttribute('aria-label', `${room.name}${spoken}`);
+    }
+    roomsNote.textContent = want.length === 0 && !expectingDefault ? 'You are in no room yet.' : '';
+    roomsUnread.hidden = total === 0;
+    roomsUnread.textContent = String(total);
+    roomsButton.setAttribute('aria-label', total ? `Rooms, ${total} unread` : 'Rooms');
+  }
+  const renderRoomsSoon = coalesce(renderRooms);
+
+  // ---- switching rooms -----------------------------------------------------------------
+
+  /** Where the reader is in the room on screen: null at the bottom, else the first message in view. */
+  function scrollMark() {
+    if (atBottom()) return null;
+    const top = scroller.getBoundingClientRect().top;
+    const rect = (i) => view.shown.get(view.ids[i]).li.getBoundingClientRect();
+    // the first message whose bottom is below the top edge (they are in id order on screen)
+    let lo = 0;
+    let hi = view.ids.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (rect(mid).bottom > top) hi = mid;
+      else lo = mid + 1;
+    }
+    if (lo >= view.ids.length) return null;
+    return { id: view.ids[lo], top: rect(lo).top - top };
+  }
+
+  function restoreScroll(room) {
+    const mark = room.scroll;
+    room.scroll = null;
+    const m = mark && room.shown.get(mark.id);
+    if (!m) return scrollToBottom();
+    const top = m.li.getBoundingClientRect().top - scroller.getBoundingClientRect().top;
+    scroller.scrollTop += top - mark.top;
+    pinned = atBottom();
+    renderJump();
+  }
+
+  /**
+   * Coming back to a room with unread messages: a "New" line above the first of them, and,
+   * if the reader was at the bottom and they do not all fit, the view starts there.
+   */
+  function markNew(room) {
+    const old = room.list.querySelector('.first-unread');
+    if (old) old.classList.remove('first-unread');
+    if (room.lastRead === null || !synced) return;
+    let first = null;
+    for (let i = room.ids.length - 1; i >= 0 && room.ids[i] > room.lastRead; i--) {
+      if (!isMine(room.shown.get(room.ids[i]).author)) first = room.ids[i];
+    }
+    if (first === null) return;
+    const li = room.shown.get(first).li;
+    li.classList.add('first-unread');
+    if (!pinned) return;
+    const box = scroller.getBoundingClientRect();
+    const top = li.getBoundingClientRect().top - box.top;
+    if (top >= 24) return; // all in view
+    scroller.scrollTop += top - 24;
+    pinned = atBottom();
+    room.unseenBelow = room.ids.filter((id) => id > first && room.shown.get(id).li.getBoundingClientRect().top >= box.bottom).length;
+    renderJump();
+  }
+
+  function setHash(name, push) {
+    const hash = name ? `#${name}` : '';
+    if (location.hash === hash || (!hash && !location.hash)) return;
+    const url = `${location.pathname}${location.search}${hash}`;
+    try {
+      if (push) history.pushState(null, '', url);
+      else history.replaceState(null, '', url);
+    } catch {}
+  }
+
+  /** Shows `room` (or no room): its messages, pending ones, scroll position, draft, presence. */
+  function showRoom(room, { push = false } = {}) {
+    if (room === view) {
+      setHash(room && room.name, push);
+      return;
+    }
+    const old = view;
+    if (old) {
+      stopOwnTyping();
+      old.draft = input.value;
+      old.scroll = scrollMark();
+    }
+    const from = old || noRoom;
+    const to = room || noRoom;
+    from.list.removeAttribute('id');
+    from.outbox.removeAttribute('id');
+    from.list.replaceWith(to.list);
+    from.outbox.replaceWith(to.outbox);
+    to.list.id = 'messages';
+    to.outbox.id = 'outbox';
+    view = room;
+    input.value = room ? room.draft : '';
+    for (const entry of noticeTimers.values()) clearTimeout(entry.timer);
+    noticeTimers.clear();
+    noticesList.replaceChildren();
+    renderRoomHead();
+    renderHistoryTop();
+    renderEmpty();
+    renderPeople();
+    renderTyping();
+    renderRooms();
+    // once everything around the messages is laid out as this room has it
+    if (room) {
+      restoreScroll(room);
+      markNew(room);
+    } else {
+      renderJump();
+    }
+    setHash(room && room.name, push);
+    if (room) {
+      updateSaved((s) => {
+        s.view = room.name;
+      });
+      markRead(room);
+      scheduleFill();
+    }
+  }
+
+  /** The room to show when the one in view goes away: its neighbour in the list. */
+  function neighbour(room) {
+    const list = listed().filter((r) => r !== room);
+    if (list.length === 0) return null;
+    const after = list.find((r) => r.name > room.name);
+    return after || list[list.length - 1];
+  }
+
+  // ---- joining and leaving --------------------------------------------------------------
+
+  function rememberJoined(name, joined) {
+    updateSaved((s) => {
+      const list = Array.isArray(s.joined) ? s.joined.filter(isRoomName) : [];
+      s.joined = joined ? [...new Set([...list, name])] : list.filter((n) => n !== name);
+      if (!joined && s.read && typeof s.read === 'object') delete s.read[name];
+    });
+    auth.rooms = joinedNames();
+  }
+
+  /** The first event of a page that connected without `rooms` names the server's default room. */
+  function learnDefault(name) {
+    if (!isRoomName(name)) return null;
+    expectingDefault = false;
+    defaultName = name;
+    const room = rooms.get(name) || makeRoom(name, 'joined');
+    room.state = 'joined';
+    rooms.set(name, room);
+    rememberJoined(name, true);
+    openFirstRoom();
+    return room;
+  }
+
+  /** Joins room `name` (or shows it, if the page is in it already) and shows it. */
+  function joinRoom(name, { push = true } = {}) {
+    let room = rooms.get(name);
+    if (room && room.state !== 'leaving') {
+      if (room.state === 'failed') retryJoin(room);
+      showRoom(room, { push });
+      return room;
+    }
+    // a room being left starts afresh: what it missed meanwhile comes from `history`
+    room = makeRoom(name, 'joining');
+    rooms.set(name, room);
+    sendJoin(room);
+    showRoom(room, { push });
+    return room;
+  }
+
+  function retryJoin(room) {
+    room.state = 'joining';
+    room.error = '';
+    sendJoin(room);
+    renderEmpty();
+    renderRooms();
+  }
+
+  function sendJoin(room) {
+    socket.emit('join', room.name, (err, res) => {
+      if (rooms.get(room.name) !== room || room.state !== 'joining') return;
+      if (!err && res && Number.isSafeInteger(res.last) && res.last >= 0) {
+        // every message above `last` comes live (some may be here already); older ones
+        // are read with history ({ room, before: last + 1 })
+        room.state = 'joined';
+        room.floor = res.last + 1;
+        // What came before the ack is above `last`, unless this is a second join (a
+        // reconnect in between): keep the room one unbroken run from its floor up.
+        for (const id of room.ids.filter((i) => i < room.floor)) unplace(room, id);
+        room.beginning = room.floor <= 1;
+        if (room.lastRead === null) room.lastRead = res.last;
+        rememberJoined(room.name, true);
+        if (room === view) {
+          renderHistoryTop();
+          scheduleFill();
+        } else {
+          loadOlder(room);
+        }
+      } else if (!err && res && Number.isFinite(res.retryAfterMs)) {
+        setTimeout(() => {
+          if (rooms.get(room.name) === room && room.state === 'joining') sendJoin(room);
+        }, Math.min(Math.max(res.retryAfterMs, 50), 60000));
+        return;
+      } else {
+        room.state = 'failed';
+        room.error = err ? 'the server did not answer.' : res && typeof res.error === 'string' ? res.error : 'unexpected answer from the server.';
+      }
+      renderEmpty();
+      renderRooms();
+    });
+  }
+
+  /** Forgets a room whose join failed (here and in what the browser remembers), and shows another. */
+  function closeRoom(room) {
+    for (const p of pending.filter((q) => q.room === room)) settle(p);
+    rooms.delete(room.name);
+    rememberJoined(room.name, false);
+    if (view === room) showRoom(neighbour(room));
+    renderRooms();
+  }
+
+  function leaveRoom(room) {
+    if (room.state === 'failed') return closeRoom(room);
+    const unsent = pending.filter((p) => p.room === room && p.state !== 'failed').length;
+    if (unsent) {
+      notice(`#${room.name} has ${unsent === 1 ? 'a message' : `${unsent} messages`} not sent yet: leave once ${unsent === 1 ? 'it is' : 'they are'} delivered.`, 'gap');
+      return;
+    }
+    for (const p of pending.filter((q) => q.room === room)) settle(p); // failed ones
+    if (typingRoom === room) stopOwnTyping();
+    room.state = 'leaving';
+    rememberJoined(room.name, false);
+    if (view === room) showRoom(neighbour(room));
+    renderRooms();
+    sendLeave(room);
+  }
+
+  function sendLeave(room) {
+    socket.emit('leave', room.name, (err, res) => {
+      if (rooms.get(room.name) !== room) return;
+      if (!err && res && Number.isFinite(res.retryAfterMs)) {
+        setTimeout(() => sendLeave(room), Math.min(Math.max(res.retryAfterMs, 50), 60000));
+        return;
+      }
+      // done (or given up: a message of the room arriving later makes the page ask again)
+      rooms.delete(room.name);
+    });
+  }
+
+  /** A room's message or presence arrived, but the page is not in it: say so to the server once. */
+  const strays = new Set();
+  function stray(name) {
+    if (!isRoomName(name) || strays.has(name) || rooms.has(name) || !socket.connected) return;
+    strays.add(name);
+    socket.emit('leave', name, () => strays.delete(name));
+  }
+
+  /** The room of an event: its `room` field (the default room when it names none). */
+  function roomOf(name) {
+    const n = typeof name === 'string' ? name : defaultName;
+    if (!n) return null;
+    const room = rooms.get(n);
+    if (expectingDefault && !inRoom(room)) return learnDefault(n);
+    if (room) return inRoom(room) ? room : null;
+    stray(n);
+    return null;
+  }
+
+  // ---- receiving messages ---------------------------------------------------------------
 
   /** A live (or replayed) `chat message`. */
   function onChatMessage(content, id, meta) {
     if (!Number.isSafeInteger(id) || id <= 0) return; // not a tidings / step-8 server message
-    const text = String(content);
-    const { author, time } = parseMeta(meta);
-    // older than what is loaded: it belongs to the history above, loaded on demand
-    if (ids.length > 0 && id < ids[0] && hasMore !== false) return;
     if (id > newestId) {
       newestId = id;
       auth.serverOffset = id; // reconnect from here: replay exactly what was missed...
       delete auth.latest; // ...all of it (a gap would be hidden otherwise)
     }
-    if (shown.has(id)) return; // already on the page
-    const follow = atBottom();
-    const mine = adopt(text, author);
-    place(id, text, author, time);
-    if (mine) shown.get(id).li.classList.add('mine');
-    if (author) stopTyping(author);
-    if (ids.length === 1 || id === ids[0]) maybeBeginning();
-    if (follow || mine) scrollToBottom();
-    else if (id === ids[ids.length - 1]) {
-      unseenBelow += 1;
-      renderJump();
+    const room = roomOf(meta && meta.room);
+    if (!room) return;
+    // older than what the room has from here on: it belongs to the history above, loaded on demand
+    if (room.floor !== null && id < room.floor && !room.beginning) return;
+    if (room.shown.has(id)) return; // already on the page (a reconnect may replay what history gave)
+    const text = String(content);
+    const { author, time } = parseMeta(meta);
+    const viewing = room === view;
+    const follow = viewing && atBottom();
+    const mine = adopt(room, text, author);
+    place(room, id, text, author, time);
+    if (mine) room.shown.get(id).li.classList.add('mine');
+    if (author) stopTyping(room, author);
+    const last = id === room.ids[room.ids.length - 1];
+    if (viewing) {
+      if (follow || mine) scrollToBottom();
+      else if (last) {
+        room.unseenBelow += 1;
+        renderJump();
+      }
+      markRead(room);
+      renderHistoryTop();
+      renderEmpty();
+    } else if (room.scroll && last) {
+      room.unseenBelow += 1;
     }
-    if (document.hidden) {
+    if (document.hidden && !mine) {
       unread += 1;
-      document.title = `(${unread}) ${baseTitle}`;
+      renderRoomHead();
     }
-    renderEmpty();
-    renderHistoryTop();
-    scheduleFill();
+    renderRoomsSoon();
   }
 
-  function maybeBeginning() {
-    if (ids[0] === 1) hasMore = false; // ids start at 1: nothing older exists
-    renderHistoryTop();
-  }
+  socket.on('chat message', onChatMessage);
 
-  // ---- sending --------------------------------------------------------------------------
-  //
-  // Messages typed here wait in `pending` (shown in #outbox) until the server confirms them.
-  // One at a time is handed to socket.io (which holds it while offline and re-sends it, with
-  // the same clientOffset, on reconnect or ackTimeout), so a "rate limited" answer holds the
-  // rest back instead of having them refused too, and the order typed is the order stored.
+  // ---- sending messages -----------------------------------------------------------------
+  // Messages typed here wait in `pending` (shown in their room's outbox) until the server
+  // confirms them. One at a time is handed to socket.io (which holds it while offline and
+  // re-sends it, with the same clientOffset, on reconnect or ackTimeout), so a "rate limited"
+  // answer holds the rest back instead of having them refused too, and the order typed is
+  // the order stored.
 
   let inFlight = null; // the pending message handed to socket.io, awaiting its ack
   let holdUntil = 0; // rate limited: send nothing before this time
@@ -323,9 +845,9 @@
       p.stateLine = p.li.lastChild.appendChild(el('p', 'msg-state'));
       p.actions = p.li.lastChild.appendChild(el('div', 'msg-actions'));
       // keep the outbox in the order typed
-      const next = pending.slice(pending.indexOf(p) + 1).find((q) => q.li);
-      if (next) outbox.insertBefore(p.li, next.li);
-      else outbox.appendChild(p.li);
+      const next = pending.slice(pending.indexOf(p) + 1).find((q) => q.li && q.room === p.room);
+      if (next) p.room.outbox.insertBefore(p.li, next.li);
+      else p.room.outbox.appendChild(p.li);
     }
     p.li.classList.toggle('failed', p.state === 'failed');
     p.stateLine.textContent = pendingLabel(p);
@@ -378,17 +900,17 @@
     next.state = 'sending';
     next.sent = true;
     renderPending(next);
-    const args = ['chat message', next.content, next.key];
-    if (next.author) args.push({ author: next.author });
-    socket.emit(...args, (err, res) => onAck(next, err, res));
+    const meta = { room: next.room.name };
+    if (next.author) meta.author = next.author;
+    socket.emit('chat message', next.content, next.key, meta, (err, res) => onAck(next, err, res));
   }
 
   /**
    * Our own message comes back as `chat message` (before its ack): take the pending copy off
-   * the page so the text is never shown twice. Matched on content and author, oldest first.
+   * the page so the text is never shown twice. Matched on room, content and author, oldest first.
    */
-  function adopt(content, author) {
-    const p = pending.find((q) => q.sent && q.state !== 'failed' && !q.seen && q.content === content && q.author === author);
+  function adopt(room, content, author) {
+    const p = pending.find((q) => q.room === room && q.sent && q.state !== 'failed' && !q.seen && q.content === content && q.author === author);
     if (!p) return false;
     p.seen = true;
     if (p.li) p.li.remove();
@@ -400,17 +922,18 @@
   function onAck(p, err, res) {
     if (inFlight === p) inFlight = null;
     if (!pending.includes(p)) return pump();
+    const { room } = p;
     if (err) {
       // socket.io gave up (no answer after its retries); if it came back, it was stored
       if (p.seen) settle(p);
       else fail(p, 'the server did not answer.');
     } else if (res && Number.isSafeInteger(res.id)) {
-      if (!shown.has(res.id) && !p.seen && (ids.length === 0 || res.id > ids[0])) {
+      if (inRoom(room) && !room.shown.has(res.id) && !p.seen && (room.floor === null || res.id >= room.floor)) {
         // stored, but its broadcast did not reach this page: show it in its place. (An id
         // older than what is loaded is in the history above and is shown when loaded.)
-        place(res.id, p.content, p.author, Date.now());
+        place(room, res.id, p.content, p.author, Date.now());
       }
-      const m = shown.get(res.id);
+      const m = room.shown.get(res.id);
       if (m) m.li.classList.add('mine');
       settle(p);
     } else if (res && typeof res.error === 'string' && Number.isFinite(res.retryAfterMs)) {
@@ -437,10 +960,15 @@
     e.preventDefault();
     const content = input.value;
     if (!content || !content.trim()) return;
+    if (!inRoom(view)) {
+      notice(view ? `You are not in #${view.name}.` : 'Join a room to send messages.', 'gap');
+      return;
+    }
     input.value = '';
+    view.draft = '';
     stopOwnTyping();
     // unique per message, stable across retries; never built from socket.id
-    const p = { key: `${clientId}-${counter++}`, content, author: nickname || null, state: 'queued' };
+    const p = { key: `${clientId}-${counter++}`, room: view, content, author: nickname || null, state: 'queued' };
     pending.push(p);
     renderPending(p);
     pump();
@@ -451,32 +979,54 @@
 
   // ---- older history --------------------------------------------------------------------
 
-  function loadOlder() {
-    if (loadingOlder || hasMore === false || !socket.connected || ids.length === 0 || ids[0] === 1) return;
-    loadingOlder = true;
-    historyFailed = '';
-    renderHistoryTop();
-    const before = ids[0];
-    socket.emit('history', { before, limit: PAGE }, (err, res) => {
-      loadingOlder = false;
+  /** Loads the page of `room`'s history below its floor; `done` is called when it is in. */
+  function loadOlder(room, done) {
+    const finish = () => done && done();
+    if (!room || room.state !== 'joined' || room.loading || room.beginning || room.floor === null || !socket.connected) return finish();
+    room.loading = true;
+    room.historyFailed = '';
+    if (room === view) renderHistoryTop();
+    const before = room.floor;
+    socket.emit('history', { room: room.name, before, limit: PAGE }, (err, res) => {
+      room.loading = false;
+      if (rooms.get(room.name) !== room || room.state !== 'joined' || room.floor !== before) {
+        // left, or the page started over meanwhile
+        if (room === view) renderHistoryTop();
+        return finish();
+      }
+      if (!err && res && Number.isFinite(res.retryAfterMs)) {
+        // rate limited: try again after the wait
+        setTimeout(() => {
+          if (room === view) scheduleFill();
+        }, Math.min(Math.max(res.retryAfterMs, 50), 60000));
+        if (room === view) renderHistoryTop();
+        return finish();
+      }
       if (err || !res || !Array.isArray(res.messages)) {
-        historyFailed = `Could not load older messages${res && res.error ? `: ${res.error}` : ''}.`;
-        renderHistoryTop();
-        return;
+        room.historyFailed = `Could not load older messages${res && res.error ? `: ${res.error}` : ''}.`;
+        if (room === view) renderHistoryTop();
+        return finish();
       }
       // keep what is on screen where it is while older messages go in above it
+      const viewing = room === view;
       const fromBottom = scroller.scrollHeight - scroller.scrollTop;
+      let lowest = before;
       for (const m of res.messages) {
-        if (!m || !Number.isSafeInteger(m.id) || m.id <= 0 || typeof m.content !== 'string') continue;
+        if (!m || !Number.isSafeInteger(m.id) || m.id <= 0 || m.id >= before || typeof m.content !== 'string') continue;
         const { author, time } = parseMeta(m);
-        place(m.id, m.content, author, time);
+        place(room, m.id, m.content, author, time);
+        lowest = Math.min(lowest, m.id);
       }
-      scroller.scrollTop = scroller.scrollHeight - fromBottom;
-      hasMore = !!res.hasMore && res.messages.length > 0;
-      if (ids[0] === 1) hasMore = false;
-      renderHistoryTop();
-      renderEmpty();
-      scheduleFill();
+      if (viewing) scroller.scrollTop = scroller.scrollHeight - fromBottom;
+      room.floor = lowest;
+      if (!res.hasMore || lowest === before || lowest <= 1) room.beginning = true;
+      if (viewing) {
+        renderHistoryTop();
+        renderEmpty();
+        scheduleFill();
+      }
+      renderRoomsSoon();
+      return finish();
     });
   }
 
@@ -491,21 +1041,35 @@
     clearTimeout(fillTimer);
     fillTimer = setTimeout(() => {
       if (!replayOver) return; // `sync` schedules it again
-      if (scroller.scrollHeight <= scroller.clientHeight + NEAR_TOP_PX || scroller.scrollTop < NEAR_TOP_PX) loadOlder();
+      if (scroller.scrollHeight <= scroller.clientHeight + NEAR_TOP_PX || scroller.scrollTop < NEAR_TOP_PX) loadOlder(view);
     }, 150);
+  }
+
+  /** After the first replay: a page of each other room, for its unread count and a quick switch. */
+  let prefetched = false;
+  function prefetch() {
+    if (prefetched) return;
+    prefetched = true;
+    const queue = listed().filter((r) => r !== view && r.ids.length < PAGE);
+    const next = () => {
+      const room = queue.shift();
+      if (room) loadOlder(room, next);
+    };
+    next();
   }
 
   scroller.addEventListener('scroll', () => {
     // Not during the replay either: its own scrolling to the bottom, when the messages first
     // fill the page, fires a scroll event near the top (a reader who scrolled up meanwhile is
     // served by `sync`'s fill, which checks the same place).
-    if (replayOver && scroller.scrollTop < NEAR_TOP_PX) loadOlder();
-    if (unseenBelow && atBottom()) {
-      unseenBelow = 0;
+    pinned = atBottom();
+    if (replayOver && scroller.scrollTop < NEAR_TOP_PX) loadOlder(view);
+    if (view && view.unseenBelow && atBottom()) {
+      view.unseenBelow = 0;
       renderJump();
     }
   });
-  olderButton.addEventListener('click', () => loadOlder());
+  olderButton.addEventListener('click', () => loadOlder(view));
   jumpButton.addEventListener('click', () => {
     scrollToBottom();
     input.focus();
@@ -541,6 +1105,7 @@
       setTimeout(renderEmpty, 400); // give the replay a moment before saying "no messages"
     }
     replayOver = false; // until this connection's `sync`
+    strays.clear();
     renderStatus();
     renderPeople();
   });
@@ -560,7 +1125,27 @@
     renderStatus();
   });
 
+  let roomsRefused = false;
   socket.on('connect_error', (err) => {
+    const message = (err && err.message) || '';
+    if (!socket.active && /^invalid rooms/.test(message) && auth.rooms && auth.rooms.length && !roomsRefused) {
+      // The rooms this browser remembers are refused (a limit lowered since): connect without
+      // them, to the default room; they stay in the list, not joined, with the reason.
+      roomsRefused = true;
+      for (const name of auth.rooms) {
+        const room = rooms.get(name);
+        if (room) {
+          room.state = 'failed';
+          room.error = message;
+        }
+      }
+      delete auth.rooms;
+      expectingDefault = true;
+      renderRooms();
+      renderEmpty();
+      socket.connect(); // a new session (socket.io-client closed the refused one)
+      return;
+    }
     if (socket.active) {
       // a transport error: the client retries by itself
       if (connection !== 'connecting') connection = 'reconnecting';
@@ -588,10 +1173,9 @@
     renderStatus();
   });
 
-  socket.on('chat message', onChatMessage);
-
   // `sync ({ epoch, from, to, complete })`: the replay is over. The epoch names the database;
   // the page sends it back when reconnecting, so an offset is never applied to another database.
+  // From here on the page has every message of its rooms from `from` on.
   let epoch = null;
   socket.on('sync', (sync) => {
     if (!sync || typeof sync !== 'object') return;
@@ -600,30 +1184,73 @@
     if (e) {
       epoch = e;
       auth.epoch = e;
+      const saved = savedRooms();
+      if (saved.epoch !== e) {
+        // read marks of another database mean nothing here
+        if (saved.epoch) for (const room of rooms.values()) room.lastRead = null;
+        updateSaved((s) => {
+          if (s.epoch && s.epoch !== e) s.read = {};
+          s.epoch = e;
+        });
+      }
     }
     if (sync.complete === false) {
       notice('Some messages are no longer available on the server.', 'gap');
     }
+    const from = Number.isSafeInteger(sync.from) && sync.from > 0 ? sync.from : null;
+    const to = Number.isSafeInteger(sync.to) && sync.to >= 0 ? sync.to : null;
+    for (const room of rooms.values()) {
+      if (room.state !== 'joined') continue;
+      if (room.floor === null && from !== null) {
+        room.floor = from;
+        if (from <= 1) room.beginning = true;
+      }
+      // a first visit: what was said before counts as read
+      if (room.lastRead === null && to !== null) room.lastRead = to;
+    }
+    // the page has every message of its rooms up to `to`: reconnect from there, and replay
+    // all that is missed then (`latest` would hide a gap), even if nothing came this time
+    if (to !== null && to > newestId) newestId = to;
+    auth.serverOffset = newestId;
+    delete auth.latest;
+    synced = true;
     replayOver = true;
+    markRead(view);
+    renderHistoryTop();
     renderEmpty();
+    renderRooms();
     scheduleFill();
+    prefetch();
   });
 
   /** The server now has another database: what is on screen belongs to the old one. */
   function startOver(newEpoch) {
     epoch = newEpoch;
     auth.epoch = newEpoch;
-    for (const [, m] of shown) m.li.remove();
-    ids.length = 0;
-    shown.clear();
+    updateSaved((s) => {
+      s.epoch = newEpoch;
+      s.read = {};
+    });
+    for (const room of rooms.values()) {
+      for (const [, m] of room.shown) m.li.remove();
+      room.ids.length = 0;
+      room.shown.clear();
+      room.floor = null;
+      room.beginning = false;
+      room.historyFailed = '';
+      room.lastRead = null;
+      room.scroll = null;
+      room.unseenBelow = 0;
+    }
     newestId = 0;
     auth.serverOffset = 0;
     auth.latest = LATEST;
-    hasMore = null;
-    historyFailed = '';
+    synced = false;
+    prefetched = false;
     notice('The chat was reset on the server.', 'gap');
     renderHistoryTop();
     renderEmpty();
+    renderRooms();
     // reconnect: the server replays the latest messages of the new database
     socket.disconnect();
     connection = 'connecting';
@@ -653,18 +1280,22 @@
   }
 
   function applyNickname(name) {
-    // show the new name in the online list at once (the server's next presence confirms it)
-    if (presence && socket.connected) {
-      const users = presence.users.filter((u) => u !== nickname && u !== name);
-      users.push(name);
-      presence = { count: presence.count, users: users.sort() };
+    // show the new name in the online lists at once (the server's next presence confirms it)
+    if (socket.connected) {
+      for (const room of rooms.values()) {
+        if (!room.presence) continue;
+        const users = room.presence.users.filter((u) => u !== nickname && u !== name);
+        users.push(name);
+        room.presence = { count: room.presence.count, users: users.sort() };
+      }
     }
     nickname = name;
     storage.set(NICK_KEY, name);
     auth.nickname = name;
     renderNick();
-    for (const [, m] of shown) m.li.classList.toggle('mine', isMine(m.author));
+    for (const room of rooms.values()) for (const [, m] of room.shown) m.li.classList.toggle('mine', isMine(m.author));
     renderPeople();
+    renderRooms();
   }
 
   nickButton.addEventListener('click', () => (nickForm.hidden ? openNickForm() : closeNickForm()));
@@ -719,15 +1350,17 @@
     });
   });
 
-  // ---- presence -------------------------------------------------------------------------
-
-  let presence = null; // { count, users } once the server has said
+  // ---- presence (of the room in view) ---------------------------------------------------
 
   function renderPeople() {
+    const presence = view && view.presence;
+    peopleRoom.textContent = view ? `in #${view.name}` : '';
     if (!presence) {
       onlineCount.textContent = '–';
       peopleCount.textContent = '–';
       peopleButton.setAttribute('aria-label', 'Who is online');
+      peopleList.replaceChildren();
+      peopleNote.textContent = '';
       return;
     }
     const { count, users } = presence;
@@ -735,7 +1368,7 @@
     sidebar.classList.toggle('stale', !socket.connected && everConnected);
     onlineCount.textContent = String(count);
     peopleCount.textContent = String(count);
-    peopleButton.setAttribute('aria-label', `${count} online: show who`);
+    peopleButton.setAttribute('aria-label', `${count} online in #${view.name}: show who`);
     peopleList.replaceChildren();
     for (const name of users) {
       const li = peopleList.appendChild(el('li', `person ${hueClass(name)}`));
@@ -775,12 +1408,15 @@
 
   socket.on('presence', (p) => {
     if (!p || typeof p !== 'object') return;
+    const room = roomOf(p.room);
+    if (!room) return;
     const names = (v) => (Array.isArray(v) ? v.filter((u) => typeof u === 'string' && u) : []);
     const users = names(p.users);
     const count = Number.isSafeInteger(p.count) && p.count >= 0 ? p.count : users.length;
-    presence = { count, users };
-    for (const name of typing.keys()) if (!users.includes(name)) stopTyping(name);
-    for (const name of names(p.left)) stopTyping(name);
+    room.presence = { count, users };
+    for (const name of room.typing.keys()) if (!users.includes(name)) stopTyping(room, name);
+    for (const name of names(p.left)) stopTyping(room, name);
+    if (room !== view) return;
     if (Date.now() >= quietUntil) {
       const joined = names(p.joined);
       const left = names(p.left);
@@ -813,31 +1449,194 @@
     if (!r || typeof r !== 'object') return;
     const from = typeof r.from === 'string' && r.from ? r.from : null;
     const to = typeof r.to === 'string' && r.to ? r.to : null;
-    if (from) stopTyping(from);
+    if (from) for (const room of rooms.values()) stopTyping(room, from);
+    // sent once to everyone who shares a room with them: told only where they are in view
+    const here = view && view.presence ? view.presence.users : [];
+    if (from && !here.includes(from)) return;
     if (from && to) notice(`${from} is now ${to}`, 'renamed');
     else if (to) notice(`${to} joined`, 'joined');
     else if (from) notice(`${from} left`, 'left');
   });
 
-  peopleButton.addEventListener('click', () => {
-    const open = !document.body.classList.contains('people-open');
-    document.body.classList.toggle('people-open', open);
-    peopleButton.setAttribute('aria-expanded', String(open));
+  // ---- panels (phones): who is online, the rooms ---------------------------------------
+
+  function setPanel(name, open) {
+    const button = name === 'people' ? peopleButton : roomsButton;
+    document.body.classList.toggle(`${name}-open`, open);
+    button.setAttribute('aria-expanded', String(open));
+    if (open) setPanel(name === 'people' ? 'rooms' : 'people', false);
+  }
+  const panelOpen = (name) => document.body.classList.contains(`${name}-open`);
+
+  peopleButton.addEventListener('click', () => setPanel('people', !panelOpen('people')));
+  roomsButton.addEventListener('click', () => {
+    const open = !panelOpen('rooms');
+    setPanel('rooms', open);
+    if (open) {
+      const current = roomsList.querySelector('[aria-current="page"]') || joinButton;
+      current.focus();
+    }
   });
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && document.body.classList.contains('people-open')) {
-      document.body.classList.remove('people-open');
-      peopleButton.setAttribute('aria-expanded', 'false');
+    if (e.key === 'Escape' && !joinForm.hidden && joinForm.contains(document.activeElement)) {
+      closeJoinForm();
+      joinButton.focus();
+    } else if (e.key === 'Escape' && panelOpen('people')) {
+      setPanel('people', false);
       peopleButton.focus();
+    } else if (e.key === 'Escape' && panelOpen('rooms')) {
+      setPanel('rooms', false);
+      roomsButton.focus();
+    } else if (e.altKey && !e.ctrlKey && !e.metaKey && (e.key === 'ArrowUp' || e.key === 'ArrowDown')) {
+      // Alt+↑ / Alt+↓: the previous / next room, as in other chat apps
+      const list = listed();
+      if (list.length < 2) return;
+      e.preventDefault();
+      const i = list.indexOf(view);
+      const next = list[(i + (e.key === 'ArrowUp' ? list.length - 1 : 1)) % list.length];
+      showRoom(next, { push: true });
+      input.focus();
     }
   });
 
-  // ---- typing ---------------------------------------------------------------------------
+  // ---- the list of rooms, joining, leaving ---------------------------------------------
 
-  const typing = new Map(); // nickname → expiry timer
+  roomsList.addEventListener('click', (e) => {
+    const a = e.target.closest('a.room-link');
+    if (!a || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+    const room = rooms.get(a.dataset.room);
+    if (!room) return;
+    e.preventDefault(); // no jump to an element that happens to share the room's name
+    showRoom(room, { push: true });
+    setPanel('rooms', false);
+    input.focus();
+  });
+
+  function openJoinForm() {
+    joinForm.hidden = false;
+    joinButton.setAttribute('aria-expanded', 'true');
+    joinInput.value = '';
+    joinError.textContent = '';
+    joinInput.focus();
+    loadDirectory();
+  }
+
+  function closeJoinForm() {
+    joinForm.hidden = true;
+    joinButton.setAttribute('aria-expanded', 'false');
+    joinError.textContent = '';
+  }
+
+  /** The rooms that exist and the page is not in, from the server's directory. */
+  function loadDirectory() {
+    directoryList.replaceChildren();
+    directoryTitle.hidden = true;
+    if (!socket.connected) return;
+    socket.emit('rooms', (err, res) => {
+      if (err || !res || !Array.isArray(res.rooms) || joinForm.hidden) return;
+      directoryList.replaceChildren();
+      const others = res.rooms.filter((r) => r && isRoomName(r.name) && !inRoom(rooms.get(r.name)));
+      directoryTitle.hidden = others.length === 0;
+      for (const r of others.slice(0, 50)) {
+        const li = directoryList.appendChild(el('li'));
+        const b = li.appendChild(el('button', 'directory-room'));
+        b.type = 'button';
+        b.dataset.room = r.name;
+        b.appendChild(el('span', 'room-hash', '#')).setAttribute('aria-hidden', 'true');
+        b.appendChild(el('span', 'room-name', r.name));
+        const members = Number.isSafeInteger(r.members) ? r.members : 0;
+        b.appendChild(el('span', 'directory-members', `${members} online`));
+      }
+    });
+  }
+
+  joinButton.addEventListener('click', () => (joinForm.hidden ? openJoinForm() : closeJoinForm()));
+
+  joinForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const name = joinInput.value.trim().replace(/^#/, '');
+    const problem = roomProblem(name);
+    if (problem) {
+      joinError.textContent = problem;
+      joinInput.focus();
+      return;
+    }
+    closeJoinForm();
+    joinRoom(name);
+    setPanel('rooms', false);
+    input.focus();
+  });
+
+  directoryList.addEventListener('click', (e) => {
+    const b = e.target.closest('button.directory-room');
+    if (!b || !isRoomName(b.dataset.room)) return;
+    closeJoinForm();
+    joinRoom(b.dataset.room);
+    setPanel('rooms', false);
+    input.focus();
+  });
+
+  leaveButton.addEventListener('click', () => {
+    if (!view) return;
+    leaveRoom(view);
+    (view ? input : joinButton).focus();
+  });
+  roomRetry.addEventListener('click', () => {
+    if (view && view.state === 'failed') retryJoin(view);
+  });
+  roomClose.addEventListener('click', () => {
+    if (view && view.state === 'failed') closeRoom(view);
+    input.focus();
+  });
+
+  // ---- the room in the URL -------------------------------------------------------------
+
+  function hashRoom() {
+    const h = location.hash.slice(1);
+    if (!h) return null;
+    try {
+      return decodeURIComponent(h);
+    } catch {
+      return h;
+    }
+  }
+
+  /**
+   * Shows (joining if need be) the room the URL names. False if it names none, or not a valid
+   * name: then the room in view stays (and goes back in the URL), and a notice says why.
+   */
+  function openHashRoom(name = hashRoom()) {
+    if (name === null) return false;
+    const problem = roomProblem(name);
+    if (problem) {
+      setHash(view && view.name, false);
+      notice(`The link names no room: ${problem}`, 'gap');
+      return false;
+    }
+    const room = rooms.get(name);
+    if (room && room.state !== 'leaving') showRoom(room);
+    else joinRoom(name, { push: false });
+    return true;
+  }
+
+  /** The room to show first: the URL's, else the last one shown, else the first in the list. */
+  function openFirstRoom() {
+    if (expectingDefault) return; // until the server says which room is the default
+    const name = hashRoom();
+    if (name !== null && !roomProblem(name)) return void openHashRoom(name);
+    const saved = savedRooms().view;
+    showRoom((isRoomName(saved) && rooms.get(saved)) || listed()[0] || null);
+    if (name !== null) openHashRoom(name); // a bad name: says so, once a room is in view
+  }
+
+  globalThis.addEventListener('hashchange', () => {
+    if (!expectingDefault) openHashRoom();
+  });
+
+  // ---- typing (in the room in view) -----------------------------------------------------
 
   function renderTyping() {
-    const names = [...typing.keys()];
+    const names = view ? [...view.typing.keys()] : [];
     typingLine.textContent =
       names.length === 0
         ? ''
@@ -849,55 +1648,62 @@
     typingLine.classList.toggle('active', names.length > 0);
   }
 
-  function stopTyping(name) {
-    if (!typing.has(name)) return;
-    clearTimeout(typing.get(name));
-    typing.delete(name);
-    renderTyping();
+  function stopTyping(room, name) {
+    if (!room.typing.has(name)) return;
+    clearTimeout(room.typing.get(name));
+    room.typing.delete(name);
+    if (room === view) renderTyping();
   }
 
   function clearTyping() {
-    for (const t of typing.values()) clearTimeout(t);
-    typing.clear();
+    for (const room of rooms.values()) {
+      for (const t of room.typing.values()) clearTimeout(t);
+      room.typing.clear();
+    }
     renderTyping();
   }
 
   socket.on('typing', (t) => {
     if (!t || typeof t.nickname !== 'string' || !t.nickname || t.nickname === nickname) return;
+    const room = rooms.get(typeof t.room === 'string' ? t.room : defaultName);
+    if (!inRoom(room)) return;
     if (t.typing) {
-      clearTimeout(typing.get(t.nickname));
-      typing.set(t.nickname, setTimeout(() => stopTyping(t.nickname), TYPING_EXPIRE_MS));
-      renderTyping();
+      clearTimeout(room.typing.get(t.nickname));
+      room.typing.set(t.nickname, setTimeout(() => stopTyping(room, t.nickname), TYPING_EXPIRE_MS));
+      if (room === view) renderTyping();
     } else {
-      stopTyping(t.nickname);
+      stopTyping(room, t.nickname);
     }
   });
 
   // Our own typing: announce it (at most every TYPING_REFRESH_MS), and say when we stop.
   // `volatile`: never queued or retried like messages; dropping one is harmless.
-  let ownTyping = false;
+  let typingRoom = null; // the room we said we are typing in
   let lastTypingSent = 0;
   let typingIdle = null;
 
-  function sendTyping(value) {
-    if (!nickname || !socket.connected) return;
-    socket.volatile.emit('typing', value);
+  function sendTyping(room, value) {
+    if (!nickname || !socket.connected || !room) return;
+    socket.volatile.emit('typing', { room: room.name, typing: value });
   }
 
   function stopOwnTyping() {
     clearTimeout(typingIdle);
-    if (!ownTyping) return;
-    ownTyping = false;
-    sendTyping(false);
+    if (!typingRoom) return;
+    const room = typingRoom;
+    typingRoom = null;
+    sendTyping(room, false);
   }
 
   input.addEventListener('input', () => {
-    if (!input.value) return stopOwnTyping();
+    if (view) view.draft = input.value;
+    if (!input.value || !view || view.state !== 'joined') return stopOwnTyping();
     const now = Date.now();
-    if (!ownTyping || now - lastTypingSent >= TYPING_REFRESH_MS) {
-      ownTyping = true;
+    if (typingRoom !== view || now - lastTypingSent >= TYPING_REFRESH_MS) {
+      if (typingRoom !== view) stopOwnTyping();
+      typingRoom = view;
       lastTypingSent = now;
-      sendTyping(true);
+      sendTyping(view, true);
     }
     clearTimeout(typingIdle);
     typingIdle = setTimeout(stopOwnTyping, TYPING_IDLE_MS);
@@ -917,7 +1723,8 @@
   document.addEventListener('visibilitychange', () => {
     if (!document.hidden) {
       unread = 0;
-      document.title = baseTitle;
+      renderRoomHead();
+      markRead(view);
     }
   });
 
@@ -932,6 +1739,9 @@
 
   renderNick();
   renderStatus();
+  renderRooms();
+  openFirstRoom();
+  renderRoomHead();
   renderPeople();
   renderHistoryTop();
   if (nickname) {

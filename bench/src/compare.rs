@@ -15,6 +15,9 @@ use crate::scenario::history::HistoryArgs;
 use crate::scenario::idle::IdleArgs;
 use crate::scenario::ingest::{IngestArgs, Offsets};
 use crate::scenario::replay::ReplayArgs;
+use crate::scenario::room_memory::RoomMemoryArgs;
+use crate::scenario::room_replay::RoomReplayArgs;
+use crate::scenario::rooms::RoomsArgs;
 use crate::scenario::soak::SoakArgs;
 use crate::scenario::startup::StartupArgs;
 use crate::scenario::{self, Target};
@@ -28,12 +31,12 @@ pub struct CompareArgs {
 
     /// Before each run, wait up to this many seconds for other processes to go quiet (under
     /// 0.2 cores), so that builds or tests running meanwhile do not skew the figures.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub quiet_wait: u64,
 
     /// Runs again (up to this many times) when other processes used over 0.25 cores during
     /// a run.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100))]
     pub retries: usize,
 
     #[command(subcommand)]
@@ -51,6 +54,9 @@ pub enum Scenario {
     History(HistoryArgs),
     Soak(SoakArgs),
     ConnectStorm(ConnectStormArgs),
+    Rooms(RoomsArgs),
+    RoomReplay(RoomReplayArgs),
+    RoomMemory(RoomMemoryArgs),
 }
 
 impl Scenario {
@@ -64,7 +70,19 @@ impl Scenario {
             Scenario::History(_) => "history",
             Scenario::Soak(_) => "soak",
             Scenario::ConnectStorm(_) => "connect-storm",
+            Scenario::Rooms(_) => "rooms",
+            Scenario::RoomReplay(_) => "room-replay",
+            Scenario::RoomMemory(_) => "room-memory",
         }
+    }
+
+    /// Whether the scenario speaks the rooms protocol: the reference is then our rooms
+    /// extension of the tutorial (bench/reference-rooms), not the tutorial itself.
+    fn needs_rooms(&self) -> bool {
+        matches!(
+            self,
+            Scenario::Rooms(_) | Scenario::RoomReplay(_) | Scenario::RoomMemory(_)
+        )
     }
 
     /// Why `kind` cannot run the scenario meaningfully, if it cannot.
@@ -89,24 +107,15 @@ pub async fn run(args: &CompareArgs, launcher: &Launcher, keep: bool) -> anyhow:
     if let Some(warning) = launcher.staleness_warning() {
         eprintln!("warning: {warning}");
     }
+    let kinds = kinds_to_run(args)?;
     let dir = WorkDir::create(keep)?;
-    let kinds: Vec<Kind> = match args.only {
-        Some(kind) => vec![kind],
-        None => vec![Kind::Ours, Kind::Reference],
-    }
-    .into_iter()
-    .filter(|&kind| match args.scenario.unsupported(kind) {
-        None => true,
-        Some(why) => {
-            eprintln!(
-                "the {} server cannot run {} ({why}): running it against ours only",
-                kind.name(),
-                args.scenario.name()
-            );
-            false
-        }
-    })
-    .collect();
+    let rooms_launcher;
+    let launcher = if args.scenario.needs_rooms() {
+        rooms_launcher = launcher.for_rooms();
+        &rooms_launcher
+    } else {
+        launcher
+    };
     let mut reports = Vec::new();
     for (i, &kind) in kinds.iter().enumerate() {
         if i > 0 {
@@ -144,6 +153,9 @@ pub async fn run(args: &CompareArgs, launcher: &Launcher, keep: bool) -> anyhow:
                 report.param("server_args", launcher.ours_args.clone());
             }
         }
+        if kind == Kind::Reference {
+            report.param("server_dir", launcher.reference_dir().display().to_string());
+        }
         report.print_human();
         reports.push((kind, report));
     }
@@ -160,6 +172,34 @@ pub async fn run(args: &CompareArgs, launcher: &Launcher, keep: bool) -> anyhow:
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The servers to run the scenario against: both unless `--only` names one, less the
+/// reference when it cannot run the scenario (said on stderr). `--only reference` on such a
+/// scenario is an error: it would run nothing.
+fn kinds_to_run(args: &CompareArgs) -> anyhow::Result<Vec<Kind>> {
+    let wanted = match args.only {
+        Some(kind) => vec![kind],
+        None => vec![Kind::Ours, Kind::Reference],
+    };
+    let mut kinds = Vec::new();
+    for kind in wanted {
+        match args.scenario.unsupported(kind) {
+            None => kinds.push(kind),
+            Some(why) if args.only.is_some() => anyhow::bail!(
+                "the {} server cannot run {} ({why}): nothing to run with --only {}",
+                kind.name(),
+                args.scenario.name(),
+                kind.name()
+            ),
+            Some(why) => eprintln!(
+                "the {} server cannot run {} ({why}): running it against ours only",
+                kind.name(),
+                args.scenario.name()
+            ),
+        }
+    }
+    Ok(kinds)
 }
 
 /// Runs `attempt` (given its number, from 1) until a run is not disturbed by other processes,
@@ -259,6 +299,9 @@ async fn run_one(
         Scenario::History(a) => scenario::history::run(a, &target).await,
         Scenario::Soak(a) => scenario::soak::run(a, &target).await,
         Scenario::ConnectStorm(a) => scenario::connect_storm::run(a, &target).await,
+        Scenario::Rooms(a) => scenario::rooms::run(a, &target).await,
+        Scenario::RoomReplay(a) => scenario::room_replay::run(a, &target).await,
+        Scenario::RoomMemory(a) => scenario::room_memory::run(a, &target).await,
         Scenario::Startup(_) => unreachable!("handled above"),
     };
     let exited = server.exited();
@@ -332,6 +375,106 @@ mod tests {
         assert!(!runs(&["connect-storm", "--conns", "10"]));
         assert!(runs(&["idle"]));
         assert_eq!(scenario(&["connect-storm"]).name(), "connect-storm");
+        assert!(runs(&["rooms", "--conns", "20", "--room-size", "10"]));
+        assert!(runs(&["room-replay", "-n", "1000"]));
+        assert!(runs(&["room-memory", "--conns", "10"]));
+        assert!(scenario(&["rooms"]).needs_rooms());
+        assert!(!scenario(&["replay"]).needs_rooms());
+    }
+
+    /// Every numeric flag refuses what it cannot mean (zero where at least one is needed,
+    /// negative numbers, non-numbers, NaN) at parse time.
+    #[test]
+    fn numeric_flags_are_validated() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            compare: CompareArgs,
+        }
+        let refused = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("compare").chain(args.iter().copied())).is_err()
+        };
+        for bad in [
+            &["--quiet-wait", "-1", "idle"][..],
+            &["--retries", "x", "idle"],
+            &["ingest", "-c", "0"],
+            &["ingest", "-m", "0"],
+            &["ingest", "--size", "0"],
+            &["ingest", "--timeout", "0"],
+            &["fanout", "-r", "0"],
+            &["fanout", "--rate", "50,0"],
+            &["fanout", "--duration", "0"],
+            &["fanout", "--stop-p99-ms", "-5"],
+            &["fanout", "--stop-p99-ms", "inf"],
+            &["replay", "-n", "0"],
+            &["replay", "--runs", "0"],
+            &["replay", "--window", "0"],
+            &["replay", "--first", "0"],
+            &["idle", "--conns", "100,0"],
+            &["idle", "--concurrency", "0"],
+            &["history", "--clients", "0"],
+            &["history", "--limit", "201"],
+            &["soak", "--duration", "0"],
+            &["soak", "--churn-every", "0"],
+            &["connect-storm", "--conns", "0"],
+            &["startup", "--runs", "0"],
+            &["startup", "-n", "0"],
+            &["rooms", "--rate", "0"],
+            &["room-replay", "--rooms", "0"],
+            &["room-memory", "--extra", "0"],
+            &["room-memory", "--extra", "99"],
+        ] {
+            assert!(refused(bad), "{bad:?} was accepted");
+        }
+        assert!(!refused(&["--quiet-wait", "0", "--retries", "0", "idle"]));
+        assert!(!refused(&["soak", "--churn", "0", "--replay-every", "0"]));
+        assert!(!refused(&[
+            "fanout",
+            "--drain",
+            "0",
+            "--stop-p99-ms",
+            "0.5"
+        ]));
+    }
+
+    fn compare_args(args: &[&str]) -> CompareArgs {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            compare: CompareArgs,
+        }
+        match Cli::try_parse_from(std::iter::once("compare").chain(args.iter().copied())) {
+            Ok(cli) => cli.compare,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn only_the_reference_on_a_scenario_it_cannot_run_is_an_error() {
+        let kinds = |args: &[&str]| kinds_to_run(&compare_args(args));
+        assert_eq!(
+            kinds(&["history"]).expect("ours runs it"),
+            [Kind::Ours],
+            "without --only, the reference is left out"
+        );
+        assert_eq!(
+            kinds(&["--only", "ours", "history"]).expect("ours runs it"),
+            [Kind::Ours]
+        );
+        let error = kinds(&["--only", "reference", "history"]).expect_err("nothing to run");
+        assert!(error.to_string().contains("cannot run history"), "{error}");
+        assert!(kinds(&["--only", "reference", "connect-storm"]).is_err());
+        assert!(kinds(&["--only", "reference", "ingest", "--offsets", "shared"]).is_err());
+        assert_eq!(
+            kinds(&["--only", "reference", "ingest"]).expect("it runs ingest"),
+            [Kind::Reference]
+        );
+        assert_eq!(
+            kinds(&["rooms"]).expect("both run rooms"),
+            [Kind::Ours, Kind::Reference]
+        );
     }
 
     #[tokio::test]

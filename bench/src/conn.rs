@@ -148,6 +148,30 @@ impl Conn {
         self.send_owned(text).await
     }
 
+    /// Emits `chat message (content, client_offset, { room })` (tidings' rooms shape), with an
+    /// ack request when `ack_id` is given. The strings need no JSON escaping (see
+    /// [`Conn::emit_chat`]; room names are `[a-z0-9_-]`).
+    pub async fn emit_chat_to(
+        &mut self,
+        content: &str,
+        client_offset: &str,
+        room: &str,
+        ack_id: Option<u64>,
+    ) -> anyhow::Result<()> {
+        debug_assert!(!content.contains(['"', '\\']) && !client_offset.contains(['"', '\\']));
+        debug_assert!(!room.contains(['"', '\\']));
+        let mut text = String::with_capacity(content.len() + client_offset.len() + room.len() + 56);
+        text.push_str("42");
+        if let Some(id) = ack_id {
+            let _ = write!(text, "{id}");
+        }
+        let _ = write!(
+            text,
+            "[\"chat message\",\"{content}\",\"{client_offset}\",{{\"room\":\"{room}\"}}]"
+        );
+        self.send_owned(text).await
+    }
+
     /// Closes the websocket politely (best effort).
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;

@@ -19,15 +19,15 @@ pub struct DiskArgs {
     pub dir: Option<PathBuf>,
 
     /// Synced writes per kind of sync.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
     pub count: usize,
 
     /// Bytes per write.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=67_108_864))]
     pub size: usize,
 
     /// Stop each kind after this many seconds.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub max_seconds: u64,
 }
 

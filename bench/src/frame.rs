@@ -66,6 +66,23 @@ fn parse_chat(text: &str) -> Option<Frame<'_>> {
     Some(Frame::Chat { content, id })
 }
 
+/// The `room` of a delivered `chat message` (`42["chat message",content,id,{...,"room":R},...]`,
+/// tidings' rooms shape), read after the content and id; `None` for any other frame or a
+/// message without one.
+pub fn chat_room(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix(CHAT_PREFIX)?;
+    let end = string_end(rest.as_bytes())?;
+    let after = rest[end + 1..].trim_start_matches([',', ' ']);
+    let (_, meta) = leading_u64(after)?;
+    let meta = meta.trim_start_matches([',', ' ']).strip_prefix('{')?;
+    // The third argument's own fields: an author's quotes are escaped, so `"room":"` inside
+    // its value cannot match.
+    let at = meta.find("\"room\":\"")?;
+    let value = &meta[at + 8..];
+    let close = string_end(value.as_bytes())?;
+    Some(&value[..close])
+}
+
 /// Index of the closing quote of a JSON string body (the opening quote already consumed).
 fn string_end(bytes: &[u8]) -> Option<usize> {
     let mut i = 0;
@@ -155,6 +172,27 @@ mod tests {
         );
         assert_eq!(parse("42[\"other\",\"x\",1]"), Frame::Other);
         assert_eq!(parse("42[\"chat message\",5,1]"), Frame::Other);
+    }
+
+    #[test]
+    fn rooms_of_delivered_messages() {
+        let tidings =
+            r#"42["chat message","m.x",7,{"author":"a\"room\":\"no","time":1,"room":"dev"},"7"]"#;
+        assert_eq!(chat_room(tidings), Some("dev"));
+        let reference =
+            r#"42["chat message","m.x",7,{"author":null,"time":1,"room":"r-12"},"abc"]"#;
+        assert_eq!(chat_room(reference), Some("r-12"));
+        assert_eq!(chat_room(r#"42["chat message","m.x",7,"abc"]"#), None);
+        assert_eq!(chat_room(r#"42["chat message","m.x",7]"#), None);
+        assert_eq!(chat_room(r#"42["other","m.x",7,{"room":"dev"}]"#), None);
+        // Still a chat message to the other parsers.
+        assert_eq!(
+            parse(tidings),
+            Frame::Chat {
+                content: "m.x",
+                id: 7
+            }
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! tidings-bench compare ingest -c 50 -m 100
 //! tidings-bench compare --only ours ingest -c 20 -m 1000 --offsets shared
 //! tidings-bench compare connect-storm --conns 10000 --probes 200
+//! tidings-bench compare rooms --conns 10000 --room-size 10 --rate 1000 --single-room 500
+//! tidings-bench compare --only ours room-replay -n 1000000 --rooms 100
+//! tidings-bench compare room-memory --conns 10000
 //! ```
 //!
 //! Each run prints a human summary and one JSON line (the last line of stdout).
@@ -37,6 +40,9 @@ use crate::scenario::history::HistoryArgs;
 use crate::scenario::idle::IdleArgs;
 use crate::scenario::ingest::IngestArgs;
 use crate::scenario::replay::ReplayArgs;
+use crate::scenario::room_memory::RoomMemoryArgs;
+use crate::scenario::room_replay::RoomReplayArgs;
+use crate::scenario::rooms::RoomsArgs;
 use crate::scenario::soak::SoakArgs;
 use crate::scenario::startup::StartupArgs;
 use crate::scenario::{Target, TargetArgs};
@@ -111,6 +117,28 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Many small rooms against one big room at the same deliveries/s: delivery latency and
+    /// server CPU per delivery (tidings' rooms protocol).
+    Rooms {
+        #[command(flatten)]
+        args: RoomsArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// The replay of one room from a history of many rooms, against a one-room history.
+    RoomReplay {
+        #[command(flatten)]
+        args: RoomReplayArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Server RSS per membership, per room and per empty room (needs --server-pid).
+    RoomMemory {
+        #[command(flatten)]
+        args: RoomMemoryArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Store N messages, restart the server, time until it serves (starts the server itself).
     Startup(StartupArgs),
     /// The disk's synced 4 KiB write rate (the ceiling of one-at-a-time durable commits).
@@ -160,6 +188,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::ConnectStorm { args, target } => {
             scenario::connect_storm::run(&args, &Target::from_args(&target)?).await?
+        }
+        Command::Rooms { args, target } => {
+            scenario::rooms::run(&args, &Target::from_args(&target)?).await?
+        }
+        Command::RoomReplay { args, target } => {
+            scenario::room_replay::run(&args, &Target::from_args(&target)?).await?
+        }
+        Command::RoomMemory { args, target } => {
+            scenario::room_memory::run(&args, &Target::from_args(&target)?).await?
         }
         Command::Soak { args, target } => {
             scenario::soak::run(&args, &Target::from_args(&target)?).await?

@@ -51,6 +51,11 @@ pub struct Launcher {
     /// next to this repository].
     #[arg(long, env = "TIDINGS_REFERENCE", global = true)]
     pub reference: Option<PathBuf>,
+
+    /// The reference with rooms (our extension of the tutorial server), holding start.sh, for
+    /// the rooms scenarios [default: bench/reference-rooms in this repository].
+    #[arg(long, env = "TIDINGS_REFERENCE_ROOMS", global = true)]
+    pub reference_rooms: Option<PathBuf>,
 }
 
 /// Environment for our server unless already set: no per-connection rate limit (the
@@ -102,6 +107,21 @@ impl Launcher {
         self.reference
             .clone()
             .unwrap_or_else(|| repository().join("../shared/reference/node-tutorial"))
+    }
+
+    /// Our rooms extension of the tutorial server's folder.
+    pub fn reference_rooms_dir(&self) -> PathBuf {
+        self.reference_rooms
+            .clone()
+            .unwrap_or_else(|| repository().join("bench/reference-rooms"))
+    }
+
+    /// The same launcher with the rooms reference as the reference (for the rooms scenarios).
+    pub fn for_rooms(&self) -> Self {
+        Self {
+            reference: Some(self.reference_rooms_dir()),
+            ..self.clone()
+        }
     }
 
     /// A warning when our binary looks older than the server sources it is built from (a

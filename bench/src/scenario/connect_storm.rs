@@ -34,21 +34,21 @@ use crate::stats::Histogram;
 #[derive(Debug, Clone, Args)]
 pub struct ConnectStormArgs {
     /// Idle connections held, each with its own nickname (N).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub conns: usize,
 
     /// Additional clients connected one at a time over the N held ones (M).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100_000))]
     pub probes: usize,
 
     /// Handshakes in progress at once when the N connections open and reconnect (the
     /// listen backlog would otherwise drop SYNs, and the figures would be the kernel's
     /// retransmission timer's).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub concurrency: usize,
 
     /// Give up on a phase after this many seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
 }
 

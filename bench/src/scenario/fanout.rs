@@ -25,27 +25,27 @@ use crate::stats::Histogram;
 #[derive(Debug, Clone, Args)]
 pub struct FanoutArgs {
     /// Receiving clients.
-    #[arg(short = 'r', long, default_value_t = 500)]
+    #[arg(short = 'r', long, default_value_t = 500, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub receivers: usize,
 
     /// Send rate(s) in messages/s; several (comma-separated) make a sweep.
-    #[arg(long, value_delimiter = ',', default_value = "50")]
+    #[arg(long, value_delimiter = ',', default_value = "50", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub rate: Vec<u64>,
 
     /// Seconds of sending at each rate.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub duration: u64,
 
     /// Content size in bytes.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16_777_216))]
     pub size: usize,
 
     /// A sweep stops after the first rate whose delivery p99 reaches this.
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, value_parser = super::positive_f64)]
     pub stop_p99_ms: f64,
 
     /// Seconds to wait after the last send of a rate for every delivery.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub drain: u64,
 }
 

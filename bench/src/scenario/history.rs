@@ -25,11 +25,11 @@ use crate::stats::Histogram;
 #[derive(Debug, Clone, Args)]
 pub struct HistoryArgs {
     /// Messages stored before measuring.
-    #[arg(short = 'n', long, default_value_t = 100_000)]
+    #[arg(short = 'n', long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub messages: u64,
 
     /// Content size of the stored messages, in bytes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16_777_216))]
     pub size: usize,
 
     /// Messages per page (1 to 200; the chat page asks for 50).
@@ -37,23 +37,23 @@ pub struct HistoryArgs {
     pub limit: u64,
 
     /// Pages requested at random positions after the walk.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 4000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10_000_000))]
     pub random: usize,
 
     /// Clients requesting the random pages at once (each one request at a time).
-    #[arg(short = 'c', long, default_value_t = 4)]
+    #[arg(short = 'c', long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub clients: usize,
 
     /// Connections used to store the history.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000))]
     pub prefill_connections: usize,
 
     /// Messages in flight per prefill connection.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub window: usize,
 
     /// Give up waiting for one page after this many seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
 }
 

@@ -20,20 +20,20 @@ use crate::report::{Better, Report};
 #[derive(Debug, Clone, Args)]
 pub struct IdleArgs {
     /// Connection counts to measure at, ascending (comma-separated; connections accumulate).
-    #[arg(long, value_delimiter = ',', default_value = "2000,10000")]
+    #[arg(long, value_delimiter = ',', default_value = "2000,10000", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub conns: Vec<usize>,
 
     /// Seconds to wait at each step before reading the server's memory.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub settle: u64,
 
     /// Seconds to hold every connection at the last step (past one engine.io ping interval,
     /// 25 s, to see that the connections stay up).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub hold: u64,
 
     /// Handshakes in progress at once.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub concurrency: usize,
 }
 

@@ -31,25 +31,25 @@ use crate::stats::Histogram;
 #[derive(Debug, Clone, Args)]
 pub struct IngestArgs {
     /// Connected clients sending at once.
-    #[arg(short = 'c', long, default_value_t = 50)]
+    #[arg(short = 'c', long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub clients: usize,
 
     /// Messages each client sends (sequentially, each after the previous ack).
-    #[arg(short = 'm', long, default_value_t = 100)]
+    #[arg(short = 'm', long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000_000))]
     pub messages: usize,
 
     /// Content size in bytes (at least the tag the bench needs, ~20 bytes).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16_777_216))]
     pub size: usize,
 
     /// Give up after this many seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
 
     /// Store this many messages first (4 connections, 64 in flight each; not measured), so
     /// ingest runs on a database that already holds a history. The clients then connect at
     /// the newest id (they replay none of it).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
     pub history: u64,
 
     /// Client offsets: one per message (`fresh`), or one for every message of every client

@@ -8,6 +8,9 @@ pub mod idle;
 pub mod ingest;
 pub mod prefill;
 pub mod replay;
+pub mod room_memory;
+pub mod room_replay;
+pub mod rooms;
 pub mod soak;
 pub mod startup;
 
@@ -113,6 +116,15 @@ pub fn spread(urls: &[String], i: usize) -> &str {
     &urls[i % urls.len()]
 }
 
+/// A flag's value that must be a finite number above 0 (clap's `value_parser`).
+pub fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err(format!("{s} is not a finite number above 0")),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
+}
+
 /// A short tag that makes this run's message contents and client offsets unique, so messages
 /// from earlier runs or other clients are told apart.
 pub fn nonce() -> String {
@@ -181,32 +193,133 @@ pub async fn connect_many(
     concurrency: usize,
     label: &str,
 ) -> (Vec<Conn>, Vec<String>) {
+    let auth = format!("{{\"serverOffset\":{offset}}}");
+    let (conns, errors) =
+        connect_many_auth(ws_urls, n, |_| auth.clone(), buffers, concurrency, label).await;
+    (conns.into_iter().map(|(_, conn)| conn).collect(), errors)
+}
+
+/// Like [`connect_many`] with the i-th connection's `auth` object (raw JSON text) made by
+/// `auth(i)`; each connection comes back with its index, in index order.
+pub async fn connect_many_auth(
+    ws_urls: &[String],
+    n: usize,
+    auth: impl Fn(usize) -> String,
+    buffers: Buffers,
+    concurrency: usize,
+    label: &str,
+) -> (Vec<(usize, Conn)>, Vec<String>) {
+    let (conns, failed) = connect_indices(
+        ws_urls,
+        (0..n).collect(),
+        &auth,
+        buffers,
+        concurrency,
+        label,
+    )
+    .await;
+    (conns, failed.into_iter().map(|(_, e)| e).collect())
+}
+
+/// Opens the connections of `indices` (see [`connect_many_auth`]); the ones opened and the
+/// ones that failed, with their errors, each in index order.
+pub async fn connect_indices(
+    ws_urls: &[String],
+    indices: Vec<usize>,
+    auth: &impl Fn(usize) -> String,
+    buffers: Buffers,
+    concurrency: usize,
+    label: &str,
+) -> (Vec<(usize, Conn)>, Vec<(usize, String)>) {
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let done = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start(label, n as u64, done.clone());
+    let progress = Progress::start(label, indices.len() as u64, done.clone());
     let mut set = JoinSet::new();
-    for i in 0..n {
+    for i in indices {
         let gate = gate.clone();
         let done = done.clone();
         let url = spread(ws_urls, i).to_string();
+        let auth = auth(i);
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let conn = Conn::connect(&url, offset, buffers).await;
+            let conn = Conn::connect_auth(&url, &auth, buffers).await;
             done.fetch_add(1, Ordering::Relaxed);
-            conn
+            (i, conn.map_err(|e| format!("{e:#}")))
         });
     }
-    let mut conns = Vec::with_capacity(n);
-    let mut errors = Vec::new();
+    let mut conns = Vec::new();
+    let mut failed = Vec::new();
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok(Ok(conn)) => conns.push(conn),
-            Ok(Err(e)) => errors.push(format!("{e:#}")),
-            Err(e) => errors.push(format!("connect task: {e}")),
+            Ok((i, Ok(conn))) => conns.push((i, conn)),
+            Ok((i, Err(e))) => failed.push((i, e)),
+            Err(e) => failed.push((usize::MAX, format!("connect task: {e}"))),
         }
     }
     progress.finish();
-    (conns, errors)
+    conns.sort_unstable_by_key(|(i, _)| *i);
+    failed.sort_unstable_by_key(|(i, _)| *i);
+    (conns, failed)
+}
+
+/// Opens `n` connections like [`connect_many_auth`], trying the ones that failed up to
+/// `retries` more times (a server may time out some handshakes of a large burst). Returns the
+/// connections, the errors of every failed try, and how many connections needed a retry.
+pub async fn connect_all_auth(
+    ws_urls: &[String],
+    n: usize,
+    auth: impl Fn(usize) -> String,
+    buffers: Buffers,
+    concurrency: usize,
+    label: &str,
+    retries: usize,
+) -> (Vec<(usize, Conn)>, Vec<String>, usize) {
+    let (mut conns, mut failed) = connect_indices(
+        ws_urls,
+        (0..n).collect(),
+        &auth,
+        buffers,
+        concurrency,
+        label,
+    )
+    .await;
+    let mut errors: Vec<String> = failed.iter().map(|(_, e)| e.clone()).collect();
+    let retried = failed.len();
+    for _ in 0..retries {
+        if failed.is_empty() {
+            break;
+        }
+        let indices: Vec<usize> = failed.iter().map(|&(i, _)| i).filter(|&i| i < n).collect();
+        let (more, still) = connect_indices(
+            ws_urls,
+            indices,
+            &auth,
+            buffers,
+            concurrency,
+            &format!("{label} (retry)"),
+        )
+        .await;
+        conns.extend(more);
+        errors.extend(still.iter().map(|(_, e)| e.clone()));
+        failed = still;
+    }
+    conns.sort_unstable_by_key(|(i, _)| *i);
+    (conns, errors, retried)
+}
+
+/// `auth` for a connection at `offset` in `rooms` (raw JSON; room names need no escaping).
+pub fn rooms_auth(offset: u64, rooms: &[&str]) -> String {
+    let mut auth = format!("{{\"serverOffset\":{offset},\"rooms\":[");
+    for (i, room) in rooms.iter().enumerate() {
+        if i > 0 {
+            auth.push(',');
+        }
+        auth.push('"');
+        auth.push_str(room);
+        auth.push('"');
+    }
+    auth.push_str("]}");
+    auth
 }
 
 /// One line summing up connection errors (how many, and the first few distinct ones).
@@ -226,6 +339,15 @@ pub fn summarize_errors(what: &str, errors: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_with_rooms() {
+        assert_eq!(rooms_auth(3, &[]), r#"{"serverOffset":3,"rooms":[]}"#);
+        assert_eq!(
+            rooms_auth(0, &["a", "b-1"]),
+            r#"{"serverOffset":0,"rooms":["a","b-1"]}"#
+        );
+    }
 
     #[test]
     fn padding_and_nonce() {

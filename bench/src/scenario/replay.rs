@@ -20,59 +20,59 @@ use crate::stats::median;
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
     /// Messages stored before measuring.
-    #[arg(short = 'n', long, default_value_t = 100_000)]
+    #[arg(short = 'n', long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub messages: u64,
 
     /// Content size of the stored messages, in bytes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16_777_216))]
     pub size: usize,
 
     /// Full replays (offset 0) to time.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000))]
     pub runs: usize,
 
     /// How many of the newest messages the recent replays ask for.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub recent: u64,
 
     /// Recent replays to time.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100_000))]
     pub recent_runs: usize,
 
     /// Connections used to store the history.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000))]
     pub prefill_connections: usize,
 
     /// Messages in flight per prefill connection.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub window: usize,
 
     /// Full replays stop at this id (the oldest N messages) instead of the newest: with a
     /// long history, the oldest pages are the ones no cache holds.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub first: Option<u64>,
 
     /// Which server of `--url` the timed replays read from, counting from 0 (the history is
     /// always stored through the first).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1_000))]
     pub replay_from: usize,
 
     /// Give up on one replay after this many seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
 }
 
 /// One timed replay.
-struct Run {
-    handshake: Duration,
-    all: Duration,
-    received: u64,
-    missing: u64,
-    repeated: u64,
-    server_cpu_s: Option<f64>,
+pub(super) struct Run {
+    pub handshake: Duration,
+    pub all: Duration,
+    pub received: u64,
+    pub missing: u64,
+    pub repeated: u64,
+    pub server_cpu_s: Option<f64>,
     /// Each server process's CPU seconds (when there are several).
-    server_cpu_each_s: Vec<Option<f64>>,
-    others_cores: Option<f64>,
+    pub server_cpu_each_s: Vec<Option<f64>>,
+    pub others_cores: Option<f64>,
 }
 
 pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
@@ -151,7 +151,7 @@ pub async fn run(args: &ReplayArgs, target: &Target) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-fn summarize(report: &mut Report, key: &str, label: &str, runs: &[Run], expected: u64) {
+pub(super) fn summarize(report: &mut Report, key: &str, label: &str, runs: &[Run], expected: u64) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let all: Vec<f64> = runs.iter().map(|r| ms(r.all)).collect();
     let Some(med) = median(&all) else {

@@ -41,53 +41,53 @@ use crate::stats::Histogram;
 #[derive(Debug, Clone, Args)]
 pub struct SoakArgs {
     /// How long to run, in seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub duration: u64,
 
     /// Senders, each sending acked messages one at a time.
-    #[arg(short = 'c', long, default_value_t = 4)]
+    #[arg(short = 'c', long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub clients: usize,
 
     /// Content size in bytes (at least the tag the bench needs, ~30 bytes).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16_777_216))]
     pub size: usize,
 
     /// Connections opened and closed in each churn round (0: no churn).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100_000))]
     pub churn: usize,
 
     /// Seconds between churn rounds, on average.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub churn_every: u64,
 
     /// Seconds between periodic replays (0: none).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub replay_every: u64,
 
     /// Messages each periodic replay asks for, from a random offset in the history (so old
     /// pages are read, and each replay is the same work however long the history has grown);
     /// 0: the whole history from offset 0.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
     pub replay_messages: u64,
 
     /// Seconds between samples.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub sample_every: u64,
 
     /// A sender that waits this many seconds for an ack reconnects and sends it again.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub ack_timeout: u64,
 
     /// Give up on one replay (periodic or final) after this many seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub replay_timeout: u64,
 
     /// Most messages one sender sends, whatever the duration.
-    #[arg(long, default_value_t = 50_000_000)]
+    #[arg(long, default_value_t = 50_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub max_messages: u64,
 
     /// Most reconnects of one sender; past it the sender stops (and that is a problem).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub max_reconnects: u64,
 }
 

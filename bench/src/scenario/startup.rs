@@ -20,12 +20,12 @@ use crate::stats::median;
 #[derive(Debug, Clone, Args)]
 pub struct StartupArgs {
     /// Messages stored before the restarts.
-    #[arg(short = 'n', long, default_value_t = 1_000_000)]
+    #[arg(short = 'n', long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub messages: u64,
 
     /// Messages stored when the server is the reference (it stores well under 1,000 msgs/s, and
     /// its start-up reads none of them); defaults to --messages.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub reference_messages: Option<u64>,
 
     /// Which server to start (compare mode runs both).
@@ -33,19 +33,19 @@ pub struct StartupArgs {
     pub server: Kind,
 
     /// Restarts to time.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000))]
     pub runs: usize,
 
     /// Content size of the stored messages, in bytes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16_777_216))]
     pub size: usize,
 
     /// Connections used to store the history.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000))]
     pub prefill_connections: usize,
 
     /// Messages in flight per prefill connection.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub window: usize,
 }
 
