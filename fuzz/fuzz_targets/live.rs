@@ -768,7 +768,12 @@ fn turns(n: usize) {
 fn run(input: &mut Unstructured) -> arbitrary::Result<()> {
     let initial = u64::from(u8::arbitrary(input)? % 8);
     let initial_rooms = u16::arbitrary(input)?;
-    let hub_capacity = usize::from(u8::arbitrary(input)? % 8) + 1;
+    // Mostly a tiny hub, so the broadcaster lags and resets; now and then one large enough
+    // for the broadcaster to fall more than a batch behind without lagging.
+    let hub_capacity = match u8::arbitrary(input)? {
+        255 => 1024,
+        raw => usize::from(raw % 8) + 1,
+    };
     let capacity = usize::from(u8::arbitrary(input)? % 8) + 1;
     let batch = usize::from(u8::arbitrary(input)? % 4) + 1;
     let tail = TailLimits {

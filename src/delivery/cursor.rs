@@ -4,8 +4,8 @@
 //! queued (so the client sees the message before its ack), and waits here for that. The
 //! socket's delivery task (while it catches up) and the live broadcaster (while it is live)
 //! advance the cursor after every run they queue, which happens for every message on every
-//! socket: advancing must cost nothing when nobody waits (a load and a
-//! store), and a waiter is woken once, when its id is reached, not on every advance.
+//! socket: advancing must cost nothing when nobody waits (an atomic max and a
+//! load), and a waiter is woken once, when its id is reached, not on every advance.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -37,11 +37,16 @@ impl EmittedCursor {
         self.id.load(Ordering::SeqCst)
     }
 
-    /// Records that everything up to `id` has been queued; wakes those waiting for it.
+    /// Records that everything up to `id` has been queued; wakes those waiting for it. The
+    /// cursor never moves back: an `id` below it (a live pass that ends below what the
+    /// socket's catch-up already queued) changes nothing.
     pub fn advance(&self, id: u64) {
         // SeqCst pairs with `reached`: a waiter sets the flag before reading the id, so
         // either it sees this id or this call sees its flag.
-        self.id.store(id, Ordering::SeqCst);
+        let before = self.id.fetch_max(id, Ordering::SeqCst);
+        if before >= id {
+            return;
+        }
         if !self.has_waiters.load(Ordering::SeqCst) {
             return;
         }
@@ -122,6 +127,19 @@ mod tests {
         cursor.advance(5);
         assert!(ready(&mut late), "woken at 5");
         assert!(!cursor.has_waiters.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn the_cursor_never_moves_back() {
+        let cursor = EmittedCursor::new(7);
+        cursor.advance(3);
+        assert_eq!(cursor.get(), 7, "a pass ending below it leaves it");
+        let mut waiter = Box::pin(cursor.reached(8));
+        cursor.advance(5);
+        assert!(!ready(&mut waiter), "5 is not 8");
+        cursor.advance(8);
+        assert!(ready(&mut waiter));
+        assert_eq!(cursor.get(), 8);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -463,7 +463,8 @@ async fn send_to_members<S: ChatSink>(
         picks.clear();
         picks.extend((from..messages.len()).filter(|&i| member.subscription.wants(&messages[i])));
         if picks.is_empty() {
-            // Nothing of its rooms it lacks: it has everything up to the batch's end.
+            // Nothing of its rooms it lacks: it has everything up to the batch's end (or
+            // further, when its catch-up went past this pass: then the cursor stays).
             member.emitted.advance(end);
         } else {
             match member.sink.queue_chats(batch, &picks) {
@@ -624,6 +625,27 @@ mod tests {
         })
         .await;
         assert!(waited.is_ok(), "timed out waiting until {what}");
+    }
+
+    /// A socket that caught up from the store past the broadcaster's batch (the broadcaster
+    /// is more than one batch behind the hub) keeps its cursor: the pass with nothing for it
+    /// must not move the cursor back to the batch's end, or the next pass queues again what it
+    /// has (the live fuzz target found this: 297..=304 queued twice).
+    #[tokio::test]
+    async fn a_pass_behind_a_member_s_cursor_neither_moves_it_back_nor_queues_again() {
+        let hub = hub_at(0, 1024);
+        let (live, broadcaster) = TestSet::start(hub.clone(), CancellationToken::new());
+        let total = MAX_BATCH as u64 + 40;
+        // Published before the broadcaster first runs: its first pass is one full batch.
+        hub.publish((1..=total).map(msg));
+        let sink = FakeSink::with_room(1000);
+        let (ahead, joined) = member(&sink, total);
+        assert_eq!(join(&live, ahead), Ok(()), "nothing is sent yet: it may join");
+        tokio::spawn(broadcaster);
+        hub.publish([msg(total + 1)]);
+        eventually("the new message is queued", || !joined.sink.got().is_empty()).await;
+        assert_eq!(joined.sink.got(), [total + 1], "only the new message, once");
+        assert_eq!(joined.emitted.get(), total + 1);
     }
 
     #[tokio::test]
