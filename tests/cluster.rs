@@ -796,16 +796,21 @@ async fn a_node_killed_while_its_clients_are_in_several_rooms_loses_nothing() ->
     Ok(())
 }
 
-/// Deletes rows `ids` from the messages table of a stopped node's file, as the applier of
-/// earlier builds could lose them (it dropped what it had read when its reader failed).
+/// Deletes rows `ids` of the default room from a stopped node's file (the messages table and
+/// the room table), as the applier of earlier builds could lose them (it dropped what it had
+/// read when its reader failed).
 fn punch_hole(db: &std::path::Path, ids: std::ops::RangeInclusive<u64>) {
     let messages: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("messages");
+    let by_room: redb::TableDefinition<(&str, u64), &[u8]> =
+        redb::TableDefinition::new("room_messages");
     let file = redb::Database::open(db).expect("open the node's file");
     let write = file.begin_write().expect("write");
     {
         let mut table = write.open_table(messages).expect("messages");
+        let mut rooms = write.open_table(by_room).expect("room_messages");
         for id in ids {
             table.remove(id).expect("remove");
+            rooms.remove(("", id)).expect("remove from the room");
         }
     }
     write.commit().expect("commit");

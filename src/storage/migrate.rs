@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::record::decode_record;
+use super::record::{decode_record, encode_record};
 use super::rooms::RoomIndex;
 use super::{
     DEDUP, MESSAGES, META, META_SCHEMA_VERSION, SCHEMA_VERSION, StoreError, read_err, write_err,
@@ -48,7 +48,7 @@ pub(super) fn migrate(db: &Database, path: &Path, from: u64) -> Result<(), Store
         step(db, path, 3, "the rooms' tables", |write, rows| {
             let mut index = RoomIndex::open(write)?;
             for (id, stored) in rows {
-                index.add(stored.room.as_deref(), *id)?;
+                index.add(stored.room.as_deref(), *id, &encode_record(stored))?;
             }
             index.finish()
         })?;

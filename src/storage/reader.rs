@@ -116,10 +116,9 @@ impl StoreReader {
     }
 
     /// The messages of the rooms in `rooms`, each after its cursor, with ids up to `through`,
-    /// in id order: the rooms' index ranges merged, then the rows read, at most `max_count` of
-    /// them and about `max_bytes` of content (at least one when any exists). Reads only those
-    /// rooms' entries, whatever the other rooms hold. Index entries whose row retention has
-    /// just deleted, or that does not decode, are skipped.
+    /// in id order: the rooms' ranges of the room table merged, at most `max_count` rows and
+    /// about `max_bytes` of content (at least one when any exists). Reads only those rooms'
+    /// rows, whatever the other rooms hold. Rows that do not decode are skipped.
     pub fn read_rooms(
         &self,
         rooms: &[RoomCursor],
@@ -132,7 +131,6 @@ impl StoreReader {
         self.db.with(|db| {
             let read = db.begin_read().map_err(read_err)?;
             let index = read.open_table(ROOM_MESSAGES).map_err(read_err)?;
-            let table = read.open_table(MESSAGES).map_err(read_err)?;
             let mut ranges = Vec::with_capacity(rooms.len());
             for cursor in rooms {
                 let key = room_key(cursor.room.as_deref());
@@ -145,23 +143,25 @@ impl StoreReader {
                         .map_err(read_err)?,
                 );
             }
-            // The next id of each range, smallest first.
+            // Each range's next row, and the ids of those rows, smallest first.
+            let mut heads = Vec::with_capacity(ranges.len());
             let mut next = BinaryHeap::new();
             for (n, range) in ranges.iter_mut().enumerate() {
-                if let Some(entry) = range.next() {
-                    next.push(Reverse((entry.map_err(read_err)?.0.value().1, n)));
+                let head = range.next().transpose().map_err(read_err)?;
+                if let Some((key, _)) = &head {
+                    next.push(Reverse((key.value().1, n)));
                 }
+                heads.push(head.map(|(_, record)| record));
             }
             let mut rows = Vec::new();
             let mut bytes = 0usize;
             while let Some(Reverse((id, n))) = next.pop() {
-                if let Some(entry) = ranges[n].next() {
-                    next.push(Reverse((entry.map_err(read_err)?.0.value().1, n)));
+                let record = heads[n].take();
+                if let Some((key, following)) = ranges[n].next().transpose().map_err(read_err)? {
+                    next.push(Reverse((key.value().1, n)));
+                    heads[n] = Some(following);
                 }
-                let Some(row) = table.get(id).map_err(read_err)? else {
-                    continue;
-                };
-                let Some(message) = readable(id, row.value()) else {
+                let Some(message) = record.and_then(|record| readable(id, record.value())) else {
                     continue;
                 };
                 bytes += message.content.len();
@@ -188,7 +188,6 @@ impl StoreReader {
         self.db.with(|db| {
             let read = db.begin_read().map_err(read_err)?;
             let index = read.open_table(ROOM_MESSAGES).map_err(read_err)?;
-            let table = read.open_table(MESSAGES).map_err(read_err)?;
             let key = room_key(room);
             let Some(end) = before.unwrap_or(u64::MAX).checked_sub(1) else {
                 return Ok((Vec::new(), false));
@@ -197,11 +196,9 @@ impl StoreReader {
             let mut range = index.range((key, 0)..=(key, end)).map_err(read_err)?.rev();
             while rows.len() < limit {
                 let Some(entry) = range.next() else { break };
-                let id = entry.map_err(read_err)?.0.value().1;
-                let Some(row) = table.get(id).map_err(read_err)? else {
-                    continue;
-                };
-                if let Some(message) = readable(id, row.value()) {
+                let (key, record) = entry.map_err(read_err)?;
+                let id = key.value().1;
+                if let Some(message) = readable(id, record.value()) {
                     rows.push(StoredRow {
                         id: MessageId(id),
                         message,

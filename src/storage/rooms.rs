@@ -1,5 +1,6 @@
-//! The rooms' tables: which ids each room holds, in order (so a room's replay and history
-//! read only its own rows), and each room's counters (messages, newest id, highest id
+//! The rooms' tables: each room's messages in id order, a copy of their rows (so a room's
+//! replay and history read only its own rows, contiguous on disk, not one page of the
+//! messages table per message of a room among many), and each room's counters (messages, newest id, highest id
 //! retention deleted), kept in the same transactions as the messages they count.
 //!
 //! A room is keyed by its name; the default room, whose messages carry no name, by `""`
@@ -11,8 +12,9 @@ use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::{StoreError, write_err};
 
-/// `(room key, id) -> ()`: every message's id under its room.
-pub(super) const ROOM_MESSAGES: TableDefinition<(&str, u64), ()> =
+/// `(room key, id) -> record`: every message under its room, with the same record bytes as its
+/// row in `messages` (written and deleted in the same transactions).
+pub(super) const ROOM_MESSAGES: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("room_messages");
 
 /// `room key -> (messages, newest id, pruned through)`: a room exists here once it has held a
@@ -67,7 +69,7 @@ struct Delta {
 /// The rooms' tables within one write transaction: index entries are written as messages are
 /// added and removed; the counters once, at [`RoomIndex::finish`].
 pub(super) struct RoomIndex<'txn> {
-    messages: Table<'txn, (&'static str, u64), ()>,
+    messages: Table<'txn, (&'static str, u64), &'static [u8]>,
     rooms: Table<'txn, &'static str, (u64, u64, u64)>,
     deltas: BTreeMap<String, Delta>,
 }
@@ -86,10 +88,15 @@ impl<'txn> RoomIndex<'txn> {
         self.deltas.entry(room_key(room).to_string()).or_default()
     }
 
-    /// Message `id` of `room` was stored.
-    pub(super) fn add(&mut self, room: Option<&str>, id: u64) -> Result<(), StoreError> {
+    /// Message `id` of `room` was stored, as `record`.
+    pub(super) fn add(
+        &mut self,
+        room: Option<&str>,
+        id: u64,
+        record: &[u8],
+    ) -> Result<(), StoreError> {
         self.messages
-            .insert((room_key(room), id), ())
+            .insert((room_key(room), id), record)
             .map_err(write_err)?;
         let delta = self.delta(room);
         delta.added += 1;

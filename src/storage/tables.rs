@@ -35,7 +35,7 @@ impl<'txn> MessageTables<'txn> {
         if let Some(key) = message.dedup_key() {
             self.dedup.insert(key.as_u128(), id).map_err(write_err)?;
         }
-        self.rooms.add(message.room.as_deref(), id)
+        self.rooms.add(message.room.as_deref(), id, &bytes)
     }
 
     /// Deletes row `id` (retention), with its dedup and index entries when its record, read
