@@ -75,14 +75,57 @@ pub trait ChatSink: Send + Sync + 'static {
 /// the recovery offset) by the first member that needs them.
 pub struct PassBatch {
     messages: Vec<SharedMessage>,
+    /// Each room of the batch, with the indices of its messages (ascending).
+    by_room: HashMap<RoomKey, Vec<usize>>,
     encoded: [OnceLock<Option<Vec<EncodedEvent>>>; 2],
 }
 
 impl PassBatch {
     fn new(messages: Vec<SharedMessage>) -> Self {
+        let mut by_room: HashMap<RoomKey, Vec<usize>> = HashMap::new();
+        for (i, message) in messages.iter().enumerate() {
+            match by_room.get_mut(&message.room) {
+                Some(indices) => indices.push(i),
+                None => {
+                    by_room.insert(message.room.clone(), vec![i]);
+                }
+            }
+        }
         Self {
             messages,
+            by_room,
             encoded: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// Puts in `picks` the indices of the messages a member wants and lacks: those of its
+    /// rooms above the room's mark and above `emitted`, ascending. Costs the member's rooms or
+    /// the batch's, whichever are fewer, and the picks; never a look at every message.
+    fn pick(&self, subscription: &Subscription, emitted: u64, picks: &mut Vec<usize>) {
+        picks.clear();
+        let messages = &self.messages;
+        let mut add = |indices: &[usize], mark: u64| {
+            let above = emitted.max(mark);
+            let from = indices.partition_point(|&i| messages[i].id.0 <= above);
+            picks.extend_from_slice(&indices[from..]);
+        };
+        subscription.with_rooms(|rooms| {
+            if rooms.len() < self.by_room.len() {
+                for (room, mark) in rooms {
+                    if let Some(indices) = self.by_room.get(room) {
+                        add(indices, *mark);
+                    }
+                }
+            } else {
+                for (room, indices) in &self.by_room {
+                    if let Some(mark) = rooms.get(room) {
+                        add(indices, *mark);
+                    }
+                }
+            }
+        });
+        if self.by_room.len() > 1 {
+            picks.sort_unstable();
         }
     }
 
@@ -174,17 +217,12 @@ impl<S> Shared<S> {
     /// Takes `member` out of the set and of its rooms' lists.
     fn remove(&mut self, member: &Arc<Member<S>>) {
         self.members.remove(&member.sid);
+        // Its subscription names exactly the rooms it is listed in: the subscription changes
+        // only under this lock (`join_room`, `leave_room`), together with the lists. So this
+        // costs its rooms, never a look at every room.
         for (room, _) in member.subscription.rooms() {
             self.unlist(member.sid, &room);
         }
-        // A room it left while live is no longer in its subscription: its list must not keep
-        // it (join_room and leave_room keep both in step; this is for a stale entry).
-        self.rooms.retain(|_, members| {
-            if members.members.remove(&member.sid).is_some() {
-                members.list = None;
-            }
-            !members.members.is_empty()
-        });
         metrics::gauge(metrics::LIVE_SOCKETS).set(self.members.len() as f64);
     }
 
@@ -458,10 +496,7 @@ async fn send_to_members<S: ChatSink>(
     };
     let mut picks = Vec::new();
     for (n, member) in members.iter().enumerate() {
-        let emitted = member.emitted.get();
-        let from = messages.partition_point(|m| m.id.0 <= emitted);
-        picks.clear();
-        picks.extend((from..messages.len()).filter(|&i| member.subscription.wants(&messages[i])));
+        batch.pick(&member.subscription, member.emitted.get(), &mut picks);
         if picks.is_empty() {
             // Nothing of its rooms it lacks: it has everything up to the batch's end (or
             // further, when its catch-up went past this pass: then the cursor stays).

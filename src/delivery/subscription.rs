@@ -53,6 +53,11 @@ impl Subscription {
             .is_some_and(|mark| message.id.0 > *mark)
     }
 
+    /// Runs `f` on the rooms and their marks, under one lock (the broadcaster's picks).
+    pub fn with_rooms<R>(&self, f: impl FnOnce(&HashMap<RoomKey, u64>) -> R) -> R {
+        f(&self.lock())
+    }
+
     /// Whether `room` is in the set.
     pub fn contains(&self, room: &RoomKey) -> bool {
         self.lock().contains_key(room)
