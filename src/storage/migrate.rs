@@ -14,6 +14,7 @@ use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, W
 
 use super::record::{decode_record, encode_record};
 use super::rooms::RoomIndex;
+use super::sessions;
 use super::{
     DEDUP, MESSAGES, META, META_SCHEMA_VERSION, SCHEMA_VERSION, StoreError, read_err, write_err,
 };
@@ -121,6 +122,9 @@ fn step(
                 meta.insert(META_MIGRATED_THROUGH, last)
                     .map_err(write_err)?;
             }
+        }
+        if done && to == 3 {
+            sessions::all_in_default_room(&write)?;
         }
         if done && to == 2 {
             write

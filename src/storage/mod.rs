@@ -507,6 +507,11 @@ mod tests {
             let v1 = postcard::to_extend(&("old", Some("o-v1"), 7u64), vec![1u8]).expect("v1");
             messages.insert(100, v1.as_slice()).expect("v1 row");
             offsets.insert("o-v1", 100).expect("v1 offset");
+            // A recovery session of a page connected before the upgrade.
+            let mut sessions = write
+                .open_table(sessions::SESSIONS)
+                .expect("sessions");
+            sessions.insert("pid-before-rooms", 5).expect("session");
             let mut meta = write.open_table(META).expect("meta");
             meta.insert(META_SCHEMA_VERSION, 1).expect("version");
             meta.insert(META_LAST_ID, 0).expect("last id");
@@ -549,6 +554,8 @@ mod tests {
             .map(|row| row.id.0)
             .collect();
         assert_eq!(first, [1, 2, 100, 1000, 1001]);
+        // A session from before rooms is in the default room, so it recovers into it.
+        assert_eq!(reader.session_rooms("pid-before-rooms")?, [(None, 0)]);
         // Every old retry is still recognised, the version-1 row's too; new content under a
         // known offset is new.
         let out = writer.append_batch(

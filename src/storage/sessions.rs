@@ -65,6 +65,20 @@ pub(super) fn write(write: &WriteTransaction, changes: &SessionChanges) -> Resul
     Ok(())
 }
 
+/// Puts every session in the default room from the start (mark 0): a session issued before
+/// rooms (schema 2) was in the one room there was, and must come back in it.
+pub(super) fn all_in_default_room(write: &WriteTransaction) -> Result<(), StoreError> {
+    let sessions = write.open_table(SESSIONS).map_err(write_err)?;
+    let mut rooms = write.open_table(SESSION_ROOMS).map_err(write_err)?;
+    for entry in sessions.iter().map_err(write_err)? {
+        let (pid, _) = entry.map_err(write_err)?;
+        rooms
+            .insert((pid.value(), room_key(None)), 0)
+            .map_err(write_err)?;
+    }
+    Ok(())
+}
+
 /// Deletes the sessions last seen before `before_ms`, with their rooms; returns how many.
 pub(super) fn expire(write: &WriteTransaction, before_ms: u64) -> Result<usize, StoreError> {
     let mut sessions = write.open_table(SESSIONS).map_err(write_err)?;
