@@ -269,6 +269,46 @@ async fn the_directory_lists_rooms_with_members_and_last_ids_by_name() -> TestRe
     Ok(())
 }
 
+/// A `leave` or a disconnect that comes while the socket's `join` of the room is still being
+/// saved with its recovery session wins: the socket is not left behind in the room's presence
+/// (before, it stayed listed for good, and the room with it).
+#[tokio::test]
+async fn a_leave_or_a_disconnect_during_a_join_s_save_leaves_nobody_behind() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_with(config(&dir)).await;
+    let mut watcher = connect(&server, json!({ "rooms": ["dev"] })).await;
+    for _ in 0..10 {
+        let mut leaver = connect(&server, json!({ "rooms": [] })).await;
+        let joined = leaver.emit_pipelined("join", &[json!("dev")]).await?;
+        let left = leaver.emit_pipelined("leave", &[json!("dev")]).await?;
+        assert_eq!(joined.await?[0]["room"], json!("dev"));
+        assert_eq!(left.await?[0], json!({ "ok": true }));
+        let mut closer = connect(&server, json!({ "rooms": [] })).await;
+        let _joining = closer.emit_pipelined("join", &[json!("dev")]).await?;
+        closer.close().await;
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let listed = watcher.emit_with_ack("rooms", &[], WAIT).await?;
+        let dev = listed[0]["rooms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|room| room["name"] == "dev")
+            .cloned();
+        if dev.as_ref().is_some_and(|dev| dev["members"] == 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dev should have the watcher only: {dev:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+    Ok(())
+}
+
 /// The names in a `rooms` answer.
 fn listed_names(answer: &[Value]) -> Vec<String> {
     answer[0]["rooms"]

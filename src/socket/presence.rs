@@ -20,7 +20,7 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::RoomKey;
+use crate::delivery::{RoomKey, Subscription};
 use crate::every::Every;
 
 use super::rate::{RateLimit, TokenBucket, Verdict};
@@ -209,15 +209,29 @@ impl Drop for Listed {
     }
 }
 
-/// A socket entered `room` (a `join`): list it there and tell it who is in it.
-pub(super) fn entered(socket: &SocketRef, state: &ChatState, room: &RoomKey) {
+/// A socket entered `room` (a `join`): put it in the room's Socket.IO room (for typing),
+/// list it there and tell it who is in it; unless, by now, it has left the room again or
+/// disconnected (the join awaited its session's save, and a `leave` or the disconnect ran
+/// meanwhile). Checked under the roster's lock, which `leave` (after taking the room out of
+/// `subscription`) and the disconnect take too, so either they come after this and undo it,
+/// or this sees them and does nothing.
+pub(super) fn entered(
+    socket: &SocketRef,
+    state: &ChatState,
+    subscription: &Subscription,
+    room: &RoomKey,
+) {
+    let name = state.rooms.name(room);
     let snapshot = {
         let mut rosters = state.roster.lock();
-        rosters.enter(socket.id.as_str(), room);
+        if !subscription.contains(room) || !rosters.enter(socket.id.as_str(), room) {
+            return;
+        }
+        socket.join(name.to_string());
         rosters.snapshot(room)
     };
     let presence = RoomPresence {
-        room: state.rooms.name(room),
+        room: name,
         snapshot: &snapshot,
     };
     emit_ephemeral(socket, PRESENCE, &presence);

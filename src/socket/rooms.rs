@@ -218,8 +218,7 @@ async fn join(
         state.live.leave_room(socket.id, subscription, &key);
         return Err(JoinError::Unavailable);
     }
-    socket.join(name.to_string());
-    super::presence::entered(socket, state, &key);
+    super::presence::entered(socket, state, subscription, &key);
     metrics::counter(metrics::ROOM_JOINS).increment(1);
     Ok((name.to_string(), mark))
 }

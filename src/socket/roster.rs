@@ -296,10 +296,14 @@ impl Rosters {
         self.names.insert(sid.to_string(), nickname);
     }
 
-    /// A socket joined `room`.
-    pub fn enter(&mut self, sid: &str, room: &RoomKey) {
-        let nickname = self.names.get(sid).cloned().flatten();
+    /// A socket joined `room`; returns false, listing nothing, if it has disconnected (its
+    /// join was still being saved when it did).
+    pub fn enter(&mut self, sid: &str, room: &RoomKey) -> bool {
+        let Some(nickname) = self.names.get(sid).cloned() else {
+            return false;
+        };
         self.join(sid, nickname, room);
+        true
     }
 
     fn join(&mut self, sid: &str, nickname: Option<String>, room: &RoomKey) {
@@ -602,8 +606,10 @@ mod tests {
         rosters.connect("b", Some("bo".into()), std::slice::from_ref(&dev));
         rosters.connect("c", None, &[None]);
         assert_eq!(rosters.memberships(), 4);
-        rosters.enter("b", &dev);
+        assert!(rosters.enter("b", &dev));
         assert_eq!(rosters.memberships(), 4, "in dev already");
+        assert!(!rosters.enter("gone", &dev), "a socket that is not connected");
+        assert_eq!(rosters.memberships(), 4);
         let changes = rosters.take_changes();
         let counts: Vec<(RoomKey, usize)> = changes
             .iter()
