@@ -309,6 +309,34 @@ async fn a_leave_or_a_disconnect_during_a_join_s_save_leaves_nobody_behind() -> 
     Ok(())
 }
 
+/// A `leave` during the socket's replay: nothing of the room comes after the leave's ack,
+/// though the replay had already read a batch of the room's messages (before, the rest of
+/// that batch still came).
+#[tokio::test]
+async fn nothing_of_a_room_comes_after_its_leave_s_ack_even_mid_replay() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_with(config(&dir)).await;
+    let mut sender = connect(&server, json!({ "rooms": ["dev"] })).await;
+    let mut acks = Vec::new();
+    for n in 0..10_000 {
+        let args = [json!(format!("d{n}")), json!(format!("o{n}")), json!({ "room": "dev" })];
+        acks.push(sender.emit_pipelined("chat message", &args).await?);
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let mut replaying = connect(&server, json!({ "serverOffset": 0, "rooms": ["dev"] })).await;
+    let (before, ack) = replaying
+        .emit_collecting_until_ack("leave", &[json!("dev")], WAIT)
+        .await?;
+    assert_eq!(ack[0], json!({ "ok": true }));
+    let replayed = before.iter().filter(|(name, _)| name == "chat message").count();
+    assert!(replayed < 10_000, "the leave should come mid-replay: {replayed} replayed first");
+    replaying.expect_silence(Duration::from_secs(1)).await?;
+    server.stop().await;
+    Ok(())
+}
+
 /// The names in a `rooms` answer.
 fn listed_names(answer: &[Value]) -> Vec<String> {
     answer[0]["rooms"]

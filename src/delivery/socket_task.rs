@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use super::catch_up::CatchUp;
 use super::cursor::EmittedCursor;
+use super::subscription::Subscription;
 use super::live::{ChatSink, LiveSet, Member, PassBatch, Refused};
 use super::outbox::{self, NotQueued, SendLock, SocketOutbox};
 use crate::every::Backoff;
@@ -396,7 +397,9 @@ impl Delivery {
                 metrics::counter(metrics::REPLAYED_MESSAGES).increment(batch.len() as u64);
             }
             // Boxed (once a batch): its state is the largest of this task's.
-            Box::pin(emit_batch(outbox, &parked.signals, &parked.emitted, &batch)).await?;
+            let subscription = parked.catch_up.subscription();
+            let emitting = emit_batch(outbox, &parked.signals, &parked.emitted, subscription, &batch);
+            Box::pin(emitting).await?;
         }
         // Caught up to `through`.
         if parked.catch_up.caught_up()
@@ -429,33 +432,41 @@ impl Delivery {
 }
 
 /// Queues a batch of caught-up messages to one socket in order, waiting while its buffer is
-/// full, and advances its emitted cursor as they go.
+/// full, and advances its emitted cursor as they go. A room the socket leaves meanwhile (the
+/// batch was read before, and waiting for room in the buffer can take long) gets nothing more:
+/// its messages are dropped from what is left before each run is queued.
 async fn emit_batch(
     outbox: &SocketOutbox,
     signals: &Signals,
     emitted: &EmittedCursor,
+    subscription: &Subscription,
     batch: &[SharedMessage],
 ) -> Result<(), Stopped> {
     for chunk in batch.chunks(YIELD_EVERY) {
-        let mut rest = chunk;
-        while !rest.is_empty() {
+        let mut rest = chunk.to_vec();
+        loop {
+            rest.retain(|message| subscription.wants(message));
+            if rest.is_empty() {
+                break;
+            }
             let chats = || {
                 outbox::emit_chats_leaving_headroom(
                     &outbox.socket,
                     &outbox.lock,
                     CHAT_MESSAGE,
-                    rest,
+                    &rest,
                     outbox.offsets,
                     &outbox.default_room,
                 )
             };
             // At least one was queued (`Ok` promises it).
             let queued = emit_in_order(signals, chats).await?.clamp(1, rest.len());
-            let (sent, unsent) = rest.split_at(queued);
-            if let Some(last) = sent.last() {
-                emitted.advance(last.id.0);
-            }
-            rest = unsent;
+            emitted.advance(rest[queued - 1].id.0);
+            rest.drain(..queued);
+        }
+        // What was dropped is not wanted: the socket has everything of its rooms up to here.
+        if let Some(last) = chunk.last() {
+            emitted.advance(last.id.0);
         }
         if chunk.len() == YIELD_EVERY {
             // Let the connection's writer drain the buffer before we fill it further.
