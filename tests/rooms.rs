@@ -319,7 +319,11 @@ async fn nothing_of_a_room_comes_after_its_leave_s_ack_even_mid_replay() -> Test
     let mut sender = connect(&server, json!({ "rooms": ["dev"] })).await;
     let mut acks = Vec::new();
     for n in 0..10_000 {
-        let args = [json!(format!("d{n}")), json!(format!("o{n}")), json!({ "room": "dev" })];
+        let args = [
+            json!(format!("d{n}")),
+            json!(format!("o{n}")),
+            json!({ "room": "dev" }),
+        ];
         acks.push(sender.emit_pipelined("chat message", &args).await?);
     }
     for ack in acks {
@@ -330,8 +334,14 @@ async fn nothing_of_a_room_comes_after_its_leave_s_ack_even_mid_replay() -> Test
         .emit_collecting_until_ack("leave", &[json!("dev")], WAIT)
         .await?;
     assert_eq!(ack[0], json!({ "ok": true }));
-    let replayed = before.iter().filter(|(name, _)| name == "chat message").count();
-    assert!(replayed < 10_000, "the leave should come mid-replay: {replayed} replayed first");
+    let replayed = before
+        .iter()
+        .filter(|(name, _)| name == "chat message")
+        .count();
+    assert!(
+        replayed < 10_000,
+        "the leave should come mid-replay: {replayed} replayed first"
+    );
     replaying.expect_silence(Duration::from_secs(1)).await?;
     server.stop().await;
     Ok(())

@@ -675,10 +675,17 @@ mod tests {
         hub.publish((1..=total).map(msg));
         let sink = FakeSink::with_room(1000);
         let (ahead, joined) = member(&sink, total);
-        assert_eq!(join(&live, ahead), Ok(()), "nothing is sent yet: it may join");
+        assert_eq!(
+            join(&live, ahead),
+            Ok(()),
+            "nothing is sent yet: it may join"
+        );
         tokio::spawn(broadcaster);
         hub.publish([msg(total + 1)]);
-        eventually("the new message is queued", || !joined.sink.got().is_empty()).await;
+        eventually("the new message is queued", || {
+            !joined.sink.got().is_empty()
+        })
+        .await;
         assert_eq!(joined.sink.got(), [total + 1], "only the new message, once");
         assert_eq!(joined.emitted.get(), total + 1);
     }

@@ -25,9 +25,9 @@ use tokio_util::task::TaskTracker;
 
 use super::catch_up::CatchUp;
 use super::cursor::EmittedCursor;
-use super::subscription::Subscription;
 use super::live::{ChatSink, LiveSet, Member, PassBatch, Refused};
 use super::outbox::{self, NotQueued, SendLock, SocketOutbox};
+use super::subscription::Subscription;
 use crate::every::Backoff;
 use crate::message::SharedMessage;
 use crate::metrics;
@@ -398,7 +398,13 @@ impl Delivery {
             }
             // Boxed (once a batch): its state is the largest of this task's.
             let subscription = parked.catch_up.subscription();
-            let emitting = emit_batch(outbox, &parked.signals, &parked.emitted, subscription, &batch);
+            let emitting = emit_batch(
+                outbox,
+                &parked.signals,
+                &parked.emitted,
+                subscription,
+                &batch,
+            );
             Box::pin(emitting).await?;
         }
         // Caught up to `through`.

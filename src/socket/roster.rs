@@ -608,7 +608,10 @@ mod tests {
         assert_eq!(rosters.memberships(), 4);
         assert!(rosters.enter("b", &dev));
         assert_eq!(rosters.memberships(), 4, "in dev already");
-        assert!(!rosters.enter("gone", &dev), "a socket that is not connected");
+        assert!(
+            !rosters.enter("gone", &dev),
+            "a socket that is not connected"
+        );
         assert_eq!(rosters.memberships(), 4);
         let changes = rosters.take_changes();
         let counts: Vec<(RoomKey, usize)> = changes

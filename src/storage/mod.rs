@@ -508,9 +508,7 @@ mod tests {
             messages.insert(100, v1.as_slice()).expect("v1 row");
             offsets.insert("o-v1", 100).expect("v1 offset");
             // A recovery session of a page connected before the upgrade.
-            let mut sessions = write
-                .open_table(sessions::SESSIONS)
-                .expect("sessions");
+            let mut sessions = write.open_table(sessions::SESSIONS).expect("sessions");
             sessions.insert("pid-before-rooms", 5).expect("session");
             let mut meta = write.open_table(META).expect("meta");
             meta.insert(META_SCHEMA_VERSION, 1).expect("version");
