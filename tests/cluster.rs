@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::client::{Client, ClientError};
+use common::client::{Client, ClientError, Incoming};
 use common::cluster::{NatsCluster, Node};
 use common::*;
 use serde_json::{Value, json};
@@ -659,6 +659,47 @@ async fn retention_per_room_maps_onto_the_stream_and_every_replica() -> TestResu
             "ops lost nothing: {sync:?}"
         );
     }
+    // A node that joins now never gets 4..=8 (the stream deleted them first) and cannot tell
+    // their rooms: its own retention deletes nothing (it holds 5 of the default room), yet a
+    // replay from 0 is not complete, in the default room nor in any other.
+    let db = dir.path().join("late.redb");
+    let late = Node::start("late", &db, &urls, &["--retain-messages", "5"]);
+    late.wait_ready().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut reader = Client::connect(&late.url, &json!({ "serverOffset": 0 })).await?;
+        let mut ids = Vec::new();
+        let sync = loop {
+            match reader.next(WAIT).await? {
+                Incoming::Event(name, args) if name == "chat message" => {
+                    ids.push(args[1].as_u64().unwrap_or(0));
+                }
+                Incoming::Event(name, args) if name == "sync" => break args,
+                _ => {}
+            }
+        };
+        if ids == [9, 10, 11, 12, 13] {
+            assert_eq!(
+                sync[0]["complete"],
+                json!(false),
+                "4..=8 are lost: {sync:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the late node has {ids:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut ops =
+        Client::connect(&late.url, &json!({ "rooms": ["ops"], "serverOffset": 0 })).await?;
+    for i in 1..=3 {
+        assert_eq!(next_in_room(&mut ops).await?.1, i);
+    }
+    let sync = ops.next_named("sync", WAIT).await?;
+    assert_eq!(
+        sync[0]["complete"],
+        json!(false),
+        "the late node cannot tell that 4..=8 were not ops's: {sync:?}"
+    );
     Ok(())
 }
 

@@ -124,18 +124,7 @@ impl CatchUp {
     /// highest id it lost, so this is exact, whatever the other rooms lost.
     pub async fn lost_any(&self) -> Result<bool, CatchUpError> {
         let (reader, rooms, start) = (self.reader.clone(), self.subscription.rooms(), self.start);
-        Ok(tokio::task::spawn_blocking(move || {
-            for (room, mark) in rooms {
-                let Some(stats) = reader.room_stats(room.as_deref())? else {
-                    continue;
-                };
-                if stats.pruned_through > start.max(mark) {
-                    return Ok::<_, StoreError>(true);
-                }
-            }
-            Ok(false)
-        })
-        .await??)
+        Ok(tokio::task::spawn_blocking(move || reader.lost_any(&rooms, start)).await??)
     }
 
     /// Whether the replay the client asked for (up to the newest id when it connected) has

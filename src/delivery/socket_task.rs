@@ -425,8 +425,10 @@ impl Delivery {
                 epoch: &replay.sync.epoch,
                 from: parked.catch_up.start() + 1,
                 to: parked.catch_up.cursor(),
-                // Each room records the highest id retention deleted from it: exact, whatever
-                // the other rooms lost.
+                // Each room records the highest id retention deleted from it (and a cluster
+                // replica the ids it never got), whatever the other rooms lost. Read after the
+                // replay: retention running meanwhile can make a complete replay say false,
+                // never an incomplete one say true.
                 complete: !replay.sync.other_database && !lost,
             };
             let emit =

@@ -135,12 +135,7 @@ impl Recovery {
             let seen = reader.session(&pid)?;
             let rooms = reader.session_rooms(&pid)?;
             // Whether retention deleted, in any of its rooms, a message it has not had.
-            let mut lost = false;
-            for (room, mark) in &rooms {
-                if let Some(stats) = reader.room_stats(room.as_deref())? {
-                    lost |= stats.pruned_through > offset.max(*mark);
-                }
-            }
+            let lost = reader.lost_any(&rooms, offset)?;
             Ok::<_, crate::storage::StoreError>((seen, rooms, lost))
         })
         .await;

@@ -61,6 +61,10 @@ const META_LAST_ID: &str = "last_id";
 const META_EPOCH: &str = "epoch";
 /// The highest id deleted by retention (0: nothing ever deleted).
 const META_PRUNED_THROUGH: &str = "pruned_through";
+/// A cluster replica's: the highest id it never applied because the stream had deleted it
+/// (retention) before the replica read it (0: none). Which room it was in is unknown, so a
+/// replay or a recovery from below it is not known to be complete, whatever its rooms.
+const META_SKIPPED_THROUGH: &str = "skipped_through";
 /// The table layout this build reads and writes. Older files are migrated when opened
 /// (`migrate`).
 pub const SCHEMA_VERSION: u64 = 3;

@@ -8,8 +8,8 @@ use super::record::decode_record;
 use super::rooms::{self, ROOM_MESSAGES, ROOMS, RoomStats, key_room, room_key};
 use super::sessions::{self, SESSION_ROOMS, SESSIONS};
 use super::{
-    CacheStats, DEDUP, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, SETTING_DEFAULT_ROOM,
-    SETTINGS, SharedDb, StoreError, read_err, write_err,
+    CacheStats, DEDUP, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, META_SKIPPED_THROUGH,
+    SETTING_DEFAULT_ROOM, SETTINGS, SharedDb, StoreError, read_err, write_err,
 };
 use crate::message::{MessageId, StoredMessage, StoredRow};
 
@@ -451,6 +451,34 @@ impl StoreReader {
         self.meta(META_PRUNED_THROUGH)
     }
 
+    /// A cluster replica's highest id that it never applied because the stream had deleted
+    /// it first (0: none); its room is unknown, so every room may have lost it.
+    pub fn skipped_through(&self) -> Result<u64, StoreError> {
+        self.meta(META_SKIPPED_THROUGH)
+    }
+
+    /// Whether any of `rooms` (with their join marks) lost, to retention, a message above
+    /// `after` (or above its mark): a replay of them from `after` is then not complete.
+    pub fn lost_any(
+        &self,
+        rooms: &[(Option<String>, u64)],
+        after: u64,
+    ) -> Result<bool, StoreError> {
+        let skipped = self.skipped_through()?;
+        for (room, mark) in rooms {
+            let above = after.max(*mark);
+            if skipped > above {
+                return Ok(true);
+            }
+            if let Some(stats) = self.room_stats(room.as_deref())?
+                && stats.pruned_through > above
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn meta(&self, key: &str) -> Result<u64, StoreError> {
         self.db.with(|db| {
             let read = db.begin_read().map_err(read_err)?;
@@ -558,12 +586,23 @@ mod tests {
                 })
                 .collect()
         };
+        assert!(!reader.lost_any(&[(None, 0)], 0)?);
         writer.apply(&rows(&[2, 3, 6, 7, 10]))?;
         assert_eq!(reader.missing_ids(1, 10)?, vec![(1, 1), (4, 5), (8, 9)]);
+        // The jumps are ids lost in rooms unknown: any room's replay from below 9 may lack one.
+        assert_eq!(reader.skipped_through()?, 9);
+        assert!(reader.lost_any(&[(Some("dev".into()), 0)], 8)?);
+        assert!(!reader.lost_any(&[(Some("dev".into()), 0)], 9)?);
+        assert!(
+            !reader.lost_any(&[(None, 9)], 0)?,
+            "joined at 9: nothing lost since"
+        );
         assert_eq!(reader.missing_ids(2, 7)?, vec![(4, 5)]);
         assert_eq!(reader.missing_ids(6, 12)?, vec![(8, 9), (11, 12)]);
         assert!(reader.missing_ids(2, 3)?.is_empty());
         assert!(reader.missing_ids(5, 4)?.is_empty());
+        writer.fill(&rows(&[4, 5]))?;
+        assert_eq!(reader.skipped_through()?, 9, "a fill is not a jump");
         Ok(())
     }
 }

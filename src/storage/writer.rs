@@ -11,8 +11,8 @@ use super::rooms::key_room;
 use super::sessions::{self, SessionChanges};
 use super::tables::MessageTables;
 use super::{
-    CLUSTER, CLUSTER_STREAM, META, META_LAST_ID, META_PRUNED_THROUGH, Opener, SETTING_DEFAULT_ROOM,
-    SETTINGS, SharedDb, StoreError, open_checked, write_err,
+    CLUSTER, CLUSTER_STREAM, META, META_LAST_ID, META_PRUNED_THROUGH, META_SKIPPED_THROUGH, Opener,
+    SETTING_DEFAULT_ROOM, SETTINGS, SharedDb, StoreError, open_checked, write_err,
 };
 use crate::message::{AppendOutcome, ChatInput, MessageId, StoredMessage, StoredRow};
 
@@ -273,16 +273,19 @@ impl StoreWriter {
     /// Stores rows that already have their ids (a cluster node applying the stream, in
     /// order), in one durable transaction; rows at or below the last id are skipped (already
     /// applied). Returns the rows stored. A jump over missing ids is kept as a hole (the stream
-    /// deleted them by retention before this node saw them).
+    /// deleted them by retention before this node saw them), and recorded in the same
+    /// transaction as ids lost in rooms unknown ([`StoreReader::skipped_through`]).
     pub fn apply(&mut self, rows: &[StoredRow]) -> Result<usize, StoreError> {
-        self.store_rows(rows, |_, id, next_id| Ok(id >= next_id))
+        self.store_rows(rows, true, |_, id, next_id| Ok(id >= next_id))
     }
 
     /// Stores rows that already have their ids where the file has none (a cluster replica's
     /// holes, filled from the stream), below the last id as well as above it; rows whose id is
     /// taken are left alone. One durable transaction; returns the rows stored.
     pub fn fill(&mut self, rows: &[StoredRow]) -> Result<usize, StoreError> {
-        self.store_rows(rows, |messages, id, _| Ok(messages.get(id)?.is_none()))
+        self.store_rows(rows, false, |messages, id, _| {
+            Ok(messages.get(id)?.is_none())
+        })
     }
 
     /// Stores the rows `wanted` accepts (given the messages table, the row's id and the next
@@ -290,12 +293,14 @@ impl StoreWriter {
     fn store_rows(
         &mut self,
         rows: &[StoredRow],
+        record_jumps: bool,
         wanted: impl Fn(&redb::Table<u64, &'static [u8]>, u64, u64) -> Result<bool, redb::StorageError>,
     ) -> Result<usize, StoreError> {
         let next_id = self.next_id;
         let (stored, next_id) = self.db.with(|db| {
             let mut next_id = next_id;
             let mut stored = 0;
+            let mut skipped_through = 0;
             let write = db.begin_write().map_err(write_err)?;
             {
                 let mut tables = MessageTables::open(&write)?;
@@ -303,11 +308,23 @@ impl StoreWriter {
                     if !wanted(&tables.messages, row.id.0, next_id).map_err(write_err)? {
                         continue;
                     }
+                    if row.id.0 > next_id {
+                        skipped_through = row.id.0 - 1;
+                    }
                     tables.insert(row.id.0, &row.message)?;
                     next_id = next_id.max(row.id.0 + 1);
                     stored += 1;
                 }
                 tables.finish()?;
+                if record_jumps && skipped_through > 0 {
+                    let mut meta = write.open_table(META).map_err(write_err)?;
+                    let before = meta
+                        .get(META_SKIPPED_THROUGH)
+                        .map_err(write_err)?
+                        .map_or(0, |v| v.value());
+                    meta.insert(META_SKIPPED_THROUGH, before.max(skipped_through))
+                        .map_err(write_err)?;
+                }
             }
             write.commit().map_err(write_err)?;
             Ok((stored, next_id))
