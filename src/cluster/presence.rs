@@ -157,8 +157,13 @@ pub async fn exchange_forever(
                 roster.expire_remote(TTL);
                 let beat = Heartbeat { node: node.clone(), rooms: roster.local() };
                 if let Ok(payload) = serde_json::to_vec(&beat) {
-                    let subject = presence_subject(&stream, &node);
-                    let _ = client.publish(subject, payload.into()).await;
+                    let (subject, bytes) = (presence_subject(&stream, &node), payload.len());
+                    if let Err(e) = client.publish(subject, payload.into()).await {
+                        // Other nodes drop this node's members after missing beats: say why
+                        // (for example a heartbeat over the server's max_payload: too many
+                        // occupied rooms on this node).
+                        tracing::warn!(bytes, "presence heartbeat not sent: {e}");
+                    }
                 }
             }
             message = next_heartbeat => match message {
