@@ -122,10 +122,12 @@ impl Server {
         let newest = reader.read_newest(tail.max_messages, tail.max_bytes, |m| {
             crate::delivery::tail::cost_of(&m.content, m.author.as_deref())
         })?;
-        // Each room's newest id, which a join reads; rooms are few next to messages.
+        // Each room's newest id, which a join reads; rooms are few next to messages. A room
+        // whose messages retention deleted exists only while it has members.
         let rooms = reader
             .rooms_after(None, usize::MAX)?
             .into_iter()
+            .filter(|(room, stats)| room.is_none() || stats.messages > 0)
             .map(|(room, stats)| (room, stats.last));
         let hub = Arc::new(Hub::with_rooms(
             store_writer.last_id(),

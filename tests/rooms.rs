@@ -759,6 +759,54 @@ fn run_binary(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A room whose messages retention deleted, and that has no member, is forgotten: it leaves
+/// the directory and no longer counts towards `--max-rooms` (before, it stayed for good).
+#[tokio::test]
+async fn a_room_whose_messages_retention_deleted_is_forgotten() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("chat.redb");
+    let lines = dir.path().join("old.jsonl");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    std::fs::write(
+        &lines,
+        format!(
+            "{}\n{}\n",
+            json!({ "id": 1, "content": "ancient", "time": 1000, "room": "old" }),
+            json!({ "id": 2, "content": "recent", "time": now, "room": "new" }),
+        ),
+    )?;
+    let (db_arg, lines_arg) = (db.display().to_string(), lines.display().to_string());
+    let (ok, _, err) = run_binary(&["import", "--db", &db_arg, &lines_arg]);
+    assert!(ok, "{err}");
+    let server = TestServer::start_with(Config {
+        rate_limit: 0.0,
+        retain_days: Some(1),
+        max_rooms: 2,
+        ..Config::with_db(db)
+    })
+    .await;
+    let mut client = connect(&server, json!({ "rooms": [] })).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let listed = client.emit_with_ack("rooms", &[], WAIT).await?;
+        let names: Vec<String> = listed_names(&listed);
+        if names == ["new"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // "old" no longer counts: with a limit of 2 rooms, a new one fits beside "new".
+    let ack = client
+        .emit_with_ack("join", &[json!("fresh")], WAIT)
+        .await?;
+    assert_eq!(ack[0], json!({ "room": "fresh", "last": 0 }));
+    server.stop().await;
+    Ok(())
+}
+
 /// The `room` of each line of an export.
 fn rooms_of(export: &str) -> Vec<String> {
     export

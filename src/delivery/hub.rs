@@ -171,6 +171,18 @@ impl Hub {
         record_size(&tail);
     }
 
+    /// Retention deleted the last messages of `room` (not the default room, which always
+    /// exists): it no longer holds messages, so it exists only while it has members (it leaves
+    /// the directory and stops counting towards `--max-rooms` once they go). Its newest id is
+    /// forgotten with it: a join marks 0, and there is nothing older to read. Called from the
+    /// writer, which also publishes, so no message of the room can be published in between.
+    pub fn forget_room(&self, room: &RoomKey) {
+        let Some(name) = room else { return };
+        let mut last = self.lock();
+        last.rooms.remove(room);
+        last.names.remove(name);
+    }
+
     /// The highest id published so far.
     pub fn last_published(&self) -> u64 {
         self.lock().last

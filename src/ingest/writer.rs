@@ -361,6 +361,9 @@ fn prune_batch(
     let (deleted, through) = store
         .prune(retention.messages, older_than_ms, PRUNE_BATCH)
         .map_err(|e| AppendError::Storage(Arc::new(e)))?;
+    for room in store.take_emptied_rooms() {
+        hub.forget_room(&room);
+    }
     if deleted > 0 {
         hub.forget_through(through);
         metrics::counter(metrics::PRUNED).increment(deleted as u64);

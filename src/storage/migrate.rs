@@ -51,7 +51,7 @@ pub(super) fn migrate(db: &Database, path: &Path, from: u64) -> Result<(), Store
             for (id, stored) in rows {
                 index.add(stored.room.as_deref(), *id, &encode_record(stored))?;
             }
-            index.finish()
+            index.finish().map(drop)
         })?;
     }
     debug_assert_eq!(SCHEMA_VERSION, 3, "a new schema needs a step here");

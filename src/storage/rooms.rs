@@ -146,8 +146,10 @@ impl<'txn> RoomIndex<'txn> {
         Ok(over)
     }
 
-    /// Writes the counters changed in this transaction.
-    pub(super) fn finish(mut self) -> Result<(), StoreError> {
+    /// Writes the counters changed in this transaction; returns the rooms it left with no
+    /// message (retention deleted their last ones).
+    pub(super) fn finish(mut self) -> Result<Vec<Option<String>>, StoreError> {
+        let mut emptied = Vec::new();
         for (key, delta) in std::mem::take(&mut self.deltas) {
             let old = self
                 .rooms
@@ -163,8 +165,11 @@ impl<'txn> RoomIndex<'txn> {
             self.rooms
                 .insert(key.as_str(), new.value())
                 .map_err(write_err)?;
+            if delta.removed > 0 && new.messages == 0 {
+                emptied.push(key_room(&key).map(String::from));
+            }
         }
-        Ok(())
+        Ok(emptied)
     }
 }
 
@@ -327,10 +332,24 @@ mod tests {
         assert_eq!(reader.find_retry(None, "o1", "d1")?, None);
         assert_eq!(reader.find_retry(None, "o5", "d5")?, Some(MessageId(5)));
         // By age, across rooms: everything before t=2 goes.
+        assert!(
+            writer.take_emptied_rooms().is_empty(),
+            "by count: never empty"
+        );
         writer.append_batch(&[input_in(Some("dev"), "new", None)], 5)?;
         assert_eq!(writer.prune(None, Some(2), 100)?, (8, 14));
         assert_eq!(ids(&reader.read_rooms(&all, 15, 100, usize::MAX)?), [15]);
         assert_eq!(stats(Some("dev"))?, Some((1, 8)));
+        // The default room and ops hold nothing now; each is told once.
+        assert_eq!(
+            stats(Some("ops"))?,
+            Some((0, 14)),
+            "its counters stay: it lost 14"
+        );
+        let mut emptied = writer.take_emptied_rooms();
+        emptied.sort();
+        assert_eq!(emptied, [None, Some("ops".to_string())]);
+        assert!(writer.take_emptied_rooms().is_empty());
         Ok(())
     }
 

@@ -82,8 +82,9 @@ impl<'txn> MessageTables<'txn> {
         find_retry(&self.messages, &self.dedup, room, offset, content).map_err(write_err)
     }
 
-    /// Writes the rooms' counters; call before the transaction commits.
-    pub(super) fn finish(self) -> Result<(), StoreError> {
+    /// Writes the rooms' counters; call before the transaction commits. Returns the rooms
+    /// left with no message.
+    pub(super) fn finish(self) -> Result<Vec<Option<String>>, StoreError> {
         self.rooms.finish()
     }
 }

@@ -101,6 +101,8 @@ pub struct StoreWriter {
     /// For errors and for reopening after an I/O failure.
     path: PathBuf,
     opener: Opener,
+    /// Rooms retention left with no message, not yet taken ([`Self::take_emptied_rooms`]).
+    emptied: Vec<Option<String>>,
 }
 
 impl StoreWriter {
@@ -110,6 +112,7 @@ impl StoreWriter {
             next_id: last_id + 1,
             path,
             opener,
+            emptied: Vec::new(),
         }
     }
 
@@ -187,7 +190,8 @@ impl StoreWriter {
         choose: impl FnOnce(&MessageTables<'_>, usize) -> Result<Vec<Doomed>, StoreError>,
     ) -> Result<usize, StoreError> {
         let last_id = self.last_id();
-        self.db.with(|db| {
+        let mut emptied = Vec::new();
+        let deleted = self.db.with(|db| {
             let write = db.begin_write().map_err(write_err)?;
             let deleted;
             {
@@ -201,7 +205,7 @@ impl StoreWriter {
                     tables.remove(*id, record.as_ref(), room.as_ref().map(|r| r.as_deref()))?;
                     highest = highest.max(*id);
                 }
-                tables.finish()?;
+                emptied = tables.finish()?;
                 let mut meta = write.open_table(META).map_err(write_err)?;
                 let through = meta
                     .get(META_PRUNED_THROUGH)
@@ -215,7 +219,15 @@ impl StoreWriter {
             }
             write.commit().map_err(write_err)?;
             Ok(deleted)
-        })
+        })?;
+        self.emptied.extend(emptied);
+        Ok(deleted)
+    }
+
+    /// The rooms retention left with no message since the last call (each once per time it
+    /// was emptied): a room with neither messages nor members is forgotten.
+    pub fn take_emptied_rooms(&mut self) -> Vec<Option<String>> {
+        std::mem::take(&mut self.emptied)
     }
 
     /// Imports records in one durable transaction. Idempotent: a record whose id already
