@@ -286,7 +286,7 @@ impl StoreWriter {
     /// order), in one durable transaction; rows at or below the last id are skipped (already
     /// applied). Returns the rows stored. A jump over missing ids is kept as a hole (the stream
     /// deleted them by retention before this node saw them), and recorded in the same
-    /// transaction as ids lost in rooms unknown ([`StoreReader::skipped_through`]).
+    /// transaction as ids lost in rooms unknown ([`super::StoreReader::skipped_through`]).
     pub fn apply(&mut self, rows: &[StoredRow]) -> Result<usize, StoreError> {
         self.store_rows(rows, true, |_, id, next_id| Ok(id >= next_id))
     }
