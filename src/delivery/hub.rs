@@ -164,11 +164,9 @@ impl Hub {
         batch
     }
 
-    /// Retention deleted every message up to `id`: the cache must not serve them.
-    pub fn forget_through(&self, id: u64) {
-        let mut tail = self.tail();
-        tail.forget_through(id);
-        record_size(&tail);
+    /// Retention deleted the messages `ids`: the cache must not serve them.
+    pub fn forget(&self, ids: &[u64]) {
+        self.tail().forget(ids);
     }
 
     /// Retention deleted the last messages of `room` (not the default room, which always
@@ -281,10 +279,9 @@ mod tests {
             Some(vec![2, 3, 4, 5])
         );
         assert_eq!(ids(hub.replay_from_tail(0, 5, 10, 1 << 20)), None);
-        hub.forget_through(3);
-        assert_eq!(ids(hub.replay_from_tail(1, 5, 10, 1 << 20)), None);
+        hub.forget(&[2, 3]);
         assert_eq!(
-            ids(hub.replay_from_tail(3, 5, 10, 1 << 20)),
+            ids(hub.replay_from_tail(1, 5, 10, 1 << 20)),
             Some(vec![4, 5])
         );
     }

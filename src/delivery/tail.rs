@@ -8,7 +8,7 @@
 //! from the store at start-up), and retention evicts what it deletes. A replay whose start
 //! it does not hold goes to the store. It does no locking and no I/O itself.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use crate::message::{Message, SharedMessage};
 
@@ -41,6 +41,9 @@ pub struct TailCache {
     limits: TailLimits,
     /// Ascending, contiguous ids.
     messages: VecDeque<SharedMessage>,
+    /// Ids among `messages` that retention deleted from the store: held until evicted (the
+    /// run stays contiguous), never served.
+    deleted: HashSet<u64>,
     bytes: usize,
 }
 
@@ -50,6 +53,7 @@ impl TailCache {
         Self {
             limits,
             messages: VecDeque::new(),
+            deleted: HashSet::new(),
             bytes: 0,
         }
     }
@@ -67,6 +71,7 @@ impl TailCache {
             .is_some_and(|newest| newest.id.0 + 1 != message.id.0)
         {
             self.messages.clear();
+            self.deleted.clear();
             self.bytes = 0;
         }
         self.bytes += cost(&message);
@@ -78,20 +83,21 @@ impl TailCache {
         }
     }
 
-    /// Drops every message with an id up to `id` (retention deleted them from the store).
-    pub fn forget_through(&mut self, id: u64) {
-        while self
-            .messages
-            .front()
-            .is_some_and(|oldest| oldest.id.0 <= id)
-        {
-            self.evict_oldest();
-        }
+    /// Retention deleted the messages `ids` from the store: they are not served any more.
+    /// Only those: retention is per room, and the other rooms' messages around them stay.
+    pub fn forget(&mut self, ids: &[u64]) {
+        let (Some(oldest), Some(newest)) = (self.messages.front(), self.messages.back()) else {
+            return;
+        };
+        let held = oldest.id.0..=newest.id.0;
+        self.deleted
+            .extend(ids.iter().copied().filter(|id| held.contains(id)));
     }
 
     fn evict_oldest(&mut self) {
         if let Some(oldest) = self.messages.pop_front() {
             self.bytes -= cost(&oldest);
+            self.deleted.remove(&oldest.id.0);
         }
     }
 
@@ -119,6 +125,9 @@ impl TailCache {
         for message in self.messages.range(start..) {
             if message.id.0 > through || batch.len() >= max_count.max(1) {
                 break;
+            }
+            if self.deleted.contains(&message.id.0) {
+                continue;
             }
             if !batch.is_empty() && bytes + message.content.len() > max_bytes {
                 break;
@@ -228,18 +237,30 @@ mod tests {
     }
 
     #[test]
-    fn forgets_what_retention_deleted() {
+    fn forgets_exactly_what_retention_deleted() {
         let mut cache = filled(1, 10, ROOMY);
-        cache.forget_through(6);
-        assert_eq!(cache.len(), 4);
-        assert_eq!(cache.range(5, 10, 100, 1 << 20), None);
+        // Retention is per room: it deletes some ids, and the others around them stay.
+        cache.forget(&[2, 3, 7, 42]);
         assert_eq!(
-            ids(cache.range(6, 10, 100, 1 << 20)),
-            Some(vec![7, 8, 9, 10])
+            ids(cache.range(0, 10, 100, 1 << 20)),
+            Some(vec![1, 4, 5, 6, 8, 9, 10])
         );
-        cache.forget_through(99);
-        assert!(cache.is_empty());
-        assert_eq!(cache.bytes(), 0);
+        assert_eq!(ids(cache.range(1, 6, 2, 1 << 20)), Some(vec![4, 5]));
+        assert_eq!(ids(cache.range(6, 7, 100, 1 << 20)), Some(vec![]));
+        // Evicted with the run, and forgotten with it.
+        let mut small = filled(
+            1,
+            3,
+            TailLimits {
+                max_messages: 3,
+                max_bytes: 1 << 20,
+            },
+        );
+        small.forget(&[1, 2]);
+        small.push(msg(4, "four"));
+        small.push(msg(5, "five"));
+        assert_eq!(ids(small.range(2, 5, 100, 1 << 20)), Some(vec![3, 4, 5]));
+        assert!(small.deleted.is_empty(), "{:?}", small.deleted);
     }
 
     #[test]

@@ -358,14 +358,16 @@ fn prune_batch(
     let older_than_ms = retention
         .days
         .map(|days| now_ms().saturating_sub(days.saturating_mul(24 * 60 * 60 * 1000)));
-    let (deleted, through) = store
+    let (deleted, _) = store
         .prune(retention.messages, older_than_ms, PRUNE_BATCH)
         .map_err(|e| AppendError::Storage(Arc::new(e)))?;
     for room in store.take_emptied_rooms() {
         hub.forget_room(&room);
     }
+    // Exactly the deleted ids: retention is per room, so a bound ("everything up to the
+    // highest deleted id") would drop the other rooms' newer messages from the cache.
+    hub.forget(&store.take_pruned_ids());
     if deleted > 0 {
-        hub.forget_through(through);
         metrics::counter(metrics::PRUNED).increment(deleted as u64);
         tracing::debug!(deleted, "retention pruned old messages");
     }
@@ -529,6 +531,7 @@ fn commit_batch(store: &mut StoreWriter, hub: &Hub, healthy: &AtomicBool, batch:
 mod tests {
     use super::*;
     use crate::delivery::TailLimits;
+    use crate::ingest::retention::Retention;
     use crate::message::MessageId;
     use crate::message::test_support::input;
     use crate::storage::fault::FaultSwitch;
@@ -597,6 +600,43 @@ mod tests {
             let message = live.recv().await.expect("published");
             assert_eq!(message.id, MessageId(id), "published in id order");
         }
+        rig.writer.stop().await;
+    }
+
+    /// Retention per room deletes a room's oldest messages; the tail cache must still serve
+    /// the other rooms' messages around them (it dropped everything up to the highest id
+    /// deleted in any room, so recent replays went to the store).
+    #[tokio::test]
+    async fn retention_in_one_room_keeps_the_other_rooms_in_the_tail_cache() {
+        use crate::message::test_support::input_in;
+        let rig = rig();
+        // The default room has 1..=3; dev has 4..=6 and keeps its newest 2.
+        for (room, content) in [(None, "g1"), (None, "g2"), (None, "g3")]
+            .into_iter()
+            .chain([
+                (Some("dev"), "d4"),
+                (Some("dev"), "d5"),
+                (Some("dev"), "d6"),
+            ])
+        {
+            rig.writer
+                .append(input_in(room, content, None))
+                .await
+                .expect("stored");
+        }
+        let retention = Retention {
+            messages: Some(2),
+            days: None,
+        };
+        // The default room loses 1, dev loses 4.
+        assert_eq!(rig.writer.prune(retention).await.ok(), Some(2));
+        let cached = rig.hub.replay_from_tail(1, 6, 100, 1 << 20);
+        let ids: Option<Vec<u64>> = cached.map(|batch| batch.iter().map(|m| m.id.0).collect());
+        assert_eq!(
+            ids,
+            Some(vec![2, 3, 5, 6]),
+            "the cache keeps what was not deleted"
+        );
         rig.writer.stop().await;
     }
 

@@ -103,6 +103,8 @@ pub struct StoreWriter {
     opener: Opener,
     /// Rooms retention left with no message, not yet taken ([`Self::take_emptied_rooms`]).
     emptied: Vec<Option<String>>,
+    /// Ids retention deleted, not yet taken ([`Self::take_pruned_ids`]).
+    pruned: Vec<u64>,
 }
 
 impl StoreWriter {
@@ -113,6 +115,7 @@ impl StoreWriter {
             path,
             opener,
             emptied: Vec::new(),
+            pruned: Vec::new(),
         }
     }
 
@@ -191,6 +194,7 @@ impl StoreWriter {
     ) -> Result<usize, StoreError> {
         let last_id = self.last_id();
         let mut emptied = Vec::new();
+        let mut pruned = Vec::new();
         let deleted = self.db.with(|db| {
             let write = db.begin_write().map_err(write_err)?;
             let deleted;
@@ -206,6 +210,7 @@ impl StoreWriter {
                     highest = highest.max(*id);
                 }
                 emptied = tables.finish()?;
+                pruned = doomed.iter().map(|doomed| doomed.id).collect();
                 let mut meta = write.open_table(META).map_err(write_err)?;
                 let through = meta
                     .get(META_PRUNED_THROUGH)
@@ -221,7 +226,13 @@ impl StoreWriter {
             Ok(deleted)
         })?;
         self.emptied.extend(emptied);
+        self.pruned.extend(pruned);
         Ok(deleted)
+    }
+
+    /// The ids retention deleted since the last call (the tail cache forgets exactly these).
+    pub fn take_pruned_ids(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.pruned)
     }
 
     /// The rooms retention left with no message since the last call (each once per time it
