@@ -3,10 +3,11 @@
 //! a read transaction.
 //!
 //! It holds a contiguous run of ids ending at the newest published message, bounded by a
-//! message count and a byte budget. It never holds anything the store does not: it is
+//! message count and a byte budget. It never serves anything the store does not hold: it is
 //! filled only with durably stored messages (by the hub, as the writer publishes them, and
-//! from the store at start-up), and retention evicts what it deletes. A replay whose start
-//! it does not hold goes to the store. It does no locking and no I/O itself.
+//! from the store at start-up), and the ids retention deletes (per room, so anywhere in the
+//! run) are skipped until they are evicted. A replay whose start it does not hold goes to
+//! the store. It does no locking and no I/O itself.
 
 use std::collections::{HashSet, VecDeque};
 
