@@ -1386,14 +1386,14 @@
   }
 
   /** "Ada joined", "Ada, Bo and 3 others joined": one notice per presence tick. */
-  function cameAndWent(names, total, verb, kind) {
+  function cameAndWent(names, more, verb, kind) {
     const others = names.filter((n) => n !== nickname);
-    const more = Math.max(0, total - names.length);
     if (others.length === 0 && more === 0) return;
     const shown = others.slice(0, 2);
     const rest = others.length - shown.length + more;
+    const people = (n) => `${n} ${n === 1 ? 'person' : 'people'} without a name`;
     const who =
-      rest > 0 ? `${shown.join(', ')} and ${rest} other${rest === 1 ? '' : 's'}` : shown.join(' and ');
+      shown.length === 0 ? people(rest) : rest > 0 ? `${shown.join(', ')} and ${rest} other${rest === 1 ? '' : 's'}` : shown.join(' and ');
     notice(`${who} ${verb}`, kind);
   }
 
@@ -1413,16 +1413,22 @@
     const names = (v) => (Array.isArray(v) ? v.filter((u) => typeof u === 'string' && u) : []);
     const users = names(p.users);
     const count = Number.isSafeInteger(p.count) && p.count >= 0 ? p.count : users.length;
+    // News is measured against the list this page already showed on this connection: one
+    // presence tick can name someone who came a moment before this page did (already in the
+    // snapshot it got on entering), and the first list after a connect is no news at all.
+    const before = room.presence && room.presenceConnect === connects ? room.presence.users : null;
     room.presence = { count, users };
+    room.presenceConnect = connects;
     for (const name of room.typing.keys()) if (!users.includes(name)) stopTyping(room, name);
     for (const name of names(p.left)) stopTyping(room, name);
     if (room !== view) return;
-    if (Date.now() >= quietUntil) {
+    if (before && Date.now() >= quietUntil) {
       const joined = names(p.joined);
       const left = names(p.left);
-      const total = (n, list) => (Number.isSafeInteger(n) && n >= list.length ? n : list.length);
-      cameAndWent(joined, total(p.joinedCount, joined), 'joined', 'joined');
-      cameAndWent(left, total(p.leftCount, left), 'left', 'left');
+      // beyond the names listed, how many came or went without a name
+      const unnamed = (n, list) => (Number.isSafeInteger(n) && n >= list.length ? n - list.length : 0);
+      cameAndWent(joined.filter((n) => !before.includes(n)), unnamed(p.joinedCount, joined), 'joined', 'joined');
+      cameAndWent(left.filter((n) => before.includes(n)), unnamed(p.leftCount, left), 'left', 'left');
     }
     renderPeople();
   });
