@@ -1458,7 +1458,19 @@
     if (from) for (const room of rooms.values()) stopTyping(room, from);
     // sent once to everyone who shares a room with them: told only where they are in view
     const here = view && view.presence ? view.presence.users : [];
-    if (from && !here.includes(from)) return;
+    const wasHere = from && here.includes(from);
+    // the lists follow the new name at once (the next presence confirms it), so that news
+    // about them ("Robert left") is measured against who they are now
+    if (from && to) {
+      for (const room of rooms.values()) {
+        if (!room.presence || !room.presence.users.includes(from)) continue;
+        const users = room.presence.users.filter((u) => u !== from && u !== to);
+        users.push(to);
+        room.presence = { count: room.presence.count, users: users.sort() };
+      }
+      renderPeople();
+    }
+    if (from && !wasHere) return;
     if (from && to) notice(`${from} is now ${to}`, 'renamed');
     else if (to) notice(`${to} joined`, 'joined');
     else if (from) notice(`${from} left`, 'left');
