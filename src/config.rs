@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cluster::ClusterConfig;
 use crate::delivery::{BatchLimits, TailLimits};
+use crate::identity::{self, ClaimRules, Verifier, parse_algorithm};
 use crate::ingest::retention::Retention;
 use crate::protocol::Limits;
 use crate::socket::rate::RateLimit;
@@ -60,6 +61,12 @@ pub mod defaults {
     pub const MAX_ROOMS_PER_CONNECTION: u32 = 100;
     /// `--max-rooms`: rooms that exist (hold messages or members).
     pub const MAX_ROOMS: u32 = 100_000;
+    /// `--jwt-leeway`, in seconds.
+    pub const JWT_LEEWAY: u64 = 30;
+    /// `--token-grace`, in seconds.
+    pub const TOKEN_GRACE: u64 = 30;
+    /// `tidings token --ttl`, in seconds.
+    pub const TOKEN_TTL: u64 = 3600;
     /// `--db-cache-mb`: redb's page cache, in MiB (redb's own default is 1 GiB, which a
     /// growing history fills). Chosen by measurement: BENCHMARKS.md, round 3, "The database cache".
     pub const DB_CACHE_MB: u32 = 32;
@@ -121,6 +128,141 @@ pub enum Command {
     /// Print message count, id range, rooms and file size as JSON (the server must be
     /// stopped).
     Stats(StatsArgs),
+    /// Print a signed token for a user, for development and tests (HMAC secret only: a public
+    /// key cannot sign).
+    Token(TokenArgs),
+}
+
+/// Whether clients present signed tokens (`--auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// No identities: anyone may connect, name themselves and post (the tutorial's server).
+    #[default]
+    Off,
+    /// A client with a valid token is that user; one without is anonymous; an invalid token
+    /// is refused.
+    Optional,
+    /// Only clients with a valid token may connect.
+    Required,
+}
+
+/// The key and claim rules tokens are verified (or, by `tidings token`, signed) with.
+#[derive(Debug, Clone, Default, Args)]
+pub struct JwtArgs {
+    /// HMAC key: a file whose bytes (less one trailing newline) are the secret, at least 32
+    /// bytes.
+    #[arg(long, env = "TIDINGS_JWT_SECRET_FILE", value_name = "PATH")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// The token algorithm (default: HS256 with a secret; RS256, ES256 or EdDSA by the public
+    /// key's type). Tokens naming any other algorithm are refused.
+    #[arg(long, env = "TIDINGS_JWT_ALGORITHM", value_parser = parse_jwt_algorithm)]
+    pub jwt_algorithm: Option<String>,
+
+    /// Tokens must carry this `iss` claim.
+    #[arg(long, env = "TIDINGS_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Tokens must carry this `aud` claim (or a list holding it).
+    #[arg(long, env = "TIDINGS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+impl JwtArgs {
+    /// The claim rules, with `leeway` seconds of clock skew.
+    pub fn rules(&self, leeway: u64) -> ClaimRules {
+        ClaimRules {
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway,
+        }
+    }
+
+    fn algorithm(&self) -> Result<Option<jsonwebtoken::Algorithm>, ConfigError> {
+        self.jwt_algorithm
+            .as_deref()
+            .map(parse_algorithm)
+            .transpose()
+            .map_err(|e| ConfigError {
+                flag: "--jwt-algorithm",
+                why: e.to_string(),
+            })
+    }
+
+    /// The HMAC secret in `--jwt-secret-file` (blocking: reads the file).
+    fn secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.jwt_secret_file else {
+            return Ok(None);
+        };
+        let flag = "--jwt-secret-file";
+        let bytes = std::fs::read(path).map_err(|e| ConfigError {
+            flag,
+            why: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let secret = identity::secret_from_file(&bytes).map_err(|e| ConfigError {
+            flag,
+            why: format!("{}: {e}", path.display()),
+        })?;
+        Ok(Some(secret.to_vec()))
+    }
+}
+
+/// `tidings token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user id (the `sub` claim).
+    #[arg(long)]
+    pub sub: String,
+    /// The display name (the `name` claim; default: the user id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds until the token expires.
+    #[arg(long, default_value_t = defaults::TOKEN_TTL,
+          value_parser = clap::value_parser!(u64).range(1..=366 * 24 * 3600))]
+    pub ttl: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub jwt: JwtArgs,
+}
+
+impl TokenArgs {
+    /// The token these arguments describe, issued now (blocking: reads the secret file).
+    pub fn sign(&self) -> Result<String, ConfigError> {
+        let secret = self.jwt.secret()?.ok_or(ConfigError {
+            flag: "--jwt-secret-file",
+            why: "required: the HMAC secret to sign with".into(),
+        })?;
+        let signer =
+            identity::Signer::from_secret(&secret, self.jwt.algorithm()?, self.jwt.rules(0))
+                .map_err(|e| ConfigError {
+                    flag: "--jwt-algorithm",
+                    why: e.to_string(),
+                })?;
+        let now = crate::every::since_epoch().as_secs();
+        let token = signer
+            .sign(&self.sub, self.name.as_deref(), now, self.ttl)
+            .map_err(|why| ConfigError {
+                flag: "--jwt-secret-file",
+                why,
+            })?;
+        // A token the server would refuse (an empty or over-long user id or name) is not
+        // printed: it is checked by the very rules `serve` applies.
+        Verifier::from_secret(&secret, self.jwt.algorithm()?, self.jwt.rules(0))
+            .map(|verifier| verifier.verify(&token, now))
+            .map_err(|e| ConfigError {
+                flag: "--jwt-algorithm",
+                why: e.to_string(),
+            })?
+            .map_err(|e| ConfigError {
+                flag: if self.name.is_some() {
+                    "--name"
+                } else {
+                    "--sub"
+                },
+                why: e.to_string(),
+            })?;
+        Ok(token)
+    }
 }
 
 /// The database a subcommand works on.
@@ -372,6 +514,36 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_REPLAY_BATCH", default_value_t = defaults::REPLAY_BATCH,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub replay_batch: u32,
+
+    /// Signed tokens (JWT in the handshake's `auth.token`): `off` (anyone, as the tutorial),
+    /// `optional` (a valid token makes a verified user, none an anonymous one) or `required`.
+    #[arg(long, env = "TIDINGS_AUTH", value_enum, default_value_t = AuthMode::Off)]
+    pub auth: AuthMode,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub jwt: JwtArgs,
+
+    /// Public key verifying tokens: a PEM file (RSA, EC P-256/P-384 or Ed25519), instead of
+    /// `--jwt-secret-file`.
+    #[arg(
+        long,
+        env = "TIDINGS_JWT_PUBLIC_KEY",
+        value_name = "PATH",
+        conflicts_with = "jwt_secret_file"
+    )]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Seconds of clock skew allowed on a token's `exp`, `nbf` and `iat`.
+    #[arg(long, env = "TIDINGS_JWT_LEEWAY", default_value_t = defaults::JWT_LEEWAY,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub jwt_leeway: u64,
+
+    /// Seconds a connection whose token expired may still receive, and send `refresh token`,
+    /// before it is disconnected.
+    #[arg(long, env = "TIDINGS_TOKEN_GRACE", default_value_t = defaults::TOKEN_GRACE,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub token_grace: u64,
 }
 
 impl Default for Config {
@@ -405,8 +577,20 @@ impl Default for Config {
             default_room: defaults::DEFAULT_ROOM.into(),
             max_rooms_per_connection: defaults::MAX_ROOMS_PER_CONNECTION,
             max_rooms: defaults::MAX_ROOMS,
+            auth: AuthMode::Off,
+            jwt: JwtArgs::default(),
+            jwt_public_key: None,
+            jwt_leeway: defaults::JWT_LEEWAY,
+            token_grace: defaults::TOKEN_GRACE,
         }
     }
+}
+
+/// `--jwt-algorithm`: an algorithm name as tokens spell it.
+fn parse_jwt_algorithm(name: &str) -> Result<String, String> {
+    parse_algorithm(name)
+        .map(|_| name.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// `--default-room`: a valid room name.
@@ -485,7 +669,75 @@ impl Config {
             flag: "--default-room",
             why,
         })?;
+        for (flag, value, range) in [
+            ("--jwt-leeway", self.jwt_leeway, 0..=3600),
+            ("--token-grace", self.token_grace, 1..=3600),
+        ] {
+            if !range.contains(&value) {
+                return Err(ConfigError {
+                    flag,
+                    why: format!("{value} is out of range {range:?} (seconds)"),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The token verifier `--auth` and the key flags configure: `None` with `--auth off`.
+    /// Blocking: reads the key file. A key without `--auth`, or `--auth` without a key, is
+    /// refused: either is a configuration mistake that would leave the server open, or shut.
+    pub fn verifier(&self) -> Result<Option<Verifier>, ConfigError> {
+        let key_flag = match (&self.jwt.jwt_secret_file, &self.jwt_public_key) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError {
+                    flag: "--jwt-public-key",
+                    why: "give either --jwt-secret-file or --jwt-public-key, not both".into(),
+                });
+            }
+            (Some(_), None) => Some("--jwt-secret-file"),
+            (None, Some(_)) => Some("--jwt-public-key"),
+            (None, None) => None,
+        };
+        match (self.auth, key_flag) {
+            (AuthMode::Off, None) => return Ok(None),
+            (AuthMode::Off, Some(flag)) => {
+                return Err(ConfigError {
+                    flag,
+                    why: "a key is set but --auth is off: set --auth optional or --auth required"
+                        .into(),
+                });
+            }
+            (_, None) => {
+                return Err(ConfigError {
+                    flag: "--auth",
+                    why: "tokens need a key: set --jwt-secret-file or --jwt-public-key".into(),
+                });
+            }
+            (_, Some(_)) => {}
+        }
+        let algorithm = self.jwt.algorithm()?;
+        let rules = self.jwt.rules(self.jwt_leeway);
+        let verifier = if let Some(secret) = self.jwt.secret()? {
+            Verifier::from_secret(&secret, algorithm, rules).map_err(|e| ConfigError {
+                flag: "--jwt-algorithm",
+                why: e.to_string(),
+            })?
+        } else {
+            let flag = "--jwt-public-key";
+            let path = self.jwt_public_key.as_ref().ok_or(ConfigError {
+                flag,
+                why: "missing".into(),
+            })?;
+            let pem = std::fs::read(path).map_err(|e| ConfigError {
+                flag,
+                why: format!("cannot read {}: {e}", path.display()),
+            })?;
+            Verifier::from_public_pem(&pem, algorithm, rules).map_err(|e| ConfigError {
+                flag,
+                why: format!("{}: {e}", path.display()),
+            })?
+        };
+        Ok(Some(verifier))
     }
 
     /// The per-connection send limit this configuration sets ([`Config::validate`] checks

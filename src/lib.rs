@@ -5,6 +5,7 @@ mod config;
 mod delivery;
 mod every;
 mod http;
+pub mod identity;
 mod ingest;
 pub mod message;
 mod metrics;
@@ -15,7 +16,7 @@ mod socket;
 pub mod storage;
 
 pub use cluster::Cluster;
-pub use config::{Cli, Command, Config, DbArgs, LogFormat};
+pub use config::{AuthMode, Cli, Command, Config, DbArgs, LogFormat};
 pub use ops::commands;
 pub use server::{Server, ServerError};
 

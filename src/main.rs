@@ -160,6 +160,7 @@ fn offline(command: Command) -> anyhow::Result<()> {
             let stats = commands::stats(&args).context(hint)?;
             println!("{}", serde_json::to_string_pretty(&stats)?);
         }
+        Command::Token(args) => println!("{}", args.sign()?),
     }
     Ok(())
 }

@@ -10,9 +10,10 @@
 //! - [`StoredMessage`]: what one row of the database holds (the record; its byte encoding is
 //!   `storage::record`'s job). [`StoredRow`] pairs it with its id.
 //! - [`Message`]: a stored message as clients receive it (`chat message (content, id, { author,
-//!   time })`, a `history` entry).
+//!   user, time, room })`, a `history` entry).
 //!
-//! - [`DedupKey`]: what makes a message a retry of another (its client offset and content).
+//! - [`RetryKey`] and its hash [`DedupKey`]: what makes a message a retry of another (its
+//!   room, its verified sender, its client offset and content).
 //!
 //! A leaf module: it depends on nothing else in the crate and does no I/O.
 
@@ -35,12 +36,43 @@ impl MessageId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientOffset(pub String);
 
-/// The key deduplication looks a message up by: 16 bytes of SHA-256 over a tag, the client
-/// offset (length first, so `("ab", "c")` is not `("a", "bc")`) and the content. One index
-/// probe finds the message a retry repeats, however many messages share its offset; a hash
-/// collision is told apart by comparing the stored offset and content. The same key is a
-/// cluster's `Nats-Msg-Id`, so a single node and a cluster apply one rule. A field added to the
-/// rule (the room) goes into the hash behind the ones here.
+/// What makes a message a retry of another: the same room, the same verified sender (none
+/// for anonymous senders), the same client offset and the same content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryKey<'a> {
+    /// The room; `None` is the default room.
+    pub room: Option<&'a str>,
+    /// The verified sender's user id (a token's `sub`); `None` for anonymous senders.
+    pub user: Option<&'a str>,
+    /// The client offset.
+    pub offset: &'a str,
+    /// The content.
+    pub content: &'a str,
+}
+
+impl<'a> RetryKey<'a> {
+    /// The key of an anonymous message of `room` (`None`: the default room).
+    pub fn new(room: Option<&'a str>, offset: &'a str, content: &'a str) -> Self {
+        Self {
+            room,
+            user: None,
+            offset,
+            content,
+        }
+    }
+
+    /// Its hash, the dedup index's key.
+    pub fn dedup_key(&self) -> DedupKey {
+        DedupKey::of_retry(self)
+    }
+}
+
+/// The key deduplication looks a message up by: 16 bytes of SHA-256 over a tag, the verified
+/// sender and the room when there are, the client offset (length first, so `("ab", "c")` is
+/// not `("a", "bc")`) and the content. One index probe finds the message a retry repeats,
+/// however many messages share its offset; a hash collision is told apart by comparing the
+/// stored fields ([`StoredMessage::is_retried_by`]). The same key is a cluster's
+/// `Nats-Msg-Id`, so a single node and a cluster apply one rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DedupKey(pub [u8; 16]);
 
@@ -50,13 +82,25 @@ impl DedupKey {
         Self::in_room(None, offset, content)
     }
 
-    /// The key of a message of `room` (`None`: the default room) with client offset `offset`
-    /// and `content`. The default room's keys are those of the files and streams written
-    /// before rooms existed (the same offset and content in two rooms are two messages).
+    /// The key of an anonymous message of `room` (`None`: the default room) with client
+    /// offset `offset` and `content`. The default room's keys are those of the files and
+    /// streams written before rooms existed (the same offset and content in two rooms are two
+    /// messages).
     pub fn in_room(room: Option<&str>, offset: &str, content: &str) -> Self {
+        Self::of_retry(&RetryKey::new(room, offset, content))
+    }
+
+    fn of_retry(key: &RetryKey<'_>) -> Self {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
-        match room {
+        // Anonymous senders keep the keys written before identities existed; a verified
+        // sender's messages never collapse into another's (nor an anonymous one's).
+        if let Some(user) = key.user {
+            hash.update(b"tidings/user/1\0");
+            hash.update((user.len() as u64).to_be_bytes());
+            hash.update(user.as_bytes());
+        }
+        match key.room {
             None => hash.update(b"tidings/1\0"),
             Some(room) => {
                 hash.update(b"tidings/room/1\0");
@@ -64,13 +108,13 @@ impl DedupKey {
                 hash.update(room.as_bytes());
             }
         }
-        hash.update((offset.len() as u64).to_be_bytes());
-        hash.update(offset.as_bytes());
-        hash.update(content.as_bytes());
+        hash.update((key.offset.len() as u64).to_be_bytes());
+        hash.update(key.offset.as_bytes());
+        hash.update(key.content.as_bytes());
         let digest = hash.finalize();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        Self(key)
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(bytes)
     }
 
     /// As one integer (the dedup table's key type).
@@ -91,10 +135,13 @@ pub struct ChatInput {
     pub content: String,
     /// The idempotency key, absent for clients that send only the content.
     pub client_offset: Option<ClientOffset>,
-    /// The sender's nickname, from the optional third argument `{ author }`.
+    /// The sender's nickname, from the optional third argument `{ author }`, or the name
+    /// in its token.
     pub author: Option<String>,
     /// Its room; `None` is the default room (see [`StoredMessage::room`]).
     pub room: Option<String>,
+    /// The verified sender's user id (its token's `sub`); `None` for anonymous senders.
+    pub user: Option<String>,
 }
 
 /// One stored chat message: what a row of the `messages` table holds.
@@ -113,36 +160,47 @@ pub struct StoredMessage {
     /// the default room since, so its name is written nowhere but once in the file (record
     /// version 3 on).
     pub room: Option<String>,
+    /// The verified sender's user id; `None` for anonymous senders (record version 4 on).
+    pub user: Option<String>,
 }
 
 impl ChatInput {
-    /// Its dedup key; `None` without a client offset (nothing can be a retry of it).
+    /// What a retry of it repeats; `None` without a client offset (nothing can be a retry of
+    /// it).
+    pub fn retry_key(&self) -> Option<RetryKey<'_>> {
+        Some(RetryKey {
+            room: self.room.as_deref(),
+            user: self.user.as_deref(),
+            offset: &self.client_offset.as_ref()?.0,
+            content: &self.content,
+        })
+    }
+
+    /// Its dedup key; `None` without a client offset.
     pub fn dedup_key(&self) -> Option<DedupKey> {
-        let offset = self.client_offset.as_ref()?;
-        Some(DedupKey::in_room(
-            self.room.as_deref(),
-            &offset.0,
-            &self.content,
-        ))
+        self.retry_key().map(|key| key.dedup_key())
     }
 }
 
 impl StoredMessage {
-    /// Its dedup key; `None` without a client offset.
-    pub fn dedup_key(&self) -> Option<DedupKey> {
-        let offset = self.client_offset.as_ref()?;
-        Some(DedupKey::in_room(
-            self.room.as_deref(),
-            offset,
-            &self.content,
-        ))
+    /// What a retry of it repeats; `None` without a client offset.
+    pub fn retry_key(&self) -> Option<RetryKey<'_>> {
+        Some(RetryKey {
+            room: self.room.as_deref(),
+            user: self.user.as_deref(),
+            offset: self.client_offset.as_deref()?,
+            content: &self.content,
+        })
     }
 
-    /// Whether a message of `room` with `offset` and `content` is a retry of this one.
-    pub fn is_retried_by(&self, room: Option<&str>, offset: &str, content: &str) -> bool {
-        self.room.as_deref() == room
-            && self.client_offset.as_deref() == Some(offset)
-            && self.content == content
+    /// Its dedup key; `None` without a client offset.
+    pub fn dedup_key(&self) -> Option<DedupKey> {
+        self.retry_key().map(|key| key.dedup_key())
+    }
+
+    /// Whether a message with `key` is a retry of this one.
+    pub fn is_retried_by(&self, key: &RetryKey<'_>) -> bool {
+        self.retry_key().as_ref() == Some(key)
     }
 
     /// The record of `input`, received at `received_at_ms`.
@@ -153,6 +211,7 @@ impl StoredMessage {
             received_at_ms,
             author: input.author.clone(),
             room: input.room.clone(),
+            user: input.user.clone(),
         }
     }
 }
@@ -167,15 +226,17 @@ pub struct StoredRow {
 }
 
 /// A stored message as clients receive it: live, in replay and in `history` pages (where it
-/// serializes as `{ id, content, author, time }`).
+/// serializes as `{ id, content, author, user, time }`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Message {
     /// Its id.
     pub id: MessageId,
     /// Its text.
     pub content: String,
-    /// The sender's nickname, if given.
+    /// The sender's nickname, if given (for a verified sender, the name in its token).
     pub author: Option<String>,
+    /// The verified sender's user id; `None` (`null`) for anonymous senders.
+    pub user: Option<String>,
     /// Server receive time, milliseconds since the Unix epoch.
     pub time: u64,
     /// Its room; `None` is the default room (the socket layer knows its name).
@@ -190,6 +251,7 @@ impl Message {
             id,
             content: input.content,
             author: input.author,
+            user: input.user,
             time,
             room: input.room,
         }
@@ -202,6 +264,7 @@ impl From<StoredRow> for Message {
             id: row.id,
             content: row.message.content,
             author: row.message.author,
+            user: row.message.user,
             time: row.message.received_at_ms,
             room: row.message.room,
         }
@@ -232,6 +295,7 @@ pub(crate) mod test_support {
             client_offset: offset.map(|o| ClientOffset(o.into())),
             author: None,
             room: None,
+            user: None,
         }
     }
 
@@ -249,6 +313,7 @@ pub(crate) mod test_support {
             id: MessageId(id),
             content: content.to_owned(),
             author: None,
+            user: None,
             time: 0,
             room: None,
         })
@@ -271,6 +336,7 @@ mod tests {
             client_offset: Some(ClientOffset("o-1".into())),
             author: Some("ada".into()),
             room: None,
+            user: Some("u-1".into()),
         };
         let record = StoredMessage::from_input(&input, 7);
         assert_eq!(record.client_offset.as_deref(), Some("o-1"));
@@ -292,9 +358,29 @@ mod tests {
         assert_eq!(key("hi", None), None);
         let record = StoredMessage::from_input(&test_support::input("hi", Some("o-1")), 0);
         assert_eq!(record.dedup_key(), key("hi", Some("o-1")));
-        assert!(record.is_retried_by(None, "o-1", "hi"));
-        assert!(!record.is_retried_by(None, "o-1", "hi!"));
-        assert!(!record.is_retried_by(Some("dev"), "o-1", "hi"));
+        assert!(record.is_retried_by(&RetryKey::new(None, "o-1", "hi")));
+        assert!(!record.is_retried_by(&RetryKey::new(None, "o-1", "hi!")));
+        assert!(!record.is_retried_by(&RetryKey::new(Some("dev"), "o-1", "hi")));
+        let by = |user| RetryKey {
+            user: Some(user),
+            ..RetryKey::new(None, "o-1", "hi")
+        };
+        assert!(!record.is_retried_by(&by("alice")));
+        // Verified senders' keys differ from each other's and from an anonymous sender's.
+        assert_ne!(by("alice").dedup_key(), by("bob").dedup_key());
+        assert_ne!(by("alice").dedup_key(), DedupKey::of("o-1", "hi"));
+        assert_ne!(
+            RetryKey {
+                user: Some("a"),
+                ..RetryKey::new(None, "b", "c")
+            }
+            .dedup_key(),
+            RetryKey {
+                user: Some("ab"),
+                ..RetryKey::new(None, "", "c")
+            }
+            .dedup_key()
+        );
         // Rooms are part of the key; the default room keeps the keys it had before rooms.
         let in_dev = DedupKey::in_room(Some("dev"), "o-1", "hi");
         assert_ne!(in_dev, DedupKey::of("o-1", "hi"));

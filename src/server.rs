@@ -33,6 +33,7 @@ use crate::metrics;
 use crate::protocol::{MAX_INCOMING_BINARIES, payload_limit};
 use crate::socket::admission::ConnectionCount;
 use crate::socket::chat::InFlight;
+use crate::socket::identity::{Auth, SharedAuth};
 use crate::socket::presence::{Relay, SharedRoster, broadcast_presence};
 use crate::socket::recovery::{Recovery, keep_sessions};
 use crate::socket::rooms::Rooms;
@@ -79,6 +80,8 @@ pub struct Server {
     reader: StoreReader,
     writer: WriterHandle,
     writer_thread: JoinHandle<()>,
+    /// The token policy, its key read at start-up.
+    auth: SharedAuth,
 }
 
 impl Server {
@@ -109,6 +112,12 @@ impl Server {
         (reader, mut store_writer): (StoreReader, StoreWriter),
     ) -> Result<Self, ServerError> {
         config.validate()?;
+        // A bad key or `--auth` without one stops the start here, before anything is served.
+        let auth = Arc::new(Auth::new(
+            config.auth,
+            config.verifier()?,
+            Duration::from_secs(config.token_grace),
+        ));
         // The file's messages without a room are the default room's: it is pinned once.
         store_writer.pin_default_room(&config.default_room)?;
         // Install the recorder before anything records (the hub records the cache's size).
@@ -120,7 +129,7 @@ impl Server {
         // read newest first up to the cache's budget, so start-up holds no more of the
         // history than the cache keeps (a count alone could be 10,000 messages of 64 KiB).
         let newest = reader.read_newest(tail.max_messages, tail.max_bytes, |m| {
-            crate::delivery::tail::cost_of(&m.content, m.author.as_deref())
+            crate::delivery::tail::cost_of(&m.content, m.author.as_deref(), m.user.as_deref())
         })?;
         // Each room's newest id, which a join reads; rooms are few next to messages. A room
         // whose messages retention deleted exists only while it has members.
@@ -148,6 +157,7 @@ impl Server {
             reader,
             writer,
             writer_thread,
+            auth,
         })
     }
 
@@ -258,6 +268,7 @@ impl Server {
             relay,
             recovery: recovery.clone(),
             rooms: rooms.clone(),
+            auth: self.auth.clone(),
         };
         let (service, io) = socket_io(config, state);
         socket::register(&io);

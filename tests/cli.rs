@@ -192,6 +192,7 @@ fn sample_db(path: &std::path::Path) {
             content: format!("message {i} {}", "x".repeat(200)),
             client_offset: Some(tidings::message::ClientOffset(format!("o-{i}"))),
             author: None,
+            user: None,
             room: None,
         })
         .collect();

@@ -489,6 +489,7 @@ fn a_file_of_another_stream_or_a_single_node_history_is_refused() {
             content: "solo".into(),
             client_offset: None,
             author: None,
+            user: None,
             room: None,
         };
         writer.append_batch(&[input], 1).expect("append");

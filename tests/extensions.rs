@@ -50,7 +50,7 @@ async fn messages_carry_author_and_server_time_live_and_in_replay() -> TestResul
     let replayed = next_named(&mut late, "chat message").await?;
     assert_eq!(
         replayed[2],
-        json!({ "author": "Ada", "time": time, "room": "general" })
+        json!({ "author": "Ada", "user": null, "time": time, "room": "general" })
     );
     server.stop().await;
     // ... and so does a replay after a restart.
@@ -59,7 +59,7 @@ async fn messages_carry_author_and_server_time_live_and_in_replay() -> TestResul
     let replayed = next_named(&mut after, "chat message").await?;
     assert_eq!(
         replayed[2],
-        json!({ "author": "Ada", "time": time, "room": "general" })
+        json!({ "author": "Ada", "user": null, "time": time, "room": "general" })
     );
     server.stop().await;
     Ok(())

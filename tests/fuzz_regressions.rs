@@ -28,6 +28,7 @@ fn a_payload_with_an_author_round_trips_with_all_three_arguments() {
         content: "[פJ%".into(),
         client_offset: Some(ClientOffset("!".into())),
         author: Some("766890733356132398".into()),
+        user: None,
         room: None,
     };
     assert_eq!(input, Ok(want.clone()));
@@ -57,6 +58,7 @@ fn a_trimmed_author_without_an_offset_round_trips() {
         content: "hi".into(),
         client_offset: None,
         author: Some("ada".into()),
+        user: None,
         room: None,
     };
     assert_eq!(validate_chat_message(&args, &LIMITS), Ok(want.clone()));
@@ -80,6 +82,7 @@ fn an_import_with_an_id_beyond_what_clients_hold_gets_the_next_id()
             client_offset: None,
             received_at_ms: 1,
             author: None,
+            user: None,
             room: None,
         },
     };
@@ -103,6 +106,7 @@ fn an_import_with_an_id_beyond_what_clients_hold_gets_the_next_id()
         content: "after".into(),
         client_offset: None,
         author: None,
+        user: None,
         room: None,
     };
     assert_eq!(
@@ -117,10 +121,10 @@ fn an_import_with_an_id_beyond_what_clients_hold_gets_the_next_id()
 /// fuzz property is "the record round-trips", not "the bytes round-trip".
 #[test]
 fn overlong_varints_decode_to_the_same_record_as_canonical_bytes() {
-    // A version-1 row (no author); re-encoding writes the current version (3: author and
-    // room, both absent).
+    // A version-1 row (no author); re-encoding writes the current version (4: author, room
+    // and user, all absent).
     let overlong = [1u8, 0, 0, 0xff, 0];
-    let canonical = [3u8, 0, 0, 127, 0, 0];
+    let canonical = [4u8, 0, 0, 127, 0, 0, 0];
     let decoded = decode_record(&overlong).expect("postcard accepts it");
     assert_eq!(
         decoded,
@@ -129,9 +133,12 @@ fn overlong_varints_decode_to_the_same_record_as_canonical_bytes() {
             client_offset: None,
             received_at_ms: 127,
             author: None,
+            user: None,
             room: None,
         }
     );
     assert_eq!(encode_record(&decoded), canonical);
-    assert_eq!(decode_record(&canonical), Ok(decoded));
+    assert_eq!(decode_record(&canonical), Ok(decoded.clone()));
+    // The same record as version 3 wrote it reads the same too.
+    assert_eq!(decode_record(&[3u8, 0, 0, 127, 0, 0]), Ok(decoded));
 }

@@ -197,6 +197,7 @@ async fn a_client_that_stops_reading_is_dropped_at_its_heartbeat() -> TestResult
                 content: format!("{i} {text}"),
                 client_offset: None,
                 author: None,
+                user: None,
                 room: None,
             })
             .collect();

@@ -292,6 +292,7 @@ fn start_up_reads_no_more_of_the_history_than_the_tail_cache_keeps() -> TestResu
                     content: format!("{batch}-{n} {text}"),
                     client_offset: None,
                     author: None,
+                    user: None,
                     room: None,
                 })
                 .collect();

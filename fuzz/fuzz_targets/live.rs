@@ -268,6 +268,7 @@ fn message(id: u64, room: usize) -> SharedMessage {
         id: MessageId(id),
         content: format!("m{id}"),
         author: None,
+        user: None,
         time: id,
         room: key(room),
     })

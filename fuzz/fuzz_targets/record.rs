@@ -35,6 +35,7 @@ enum Input {
         received_at_ms: u64,
         author: Option<String>,
         room: Option<String>,
+        user: Option<String>,
     },
     /// A real version-2 record, as files written before rooms existed hold them.
     V2 {
@@ -49,6 +50,24 @@ enum Input {
         client_offset: Option<String>,
         received_at_ms: u64,
     },
+    /// A real version-3 record, as files written before identities existed hold them.
+    V3 {
+        content: String,
+        client_offset: Option<String>,
+        received_at_ms: u64,
+        author: Option<String>,
+        room: Option<String>,
+    },
+}
+
+/// The version-3 layout, written here independently of the decoder's copy.
+#[derive(Serialize)]
+struct V3<'a> {
+    content: &'a str,
+    client_offset: Option<&'a str>,
+    received_at_ms: u64,
+    author: Option<&'a str>,
+    room: Option<&'a str>,
 }
 
 /// The version-1 layout, written here independently of the decoder's copy.
@@ -119,6 +138,7 @@ fuzz_target!(|input: Input| match input {
         received_at_ms,
         author,
         room,
+        user,
     } => {
         let message = StoredMessage {
             content,
@@ -126,6 +146,7 @@ fuzz_target!(|input: Input| match input {
             received_at_ms,
             author,
             room,
+            user,
         };
         let bytes = encode_record(&message);
         assert_eq!(decode_record(&bytes), Ok(message));
@@ -149,6 +170,7 @@ fuzz_target!(|input: Input| match input {
             received_at_ms,
             author: None,
             room: None,
+            user: None,
         };
         assert_eq!(decode_record(&bytes), Ok(want));
         decoded_round_trips(&bytes);
@@ -173,6 +195,34 @@ fuzz_target!(|input: Input| match input {
             received_at_ms,
             author,
             room: None,
+            user: None,
+        };
+        assert_eq!(decode_record(&bytes), Ok(want));
+        decoded_round_trips(&bytes);
+    }
+    Input::V3 {
+        content,
+        client_offset,
+        received_at_ms,
+        author,
+        room,
+    } => {
+        let v3 = V3 {
+            content: &content,
+            client_offset: client_offset.as_deref(),
+            received_at_ms,
+            author: author.as_deref(),
+            room: room.as_deref(),
+        };
+        let bytes = postcard::to_extend(&v3, vec![3u8])
+            .unwrap_or_else(|e| panic!("postcard cannot encode a version-3 row: {e}"));
+        let want = StoredMessage {
+            content,
+            client_offset,
+            received_at_ms,
+            author,
+            room,
+            user: None,
         };
         assert_eq!(decode_record(&bytes), Ok(want));
         decoded_round_trips(&bytes);

@@ -45,6 +45,8 @@ struct Msg {
     author: bool,
     /// The default room, or one of three others.
     room: Option<u8>,
+    /// An anonymous sender, or one of two verified users.
+    user: Option<bool>,
 }
 
 /// The room `n` picks (`None`: the default room).
@@ -59,6 +61,7 @@ impl Msg {
             client_offset: self.offset.map(|o| ClientOffset(format!("o{}", o % 6))),
             author: self.author.then(|| "ada".to_string()),
             room: room(self.room),
+            user: self.user.map(|u| if u { "u1" } else { "u2" }.to_string()),
         }
     }
 }
@@ -139,12 +142,19 @@ struct Model {
 }
 
 impl Model {
-    /// The oldest stored message of `room` with this offset and content.
-    fn original(&self, room: Option<&str>, offset: &str, content: &str) -> Option<u64> {
+    /// The oldest stored message of `room` from `user` with this offset and content.
+    fn original(
+        &self,
+        room: Option<&str>,
+        user: Option<&str>,
+        offset: &str,
+        content: &str,
+    ) -> Option<u64> {
         self.rows
             .iter()
             .find(|(_, m)| {
                 m.room.as_deref() == room
+                    && m.user.as_deref() == user
                     && m.client_offset.as_deref() == Some(offset)
                     && m.content == content
             })
@@ -192,7 +202,12 @@ impl Model {
             .map(|input| {
                 if let Some(offset) = &input.client_offset
                     && let Some(id) =
-                        self.original(input.room.as_deref(), &offset.0, &input.content)
+                        self.original(
+                            input.room.as_deref(),
+                            input.user.as_deref(),
+                            &offset.0,
+                            &input.content,
+                        )
                 {
                     return AppendOutcome::Duplicate(MessageId(id));
                 }
@@ -211,7 +226,12 @@ impl Model {
                 .get(&record.id.0)
                 .is_some_and(|m| m.content == record.message.content);
             let retry = record.message.client_offset.as_deref().is_some_and(|o| {
-                self.original(record.message.room.as_deref(), o, &record.message.content)
+                self.original(
+                    record.message.room.as_deref(),
+                    record.message.user.as_deref(),
+                    o,
+                    &record.message.content,
+                )
                     .is_some()
             });
             if same_id || retry {
@@ -445,6 +465,7 @@ fn step(mut rig: Rig, switch: &FaultSwitch, op: Op) -> Rig {
                 client_offset: stored.client_offset.clone().map(ClientOffset),
                 author: stored.author.clone(),
                 room: stored.room.clone(),
+                user: stored.user.clone(),
             };
             let got = rig.append(&[input]);
             if stored.client_offset.is_some() {
@@ -463,6 +484,7 @@ fn step(mut rig: Rig, switch: &FaultSwitch, op: Op) -> Rig {
                 client_offset: stored.client_offset.clone().map(ClientOffset),
                 author: None,
                 room: stored.room.clone(),
+                user: stored.user.clone(),
             };
             rig.append(&[input]);
         }
@@ -666,6 +688,7 @@ fn step(mut rig: Rig, switch: &FaultSwitch, op: Op) -> Rig {
                             offset: None,
                             author: false,
                             room: None,
+                            user: None,
                         };
                         let refused = rig.writer.append_batch(&[input.input()], rig.now);
                         assert!(

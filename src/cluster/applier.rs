@@ -469,6 +469,7 @@ impl StreamSource for JetStreamSource {
 
 #[cfg(test)]
 mod tests {
+    use crate::message::RetryKey;
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex, PoisonError};
 
@@ -702,7 +703,7 @@ mod tests {
         // And every message is a retry of itself: the dedup index was filled as applied.
         let again = replica
             .reader
-            .find_retry(None, "o-500", "m500")
+            .find_retry(&RetryKey::new(None, "o-500", "m500"))
             .expect("lookup");
         assert_eq!(again, Some(MessageId(500)));
     }
@@ -782,7 +783,7 @@ mod tests {
         assert_eq!(
             replica
                 .reader
-                .find_retry(None, "o-6", "m6")
+                .find_retry(&RetryKey::new(None, "o-6", "m6"))
                 .expect("lookup"),
             Some(MessageId(6))
         );

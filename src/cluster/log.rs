@@ -75,12 +75,11 @@ impl JetStreamLog {
         if let Some(problem) = self.health.problem(&self.hub) {
             return Err(AppendError::Unavailable(problem));
         }
-        if let Some(offset) = &input.client_offset {
-            let reader = self.reader.clone();
-            let (room, offset, content) =
-                (input.room.clone(), offset.0.clone(), input.content.clone());
+        if input.client_offset.is_some() {
+            let (reader, retry) = (self.reader.clone(), input.clone());
             let found = tokio::task::spawn_blocking(move || {
-                reader.find_retry(room.as_deref(), &offset, &content)
+                let key = retry.retry_key();
+                key.map_or(Ok(None), |key| reader.find_retry(&key))
             })
             .await
             .map_err(|e| AppendError::Unavailable(format!("dedup lookup failed: {e}")))?

@@ -216,6 +216,7 @@ mod tests {
                 content: format!("m{i}"),
                 client_offset: None,
                 author: None,
+                user: None,
                 room: None,
             })
             .collect();
@@ -299,6 +300,7 @@ mod tests {
                     client_offset: None,
                     received_at_ms: 0,
                     author: None,
+                    user: None,
                     room: None,
                 },
             }))
@@ -385,6 +387,7 @@ mod tests {
                 content: format!("m{i}"),
                 client_offset: None,
                 author: None,
+                user: None,
                 room: match i {
                     21 => Some("ops".into()),
                     i if i % 2 == 0 => Some("dev".into()),

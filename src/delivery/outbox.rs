@@ -62,6 +62,8 @@ pub enum NotQueued {
 #[derive(serde::Serialize)]
 struct Meta<'a> {
     author: Option<&'a str>,
+    /// The verified sender's user id, `null` for anonymous senders.
+    user: Option<&'a str>,
     time: u64,
     room: &'a str,
 }
@@ -89,7 +91,7 @@ fn room(socket: &SocketRef, headroom: usize) -> Result<usize, NotQueued> {
     }
 }
 
-/// `chat message (content, id, { author, time, room })`, with the id again as a string at the
+/// `chat message (content, id, { author, user, time, room })`, with the id again as a string at the
 /// end when `offsets` (connection state recovery); a message without a room is
 /// `default_room`'s.
 fn chat_args<'a>(
@@ -99,6 +101,7 @@ fn chat_args<'a>(
 ) -> (&'a str, u64, Meta<'a>, Option<IdString>) {
     let meta = Meta {
         author: message.author.as_deref(),
+        user: message.user.as_deref(),
         time: message.time,
         room: message.room.as_deref().unwrap_or(default_room),
     };
@@ -397,6 +400,7 @@ mod tests {
                     id: MessageId(id),
                     content: format!("m{id}"),
                     author: None,
+                    user: None,
                     time: 0,
                     room: None,
                 })

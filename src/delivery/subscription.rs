@@ -139,6 +139,7 @@ mod tests {
             id: MessageId(id),
             content: String::new(),
             author: None,
+            user: None,
             time: 0,
             room: room.map(String::from),
         }

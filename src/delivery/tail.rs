@@ -18,7 +18,7 @@ use crate::message::{Message, SharedMessage};
 pub struct TailLimits {
     /// At most this many messages (0 turns the cache off).
     pub max_messages: usize,
-    /// At most about this many bytes (content and author plus a fixed overhead each).
+    /// At most about this many bytes (content, author and user plus a fixed overhead each).
     pub max_bytes: usize,
 }
 
@@ -27,13 +27,17 @@ const OVERHEAD_BYTES: usize = 96;
 
 /// What a message counts against the byte budget.
 pub fn cost(message: &Message) -> usize {
-    cost_of(&message.content, message.author.as_deref())
+    cost_of(
+        &message.content,
+        message.author.as_deref(),
+        message.user.as_deref(),
+    )
 }
 
-/// What a message with `content` and `author` counts against the byte budget (for sizing
-/// what is read to fill the cache, before it is a [`Message`]).
-pub fn cost_of(content: &str, author: Option<&str>) -> usize {
-    OVERHEAD_BYTES + content.len() + author.map_or(0, str::len)
+/// What a message with `content`, `author` and `user` counts against the byte budget (for
+/// sizing what is read to fill the cache, before it is a [`Message`]).
+pub fn cost_of(content: &str, author: Option<&str>, user: Option<&str>) -> usize {
+    OVERHEAD_BYTES + content.len() + author.map_or(0, str::len) + user.map_or(0, str::len)
 }
 
 /// See the module docs.

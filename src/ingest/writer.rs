@@ -163,11 +163,13 @@ impl WriterHandle {
     }
 
     /// Records recovery session `pid` as issued (or seen) now, in `rooms` with their join
-    /// marks, durably; resolves once committed (with the appends queued around it: one commit).
+    /// marks, and (when `user` is given) as that verified user's, durably; resolves once
+    /// committed (with the appends queued around it: one commit).
     pub async fn save_session(
         &self,
         pid: String,
         rooms: Vec<(RoomKey, u64)>,
+        user: Option<String>,
     ) -> Result<(), AppendError> {
         let changes = SessionChanges {
             seen: vec![(pid.clone(), now_ms())],
@@ -175,6 +177,7 @@ impl WriterHandle {
                 .into_iter()
                 .map(|(room, mark)| (pid.clone(), room, Some(mark)))
                 .collect(),
+            users: user.map(|user| (pid.clone(), user)).into_iter().collect(),
         };
         self.save_sessions(changes).await
     }
@@ -188,8 +191,8 @@ impl WriterHandle {
         mark: Option<u64>,
     ) -> Result<(), AppendError> {
         let changes = SessionChanges {
-            seen: Vec::new(),
             rooms: vec![(pid, room, mark)],
+            ..SessionChanges::default()
         };
         self.save_sessions(changes).await
     }
@@ -219,7 +222,7 @@ impl WriterHandle {
                         .take(TOUCH_BATCH)
                         .map(|pid| (pid, seen_ms))
                         .collect(),
-                    rooms: Vec::new(),
+                    ..SessionChanges::default()
                 },
                 reply: None,
             };
@@ -305,8 +308,7 @@ fn run(
                     batch.replies.push(reply);
                 }
                 Command::Sessions { changes, reply } => {
-                    batch.sessions.seen.extend(changes.seen);
-                    batch.sessions.rooms.extend(changes.rooms);
+                    batch.sessions.absorb(changes);
                     batch.session_replies.extend(reply);
                 }
                 Command::Stop => {

@@ -72,6 +72,9 @@ pub struct ExportLine {
     /// the default room.
     #[serde(default)]
     pub room: Option<String>,
+    /// The verified sender's user id; absent for anonymous senders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl ExportLine {
@@ -84,6 +87,7 @@ impl ExportLine {
             author: row.message.author,
             time: row.message.received_at_ms,
             room: Some(row.message.room.unwrap_or_else(|| default_room.to_string())),
+            user: row.message.user,
         }
     }
 
@@ -105,6 +109,7 @@ impl ExportLine {
                 received_at_ms: self.time,
                 author: self.author,
                 room,
+                user: self.user,
             },
         })
     }

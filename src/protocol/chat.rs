@@ -131,6 +131,8 @@ pub fn validate_chat_message(args: &[Value], limits: &Limits) -> Result<ChatInpu
         client_offset,
         author,
         room,
+        // Set by the socket layer from the connection's verified identity, never from input.
+        user: None,
     })
 }
 
@@ -181,6 +183,7 @@ mod tests {
             content: content.into(),
             client_offset: offset.map(|o| ClientOffset(o.into())),
             author: None,
+            user: None,
             room: None,
         };
         assert_eq!(

@@ -52,6 +52,13 @@ pub mod event {
     pub const LEAVE: &str = "leave";
     /// `rooms (ack)` / `rooms ({ after }, ack)`: the rooms that exist.
     pub const ROOMS: &str = "rooms";
+    /// `refresh token (token, ack)`: a new token for the connection's user.
+    pub const REFRESH_TOKEN: &str = "refresh token";
+    /// `token expiring ({ exp, graceMs })`: the connection's token expired; sends are
+    /// refused until a `refresh token` within the grace.
+    pub const TOKEN_EXPIRING: &str = "token expiring";
+    /// `token expired ({ exp, error })`: no refresh came; the server disconnects the socket.
+    pub const TOKEN_EXPIRED: &str = "token expired";
 }
 
 /// Binary attachments a client may send in one packet before it is refused (we accept none

@@ -21,14 +21,17 @@ use socketioxide::socket::{DisconnectReason, Socket};
 
 use super::presence::{self, Listed, Typing};
 use super::rate::TokenBucket;
-use super::{ChatState, Connection, ConnectionState, chat, history, rooms};
+use super::{ChatState, Connection, ConnectionState, chat, history, identity, rooms};
 use crate::delivery::CatchUp;
 use crate::delivery::cursor::EmittedCursor;
 use crate::delivery::outbox::SendLock;
 use crate::delivery::socket_task::{Signals, SocketDelivery, SyncPlan, deliver};
 use crate::delivery::{RoomKey, Subscription};
+use crate::identity::TokenError;
 use crate::metrics;
-use crate::protocol::event::{CHAT_MESSAGE, HISTORY, JOIN, LEAVE, NICKNAME, ROOMS, TYPING};
+use crate::protocol::event::{
+    CHAT_MESSAGE, HISTORY, JOIN, LEAVE, NICKNAME, REFRESH_TOKEN, ROOMS, TYPING,
+};
 use crate::protocol::{AuthError, parse_handshake};
 
 /// Registers admission and, through it, every handler on the default namespace.
@@ -87,6 +90,8 @@ impl Drop for ConnectionSlot {
 enum Refusal {
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
     #[error("server is full: {0} clients connected, the limit")]
     Full(usize),
     #[error("invalid rooms: {asked} rooms, the limit is {limit} per connection")]
@@ -115,6 +120,12 @@ async fn admit(
 ) -> Result<(), Refusal> {
     let auth = auth.map_err(|e| AuthError::BadServerOffset(format!("unreadable auth: {e}")))?;
     let handshake = parse_handshake(&auth)?;
+    // Before anything is looked up or stored: a refused token costs the server nothing more.
+    let verified = state.auth.admit(&auth).inspect_err(|e| {
+        state.auth.log_refusal(e);
+        metrics::counter_with(metrics::REJECTED, "reason", "token").increment(1);
+    })?;
+    let verified = verified.map(Arc::new);
     // An offset from another database (its epoch differs) means nothing here: replay all.
     let other_epoch = handshake
         .epoch
@@ -148,7 +159,11 @@ async fn admit(
     // Saved before the CONNECT reply that names the session goes out.
     let recovery = state
         .recovery
-        .admit(handshake.recovery.clone(), &asked)
+        .admit(
+            handshake.recovery.clone(),
+            &asked,
+            verified.as_ref().map(|v| v.user.as_str()),
+        )
         .await;
     let subscription = Arc::new(Subscription::with_marks(recovery.rooms.iter().cloned()));
     let rooms: Vec<RoomKey> = recovery.rooms.into_iter().map(|(room, _)| room).collect();
@@ -200,6 +215,7 @@ async fn admit(
         typing: Typing::new(),
         subscription: subscription.clone(),
         pid: recovery.pid.clone(),
+        verified: verified.clone(),
     }));
     // The socket's extensions stay at three entries at most (this, the send lock, the
     // pending delivery until it starts): four buckets in socketioxide's map, not eight.
@@ -231,6 +247,7 @@ async fn admit(
     );
     tracing::info!(
         sid = %socket.id,
+        user = verified.as_ref().map(|v| v.user.as_str()),
         offset = start,
         recovered = recovery.resume_after.is_some(),
         transport = ?socket.transport_type(),
@@ -259,7 +276,16 @@ async fn admit(
         .extensions
         .insert(PendingDelivery(Arc::new(Mutex::new(Some(Pending {
             delivery,
-            listed: presence::list(&state.roster, &socket, handshake.nickname, rooms),
+            // A verified user is listed by the name in its token, whatever `auth.nickname` says.
+            listed: presence::list(
+                &state.roster,
+                &socket,
+                verified
+                    .as_ref()
+                    .map(|v| v.name.clone())
+                    .or(handshake.nickname),
+                rooms,
+            ),
         })))));
     Ok(())
 }
@@ -289,6 +315,7 @@ impl MessageHandler<LocalAdapter, ByName> for ChatEvents {
             JOIN => MessageHandler::call(&rooms::on_join, socket, data, ack),
             LEAVE => MessageHandler::call(&rooms::on_leave, socket, data, ack),
             ROOMS => MessageHandler::call(&rooms::on_rooms, socket, data, ack),
+            REFRESH_TOKEN => MessageHandler::call(&identity::on_refresh_token, socket, data, ack),
             _ => tracing::debug!(sid = %socket.id, %event, "event without a handler ignored"),
         }
     }
@@ -308,5 +335,14 @@ async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
         return;
     };
     listed.connected(&socket, &state);
+    if let Some(connection) = socket.extensions.get::<Connection>()
+        && connection.verified.is_some()
+    {
+        state.tasks.spawn(identity::watch_expiry(
+            socket.clone(),
+            state.clone(),
+            connection,
+        ));
+    }
     state.tasks.spawn(deliver(socket, delivery));
 }

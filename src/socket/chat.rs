@@ -188,8 +188,21 @@ async fn handle_chat_message(
             if input.room.as_deref() == Some(state.rooms.default_name()) {
                 input.room = None;
             }
+            // A verified sender is who its token says, whatever the message claims.
+            if let Some(verified) = &connection.verified {
+                input.author = Some(verified.name.clone());
+                input.user = Some(verified.user.clone());
+            }
             input
         });
+    if connection.verified.as_ref().is_some_and(|v| v.expired()) {
+        let reply = AckReply::Rejected {
+            error: "token expired".into(),
+        };
+        metrics::counter_with(metrics::REJECTED, "reason", "token").increment(1);
+        send_ack(&socket, ack, &reply, &connection).await;
+        return;
+    }
     let input = match input {
         Ok(input) if !connection.subscription.contains(&input.room) => {
             let room = state.rooms.name(&input.room);

@@ -5,6 +5,8 @@
 //! - [`chat`]: `chat message`: rate limit, validation, the log, the ack after the sender's own
 //!   copy; and the shutdown drain of messages in flight.
 //! - [`history`]: `history` pages of older messages.
+//! - [`identity`]: who a connection is (`--auth`): the token at connect, its expiry while
+//!   connected, `refresh token`.
 //! - [`presence`]: who is online, join/leave notices, typing, nickname changes (ephemeral);
 //!   [`roster`] is its plain state.
 //! - [`rate`]: the per-connection token bucket (pure).
@@ -16,6 +18,7 @@
 pub mod admission;
 pub mod chat;
 pub mod history;
+pub mod identity;
 pub mod presence;
 pub mod rate;
 pub mod recovery;
@@ -81,6 +84,8 @@ pub struct ChatState {
     pub recovery: recovery::Recovery,
     /// The default room's name and the rooms' limits.
     pub rooms: rooms::Rooms,
+    /// The token policy (`--auth`).
+    pub auth: identity::SharedAuth,
 }
 
 /// What the event handlers of one socket share (a socket extension): one allocation, which
@@ -109,6 +114,8 @@ pub struct ConnectionState {
     typing: presence::Typing,
     /// Its recovery session, if recovery is on.
     pub pid: Option<String>,
+    /// Its verified user (`--auth`); `None` for an anonymous connection.
+    pub verified: Option<Arc<identity::Verified>>,
 }
 
 impl std::ops::Deref for Connection {

@@ -355,6 +355,11 @@ async fn rename(
     state: ChatState,
     connection: Connection,
 ) {
+    if connection.verified.is_some() {
+        let reply = json!({ "error": super::identity::NAME_FROM_TOKEN });
+        send_ack(&socket, ack, &reply, &connection).await;
+        return;
+    }
     let name = match args.as_ref().ok().and_then(|EventArgs(a)| a.first()) {
         Some(value) => validate_nickname(value),
         None => Err(NicknameError::NotString("nothing")),

@@ -81,8 +81,15 @@ pub fn new_pid() -> Option<String> {
 impl Recovery {
     /// Decides on a connecting client's request and saves its session with its rooms
     /// (durably, before the CONNECT reply that names it goes out). A client that is not
-    /// recovered is in `asked` (the rooms of its `auth`).
-    pub async fn admit(&self, request: Option<RecoveryRequest>, asked: &[RoomKey]) -> Decision {
+    /// recovered is in `asked` (the rooms of its `auth`). `user` is the client's verified user
+    /// (`None`: anonymous): a session is recovered only by the user it was issued to, so a
+    /// pid alone never lets another user (or an anonymous client) into someone's rooms.
+    pub async fn admit(
+        &self,
+        request: Option<RecoveryRequest>,
+        asked: &[RoomKey],
+        user: Option<&str>,
+    ) -> Decision {
         let off = || Decision {
             pid: None,
             resume_after: None,
@@ -93,10 +100,12 @@ impl Recovery {
         }
         let (pid, resume_after, recovered, outcome) = match &request {
             None => (None, None, None, "new"),
-            Some(RecoveryRequest::Resume { pid, offset }) => match self.check(pid, *offset).await {
-                Ok(rooms) => (Some(pid.clone()), Some(*offset), Some(rooms), "recovered"),
-                Err(reason) => (None, None, None, reason),
-            },
+            Some(RecoveryRequest::Resume { pid, offset }) => {
+                match self.check(pid, *offset, user).await {
+                    Ok(rooms) => (Some(pid.clone()), Some(*offset), Some(rooms), "recovered"),
+                    Err(reason) => (None, None, None, reason),
+                }
+            }
             Some(other) => (None, None, None, refusal(other).unwrap_or("refused")),
         };
         metrics::counter_with(metrics::RECOVERIES, "outcome", outcome).increment(1);
@@ -113,7 +122,8 @@ impl Recovery {
                 (rooms.clone(), rooms)
             }
         };
-        if let Err(e) = self.writer.save_session(pid.clone(), saved).await {
+        let owner = user.map(String::from);
+        if let Err(e) = self.writer.save_session(pid.clone(), saved, owner).await {
             tracing::warn!("session not saved, recovery off for this client: {e}");
             return off();
         }
@@ -124,22 +134,28 @@ impl Recovery {
         }
     }
 
-    /// Whether session `pid` may resume after `offset`, and its rooms with their marks; the
-    /// refusal's label otherwise.
-    async fn check(&self, pid: &str, offset: u64) -> Result<Vec<(RoomKey, u64)>, &'static str> {
+    /// Whether session `pid` may resume after `offset` for `user`, and its rooms with their
+    /// marks; the refusal's label otherwise.
+    async fn check(
+        &self,
+        pid: &str,
+        offset: u64,
+        user: Option<&str>,
+    ) -> Result<Vec<(RoomKey, u64)>, &'static str> {
         if offset > self.hub.log_end() {
             return Err("unknown_offset");
         }
         let (reader, pid) = (self.reader.clone(), pid.to_string());
         let looked_up = tokio::task::spawn_blocking(move || {
             let seen = reader.session(&pid)?;
+            let owner = reader.session_user(&pid)?;
             let rooms = reader.session_rooms(&pid)?;
             // Whether retention deleted, in any of its rooms, a message it has not had.
             let lost = reader.lost_any(&rooms, offset)?;
-            Ok::<_, crate::storage::StoreError>((seen, rooms, lost))
+            Ok::<_, crate::storage::StoreError>((seen, owner, rooms, lost))
         })
         .await;
-        let (seen, rooms, lost) = match looked_up {
+        let (seen, owner, rooms, lost) = match looked_up {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
                 tracing::warn!("recovery lookup failed: {e}");
@@ -155,6 +171,9 @@ impl Recovery {
         };
         if now_ms().saturating_sub(seen) > self.window.as_millis() as u64 {
             return Err("expired");
+        }
+        if owner.as_deref() != user {
+            return Err("other_user");
         }
         // Each room records the highest id retention deleted from it: recovering would hide a
         // gap if that is above the offset (or the room's mark).

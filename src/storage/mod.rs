@@ -28,7 +28,7 @@ use redb::{
     ReadableTable, TableDefinition, TableHandle,
 };
 
-use crate::message::DedupKey;
+use crate::message::RetryKey;
 
 pub use reader::{RoomCursor, StoreReader};
 pub use record::RecordError;
@@ -156,24 +156,20 @@ pub enum StoreError {
     },
 }
 
-/// The id of the stored message that `offset` and `content` are a retry of, if any: the dedup
-/// rule (same client offset and same content), with one probe of the dedup index, over a read
-/// or a write transaction's tables.
+/// The id of the stored message that a message with `key` is a retry of, if any: the dedup
+/// rule, with one probe of the dedup index, over a read or a write transaction's tables.
 fn find_retry(
     messages: &impl ReadableTable<u64, &'static [u8]>,
     dedup: &impl redb::ReadableMultimapTable<u128, u64>,
-    room: Option<&str>,
-    offset: &str,
-    content: &str,
+    key: &RetryKey<'_>,
 ) -> Result<Option<u64>, redb::StorageError> {
-    let key = DedupKey::in_room(room, offset, content);
-    for id in dedup.get(key.as_u128())? {
+    for id in dedup.get(key.dedup_key().as_u128())? {
         let id = id?.value();
         let Some(row) = messages.get(id)? else {
             continue;
         };
         match record::decode_record(row.value()) {
-            Ok(stored) if stored.is_retried_by(room, offset, content) => return Ok(Some(id)),
+            Ok(stored) if stored.is_retried_by(key) => return Ok(Some(id)),
             Ok(_) => {}
             Err(e) => tracing::warn!(id, "stored message is unreadable: {e}"),
         }
@@ -499,6 +495,7 @@ mod tests {
                     received_at_ms: 1,
                     author: None,
                     room: None,
+                    user: None,
                 };
                 messages
                     .insert(*id, record::encode_record(&stored).as_slice())

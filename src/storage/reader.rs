@@ -6,12 +6,12 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::record::decode_record;
 use super::rooms::{self, ROOM_MESSAGES, ROOMS, RoomStats, key_room, room_key};
-use super::sessions::{self, SESSION_ROOMS, SESSIONS};
+use super::sessions::{self, SESSION_ROOMS, SESSION_USERS, SESSIONS};
 use super::{
     CacheStats, DEDUP, MESSAGES, META, META_EPOCH, META_PRUNED_THROUGH, META_SKIPPED_THROUGH,
     SETTING_DEFAULT_ROOM, SETTINGS, SharedDb, StoreError, read_err, write_err,
 };
-use crate::message::{MessageId, StoredMessage, StoredRow};
+use crate::message::{MessageId, RetryKey, StoredMessage, StoredRow};
 
 /// Row `id`'s record, or `None` (logged) if it does not decode: one unreadable row (written by
 /// a newer version, say) must not stall every read that crosses it.
@@ -335,19 +335,13 @@ impl StoreReader {
         })
     }
 
-    /// The stored message that a message of `room` with `offset` and `content` would be a
-    /// retry of.
-    pub fn find_retry(
-        &self,
-        room: Option<&str>,
-        offset: &str,
-        content: &str,
-    ) -> Result<Option<MessageId>, StoreError> {
+    /// The stored message that a message with `key` would be a retry of.
+    pub fn find_retry(&self, key: &RetryKey<'_>) -> Result<Option<MessageId>, StoreError> {
         self.db.with(|db| {
             let read = db.begin_read().map_err(read_err)?;
             let messages = read.open_table(MESSAGES).map_err(read_err)?;
             let dedup = read.open_multimap_table(DEDUP).map_err(read_err)?;
-            Ok(super::find_retry(&messages, &dedup, room, offset, content)
+            Ok(super::find_retry(&messages, &dedup, key)
                 .map_err(read_err)?
                 .map(MessageId))
         })
@@ -364,6 +358,23 @@ impl StoreReader {
                 Err(e) => return Err(read_err(e)),
             };
             Ok(sessions.get(pid).map_err(read_err)?.map(|v| v.value()))
+        })
+    }
+
+    /// The verified user whose session `pid` is (`None`: an anonymous or unknown session).
+    pub fn session_user(&self, pid: &str) -> Result<Option<String>, StoreError> {
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(read_err)?;
+            let users = match read.open_table(SESSION_USERS) {
+                Ok(table) => table,
+                // No session of a verified user was ever issued from this file.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(read_err(e)),
+            };
+            Ok(users
+                .get(pid)
+                .map_err(read_err)?
+                .map(|v| v.value().to_string()))
         })
     }
 

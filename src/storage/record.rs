@@ -11,9 +11,9 @@ use serde::Deserialize;
 pub use crate::message::StoredMessage;
 
 /// The version byte written in front of every record; a decoder seeing an unknown value
-/// refuses it rather than guessing. Versions 1 (no author) and 2 (no room: the default room)
-/// are still read.
-pub const RECORD_FORMAT_VERSION: u8 = 3;
+/// refuses it rather than guessing. Versions 1 (no author), 2 (no room: the default room) and
+/// 3 (no user: anonymous) are still read.
+pub const RECORD_FORMAT_VERSION: u8 = 4;
 
 /// The version-1 layout, decoded for files written before authors existed.
 #[derive(Deserialize)]
@@ -31,6 +31,7 @@ impl From<StoredMessageV1> for StoredMessage {
             received_at_ms: v1.received_at_ms,
             author: None,
             room: None,
+            user: None,
         }
     }
 }
@@ -53,6 +54,31 @@ impl From<StoredMessageV2> for StoredMessage {
             received_at_ms: v2.received_at_ms,
             author: v2.author,
             room: None,
+            user: None,
+        }
+    }
+}
+
+/// The version-3 layout, decoded for files written before identities existed (every sender is
+/// anonymous).
+#[derive(Deserialize)]
+struct StoredMessageV3 {
+    content: String,
+    client_offset: Option<String>,
+    received_at_ms: u64,
+    author: Option<String>,
+    room: Option<String>,
+}
+
+impl From<StoredMessageV3> for StoredMessage {
+    fn from(v3: StoredMessageV3) -> Self {
+        Self {
+            content: v3.content,
+            client_offset: v3.client_offset,
+            received_at_ms: v3.received_at_ms,
+            author: v3.author,
+            room: v3.room,
+            user: None,
         }
     }
 }
@@ -107,6 +133,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<StoredMessage, RecordError> {
     let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
     match version {
         RECORD_FORMAT_VERSION => decode_exact::<StoredMessage>(body),
+        3 => decode_exact::<StoredMessageV3>(body).map(StoredMessage::from),
         2 => decode_exact::<StoredMessageV2>(body).map(StoredMessage::from),
         1 => decode_exact::<StoredMessageV1>(body).map(StoredMessage::from),
         found => Err(RecordError::UnknownVersion {
@@ -127,6 +154,7 @@ mod tests {
             client_offset: Some("undefined-0".into()),
             received_at_ms: 1_764_000_000_000,
             author: Some("ada".into()),
+            user: Some("u-1".into()),
             room: Some("dev".into()),
         }
     }
@@ -139,6 +167,7 @@ mod tests {
             client_offset: None,
             author: None,
             room: None,
+            user: None,
             ..sample()
         };
         assert_eq!(decode_record(&encode_record(&step7)), Ok(step7));
@@ -147,18 +176,18 @@ mod tests {
     #[test]
     fn refuses_unknown_version() {
         let mut bytes = encode_record(&sample());
-        bytes[0] = 4;
+        bytes[0] = 5;
         assert_eq!(
             decode_record(&bytes),
             Err(RecordError::UnknownVersion {
-                found: 4,
-                expected: 3
+                found: 5,
+                expected: 4
             })
         );
         assert!(
             decode_record(&bytes)
                 .err()
-                .is_some_and(|e| e.to_string().contains("format version 4"))
+                .is_some_and(|e| e.to_string().contains("format version 5"))
         );
     }
 
@@ -184,6 +213,7 @@ mod tests {
                 client_offset: Some("o-1".into()),
                 received_at_ms: 7,
                 author: None,
+                user: None,
                 room: None,
             })
         );
@@ -212,7 +242,40 @@ mod tests {
                 client_offset: Some("o-2".into()),
                 received_at_ms: 9,
                 author: Some("ada".into()),
+                user: None,
                 room: None,
+            })
+        );
+    }
+
+    #[test]
+    fn reads_version_3_rows() {
+        // Bytes as version 3 wrote them: version 2's fields and the room, no user.
+        #[derive(Serialize)]
+        struct V3<'a> {
+            content: &'a str,
+            client_offset: Option<&'a str>,
+            received_at_ms: u64,
+            author: Option<&'a str>,
+            room: Option<&'a str>,
+        }
+        let v3 = V3 {
+            content: "before identities",
+            client_offset: Some("o-3"),
+            received_at_ms: 11,
+            author: Some("ada"),
+            room: Some("dev"),
+        };
+        let bytes = postcard::to_extend(&v3, vec![3u8]).unwrap_or_default();
+        assert_eq!(
+            decode_record(&bytes),
+            Ok(StoredMessage {
+                content: "before identities".into(),
+                client_offset: Some("o-3".into()),
+                received_at_ms: 11,
+                author: Some("ada".into()),
+                room: Some("dev".into()),
+                user: None,
             })
         );
     }

@@ -191,6 +191,7 @@ mod tests {
     use super::super::tests::temp_db;
     use super::super::{RoomCursor, Store, StoreError, TEST_CACHE_BYTES};
     use super::*;
+    use crate::message::RetryKey;
     use crate::message::test_support::input_in;
     use crate::message::{AppendOutcome, MessageId, StoredRow};
 
@@ -285,10 +286,13 @@ mod tests {
             ]
         );
         assert_eq!(
-            reader.find_retry(Some("dev"), "o-1", "hi")?,
+            reader.find_retry(&RetryKey::new(Some("dev"), "o-1", "hi"))?,
             Some(MessageId(2))
         );
-        assert_eq!(reader.find_retry(Some("ops"), "o-1", "hi")?, None);
+        assert_eq!(
+            reader.find_retry(&RetryKey::new(Some("ops"), "o-1", "hi"))?,
+            None
+        );
         Ok(())
     }
 
@@ -329,8 +333,11 @@ mod tests {
         );
         assert_eq!(stats(Some("ops"))?, Some((3, 11)));
         // A pruned message's offset is forgotten with it.
-        assert_eq!(reader.find_retry(None, "o1", "d1")?, None);
-        assert_eq!(reader.find_retry(None, "o5", "d5")?, Some(MessageId(5)));
+        assert_eq!(reader.find_retry(&RetryKey::new(None, "o1", "d1"))?, None);
+        assert_eq!(
+            reader.find_retry(&RetryKey::new(None, "o5", "d5"))?,
+            Some(MessageId(5))
+        );
         // By age, across rooms: everything before t=2 goes.
         assert!(
             writer.take_emptied_rooms().is_empty(),

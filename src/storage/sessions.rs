@@ -17,6 +17,11 @@ pub(super) const SESSIONS: TableDefinition<&str, u64> = TableDefinition::new("se
 pub(super) const SESSION_ROOMS: TableDefinition<(&str, &str), u64> =
     TableDefinition::new("session_rooms");
 
+/// Private session id -> the verified user (a token's `sub`) whose session it is, written when
+/// the session is issued: only that user can recover it. Anonymous sessions have no entry (and
+/// a file written before identities existed has no table).
+pub(super) const SESSION_USERS: TableDefinition<&str, &str> = TableDefinition::new("session_users");
+
 /// Changes to recovery sessions, committed with a batch of appends.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SessionChanges {
@@ -24,23 +29,35 @@ pub struct SessionChanges {
     pub seen: Vec<(String, u64)>,
     /// A session's room joined (`Some(mark)`) or left (`None`): `(pid, room, mark)`.
     pub rooms: Vec<(String, Option<String>, Option<u64>)>,
+    /// Sessions issued to a verified user: `(pid, user)`.
+    pub users: Vec<(String, String)>,
 }
 
 impl SessionChanges {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty() && self.rooms.is_empty()
+        self.seen.is_empty() && self.rooms.is_empty() && self.users.is_empty()
+    }
+
+    /// Adds `other`'s changes to these (one commit writes both).
+    pub fn absorb(&mut self, other: SessionChanges) {
+        // Destructured: a field added to the changes cannot be forgotten here.
+        let SessionChanges { seen, rooms, users } = other;
+        self.seen.extend(seen);
+        self.rooms.extend(rooms);
+        self.users.extend(users);
     }
 
     /// Forgets everything (the batch was written, or failed).
     pub fn clear(&mut self) {
         self.seen.clear();
         self.rooms.clear();
+        self.users.clear();
     }
 
     /// How many changes, for batch sizing.
     pub fn len(&self) -> usize {
-        self.seen.len() + self.rooms.len()
+        self.seen.len() + self.rooms.len() + self.users.len()
     }
 }
 
@@ -50,6 +67,14 @@ pub(super) fn write(write: &WriteTransaction, changes: &SessionChanges) -> Resul
         let mut table = write.open_table(SESSIONS).map_err(write_err)?;
         for (pid, seen) in &changes.seen {
             table.insert(pid.as_str(), seen).map_err(write_err)?;
+        }
+    }
+    if !changes.users.is_empty() {
+        let mut table = write.open_table(SESSION_USERS).map_err(write_err)?;
+        for (pid, user) in &changes.users {
+            table
+                .insert(pid.as_str(), user.as_str())
+                .map_err(write_err)?;
         }
     }
     if !changes.rooms.is_empty() {
@@ -83,6 +108,7 @@ pub(super) fn all_in_default_room(write: &WriteTransaction) -> Result<(), StoreE
 pub(super) fn expire(write: &WriteTransaction, before_ms: u64) -> Result<usize, StoreError> {
     let mut sessions = write.open_table(SESSIONS).map_err(write_err)?;
     let mut rooms = write.open_table(SESSION_ROOMS).map_err(write_err)?;
+    let mut users = write.open_table(SESSION_USERS).map_err(write_err)?;
     let mut expired = Vec::new();
     for entry in sessions.iter().map_err(write_err)? {
         let (pid, seen) = entry.map_err(write_err)?;
@@ -93,6 +119,7 @@ pub(super) fn expire(write: &WriteTransaction, before_ms: u64) -> Result<usize, 
     let before = sessions.len().map_err(write_err)?;
     for pid in &expired {
         sessions.remove(pid.as_str()).map_err(write_err)?;
+        users.remove(pid.as_str()).map_err(write_err)?;
         rooms
             .retain_in((pid.as_str(), "")..(pid.as_str(), "\u{10ffff}"), |_, _| {
                 false

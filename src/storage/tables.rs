@@ -7,7 +7,7 @@ use redb::{MultimapTable, ReadableTable, Table, WriteTransaction};
 use super::record::{decode_record, encode_record};
 use super::rooms::RoomIndex;
 use super::{DEDUP, MESSAGES, StoreError, find_retry, write_err};
-use crate::message::StoredMessage;
+use crate::message::{RetryKey, StoredMessage};
 
 /// See the module docs.
 pub(super) struct MessageTables<'txn> {
@@ -71,15 +71,9 @@ impl<'txn> MessageTables<'txn> {
             .and_then(|row| decode_record(row.value()).ok()))
     }
 
-    /// The id of the stored message that a message of `room` with `offset` and `content`
-    /// would be a retry of.
-    pub(super) fn retry_of(
-        &self,
-        room: Option<&str>,
-        offset: &str,
-        content: &str,
-    ) -> Result<Option<u64>, StoreError> {
-        find_retry(&self.messages, &self.dedup, room, offset, content).map_err(write_err)
+    /// The id of the stored message that a message with `key` would be a retry of.
+    pub(super) fn retry_of(&self, key: &RetryKey<'_>) -> Result<Option<u64>, StoreError> {
+        find_retry(&self.messages, &self.dedup, key).map_err(write_err)
     }
 
     /// Writes the rooms' counters; call before the transaction commits. Returns the rooms

@@ -258,14 +258,8 @@ impl StoreWriter {
                     let same_id = tables
                         .record(record.id.0)?
                         .is_some_and(|m| m.content == record.message.content);
-                    let retry = match &record.message.client_offset {
-                        Some(offset) => tables
-                            .retry_of(
-                                record.message.room.as_deref(),
-                                offset,
-                                &record.message.content,
-                            )?
-                            .is_some(),
+                    let retry = match record.message.retry_key() {
+                        Some(key) => tables.retry_of(&key)?.is_some(),
                         None => false,
                     };
                     if same_id || retry {
@@ -486,9 +480,8 @@ impl StoreWriter {
         {
             let mut tables = MessageTables::open(&write)?;
             for input in inputs {
-                if let Some(offset) = &input.client_offset
-                    && let Some(id) =
-                        tables.retry_of(input.room.as_deref(), &offset.0, &input.content)?
+                if let Some(key) = input.retry_key()
+                    && let Some(id) = tables.retry_of(&key)?
                 {
                     outcomes.push(AppendOutcome::Duplicate(MessageId(id)));
                     continue;
