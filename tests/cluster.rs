@@ -1021,3 +1021,83 @@ async fn a_stream_from_before_rooms_is_updated_and_its_messages_are_the_default_
     );
     Ok(())
 }
+
+/// `--auth required` on every node: a verified sender's identity is in the stream, so every
+/// node delivers it and shows it in history; two users' messages under the same offset and
+/// content stay two messages, and a user's retry through another node is a duplicate (the
+/// user is in the `Nats-Msg-Id` and the replicas' dedup key alike).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn verified_identities_cross_the_nodes() -> TestResult {
+    use tidings::identity::{ClaimRules, Signer};
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a cluster-wide secret of more than 32 bytes\n")?;
+    let secret_flag = secret.to_str().ok_or("temp path is not UTF-8")?;
+    let flags = ["--auth", "required", "--jwt-secret-file", secret_flag];
+    let nats = NatsCluster::start(dir.path());
+    let urls = nats.urls();
+    let nodes: Vec<Node> = (0..2)
+        .map(|n| {
+            let name = format!("auth{n}");
+            Node::start(
+                &name,
+                &dir.path().join(format!("{name}.redb")),
+                &urls,
+                &flags,
+            )
+        })
+        .collect();
+    for node in &nodes {
+        node.wait_ready().await;
+    }
+    let signer = Signer::from_secret(
+        b"a cluster-wide secret of more than 32 bytes",
+        None,
+        ClaimRules::default(),
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let token = |sub: &str, name: Option<&str>| signer.sign(sub, name, now, 600);
+    let (zero, one) = (&nodes[0].url, &nodes[1].url);
+    // Without a token, no node lets a client in.
+    let refused = Client::connect(one, &json!({})).await;
+    assert!(refused.is_err(), "a client without a token connected");
+    let mut alice =
+        Client::connect(zero, &json!({ "token": token("u-alice", Some("Alice"))? })).await?;
+    let mut bob = Client::connect(one, &json!({ "token": token("u-bob", None)? })).await?;
+    let ack = alice
+        .emit_with_ack(
+            "chat message",
+            &[json!("hi"), json!("o-1"), json!({ "author": "Mallory" })],
+            WAIT,
+        )
+        .await?;
+    assert_eq!(ack, vec![json!({ "id": 1 })]);
+    let args = bob.next_named("chat message", WAIT).await?;
+    assert_eq!((&args[0], &args[1]), (&json!("hi"), &json!(1)));
+    assert_eq!(args[2]["author"], json!("Alice"), "{args:?}");
+    assert_eq!(args[2]["user"], json!("u-alice"), "{args:?}");
+    // Bob sends the same content under the same offset: his own message.
+    assert_eq!(send(&mut bob, "hi", "o-1").await?, json!({ "id": 2 }));
+    // Alice retries through the other node: the original.
+    let mut alice_on_one =
+        Client::connect(one, &json!({ "token": token("u-alice", Some("Alice"))? })).await?;
+    assert_eq!(
+        send(&mut alice_on_one, "hi", "o-1").await?,
+        json!({ "id": 1, "duplicate": true })
+    );
+    // History on node 1 shows the verified fields that node 0 took.
+    let page = bob
+        .emit_with_ack("history", &[json!({ "limit": 10 })], WAIT)
+        .await?;
+    let messages = &page[0]["messages"];
+    assert_eq!(messages[0]["user"], json!("u-alice"), "{page:?}");
+    assert_eq!(messages[0]["author"], json!("Alice"));
+    assert_eq!(messages[1]["user"], json!("u-bob"));
+    assert_eq!(messages[1]["author"], json!("u-bob"));
+    drop(nodes);
+    drop(nats);
+    Ok(())
+}
