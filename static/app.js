@@ -208,6 +208,67 @@
   let nickname = (storage.get(NICK_KEY) || '').trim();
   if (nicknameProblem(nickname)) nickname = '';
 
+  // ---- signing in: a token (--auth) -------------------------------------------------------
+  // An application signs a token for its user and opens the page at `#token=…` (or
+  // `#dev&token=…`: the room stays in the fragment). The token is a credential: it leaves the
+  // address bar at once (history, bookmarks, screenshots) and stays in this tab's
+  // sessionStorage, so a reload keeps the sign-in and closing the tab ends it. Its claims are
+  // read here for display only; the server verifies it.
+  const TOKEN_KEY = 'tidings.token';
+  const session = {
+    get() {
+      try {
+        return (globalThis.sessionStorage && globalThis.sessionStorage.getItem(TOKEN_KEY)) || '';
+      } catch {
+        return '';
+      }
+    },
+    set(token) {
+      try {
+        if (globalThis.sessionStorage) globalThis.sessionStorage.setItem(TOKEN_KEY, token);
+      } catch {}
+    },
+  };
+
+  /** Takes a token out of the URL's fragment into sessionStorage; true if there was one. */
+  function takeToken() {
+    const loc = globalThis.location;
+    if (!loc || typeof loc.hash !== 'string') return false;
+    const parts = loc.hash.slice(1).split('&');
+    const at = parts.findIndex((p) => p.startsWith('token='));
+    if (at < 0) return false;
+    let token = parts[at].slice('token='.length);
+    try {
+      token = decodeURIComponent(token);
+    } catch {}
+    parts.splice(at, 1);
+    const rest = parts.filter(Boolean).join('&');
+    try {
+      history.replaceState(null, '', `${loc.pathname}${loc.search}${rest ? `#${rest}` : ''}`);
+    } catch {}
+    if (token) session.set(token);
+    return !!token;
+  }
+
+  /** Who a token says its holder is, { user, name }, or null if it does not read as one. */
+  function tokenIdentity(token) {
+    try {
+      const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const bytes = Uint8Array.from(atob(payload), (c) => c.charCodeAt(0));
+      const claims = JSON.parse(new TextDecoder().decode(bytes));
+      if (typeof claims.sub !== 'string' || !claims.sub) return null;
+      const name = typeof claims.name === 'string' && claims.name.trim() ? claims.name.trim() : claims.sub;
+      return { user: claims.sub, name };
+    } catch {
+      return null;
+    }
+  }
+
+  takeToken();
+  let token = session.get();
+  let me = token ? tokenIdentity(token) : null; // the signed-in user, if any
+  if (me) nickname = me.name;
+
   /**
    * The rooms the page knows, by name: joined, joining (the `join` is on its way), failed (the
    * server refused it: shown with the reason until retried or closed) or leaving.
@@ -273,7 +334,8 @@
 
   const auth = { serverOffset: 0, latest: LATEST };
   if (rememberedRooms) auth.rooms = rememberedRooms;
-  if (nickname) auth.nickname = nickname;
+  if (token) auth.token = token;
+  else if (nickname) auth.nickname = nickname;
   const socket = io({
     auth,
     // retries: the client keeps each message queued until the server acks it, re-sending
@@ -1113,7 +1175,9 @@
   socket.on('disconnect', (reason) => {
     // the client reconnects by itself unless we or the server ended the session
     connection = socket.active ? 'reconnecting' : 'offline';
-    if (reason === 'io server disconnect') refusal = 'disconnected by the server';
+    if (reason === 'io server disconnect') {
+      refusal = signInExpired ? 'your sign-in expired: open the chat again from your application' : 'disconnected by the server';
+    }
     clearTyping();
     renderStatus();
     renderPeople();
@@ -1262,7 +1326,12 @@
 
   function renderNick() {
     nickButton.textContent = nickname || 'Choose a name';
-    nickButton.setAttribute('aria-label', nickname ? `Your name: ${nickname}. Change it` : 'Choose a name');
+    nickButton.setAttribute(
+      'aria-label',
+      me ? `Signed in as ${nickname} (${me.user})` : nickname ? `Your name: ${nickname}. Change it` : 'Choose a name',
+    );
+    nickButton.title = me ? `Signed in as ${me.user}: the name comes from your sign-in` : '';
+    nickButton.classList.toggle('signed-in', !!me);
     nickButton.className = `nick-chip ${hueClass(nickname || null)}${nickname ? '' : ' unset'}`;
     input.setAttribute('placeholder', nickname ? `Message as ${nickname}` : 'Message (anonymous)');
   }
@@ -1298,7 +1367,11 @@
     renderRooms();
   }
 
-  nickButton.addEventListener('click', () => (nickForm.hidden ? openNickForm() : closeNickForm()));
+  nickButton.addEventListener('click', () => {
+    if (me) return notice(`Signed in as ${me.user}: your name comes from your sign-in`, 'renamed');
+    if (nickForm.hidden) openNickForm();
+    else closeNickForm();
+  });
   nickCancel.addEventListener('click', () => {
     closeNickForm();
     input.focus();
@@ -1648,8 +1721,38 @@
   }
 
   globalThis.addEventListener('hashchange', () => {
+    // A new token (`#token=…`: the application signed a fresh one) replaces the old one for
+    // this connection (`refresh token`) and for the reconnects after it.
+    if (takeToken()) {
+      const fresh = session.get();
+      const who = tokenIdentity(fresh);
+      if (me && who && who.user === me.user) {
+        token = fresh;
+        auth.token = fresh;
+        if (socket.connected) {
+          socket.emit('refresh token', fresh, (err, reply) => {
+            if (!err && reply && reply.ok) notice('Sign-in renewed', 'joined');
+            else notice(`The new sign-in was refused: ${(reply && reply.error) || 'no answer'}`, 'gap');
+          });
+        }
+      } else {
+        // another user, or none before: a new connection as that user
+        globalThis.location.reload();
+        return;
+      }
+    }
     if (!expectingDefault) openHashRoom();
   });
+
+  let signInExpired = false; // the server said so just before it disconnected us
+  socket.on('token expired', () => {
+    signInExpired = true;
+  });
+  socket.on('token expiring', (t) => {
+    const grace = t && Number.isSafeInteger(t.graceMs) ? Math.round(t.graceMs / 1000) : 0;
+    notice(`Your sign-in has expired: messages are refused${grace ? ` and you will be disconnected in ${grace} s` : ''} unless it is renewed`, 'gap');
+  });
+
 
   // ---- typing (in the room in view) -----------------------------------------------------
 
