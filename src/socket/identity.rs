@@ -251,3 +251,52 @@ pub const NAME_FROM_TOKEN: &str = "nickname changes are refused: the name comes 
 
 /// Shared handle, for [`ChatState`].
 pub type SharedAuth = Arc<Auth>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::ClaimRules;
+
+    #[test]
+    fn refusals_are_logged_ten_a_minute_and_the_rest_counted() {
+        let verifier =
+            Verifier::from_secret(&[7u8; 32], None, ClaimRules::default()).expect("a verifier");
+        let auth = Auth::new(AuthMode::Required, Some(verifier), Duration::from_secs(30));
+        for _ in 0..25 {
+            auth.log_refusal(&TokenError::BadSignature);
+        }
+        let budget = |auth: &Auth| {
+            let b = auth.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+            (b.logged, b.suppressed)
+        };
+        assert_eq!(budget(&auth), (10, 15));
+        // A minute later the next refusal is logged, with the count of those that were not.
+        {
+            let mut b = auth.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+            b.window_start -= Duration::from_secs(61);
+        }
+        auth.log_refusal(&TokenError::Expired);
+        assert_eq!(budget(&auth), (1, 0));
+    }
+
+    #[test]
+    fn with_auth_off_a_token_is_ignored_and_with_required_one_is_needed() {
+        let off = Auth::new(AuthMode::Off, None, Duration::from_secs(30));
+        assert!(!off.is_on());
+        assert!(matches!(off.admit(&json!({ "token": 5 })), Ok(None)));
+        let verifier =
+            Verifier::from_secret(&[7u8; 32], None, ClaimRules::default()).expect("a verifier");
+        let required = Auth::new(AuthMode::Required, Some(verifier.clone()), Duration::ZERO);
+        assert_eq!(required.admit(&json!({})).err(), Some(TokenError::Missing));
+        assert_eq!(
+            required.admit(&json!({ "token": null })).err(),
+            Some(TokenError::Missing)
+        );
+        let optional = Auth::new(AuthMode::Optional, Some(verifier), Duration::ZERO);
+        assert!(matches!(optional.admit(&json!({})), Ok(None)));
+        assert_eq!(
+            optional.admit(&json!({ "token": ["x"] })).err(),
+            Some(TokenError::NotAString("array"))
+        );
+    }
+}
