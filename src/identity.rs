@@ -106,6 +106,9 @@ pub enum KeyError {
         /// The algorithms that key allows.
         choices: String,
     },
+    /// A secret the crypto backend refuses.
+    #[error("the secret cannot be used: {0}")]
+    BadSecret(String),
     /// An algorithm name this server does not know.
     #[error(
         "unknown algorithm {0:?} (HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA)"
@@ -180,6 +183,14 @@ fn choose(family: AlgorithmFamily, algorithm: Option<Algorithm>) -> Result<Algor
     }
 }
 
+/// An HMAC secret is at least [`MIN_SECRET_BYTES`] long.
+fn check_secret(secret: &[u8]) -> Result<(), KeyError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(KeyError::ShortSecret(secret.len()));
+    }
+    Ok(())
+}
+
 /// The secret in a secret file: its bytes less one trailing newline (`\n` or `\r\n`), at
 /// least [`MIN_SECRET_BYTES`] long.
 pub fn secret_from_file(bytes: &[u8]) -> Result<&[u8], KeyError> {
@@ -187,9 +198,7 @@ pub fn secret_from_file(bytes: &[u8]) -> Result<&[u8], KeyError> {
         .strip_suffix(b"\r\n")
         .or_else(|| bytes.strip_suffix(b"\n"))
         .unwrap_or(bytes);
-    if secret.len() < MIN_SECRET_BYTES {
-        return Err(KeyError::ShortSecret(secret.len()));
-    }
+    check_secret(secret)?;
     Ok(secret)
 }
 
@@ -241,10 +250,9 @@ impl Verifier {
         algorithm: Option<Algorithm>,
         rules: ClaimRules,
     ) -> Result<Self, KeyError> {
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(KeyError::ShortSecret(secret.len()));
-        }
-        let key = DecodingKey::from_secret(secret).map_err(|e| KeyError::BadPem(e.to_string()))?;
+        check_secret(secret)?;
+        let key =
+            DecodingKey::from_secret(secret).map_err(|e| KeyError::BadSecret(e.to_string()))?;
         Ok(Self::new(
             key,
             choose(AlgorithmFamily::Hmac, algorithm)?,
@@ -463,10 +471,9 @@ impl Signer {
         algorithm: Option<Algorithm>,
         rules: ClaimRules,
     ) -> Result<Self, KeyError> {
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(KeyError::ShortSecret(secret.len()));
-        }
-        let key = EncodingKey::from_secret(secret).map_err(|e| KeyError::BadPem(e.to_string()))?;
+        check_secret(secret)?;
+        let key =
+            EncodingKey::from_secret(secret).map_err(|e| KeyError::BadSecret(e.to_string()))?;
         let algorithm = choose(AlgorithmFamily::Hmac, algorithm)?;
         Ok(Self {
             key,
