@@ -261,7 +261,8 @@ impl Verifier {
     }
 
     /// A verifier of tokens signed with the private half of the PEM public key `pem` (RSA,
-    /// EC or Ed25519; `algorithm` defaults to RS256, ES256 or EdDSA by the key's type).
+    /// EC or Ed25519; `algorithm` defaults to RS256, ES256 (ES384 for a P-384 key) or EdDSA by
+    /// the key's type).
     pub fn from_public_pem(
         pem: &[u8],
         algorithm: Option<Algorithm>,
@@ -271,6 +272,14 @@ impl Verifier {
             .or_else(|_| DecodingKey::from_ec_pem(pem))
             .or_else(|_| DecodingKey::from_rsa_pem(pem))
             .map_err(|e| KeyError::BadPem(e.to_string()))?;
+        // An EC key's curve picks its algorithm: a P-384 point (97 bytes uncompressed) is
+        // ES384's, a P-256 one (65) ES256's.
+        let p384 = key.family() == AlgorithmFamily::Ec
+            && key.try_get_as_bytes().is_ok_and(|point| point.len() == 97);
+        let algorithm = match algorithm {
+            None if p384 => Some(Algorithm::ES384),
+            chosen => chosen,
+        };
         let algorithm = choose(key.family(), algorithm)?;
         Ok(Self::new(key, algorithm, rules))
     }

@@ -34,6 +34,7 @@ function sign(claims, { alg = 'HS256', key = SECRET, header = {} } = {}) {
   else if (alg === 'HS256') signature = crypto.createHmac('sha256', key).update(message).digest();
   else if (alg === 'RS256') signature = crypto.sign('sha256', Buffer.from(message), key);
   else if (alg === 'ES256') signature = crypto.sign('sha256', Buffer.from(message), { key, dsaEncoding: 'ieee-p1363' });
+  else if (alg === 'ES384') signature = crypto.sign('sha384', Buffer.from(message), { key, dsaEncoding: 'ieee-p1363' });
   else if (alg === 'EdDSA') signature = crypto.sign(null, Buffer.from(message), key);
   else throw new Error(`no signer for ${alg}`);
   return `${message}.${signature.toString('base64url')}`;
@@ -262,16 +263,17 @@ describe('--auth optional and off', () => {
   });
 });
 
-describe('public keys: RS256, ES256, EdDSA; algorithm confusion', () => {
+describe('public keys: RS256, ES256, ES384, EdDSA (each the default for its key); algorithm confusion', () => {
   for (const [type, alg, options] of [
     ['rsa', 'RS256', { modulusLength: 2048 }],
     ['ec', 'ES256', { namedCurve: 'P-256' }],
+    ['ec', 'ES384', { namedCurve: 'P-384' }],
     ['ed25519', 'EdDSA', {}],
   ]) {
     it(`${alg}: a token signed with the private key passes; an HS256 token "signed" with the public key does not`, { timeout: 20000 }, async () => {
       const { publicKey, privateKey } = crypto.generateKeyPairSync(type, options);
       const pem = publicKey.export({ type: 'spki', format: 'pem' });
-      const keyFile = path.join(dir, `${type}.pem`);
+      const keyFile = path.join(dir, `${alg}.pem`);
       fs.writeFileSync(keyFile, pem);
       const srv = await start({ extraArgs: ['--auth', 'required', '--jwt-public-key', keyFile] });
       const good = client(srv.url, { auth: { token: sign({ sub: 'pk', exp: now() + 60 }, { alg, key: privateKey }) } });
