@@ -33,7 +33,7 @@ use crate::metrics;
 use crate::protocol::{MAX_INCOMING_BINARIES, payload_limit};
 use crate::socket::admission::ConnectionCount;
 use crate::socket::chat::InFlight;
-use crate::socket::identity::{Auth, SharedAuth};
+use crate::socket::identity::{Auth, SharedAuth, watch_expiries};
 use crate::socket::presence::{Relay, SharedRoster, broadcast_presence};
 use crate::socket::recovery::{Recovery, keep_sessions};
 use crate::socket::rooms::Rooms;
@@ -270,7 +270,7 @@ impl Server {
             rooms: rooms.clone(),
             auth: self.auth.clone(),
         };
-        let (service, io) = socket_io(config, state);
+        let (service, io) = socket_io(config, state.clone());
         socket::register(&io);
         let retention = config.retention();
         if retention != Retention::default() {
@@ -298,6 +298,9 @@ impl Server {
         ));
         if !recovery.window.is_zero() {
             tasks.spawn(keep_sessions(io.clone(), recovery, stopping.clone()));
+        }
+        if self.auth.is_on() {
+            tasks.spawn(watch_expiries(io.clone(), state.clone(), stopping.clone()));
         }
         let ops = http::Ops {
             log: log.clone(),

@@ -230,6 +230,9 @@ async fn admit(
             // The connection is counted until its handler has run (or, at shutdown, when no
             // handler runs, until the socket is dropped).
             let _slot = slot;
+            if let Some(verified) = &connection.verified {
+                state.auth.deadlines.forget(socket.id, verified);
+            }
             connection.signals.log_closed(&socket.id, &reason);
             connection.signals.close();
             // After `closed`: a catch-up task that joins after this sees it and leaves.
@@ -336,13 +339,9 @@ async fn on_connect(socket: SocketRef, State(state): State<ChatState>) {
     };
     listed.connected(&socket, &state);
     if let Some(connection) = socket.extensions.get::<Connection>()
-        && connection.verified.is_some()
+        && let Some(verified) = &connection.verified
     {
-        state.tasks.spawn(identity::watch_expiry(
-            socket.clone(),
-            state.clone(),
-            connection,
-        ));
+        identity::watch(&state, socket.id, verified);
     }
     state.tasks.spawn(deliver(socket, delivery));
 }

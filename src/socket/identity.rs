@@ -3,19 +3,24 @@
 //! `refresh token`.
 //!
 //! A token is checked when the client connects (a refusal is its `connect_error`), and its
-//! expiry is watched for as long as the socket lives: at `exp` plus the leeway the server
+//! expiry is watched for as long as the socket lives (by one task for the whole server, over a
+//! schedule of every signed-in connection's next deadline): at `exp` plus the leeway the server
 //! emits `token expiring ({ exp, graceMs })`, refuses the socket's sends with `token expired`
 //! and, unless a `refresh token (token, ack)` for the same user arrives within the grace,
 //! emits `token expired ({ exp })` and disconnects it. Socket.IO's own middleware pattern
 //! checks a token once; this is the difference.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
-use tokio::sync::watch;
+use socketioxide::socket::Sid;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::{ChatState, Connection, refuse, send_ack};
 use crate::config::AuthMode;
@@ -39,6 +44,8 @@ pub struct Auth {
     verifier: Option<Verifier>,
     grace: Duration,
     refusals: Mutex<LogBudget>,
+    /// When each signed-in connection's token needs looking at.
+    pub deadlines: Deadlines,
 }
 
 /// Refusal log lines left in the current minute, and those not logged.
@@ -65,7 +72,13 @@ impl Auth {
                 logged: 0,
                 suppressed: 0,
             }),
+            deadlines: Deadlines::default(),
         }
+    }
+
+    /// Seconds of clock skew allowed after `exp`.
+    fn leeway(&self) -> u64 {
+        self.verifier.as_ref().map_or(0, Verifier::leeway)
     }
 
     /// Whether identities exist at all (`--auth optional` or `required`).
@@ -124,10 +137,12 @@ pub struct Verified {
     pub user: String,
     /// The display name (the token's `name`, else `sub`), for the connection's whole life.
     pub name: String,
-    /// The current token's `exp`; a refresh sends the new one.
-    exp: watch::Sender<u64>,
+    /// The current token's `exp`; a refresh replaces it.
+    exp: AtomicU64,
     /// Past `exp` plus the leeway, not refreshed yet: sends are refused.
     expired: AtomicBool,
+    /// Its entry in [`Deadlines`] (0: none); changed under the deadlines' lock only.
+    scheduled: AtomicU64,
 }
 
 impl Verified {
@@ -135,8 +150,9 @@ impl Verified {
         Self {
             user: identity.user,
             name: identity.name,
-            exp: watch::Sender::new(identity.exp),
+            exp: AtomicU64::new(identity.exp),
             expired: AtomicBool::new(false),
+            scheduled: AtomicU64::new(0),
         }
     }
 
@@ -146,52 +162,148 @@ impl Verified {
     }
 }
 
-/// Watches a verified connection's token for as long as the socket lives (see the module
-/// docs); returns when the socket closes or has been disconnected.
-pub async fn watch_expiry(socket: SocketRef, state: ChatState, connection: Connection) {
-    let Some(verified) = connection.verified.clone() else {
-        return;
-    };
-    let leeway = state.auth.verifier.as_ref().map_or(0, Verifier::leeway);
-    let grace = state.auth.grace;
-    let mut exp_changes = verified.exp.subscribe();
+/// When each signed-in connection's token next needs looking at (its expiry, then the end of
+/// its grace), for the whole server: one entry per connection, kept by one task
+/// ([`watch_expiries`]), rather than a task per connection.
+#[derive(Default)]
+pub struct Deadlines {
+    /// `(seconds since the Unix epoch, socket)`, earliest first.
+    queue: Mutex<BTreeSet<(u64, Sid)>>,
+    /// Wakes the task when an earlier deadline than the one it waits for is set.
+    earlier: Notify,
+}
+
+impl Deadlines {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<(u64, Sid)>> {
+        // Single set operations: a panic cannot leave one half done.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Looks at `sid`'s token at `at` (and no longer at the time set before).
+    fn set(&self, sid: Sid, verified: &Verified, at: u64) {
+        let mut queue = self.lock();
+        let before = verified.scheduled.swap(at, Ordering::AcqRel);
+        if before != 0 {
+            queue.remove(&(before, sid));
+        }
+        let first = queue.first().map(|(t, _)| *t);
+        queue.insert((at, sid));
+        drop(queue);
+        if first.is_none_or(|first| at < first) {
+            self.earlier.notify_one();
+        }
+    }
+
+    /// Forgets `sid` (its socket closed).
+    pub fn forget(&self, sid: Sid, verified: &Verified) {
+        let mut queue = self.lock();
+        let before = verified.scheduled.swap(0, Ordering::AcqRel);
+        if before != 0 {
+            queue.remove(&(before, sid));
+        }
+    }
+
+    /// The earliest deadline.
+    fn next(&self) -> Option<u64> {
+        self.lock().first().map(|(t, _)| *t)
+    }
+
+    /// Takes the sockets whose deadline is at or before `now`.
+    fn due(&self, now: u64) -> Vec<Sid> {
+        let mut queue = self.lock();
+        let mut due = Vec::new();
+        while let Some(&(t, sid)) = queue.first() {
+            if t > now {
+                break;
+            }
+            queue.pop_first();
+            due.push(sid);
+        }
+        due
+    }
+
+    /// How many connections are watched.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Starts watching a newly connected socket's token.
+pub fn watch(state: &ChatState, sid: Sid, verified: &Verified) {
+    let at = verified
+        .exp
+        .load(Ordering::Acquire)
+        .saturating_add(state.auth.leeway());
+    state.auth.deadlines.set(sid, verified, at);
+}
+
+/// Watches every signed-in connection's token (see the module docs) until `stop`: at its
+/// expiry plus the leeway, `token expiring` and sends refused; at the end of the grace, unless
+/// refreshed, `token expired` and a disconnect.
+pub async fn watch_expiries(io: SocketIo, state: ChatState, stop: CancellationToken) {
+    let deadlines = &state.auth.deadlines;
     loop {
-        let exp = *exp_changes.borrow_and_update();
-        let deadline = Duration::from_secs(exp.saturating_add(leeway));
-        let wait = deadline.saturating_sub(since_epoch());
+        let earlier = deadlines.earlier.notified();
+        tokio::pin!(earlier);
+        // Registered before the queue is read: a deadline set in between still wakes this.
+        earlier.as_mut().enable();
+        let now = since_epoch();
+        let wait = deadlines.next().map_or(LONGEST_WAIT, |t| {
+            Duration::from_secs(t).saturating_sub(now).min(LONGEST_WAIT)
+        });
         if !wait.is_zero() {
             tokio::select! {
-                () = tokio::time::sleep(wait.min(LONGEST_WAIT)) => {}
-                changed = exp_changes.changed() => if changed.is_err() { return },
-                () = connection.signals.closed() => return,
+                () = tokio::time::sleep(wait) => {}
+                () = earlier => {}
+                () = stop.cancelled() => return,
             }
             continue;
         }
+        for sid in deadlines.due(now.as_secs()) {
+            look_at(&io, &state, sid, now.as_secs());
+        }
+    }
+}
+
+/// `sid`'s deadline came: its token expired now, or its grace ended.
+fn look_at(io: &SocketIo, state: &ChatState, sid: Sid, now: u64) {
+    let Some(socket) = io.of("/").and_then(|ns| ns.get_socket(sid)) else {
+        return; // closed meanwhile
+    };
+    let Some(connection) = socket.extensions.get::<Connection>() else {
+        return;
+    };
+    let Some(verified) = connection.verified.as_deref() else {
+        return;
+    };
+    let deadlines = &state.auth.deadlines;
+    let exp = verified.exp.load(Ordering::Acquire);
+    if !verified.expired() {
+        let at = exp.saturating_add(state.auth.leeway());
+        if at > now {
+            // Refreshed since this deadline was taken.
+            deadlines.set(sid, verified, at);
+            return;
+        }
         verified.expired.store(true, Ordering::Release);
-        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        let grace = state.auth.grace;
         tracing::info!(sid = %socket.id, user = %verified.user, exp, "token expired: sends refused, refresh awaited");
         emit_ephemeral(
             &socket,
             TOKEN_EXPIRING,
-            &json!({ "exp": exp, "graceMs": grace_ms }),
+            &json!({ "exp": exp, "graceMs": u64::try_from(grace.as_millis()).unwrap_or(u64::MAX) }),
         );
-        tokio::select! {
-            () = tokio::time::sleep(grace) => {}
-            changed = exp_changes.changed() => {
-                if changed.is_err() { return }
-                continue;
-            }
-            () = connection.signals.closed() => return,
-        }
-        tracing::info!(sid = %socket.id, user = %verified.user, "token expired and not refreshed: disconnecting");
-        emit_ephemeral(
-            &socket,
-            TOKEN_EXPIRED,
-            &json!({ "exp": exp, "error": "token expired" }),
-        );
-        crate::delivery::socket_task::disconnect(&socket, &connection.signals, &state.live);
+        deadlines.set(sid, verified, now.saturating_add(grace.as_secs()));
         return;
     }
+    tracing::info!(sid = %socket.id, user = %verified.user, "token expired and not refreshed: disconnecting");
+    emit_ephemeral(
+        &socket,
+        TOKEN_EXPIRED,
+        &json!({ "exp": exp, "error": "token expired" }),
+    );
+    crate::delivery::socket_task::disconnect(&socket, &connection.signals, &state.live);
 }
 
 /// `refresh token (token, ack)`: a new token for the connection's user; answers `{ ok: true }`
@@ -208,7 +320,7 @@ pub(super) async fn on_refresh_token(
         refuse(&socket, ack, refusal, &state, &connection).await;
         return;
     }
-    let reply = match refresh(&args, &state, &connection) {
+    let reply = match refresh(&args, &state, &connection, socket.id) {
         Ok(()) => json!({ "ok": true }),
         Err(error) => json!({ "error": error }),
     };
@@ -219,6 +331,7 @@ fn refresh(
     args: &Result<EventArgs, socketioxide::ParserError>,
     state: &ChatState,
     connection: &Connection,
+    socket_id: Sid,
 ) -> Result<(), String> {
     let (Some(verifier), Some(verified)) = (&state.auth.verifier, &connection.verified) else {
         return Err(if state.auth.is_on() {
@@ -241,8 +354,10 @@ fn refresh(
     if identity.user != verified.user {
         return Err("token is for another user".into());
     }
+    verified.exp.store(identity.exp, Ordering::Release);
     verified.expired.store(false, Ordering::Release);
-    verified.exp.send_replace(identity.exp);
+    let at = identity.exp.saturating_add(state.auth.leeway());
+    state.auth.deadlines.set(socket_id, verified, at);
     Ok(())
 }
 
@@ -277,6 +392,36 @@ mod tests {
         }
         auth.log_refusal(&TokenError::Expired);
         assert_eq!(budget(&auth), (1, 0));
+    }
+
+    #[test]
+    fn deadlines_keep_one_entry_per_connection_and_give_back_what_is_due() {
+        let deadlines = Deadlines::default();
+        let identity = |user: &str| Identity {
+            user: user.into(),
+            name: user.into(),
+            exp: 100,
+        };
+        let (a, b) = (Verified::new(identity("a")), Verified::new(identity("b")));
+        let (sid_a, sid_b) = (Sid::new(), Sid::new());
+        deadlines.set(sid_a, &a, 100);
+        deadlines.set(sid_b, &b, 50);
+        // A refresh moves a's deadline: its old entry goes, however often it refreshes.
+        for at in 200..300 {
+            deadlines.set(sid_a, &a, at);
+        }
+        assert_eq!(deadlines.len(), 2);
+        assert_eq!(deadlines.next(), Some(50));
+        assert_eq!(deadlines.due(49), vec![]);
+        // a's last deadline is 299.
+        assert_eq!(deadlines.due(298), vec![sid_b]);
+        assert_eq!(deadlines.due(298), vec![]);
+        assert_eq!(deadlines.due(299), vec![sid_a]);
+        // A closed socket's entry goes with it.
+        deadlines.set(sid_b, &b, 400);
+        deadlines.forget(sid_b, &b);
+        assert_eq!(deadlines.len(), 0);
+        assert_eq!(deadlines.next(), None);
     }
 
     #[test]
