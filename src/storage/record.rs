@@ -10,9 +10,10 @@ use serde::Deserialize;
 
 pub use crate::message::StoredMessage;
 
-/// The version byte written in front of every record; a decoder seeing an unknown value
-/// refuses it rather than guessing. Versions 1 (no author), 2 (no room: the default room) and
-/// 3 (no user: anonymous) are still read.
+/// The newest version byte written in front of a record (see [`version_for`]); a decoder
+/// seeing an unknown value refuses it rather than guessing. Versions 1 (no author), 2 (no
+/// room: the default room) and 3 (no user: anonymous) are still read, and 3 is still written
+/// for anonymous senders.
 pub const RECORD_FORMAT_VERSION: u8 = 4;
 
 /// The version-1 layout, decoded for files written before authors existed.
@@ -102,16 +103,48 @@ pub enum RecordError {
     Malformed(String),
 }
 
-/// Encodes a record as `[RECORD_FORMAT_VERSION] ++ postcard(record)`.
+/// The version a record is written in: [`RECORD_FORMAT_VERSION`] for a verified sender's
+/// message, 3 for any other, so that a build from before identities (which reads versions 1 to
+/// 3) still reads every message a server without `--auth` writes: the nodes of a cluster can
+/// be upgraded one at a time.
+pub fn version_for(message: &StoredMessage) -> u8 {
+    if message.user.is_some() {
+        RECORD_FORMAT_VERSION
+    } else {
+        3
+    }
+}
+
+/// The version-3 layout, borrowed, for writing.
+#[derive(serde::Serialize)]
+struct StoredMessageV3Ref<'a> {
+    content: &'a str,
+    client_offset: Option<&'a str>,
+    received_at_ms: u64,
+    author: Option<&'a str>,
+    room: Option<&'a str>,
+}
+
+/// Encodes a record as `[version] ++ postcard(record)`, in the version [`version_for`] picks.
 pub fn encode_record(message: &StoredMessage) -> Vec<u8> {
+    let version = version_for(message);
     let mut bytes = Vec::with_capacity(message.content.len() + 32);
-    bytes.push(RECORD_FORMAT_VERSION);
+    bytes.push(version);
     // Serializing owned strings and integers into a Vec cannot fail; fall back to an empty
     // body rather than panic if postcard ever disagrees (the decoder then reports it).
-    match postcard::to_extend(message, bytes) {
-        Ok(bytes) => bytes,
-        Err(_) => vec![RECORD_FORMAT_VERSION],
-    }
+    let encoded = if version == RECORD_FORMAT_VERSION {
+        postcard::to_extend(message, bytes)
+    } else {
+        let v3 = StoredMessageV3Ref {
+            content: &message.content,
+            client_offset: message.client_offset.as_deref(),
+            received_at_ms: message.received_at_ms,
+            author: message.author.as_deref(),
+            room: message.room.as_deref(),
+        };
+        postcard::to_extend(&v3, bytes)
+    };
+    encoded.unwrap_or_else(|_| vec![version])
 }
 
 /// Decodes exactly one `T` from `body`: trailing bytes are an error.
@@ -171,6 +204,22 @@ mod tests {
             ..sample()
         };
         assert_eq!(decode_record(&encode_record(&step7)), Ok(step7));
+    }
+
+    #[test]
+    fn an_anonymous_message_is_written_as_version_3_which_older_builds_read() {
+        let anonymous = StoredMessage {
+            user: None,
+            ..sample()
+        };
+        let bytes = encode_record(&anonymous);
+        assert_eq!(bytes[0], 3);
+        // Exactly the layout a build from before identities decodes, nothing left over.
+        let old = decode_exact::<StoredMessageV3>(&bytes[1..]).map(StoredMessage::from);
+        assert_eq!(old, Ok(anonymous.clone()));
+        assert_eq!(decode_record(&bytes), Ok(anonymous));
+        let signed = sample();
+        assert_eq!(encode_record(&signed)[0], RECORD_FORMAT_VERSION);
     }
 
     #[test]
