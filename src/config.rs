@@ -154,8 +154,8 @@ pub struct JwtArgs {
     #[arg(long, env = "TIDINGS_JWT_SECRET_FILE", value_name = "PATH")]
     pub jwt_secret_file: Option<PathBuf>,
 
-    /// The token algorithm (default: HS256 with a secret; RS256, ES256 or EdDSA by the public
-    /// key's type). Tokens naming any other algorithm are refused.
+    /// The token algorithm (default: HS256 with a secret; RS256, ES256, ES384 or EdDSA by the
+    /// public key's type and curve). Tokens naming any other algorithm are refused.
     #[arg(long, env = "TIDINGS_JWT_ALGORITHM", value_parser = parse_jwt_algorithm)]
     pub jwt_algorithm: Option<String>,
 

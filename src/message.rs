@@ -61,46 +61,18 @@ impl<'a> RetryKey<'a> {
         }
     }
 
-    /// Its hash, the dedup index's key.
+    /// Its hash, the dedup index's key ([`DedupKey`]). Anonymous senders keep the keys written
+    /// before identities existed, and the default room those written before rooms existed.
     pub fn dedup_key(&self) -> DedupKey {
-        DedupKey::of_retry(self)
-    }
-}
-
-/// The key deduplication looks a message up by: 16 bytes of SHA-256 over a tag, the verified
-/// sender and the room when there are, the client offset (length first, so `("ab", "c")` is
-/// not `("a", "bc")`) and the content. One index probe finds the message a retry repeats,
-/// however many messages share its offset; a hash collision is told apart by comparing the
-/// stored fields ([`StoredMessage::is_retried_by`]). The same key is a cluster's
-/// `Nats-Msg-Id`, so a single node and a cluster apply one rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DedupKey(pub [u8; 16]);
-
-impl DedupKey {
-    /// The key of a message of the default room with client offset `offset` and `content`.
-    pub fn of(offset: &str, content: &str) -> Self {
-        Self::in_room(None, offset, content)
-    }
-
-    /// The key of an anonymous message of `room` (`None`: the default room) with client
-    /// offset `offset` and `content`. The default room's keys are those of the files and
-    /// streams written before rooms existed (the same offset and content in two rooms are two
-    /// messages).
-    pub fn in_room(room: Option<&str>, offset: &str, content: &str) -> Self {
-        Self::of_retry(&RetryKey::new(room, offset, content))
-    }
-
-    fn of_retry(key: &RetryKey<'_>) -> Self {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
-        // Anonymous senders keep the keys written before identities existed; a verified
-        // sender's messages never collapse into another's (nor an anonymous one's).
-        if let Some(user) = key.user {
+        // A verified sender's messages never collapse into another's (nor an anonymous one's).
+        if let Some(user) = self.user {
             hash.update(b"tidings/user/1\0");
             hash.update((user.len() as u64).to_be_bytes());
             hash.update(user.as_bytes());
         }
-        match key.room {
+        match self.room {
             None => hash.update(b"tidings/1\0"),
             Some(room) => {
                 hash.update(b"tidings/room/1\0");
@@ -108,15 +80,26 @@ impl DedupKey {
                 hash.update(room.as_bytes());
             }
         }
-        hash.update((key.offset.len() as u64).to_be_bytes());
-        hash.update(key.offset.as_bytes());
-        hash.update(key.content.as_bytes());
+        hash.update((self.offset.len() as u64).to_be_bytes());
+        hash.update(self.offset.as_bytes());
+        hash.update(self.content.as_bytes());
         let digest = hash.finalize();
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);
-        Self(bytes)
+        DedupKey(bytes)
     }
+}
 
+/// The key deduplication looks a message up by: 16 bytes of SHA-256 over a tag, the verified
+/// sender and the room when there are, the client offset (length first, so `("ab", "c")` is
+/// not `("a", "bc")`) and the content ([`RetryKey::dedup_key`]). One index probe finds the
+/// message a retry repeats, however many messages share its offset; a hash collision is told
+/// apart by comparing the stored fields ([`StoredMessage::is_retried_by`]). The same key is a
+/// cluster's `Nats-Msg-Id`, so a single node and a cluster apply one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DedupKey(pub [u8; 16]);
+
+impl DedupKey {
     /// As one integer (the dedup table's key type).
     pub fn as_u128(self) -> u128 {
         u128::from_be_bytes(self.0)
@@ -368,7 +351,10 @@ mod tests {
         assert!(!record.is_retried_by(&by("alice")));
         // Verified senders' keys differ from each other's and from an anonymous sender's.
         assert_ne!(by("alice").dedup_key(), by("bob").dedup_key());
-        assert_ne!(by("alice").dedup_key(), DedupKey::of("o-1", "hi"));
+        assert_ne!(
+            by("alice").dedup_key(),
+            RetryKey::new(None, "o-1", "hi").dedup_key()
+        );
         assert_ne!(
             RetryKey {
                 user: Some("a"),
@@ -382,16 +368,13 @@ mod tests {
             .dedup_key()
         );
         // Rooms are part of the key; the default room keeps the keys it had before rooms.
-        let in_dev = DedupKey::in_room(Some("dev"), "o-1", "hi");
-        assert_ne!(in_dev, DedupKey::of("o-1", "hi"));
-        assert_ne!(in_dev, DedupKey::in_room(Some("dev2"), "o-1", "hi"));
-        assert_eq!(
-            DedupKey::in_room(None, "o-1", "hi"),
-            DedupKey::of("o-1", "hi")
-        );
+        let key = |room, offset, content| RetryKey::new(room, offset, content).dedup_key();
+        let in_dev = key(Some("dev"), "o-1", "hi");
+        assert_ne!(in_dev, key(None, "o-1", "hi"));
+        assert_ne!(in_dev, key(Some("dev2"), "o-1", "hi"));
         // Keys stay what they were: a cluster's message ids (and the files' index) use them.
         assert_eq!(
-            DedupKey::of("o-1", "hi").hex(),
+            key(None, "o-1", "hi").hex(),
             "5f9f90b9cd0fb4fb18caf475883ff312"
         );
     }
