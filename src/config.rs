@@ -544,6 +544,16 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_TOKEN_GRACE", default_value_t = defaults::TOKEN_GRACE,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub token_grace: u64,
+
+    /// A user id (a token's `sub`) that acts as the owner of every room; repeat the flag for
+    /// more (env: comma-separated). Needs `--auth optional` or `required`.
+    #[arg(
+        long = "server-admin",
+        env = "TIDINGS_SERVER_ADMINS",
+        value_name = "SUB",
+        value_delimiter = ','
+    )]
+    pub server_admins: Vec<String>,
 }
 
 impl Default for Config {
@@ -582,6 +592,7 @@ impl Default for Config {
             jwt_public_key: None,
             jwt_leeway: defaults::JWT_LEEWAY,
             token_grace: defaults::TOKEN_GRACE,
+            server_admins: Vec::new(),
         }
     }
 }
@@ -669,6 +680,25 @@ impl Config {
             flag: "--default-room",
             why,
         })?;
+        if !self.server_admins.is_empty() && self.auth == AuthMode::Off {
+            return Err(ConfigError {
+                flag: "--server-admin",
+                why: "server admins need identities: set --auth optional or --auth required".into(),
+            });
+        }
+        if let Some(bad) = self
+            .server_admins
+            .iter()
+            .find(|sub| sub.is_empty() || sub.len() > crate::protocol::moderation::MAX_USER_BYTES)
+        {
+            return Err(ConfigError {
+                flag: "--server-admin",
+                why: format!(
+                    "{bad:?} is not a user id: 1 to {} bytes",
+                    crate::protocol::moderation::MAX_USER_BYTES
+                ),
+            });
+        }
         for (flag, value, range) in [
             ("--jwt-leeway", self.jwt_leeway, 0..=3600),
             ("--token-grace", self.token_grace, 1..=3600),

@@ -1,5 +1,6 @@
 #![doc = include_str!("../docs/ARCHITECTURE.md")]
 
+pub mod access;
 mod cluster;
 mod config;
 mod delivery;

@@ -15,11 +15,17 @@
 //! - [`RetryKey`] and its hash [`DedupKey`]: what makes a message a retry of another (its
 //!   room, its verified sender, its client offset and content).
 //!
-//! A leaf module: it depends on nothing else in the crate and does no I/O.
+//! An entry of the log is a chat message or a [`RoomEvent`] (an access change, a deletion):
+//! both take an id, are stored, replayed and delivered in one order; the `event` field of each
+//! shape says which.
+//!
+//! It depends on nothing else in the crate but [`crate::access`]'s types, and does no I/O.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::access::RoomEvent;
 
 /// A stored message's id: strictly increasing from 1, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -125,6 +131,8 @@ pub struct ChatInput {
     pub room: Option<String>,
     /// The verified sender's user id (its token's `sub`); `None` for anonymous senders.
     pub user: Option<String>,
+    /// A room event instead of a chat message (`content` is empty then).
+    pub event: Option<RoomEvent>,
 }
 
 /// One stored chat message: what a row of the `messages` table holds.
@@ -145,6 +153,9 @@ pub struct StoredMessage {
     pub room: Option<String>,
     /// The verified sender's user id; `None` for anonymous senders (record version 4 on).
     pub user: Option<String>,
+    /// A room event (its author is `user`), or a deleted message's tombstone, instead of a
+    /// chat message (record version 5; `content` is empty).
+    pub event: Option<RoomEvent>,
 }
 
 impl ChatInput {
@@ -181,9 +192,47 @@ impl StoredMessage {
         self.retry_key().map(|key| key.dedup_key())
     }
 
-    /// Whether a message with `key` is a retry of this one.
+    /// Whether a message with `key` is a retry of this one. A tombstone keeps only the hash
+    /// of what it erased, and answers a retry whose key hashes to it.
     pub fn is_retried_by(&self, key: &RetryKey<'_>) -> bool {
-        self.retry_key().as_ref() == Some(key)
+        match &self.event {
+            Some(RoomEvent::Erased { dedup }) => *dedup == Some(key.dedup_key().0),
+            _ => self.retry_key().as_ref() == Some(key),
+        }
+    }
+
+    /// The key its dedup index entry is under: its dedup key, or the one a tombstone keeps.
+    pub fn dedup_index_key(&self) -> Option<DedupKey> {
+        match &self.event {
+            Some(RoomEvent::Erased { dedup }) => dedup.map(DedupKey),
+            _ => self.dedup_key(),
+        }
+    }
+
+    /// Whether this row is a deleted message's tombstone.
+    pub fn is_tombstone(&self) -> bool {
+        matches!(self.event, Some(RoomEvent::Erased { .. }))
+    }
+
+    /// The tombstone that replaces it when it is deleted: its room, its id (the row) and its
+    /// dedup key; nothing of its content, author or sender.
+    pub fn tombstone(&self) -> StoredMessage {
+        StoredMessage::erased(self.room.clone(), self.dedup_index_key())
+    }
+
+    /// A tombstone in `room`, keeping `dedup`.
+    pub fn erased(room: Option<String>, dedup: Option<DedupKey>) -> StoredMessage {
+        StoredMessage {
+            content: String::new(),
+            client_offset: None,
+            received_at_ms: 0,
+            author: None,
+            room,
+            user: None,
+            event: Some(RoomEvent::Erased {
+                dedup: dedup.map(|key| key.0),
+            }),
+        }
     }
 
     /// The record of `input`, received at `received_at_ms`.
@@ -195,6 +244,7 @@ impl StoredMessage {
             author: input.author.clone(),
             room: input.room.clone(),
             user: input.user.clone(),
+            event: input.event.clone(),
         }
     }
 }
@@ -225,6 +275,10 @@ pub struct Message {
     /// Its room; `None` is the default room (the socket layer knows its name).
     #[serde(skip)]
     pub room: Option<String>,
+    /// A room event instead of a chat message: delivered as `room changed` or `message
+    /// deleted`, never in `history`.
+    #[serde(skip)]
+    pub event: Option<RoomEvent>,
 }
 
 impl Message {
@@ -237,6 +291,7 @@ impl Message {
             user: input.user,
             time,
             room: input.room,
+            event: input.event,
         }
     }
 }
@@ -250,6 +305,7 @@ impl From<StoredRow> for Message {
             user: row.message.user,
             time: row.message.received_at_ms,
             room: row.message.room,
+            event: row.message.event,
         }
     }
 }
@@ -279,6 +335,7 @@ pub(crate) mod test_support {
             author: None,
             room: None,
             user: None,
+            event: None,
         }
     }
 
@@ -299,6 +356,7 @@ pub(crate) mod test_support {
             user: None,
             time: 0,
             room: None,
+            event: None,
         })
     }
 
@@ -320,6 +378,7 @@ mod tests {
             author: Some("ada".into()),
             room: None,
             user: Some("u-1".into()),
+            event: None,
         };
         let record = StoredMessage::from_input(&input, 7);
         assert_eq!(record.client_offset.as_deref(), Some("o-1"));

@@ -88,6 +88,8 @@ pub const ROOMS: &str = "tidings_rooms";
 pub const ROOM_MEMBERSHIPS: &str = "tidings_room_memberships";
 /// `join` requests that put a socket in a room it was not in (counter).
 pub const ROOM_JOINS: &str = "tidings_room_joins_total";
+/// Room events stored at this node's request: access changes and deletions (counter).
+pub const ROOM_EVENTS: &str = "tidings_room_events_total";
 /// `leave` requests that took a socket out of a room it was in (counter).
 pub const ROOM_LEAVES: &str = "tidings_room_leaves_total";
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Config;
+use crate::access::Admins;
 use crate::cluster::Cluster;
 use crate::cluster::applier::{HoleError, apply_forever, fill_holes};
 use crate::cluster::health::probe_forever;
@@ -113,11 +114,14 @@ impl Server {
     ) -> Result<Self, ServerError> {
         config.validate()?;
         // A bad key or `--auth` without one stops the start here, before anything is served.
-        let auth = Arc::new(Auth::new(
-            config.auth,
-            config.verifier()?,
-            Duration::from_secs(config.token_grace),
-        ));
+        let auth = Arc::new(
+            Auth::new(
+                config.auth,
+                config.verifier()?,
+                Duration::from_secs(config.token_grace),
+            )
+            .with_admins(Admins::new(config.server_admins.iter().cloned())),
+        );
         // The file's messages without a room are the default room's: it is pinned once.
         store_writer.pin_default_room(&config.default_room)?;
         // Install the recorder before anything records (the hub records the cache's size).
@@ -131,6 +135,8 @@ impl Server {
         let newest = reader.read_newest(tail.max_messages, tail.max_bytes, |m| {
             crate::delivery::tail::cost_of(&m.content, m.author.as_deref(), m.user.as_deref())
         })?;
+        // Deleted messages' tombstones are never delivered.
+        let newest = newest.into_iter().filter(|row| !row.message.is_tombstone());
         // Each room's newest id, which a join reads; rooms are few next to messages. A room
         // whose messages retention deleted exists only while it has members.
         let rooms = reader
@@ -145,6 +151,7 @@ impl Server {
             tail,
             newest.into_iter().map(|row| Arc::new(Message::from(row))),
         ));
+        hub.access.load(reader.access_states()?);
         let epoch: Arc<str> = format!("{:016x}", reader.epoch()?).into();
         let (writer, writer_thread) =
             spawn_writer(store_writer, hub.clone(), WriterConfig::default())
@@ -302,6 +309,11 @@ impl Server {
         if self.auth.is_on() {
             tasks.spawn(watch_expiries(io.clone(), state.clone(), stopping.clone()));
         }
+        // Also without identities here: in a cluster, another node's kicks reach this one.
+        tasks.spawn(crate::socket::moderation::enforce_forever(
+            io.clone(),
+            state.clone(),
+        ));
         let ops = http::Ops {
             log: log.clone(),
             hub: self.hub.clone(),

@@ -193,6 +193,7 @@ fn sample_db(path: &std::path::Path) {
             client_offset: Some(tidings::message::ClientOffset(format!("o-{i}"))),
             author: None,
             user: None,
+            event: None,
             room: None,
         })
         .collect();

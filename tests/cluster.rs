@@ -490,6 +490,7 @@ fn a_file_of_another_stream_or_a_single_node_history_is_refused() {
             client_offset: None,
             author: None,
             user: None,
+            event: None,
             room: None,
         };
         writer.append_batch(&[input], 1).expect("append");

@@ -29,6 +29,7 @@ fn a_payload_with_an_author_round_trips_with_all_three_arguments() {
         client_offset: Some(ClientOffset("!".into())),
         author: Some("766890733356132398".into()),
         user: None,
+        event: None,
         room: None,
     };
     assert_eq!(input, Ok(want.clone()));
@@ -59,6 +60,7 @@ fn a_trimmed_author_without_an_offset_round_trips() {
         client_offset: None,
         author: Some("ada".into()),
         user: None,
+        event: None,
         room: None,
     };
     assert_eq!(validate_chat_message(&args, &LIMITS), Ok(want.clone()));
@@ -83,6 +85,7 @@ fn an_import_with_an_id_beyond_what_clients_hold_gets_the_next_id()
             received_at_ms: 1,
             author: None,
             user: None,
+            event: None,
             room: None,
         },
     };
@@ -107,6 +110,7 @@ fn an_import_with_an_id_beyond_what_clients_hold_gets_the_next_id()
         client_offset: None,
         author: None,
         user: None,
+        event: None,
         room: None,
     };
     assert_eq!(
@@ -134,6 +138,7 @@ fn overlong_varints_decode_to_the_same_record_as_canonical_bytes() {
             received_at_ms: 127,
             author: None,
             user: None,
+            event: None,
             room: None,
         }
     );

@@ -198,6 +198,7 @@ async fn a_client_that_stops_reading_is_dropped_at_its_heartbeat() -> TestResult
                 client_offset: None,
                 author: None,
                 user: None,
+                event: None,
                 room: None,
             })
             .collect();

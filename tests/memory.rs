@@ -293,6 +293,7 @@ fn start_up_reads_no_more_of_the_history_than_the_tail_cache_keeps() -> TestResu
                     client_offset: None,
                     author: None,
                     user: None,
+                    event: None,
                     room: None,
                 })
                 .collect();

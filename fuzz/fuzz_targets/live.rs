@@ -269,6 +269,7 @@ fn message(id: u64, room: usize) -> SharedMessage {
         content: format!("m{id}"),
         author: None,
         user: None,
+        event: None,
         time: id,
         room: key(room),
     })

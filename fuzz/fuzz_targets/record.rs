@@ -150,6 +150,7 @@ fuzz_target!(|input: Input| match input {
             author,
             room,
             user,
+            event: None,
         };
         let bytes = encode_record(&message);
         assert_eq!(decode_record(&bytes), Ok(message));
@@ -174,6 +175,7 @@ fuzz_target!(|input: Input| match input {
             author: None,
             room: None,
             user: None,
+            event: None,
         };
         assert_eq!(decode_record(&bytes), Ok(want));
         decoded_round_trips(&bytes);
@@ -199,6 +201,7 @@ fuzz_target!(|input: Input| match input {
             author,
             room: None,
             user: None,
+            event: None,
         };
         assert_eq!(decode_record(&bytes), Ok(want));
         decoded_round_trips(&bytes);
@@ -226,6 +229,7 @@ fuzz_target!(|input: Input| match input {
             author,
             room,
             user: None,
+            event: None,
         };
         assert_eq!(decode_record(&bytes), Ok(want));
         decoded_round_trips(&bytes);

@@ -62,6 +62,7 @@ impl Msg {
             author: self.author.then(|| "ada".to_string()),
             room: room(self.room),
             user: self.user.map(|u| if u { "u1" } else { "u2" }.to_string()),
+            event: None,
         }
     }
 }
@@ -466,6 +467,7 @@ fn step(mut rig: Rig, switch: &FaultSwitch, op: Op) -> Rig {
                 author: stored.author.clone(),
                 room: stored.room.clone(),
                 user: stored.user.clone(),
+                event: None,
             };
             let got = rig.append(&[input]);
             if stored.client_offset.is_some() {
@@ -485,6 +487,7 @@ fn step(mut rig: Rig, switch: &FaultSwitch, op: Op) -> Rig {
                 author: None,
                 room: stored.room.clone(),
                 user: stored.user.clone(),
+                event: None,
             };
             rig.append(&[input]);
         }

@@ -105,6 +105,7 @@ fn message(id: u64, content_len: u8, author_len: Option<u8>) -> SharedMessage {
         content: "x".repeat(usize::from(content_len)),
         author: author_len.map(|n| "a".repeat(usize::from(n % 33))),
         user: None,
+        event: None,
         time: id,
         room: None,
     })

@@ -105,9 +105,56 @@ impl JetStreamLog {
     }
 }
 
+impl JetStreamLog {
+    /// Erases message `id` from the stream (JetStream overwrites it on disk), once the
+    /// deletion that made it a tombstone is stored: every replica has or will have the
+    /// tombstone (a replica rebuilt from the stream writes it from the deletion, which is
+    /// later in the stream), so the stream's copy is the last one. Retried for a while; a
+    /// stream created before deletions existed refuses (`deny_delete`), which is logged.
+    async fn erase_from_stream(&self, id: MessageId) {
+        let subject = format!("STREAM.MSG.DELETE.{}", self.stream);
+        let request = serde_json::json!({ "seq": id.0 });
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let deadline = Instant::now() + RETRY_FOR;
+        loop {
+            let answer: Result<serde_json::Value, _> =
+                self.js.request(subject.clone(), &request).await;
+            let problem = match answer {
+                Ok(reply) => match reply.get("error") {
+                    None => return,
+                    // Already gone (erased before, or retention took it): nothing to erase.
+                    Some(error) if already_gone(error) => return,
+                    Some(error) => {
+                        tracing::warn!(
+                            id = id.0,
+                            "the stream refused to erase a deleted message (a stream with \
+                             deny_delete keeps it until retention removes it): {error}"
+                        );
+                        return;
+                    }
+                },
+                Err(e) => e.to_string(),
+            };
+            let wait = backoff.next_wait();
+            if Instant::now() + wait >= deadline {
+                tracing::warn!(
+                    id = id.0,
+                    "could not erase a deleted message from the stream: {problem}"
+                );
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 impl Log for JetStreamLog {
     fn submit(&self, input: ChatInput) -> BoxFuture<'_, Result<Receipt, AppendError>> {
         Box::pin(self.submit_input(input))
+    }
+
+    fn erase(&self, id: MessageId) -> BoxFuture<'_, ()> {
+        Box::pin(self.erase_from_stream(id))
     }
 
     fn problem(&self) -> Option<String> {
@@ -206,6 +253,17 @@ impl Publish {
             AppendOutcome::Stored(id)
         })
     }
+}
+
+/// Whether JetStream's answer to an erase says the message is not in the stream (10043, or
+/// 10057 "no message found"; 10057 is also "message delete not permitted").
+fn already_gone(error: &serde_json::Value) -> bool {
+    let code = error.get("err_code").and_then(serde_json::Value::as_u64);
+    let description = error
+        .get("description")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    code == Some(10043) || (code == Some(10057) && description.contains("no message found"))
 }
 
 /// The `Nats-Msg-Id` of `input`: its dedup key (client offset and content, the rule every

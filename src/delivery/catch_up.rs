@@ -174,22 +174,30 @@ impl CatchUp {
         if self.cursor >= through {
             return Ok(Vec::new());
         }
-        let reader = self.reader.clone();
-        let cursors = self.subscription.cursors(self.cursor);
-        let rows = tokio::task::spawn_blocking(move || {
-            reader.read_rooms(&cursors, through, limits.max_count, limits.max_bytes)
-        })
-        .await??;
-        let Some(last) = rows.last() else {
-            // Nothing more of its rooms up to `through`.
-            self.cursor = through;
-            return Ok(Vec::new());
-        };
-        self.cursor = last.id.0;
-        Ok(rows
-            .into_iter()
-            .map(|row| Arc::new(Message::from(row)))
-            .collect())
+        loop {
+            let reader = self.reader.clone();
+            let cursors = self.subscription.cursors(self.cursor);
+            let rows = tokio::task::spawn_blocking(move || {
+                reader.read_rooms(&cursors, through, limits.max_count, limits.max_bytes)
+            })
+            .await??;
+            let Some(last) = rows.last() else {
+                // Nothing more of its rooms up to `through`.
+                self.cursor = through;
+                return Ok(Vec::new());
+            };
+            self.cursor = last.id.0;
+            // Deleted messages' tombstones hold nothing to deliver (the deletion itself is an
+            // entry of its own, replayed in its place).
+            let messages: Vec<SharedMessage> = rows
+                .into_iter()
+                .filter(|row| !row.message.is_tombstone())
+                .map(|row| Arc::new(Message::from(row)))
+                .collect();
+            if !messages.is_empty() {
+                return Ok(messages);
+            }
+        }
     }
 }
 
@@ -218,6 +226,7 @@ mod tests {
                 author: None,
                 user: None,
                 room: None,
+                event: None,
             })
             .collect();
         if !inputs.is_empty() {
@@ -301,6 +310,7 @@ mod tests {
                     received_at_ms: 0,
                     author: None,
                     user: None,
+                    event: None,
                     room: None,
                 },
             }))
@@ -388,6 +398,7 @@ mod tests {
                 client_offset: None,
                 author: None,
                 user: None,
+                event: None,
                 room: match i {
                     21 => Some("ops".into()),
                     i if i % 2 == 0 => Some("dev".into()),

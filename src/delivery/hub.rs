@@ -7,7 +7,8 @@
 //! through the channel, with no gap and no overlap.
 //!
 //! It also keeps the [`TailCache`] of the newest messages, filled as they are published, which
-//! serves recent replays from memory.
+//! serves recent replays from memory, and every room's [`AccessMap`], which the writer sets
+//! after each commit that changed it, before it publishes the commit's entries.
 //!
 //! It does not store anything (the log publishes only after a durable commit) and it does not
 //! talk to sockets.
@@ -20,6 +21,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::subscription::RoomKey;
 use super::tail::{TailCache, TailLimits};
+use crate::access::AccessMap;
 use crate::message::SharedMessage;
 use crate::metrics;
 
@@ -42,6 +44,8 @@ pub struct Hub {
     /// node learns of ids before it has applied them. A client offset above it comes from
     /// another database; one at or below it is waited for.
     log_end: AtomicU64,
+    /// Every room's access state, as of the entries published.
+    pub access: AccessMap,
 }
 
 /// What has been published: the highest id, and each room's.
@@ -95,6 +99,7 @@ impl Hub {
             tail: Mutex::new(cache),
             published: watch::Sender::new(last_id),
             log_end: AtomicU64::new(last_id),
+            access: AccessMap::default(),
         }
     }
 

@@ -25,7 +25,7 @@ use socketioxide::{SendError, SocketError};
 
 use super::live::PassBatch;
 use crate::message::SharedMessage;
-use crate::protocol::event::CHAT_MESSAGE;
+use crate::protocol::event::{CHAT_MESSAGE, MESSAGE_DELETED, ROOM_CHANGED};
 
 /// Free slots chat delivery and ephemeral events leave for what must never be refused: an ack
 /// and a ping.
@@ -127,7 +127,156 @@ impl Serialize for ChatArgs<'_> {
     }
 }
 
-/// Queues `event (content, id, { author, time, room })` for as many of `messages` as fit
+/// `message deleted ({ room, id, by, offset })`: message `id` of `room` was deleted by `by`;
+/// `offset` is the id of the deletion itself (the offset a client resumes after).
+#[derive(serde::Serialize)]
+struct DeletedNotice<'a> {
+    room: &'a str,
+    id: u64,
+    by: Option<&'a str>,
+    offset: u64,
+}
+
+/// `room changed ({ room, action, user, by, role, private, readOnly, offset })`: an access
+/// change of `room` (`action`: create, role, invite, kick, ban, unban, mute, unmute) about
+/// `user`, made by `by`; `role` for `role`, `private` and `readOnly` for `create`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangedNotice<'a> {
+    room: &'a str,
+    action: &'a str,
+    user: Option<&'a str>,
+    by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_only: Option<bool>,
+    offset: u64,
+}
+
+/// A room event's notice as event arguments: the notice, then (with connection state
+/// recovery) the entry's id as a string, which the client keeps as its offset.
+struct NoticeArgs<T>(T, Option<IdString>);
+
+impl<T: Serialize> Serialize for NoticeArgs<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(1 + usize::from(self.1.is_some()))?;
+        tuple.serialize_element(&self.0)?;
+        if let Some(offset) = &self.1 {
+            tuple.serialize_element(offset)?;
+        }
+        tuple.end()
+    }
+}
+
+/// What an entry of the log is sent as: a chat message as `chat message (content, id, meta
+/// [, "id"])`; a deletion as `message deleted`; an access change as `room changed`.
+enum Packet<'a> {
+    Chat(ChatArgs<'a>),
+    Deleted(NoticeArgs<DeletedNotice<'a>>),
+    Changed(NoticeArgs<ChangedNotice<'a>>),
+}
+
+impl<'a> Packet<'a> {
+    fn of(message: &'a crate::message::Message, offsets: bool, default_room: &'a str) -> Self {
+        use crate::access::RoomEvent;
+        let Some(event) = &message.event else {
+            return Packet::Chat(ChatArgs(chat_args(message, offsets, default_room)));
+        };
+        let room = message.room.as_deref().unwrap_or(default_room);
+        let offset = message.id.0;
+        let by = message.user.as_deref();
+        let trailer = offsets.then_some(IdString(offset));
+        match event {
+            RoomEvent::Deleted { id, .. } => Packet::Deleted(NoticeArgs(
+                DeletedNotice {
+                    room,
+                    id: *id,
+                    by,
+                    offset,
+                },
+                trailer,
+            )),
+            // A tombstone is never delivered (readers skip it); were one to come, it says
+            // that its own id is deleted.
+            RoomEvent::Erased { .. } => Packet::Deleted(NoticeArgs(
+                DeletedNotice {
+                    room,
+                    id: offset,
+                    by: None,
+                    offset,
+                },
+                trailer,
+            )),
+            event => {
+                let (private, read_only) = match event {
+                    RoomEvent::Created { private, read_only } => (Some(*private), Some(*read_only)),
+                    _ => (None, None),
+                };
+                Packet::Changed(NoticeArgs(
+                    ChangedNotice {
+                        room,
+                        action: event.action().unwrap_or("change"),
+                        user: event.target().or(by),
+                        by,
+                        role: match event {
+                            RoomEvent::RoleSet { role, .. } => Some(role.name()),
+                            _ => None,
+                        },
+                        private,
+                        read_only,
+                        offset,
+                    },
+                    trailer,
+                ))
+            }
+        }
+    }
+
+    fn event(&self) -> &'static str {
+        match self {
+            Packet::Chat(_) => CHAT_MESSAGE,
+            Packet::Deleted(_) => MESSAGE_DELETED,
+            Packet::Changed(_) => ROOM_CHANGED,
+        }
+    }
+}
+
+/// Queues `message` (an entry of the log) to `socket` as its event.
+fn emit_entry(
+    socket: &SocketRef,
+    message: &crate::message::Message,
+    offsets: bool,
+    default_room: &str,
+) -> Result<(), SendError> {
+    let packet = Packet::of(message, offsets, default_room);
+    match &packet {
+        Packet::Chat(args) => socket.emit(packet.event(), args),
+        Packet::Deleted(args) => socket.emit(packet.event(), args),
+        Packet::Changed(args) => socket.emit(packet.event(), args),
+    }
+}
+
+/// `message` (an entry of the log) as its packet, encoded once for any socket.
+fn encode_entry(
+    socket: &SocketRef,
+    message: &crate::message::Message,
+    offsets: bool,
+    default_room: &str,
+) -> Option<EncodedEvent> {
+    let packet = Packet::of(message, offsets, default_room);
+    match &packet {
+        Packet::Chat(args) => socket.encode_event(packet.event(), args),
+        Packet::Deleted(args) => socket.encode_event(packet.event(), args),
+        Packet::Changed(args) => socket.encode_event(packet.event(), args),
+    }
+    .ok()
+}
+
+/// Queues each of `messages` as its event ([`emit_entry`]) for as many as fit
 /// while `HEADROOM` slots stay free, in order; returns how many were queued (at least one), or
 /// `Full` if not even the first fits. With `offsets`, each ends with its id as a string too
 /// (`(content, id, meta, "id")`, for connection state recovery); a message without a room is
@@ -135,7 +284,6 @@ impl Serialize for ChatArgs<'_> {
 pub fn emit_chats_leaving_headroom(
     socket: &SocketRef,
     lock: &SendLock,
-    event: &str,
     messages: &[SharedMessage],
     offsets: bool,
     default_room: &str,
@@ -144,7 +292,7 @@ pub fn emit_chats_leaving_headroom(
     let room = room(socket, HEADROOM)?;
     let mut queued = 0;
     for message in messages.iter().take(room) {
-        match socket.emit(event, &ChatArgs(chat_args(message, offsets, default_room))) {
+        match emit_entry(socket, message, offsets, default_room) {
             Ok(()) => queued += 1,
             // The rest waits for the next call; what was queued stays queued.
             Err(_) if queued > 0 => break,
@@ -157,7 +305,7 @@ pub fn emit_chats_leaving_headroom(
     Ok(queued)
 }
 
-/// Each of `messages` as a `chat message` packet, encoded once for every socket of the
+/// Each of `messages` as its packet ([`emit_entry`]), encoded once for every socket of the
 /// namespace (`socket` is any of them).
 pub fn encode_chats(
     socket: &SocketRef,
@@ -167,10 +315,7 @@ pub fn encode_chats(
 ) -> Option<Vec<EncodedEvent>> {
     messages
         .iter()
-        .map(|message| {
-            let args = ChatArgs(chat_args(message, offsets, default_room));
-            socket.encode_event(CHAT_MESSAGE, &args).ok()
-        })
+        .map(|message| encode_entry(socket, message, offsets, default_room))
         .collect()
 }
 
@@ -296,7 +441,6 @@ impl SocketOutbox {
                 emit_chats_leaving_headroom(
                     &self.socket,
                     &self.lock,
-                    CHAT_MESSAGE,
                     &messages,
                     self.offsets,
                     &self.default_room,
@@ -401,6 +545,7 @@ mod tests {
                     content: format!("m{id}"),
                     author: None,
                     user: None,
+                    event: None,
                     time: 0,
                     room: None,
                 })
@@ -412,28 +557,15 @@ mod tests {
     async fn chat_messages_leave_the_headroom_free() {
         let mut rig = Rig::new().await;
         rig.leave_free(5).await;
-        let queued = emit_chats_leaving_headroom(
-            &rig.socket,
-            &rig.lock,
-            CHAT_MESSAGE,
-            &messages(10),
-            false,
-            "general",
-        );
+        let queued =
+            emit_chats_leaving_headroom(&rig.socket, &rig.lock, &messages(10), false, "general");
         assert_eq!(
             queued,
             Ok(5 - HEADROOM),
             "a run stops with the headroom free"
         );
         assert_eq!(
-            emit_chats_leaving_headroom(
-                &rig.socket,
-                &rig.lock,
-                CHAT_MESSAGE,
-                &messages(1),
-                true,
-                "general"
-            ),
+            emit_chats_leaving_headroom(&rig.socket, &rig.lock, &messages(1), true, "general"),
             Err(NotQueued::Full)
         );
         assert_eq!(
@@ -457,7 +589,6 @@ mod tests {
                 emit_chats_leaving_headroom(
                     &rig.socket,
                     &rig.lock,
-                    CHAT_MESSAGE,
                     &batch[..1],
                     offsets,
                     "general"
@@ -515,14 +646,7 @@ mod tests {
         rig.socket.clone().disconnect().expect("disconnect");
         settle().await;
         assert_eq!(
-            emit_chats_leaving_headroom(
-                &rig.socket,
-                &rig.lock,
-                CHAT_MESSAGE,
-                &messages(1),
-                true,
-                "general"
-            ),
+            emit_chats_leaving_headroom(&rig.socket, &rig.lock, &messages(1), true, "general"),
             Err(NotQueued::Closed)
         );
         assert!(matches!(

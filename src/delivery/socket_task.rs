@@ -31,7 +31,7 @@ use super::subscription::Subscription;
 use crate::every::Backoff;
 use crate::message::SharedMessage;
 use crate::metrics;
-use crate::protocol::event::{CHAT_MESSAGE, SYNC};
+use crate::protocol::event::SYNC;
 
 /// The live set of sockets.
 pub type Live = LiveSet<LiveSocket>;
@@ -47,6 +47,10 @@ struct SyncReport<'a> {
     /// False when the client asked for messages that are gone: deleted by retention, or
     /// its offset came from another database.
     complete: bool,
+    /// Rooms it asked for (in `auth.rooms` or its recovered session) that it may not join:
+    /// private rooms it is not a member of, rooms it is banned from. Absent when none.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    refused: &'a [String],
 }
 
 /// What the `sync` report will say, as far as it is known at connect.
@@ -55,6 +59,8 @@ pub struct SyncPlan {
     pub epoch: Arc<str>,
     /// The client's offset came from another database.
     pub other_database: bool,
+    /// The rooms it asked for that it may not join, by name.
+    pub refused: Vec<String>,
 }
 
 /// The signals that end a socket's delivery, shared with its event handlers.
@@ -430,6 +436,7 @@ impl Delivery {
                 // replay: retention running meanwhile can make a complete replay say false,
                 // never an incomplete one say true.
                 complete: !replay.sync.other_database && !lost,
+                refused: &replay.sync.refused,
             };
             let emit =
                 || outbox::emit_leaving_headroom(&outbox.socket, &outbox.lock, SYNC, &report);
@@ -461,7 +468,6 @@ async fn emit_batch(
                 outbox::emit_chats_leaving_headroom(
                     &outbox.socket,
                     &outbox.lock,
-                    CHAT_MESSAGE,
                     &rest,
                     outbox.offsets,
                     &outbox.default_room,

@@ -140,6 +140,7 @@ mod tests {
             content: String::new(),
             author: None,
             user: None,
+            event: None,
             time: 0,
             room: room.map(String::from),
         }

@@ -55,6 +55,14 @@ pub trait Log: Send + Sync {
     /// outstanding at once, so one connection's messages still share commits.
     fn submit(&self, input: ChatInput) -> BoxFuture<'_, Result<Receipt, AppendError>>;
 
+    /// Erases the content of message `id`, which a stored deletion has made a tombstone,
+    /// wherever the log keeps a copy of its own (a cluster's stream); best effort, logged.
+    /// The local log keeps none: the deletion's commit erased it.
+    fn erase(&self, id: crate::message::MessageId) -> BoxFuture<'_, ()> {
+        let _ = id;
+        Box::pin(std::future::ready(()))
+    }
+
     /// Why the log does not take writes now, in words (`/healthz`); `None` while it does.
     fn problem(&self) -> Option<String>;
 

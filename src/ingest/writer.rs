@@ -337,6 +337,7 @@ fn run(
                 let filled = store
                     .fill(&rows)
                     .map_err(|e| AppendError::Storage(Arc::new(e)));
+                tell_access_changes(&mut store, &hub);
                 let _ = reply.send(filled);
             }
             Some(Command::ExpireSessions { before_ms, reply }) => {
@@ -376,6 +377,21 @@ fn prune_batch(
     Ok(deleted)
 }
 
+/// Hands what the last commit's room events changed to the rest of the server, before its
+/// entries are published: a socket that receives a `room changed` finds the room's state
+/// already changed, and a deleted message leaves the tail cache (replays no longer return it).
+fn tell_access_changes(store: &mut StoreWriter, hub: &Hub) {
+    let changes = store.take_access_changes();
+    if changes.is_empty() {
+        return;
+    }
+    hub.forget(&changes.erased);
+    for (room, access) in changes.rooms {
+        hub.access.set(room, access);
+    }
+    hub.access.remove_users(changes.removed);
+}
+
 /// Stores and publishes rows a cluster node's applier read from the stream.
 fn apply_rows(
     store: &mut StoreWriter,
@@ -392,6 +408,7 @@ fn apply_rows(
         Ok(applied) => {
             metrics::counter(metrics::MESSAGES_STORED).increment(applied as u64);
             metrics::gauge(metrics::LAST_ID).set(store.last_id() as f64);
+            tell_access_changes(store, hub);
             hub.publish(
                 rows.into_iter()
                     .filter(|row| row.id.0 > before)
@@ -500,6 +517,7 @@ fn commit_batch(store: &mut StoreWriter, hub: &Hub, healthy: &AtomicBool, batch:
                     }
                     AppendOutcome::Duplicate(_) => None,
                 });
+            tell_access_changes(store, hub);
             hub.publish(fresh);
             for (reply, outcome) in replies.drain(..).zip(outcomes) {
                 let _ = reply.send(Ok(outcome));

@@ -75,6 +75,10 @@ pub struct ExportLine {
     /// The verified sender's user id; absent for anonymous senders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// A room event (an access change, a deletion) or a deleted message's tombstone, instead
+    /// of a chat message; absent for chat messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<crate::access::RoomEvent>,
 }
 
 impl ExportLine {
@@ -88,6 +92,7 @@ impl ExportLine {
             time: row.message.received_at_ms,
             room: Some(row.message.room.unwrap_or_else(|| default_room.to_string())),
             user: row.message.user,
+            event: row.message.event,
         }
     }
 
@@ -110,6 +115,7 @@ impl ExportLine {
                 author: self.author,
                 room,
                 user: self.user,
+                event: self.event,
             },
         })
     }

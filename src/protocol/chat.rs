@@ -133,6 +133,7 @@ pub fn validate_chat_message(args: &[Value], limits: &Limits) -> Result<ChatInpu
         room,
         // Set by the socket layer from the connection's verified identity, never from input.
         user: None,
+        event: None,
     })
 }
 
@@ -184,6 +185,7 @@ mod tests {
             client_offset: offset.map(|o| ClientOffset(o.into())),
             author: None,
             user: None,
+            event: None,
             room: None,
         };
         assert_eq!(

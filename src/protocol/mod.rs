@@ -3,6 +3,7 @@
 //! - [`handshake`]: the CONNECT `auth` object (`serverOffset`, `nickname`, `latest`, `epoch`).
 //! - [`chat`]: `chat message` validation and the ack bodies.
 //! - [`history`]: `history` requests.
+//! - [`moderation`]: `create room`, `set role`, `invite`, `kick`, `ban`, `mute`, `delete message`.
 //! - [`nickname`]: the nickname rules shared by the three above.
 //! - [`args`]: decoding an event's arguments.
 //! - [`event`]: the event names.
@@ -15,6 +16,7 @@ pub mod args;
 pub mod chat;
 pub mod handshake;
 pub mod history;
+pub mod moderation;
 pub mod nickname;
 pub mod room;
 
@@ -59,6 +61,28 @@ pub mod event {
     pub const TOKEN_EXPIRING: &str = "token expiring";
     /// `token expired ({ exp, error })`: no refresh came; the server disconnects the socket.
     pub const TOKEN_EXPIRED: &str = "token expired";
+    /// `create room ({ room, private, readOnly }, ack)` → `{ room, ok: true, last: 0 }`.
+    pub const CREATE_ROOM: &str = "create room";
+    /// `set role ({ room, user, role }, ack)`: the owner makes a moderator or a member.
+    pub const SET_ROLE: &str = "set role";
+    /// `invite ({ room, user }, ack)`: a member of a private room.
+    pub const INVITE: &str = "invite";
+    /// `kick ({ room, user }, ack)`: every socket of the user leaves the room now.
+    pub const KICK: &str = "kick";
+    /// `ban ({ room, user }, ack)`: a kick, and no joining again until `unban`.
+    pub const BAN: &str = "ban";
+    /// `unban ({ room, user }, ack)`.
+    pub const UNBAN: &str = "unban";
+    /// `mute ({ room, user }, ack)`: the user cannot post in the room.
+    pub const MUTE: &str = "mute";
+    /// `unmute ({ room, user }, ack)`.
+    pub const UNMUTE: &str = "unmute";
+    /// `delete message ({ room, id }, ack)`: the author or a moderator removes a message.
+    pub const DELETE_MESSAGE: &str = "delete message";
+    /// `room changed ({ room, action, user, by, offset })` to a room's members.
+    pub const ROOM_CHANGED: &str = "room changed";
+    /// `message deleted ({ room, id, by, offset })` to a room's members.
+    pub const MESSAGE_DELETED: &str = "message deleted";
 }
 
 /// Binary attachments a client may send in one packet before it is refused (we accept none

@@ -21,7 +21,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 
 use super::presence::{self, Listed, Typing};
 use super::rate::TokenBucket;
-use super::{ChatState, Connection, ConnectionState, chat, history, identity, rooms};
+use super::{ChatState, Connection, ConnectionState, chat, history, identity, moderation, rooms};
 use crate::delivery::CatchUp;
 use crate::delivery::cursor::EmittedCursor;
 use crate::delivery::outbox::SendLock;
@@ -30,7 +30,8 @@ use crate::delivery::{RoomKey, Subscription};
 use crate::identity::TokenError;
 use crate::metrics;
 use crate::protocol::event::{
-    CHAT_MESSAGE, HISTORY, JOIN, LEAVE, NICKNAME, REFRESH_TOKEN, ROOMS, TYPING,
+    BAN, CHAT_MESSAGE, CREATE_ROOM, DELETE_MESSAGE, HISTORY, INVITE, JOIN, KICK, LEAVE, MUTE,
+    NICKNAME, REFRESH_TOKEN, ROOMS, SET_ROLE, TYPING, UNBAN, UNMUTE,
 };
 use crate::protocol::{AuthError, parse_handshake};
 
@@ -131,11 +132,15 @@ async fn admit(
         .epoch
         .as_deref()
         .is_some_and(|epoch| epoch != &*state.epoch);
-    // The rooms it asked for (missing: the default room), within the limits.
-    let asked: Vec<RoomKey> = match &handshake.rooms {
+    // The rooms it asked for (missing: the default room), within the limits; those it may
+    // not join (private, banned) are left out and named in its `sync`.
+    let user = verified.as_ref().map(|v| v.user.as_str());
+    let (asked, mut refused): (Vec<RoomKey>, Vec<RoomKey>) = match &handshake.rooms {
         None => vec![None],
         Some(names) => names.iter().map(|name| state.rooms.key(name)).collect(),
-    };
+    }
+    .into_iter()
+    .partition(|room| moderation::may_join_as(&state, user, room).is_ok());
     if asked.len() > state.rooms.max_per_connection {
         return Err(Refusal::TooManyRooms {
             asked: asked.len(),
@@ -165,6 +170,13 @@ async fn admit(
             verified.as_ref().map(|v| v.user.as_str()),
         )
         .await;
+    // A recovered session's rooms pass the same rules: a kick or a ban may have come since.
+    let mut recovery = recovery;
+    let (recovered, lost): (Vec<_>, Vec<_>) = std::mem::take(&mut recovery.rooms)
+        .into_iter()
+        .partition(|(room, _)| moderation::may_join_as(&state, user, room).is_ok());
+    refused.extend(lost.into_iter().map(|(room, _)| room));
+    recovery.rooms = recovered;
     let subscription = Arc::new(Subscription::with_marks(recovery.rooms.iter().cloned()));
     let rooms: Vec<RoomKey> = recovery.rooms.into_iter().map(|(room, _)| room).collect();
     let (start, latest, other_epoch) = match recovery.resume_after {
@@ -259,6 +271,10 @@ async fn admit(
     let sync = SyncPlan {
         epoch: state.epoch.clone(),
         other_database: other_epoch || catch_up.reset(),
+        refused: refused
+            .iter()
+            .map(|room| state.rooms.name(room).to_string())
+            .collect(),
     };
     let delivery = SocketDelivery {
         catch_up,
@@ -319,6 +335,8 @@ impl MessageHandler<LocalAdapter, ByName> for ChatEvents {
             LEAVE => MessageHandler::call(&rooms::on_leave, socket, data, ack),
             ROOMS => MessageHandler::call(&rooms::on_rooms, socket, data, ack),
             REFRESH_TOKEN => MessageHandler::call(&identity::on_refresh_token, socket, data, ack),
+            CREATE_ROOM | SET_ROLE | INVITE | KICK | BAN | UNBAN | MUTE | UNMUTE
+            | DELETE_MESSAGE => MessageHandler::call(&moderation::on_request, socket, data, ack),
             _ => tracing::debug!(sid = %socket.id, %event, "event without a handler ignored"),
         }
     }

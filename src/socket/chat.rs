@@ -213,7 +213,17 @@ async fn handle_chat_message(
             send_ack(&socket, ack, &reply, &connection).await;
             return;
         }
-        Ok(input) => input,
+        Ok(input) => match super::moderation::may_post(&state, &connection, &input.room) {
+            Ok(()) => input,
+            Err(denied) => {
+                let reply = AckReply::Rejected {
+                    error: denied.to_string(),
+                };
+                metrics::counter_with(metrics::REJECTED, "reason", "not_allowed").increment(1);
+                send_ack(&socket, ack, &reply, &connection).await;
+                return;
+            }
+        },
         Err(error) => {
             tracing::debug!(sid = %socket.id, "rejected chat message: {error}");
             metrics::counter_with(metrics::REJECTED, "reason", "invalid_payload").increment(1);

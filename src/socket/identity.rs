@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{ChatState, Connection, refuse, send_ack};
+use crate::access::Admins;
 use crate::config::AuthMode;
 use crate::delivery::outbox::emit_ephemeral;
 use crate::every::since_epoch;
@@ -46,6 +47,8 @@ pub struct Auth {
     refusals: Mutex<LogBudget>,
     /// When each signed-in connection's token needs looking at.
     pub deadlines: Deadlines,
+    /// The server admins (`--server-admin`), who act as owners of every room.
+    pub admins: Admins,
 }
 
 /// Refusal log lines left in the current minute, and those not logged.
@@ -73,7 +76,13 @@ impl Auth {
                 suppressed: 0,
             }),
             deadlines: Deadlines::default(),
+            admins: Admins::default(),
         }
+    }
+
+    /// With `admins` as the server admins.
+    pub fn with_admins(self, admins: Admins) -> Self {
+        Self { admins, ..self }
     }
 
     /// Seconds of clock skew allowed after `exp`.

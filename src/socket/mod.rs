@@ -7,6 +7,8 @@
 //! - [`history`]: `history` pages of older messages.
 //! - [`identity`]: who a connection is (`--auth`): the token at connect, its expiry while
 //!   connected, `refresh token`.
+//! - [`moderation`]: access to rooms (the checks of joins and posts) and the requests that
+//!   change it: `create room`, `set role`, `invite`, `kick`, `ban`, `mute`, `delete message`.
 //! - [`presence`]: who is online, join/leave notices, typing, nickname changes (ephemeral);
 //!   [`roster`] is its plain state.
 //! - [`rate`]: the per-connection token bucket (pure).
@@ -19,6 +21,7 @@ pub mod admission;
 pub mod chat;
 pub mod history;
 pub mod identity;
+pub mod moderation;
 pub mod presence;
 pub mod rate;
 pub mod recovery;

@@ -91,9 +91,10 @@ impl Rooms {
         }
     }
 
-    /// Whether room `key` exists: it holds messages or has members.
+    /// Whether room `key` exists: it holds messages or room events, has members, or has an
+    /// access state of its own.
     pub fn exists(&self, state: &ChatState, key: &RoomKey) -> bool {
-        state.hub.room_last(key) > 0 || state.roster.count(key) > 0
+        state.hub.room_last(key) > 0 || state.roster.count(key) > 0 || state.hub.access.has(key)
     }
 
     /// Whether `new` more rooms may come into existence under `--max-rooms`; the error is
@@ -157,6 +158,9 @@ pub enum JoinError {
     /// The join could not be saved with the recovery session.
     #[error("the room could not be joined right now")]
     Unavailable,
+    /// The room's access rules keep the connection out (a private room, a ban).
+    #[error(transparent)]
+    Denied(#[from] crate::access::Denied),
 }
 
 #[derive(Serialize)]
@@ -192,11 +196,23 @@ async fn join(
     connection: &Connection,
 ) -> Result<(String, u64), JoinError> {
     let name = first_arg_room(args)?;
-    let key = state.rooms.key(&name);
+    join_room(socket, &name, state, connection).await
+}
+
+/// Puts the connection in room `name` (it may be in it already), saved with its recovery
+/// session; resolves with the room's name and the connection's mark in it.
+pub(super) async fn join_room(
+    socket: &SocketRef,
+    name: &RoomName,
+    state: &ChatState,
+    connection: &Connection,
+) -> Result<(String, u64), JoinError> {
+    let key = state.rooms.key(name);
     let subscription = &connection.subscription;
     if let Some(mark) = subscription.mark(&key) {
         return Ok((name.to_string(), mark));
     }
+    super::moderation::may_join(state, connection, &key)?;
     if subscription.len() >= state.rooms.max_per_connection {
         return Err(JoinError::PerConnection(subscription.len()));
     }
@@ -250,14 +266,26 @@ async fn leave(
     connection: &Connection,
 ) -> Result<(), JoinError> {
     let name = first_arg_room(args)?;
-    let key = state.rooms.key(&name);
+    leave_room(socket, &state.rooms.key(&name), state, connection).await;
+    Ok(())
+}
+
+/// Takes the connection out of room `key`, saved with its recovery session; false if it was
+/// not in it.
+pub(super) async fn leave_room(
+    socket: &SocketRef,
+    key: &RoomKey,
+    state: &ChatState,
+    connection: &Connection,
+) -> bool {
+    let key = key.clone();
     if !state
         .live
         .leave_room(socket.id, &connection.subscription, &key)
     {
-        return Ok(());
+        return false;
     }
-    socket.leave(name.to_string());
+    socket.leave(state.rooms.name(&key).to_string());
     super::presence::exited(socket, state, connection, &key);
     metrics::counter(metrics::ROOM_LEAVES).increment(1);
     if let Some(pid) = &connection.pid
@@ -267,11 +295,11 @@ async fn leave(
             .save_room(pid.clone(), key, None)
             .await
     {
-        // Left here; a recovery might bring the room back. Say so in the log only: the
-        // client asked to leave and has left.
+        // Left here; a recovery might bring the room back (a room it may no longer join is
+        // refused then). Say so in the log only: the client has left.
         tracing::warn!(sid = %socket.id, "a leave could not be saved: {e}");
     }
-    Ok(())
+    true
 }
 
 /// The room named by an event's first argument.
@@ -287,6 +315,10 @@ fn first_arg_room(
 
 #[derive(Serialize)]
 struct Listed {
+    /// Members only (the directory lists a private room to those who may join it); absent
+    /// for a public room.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    private: bool,
     name: String,
     members: usize,
     last: u64,
@@ -302,7 +334,7 @@ pub(super) fn on_rooms(
 ) -> impl Future<Output = ()> {
     match connection.take_allowance() {
         Ok(()) => Either::Left(async move {
-            let reply = match directory(args, &state) {
+            let reply = match directory(args, &state, &connection) {
                 Ok(rooms) => json!({ "rooms": rooms }),
                 Err(e) => json!({ "error": e }),
             };
@@ -312,10 +344,12 @@ pub(super) fn on_rooms(
     }
 }
 
-/// One page of the directory: rooms with messages or members, by name after `after`.
+/// One page of the directory: rooms with messages or members, by name after `after`; private
+/// rooms only to those who may join them.
 fn directory(
     args: Result<EventArgs, socketioxide::ParserError>,
     state: &ChatState,
+    connection: &Connection,
 ) -> Result<Vec<Listed>, String> {
     let after = match args
         .ok()
@@ -350,16 +384,22 @@ fn directory(
     if **default > *after && state.rooms.exists(state, &None) {
         names.insert(default.to_string());
     }
+    // A page may come out short of private rooms left out; `after` its last name goes on.
     Ok(names
         .into_iter()
         .take(DIRECTORY_PAGE)
-        .map(|name| {
+        .filter_map(|name| {
             let key = (*name != **default).then(|| name.clone());
-            Listed {
+            let private = state.hub.access.is_private(&key);
+            if private && super::moderation::may_join(state, connection, &key).is_err() {
+                return None;
+            }
+            Some(Listed {
+                private,
                 members: state.roster.count(&key),
                 last: state.hub.room_last(&key),
                 name,
-            }
+            })
         })
         .collect())
 }

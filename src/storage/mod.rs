@@ -10,6 +10,7 @@
 //! the async runtime.
 
 #[doc(hidden)]
+mod access;
 pub mod fault;
 mod migrate;
 mod reader;
@@ -30,6 +31,7 @@ use redb::{
 
 use crate::message::RetryKey;
 
+pub use access::AccessChanges;
 pub use reader::{RoomCursor, StoreReader};
 pub use record::RecordError;
 pub use rooms::{RoomStats, key_room, room_key};
@@ -145,6 +147,14 @@ pub enum StoreError {
         recorded: String,
         /// The one configured.
         asked: String,
+    },
+    /// A room's stored access state does not decode (or could not be encoded).
+    #[error("the access state of room {room:?} is unreadable: {reason}")]
+    AccessState {
+        /// The room's key ("" for the default room).
+        room: String,
+        /// What postcard said.
+        reason: String,
     },
     /// A stored row does not decode.
     #[error("stored message {id} is unreadable: {source}")]
@@ -496,6 +506,7 @@ mod tests {
                     author: None,
                     room: None,
                     user: None,
+                    event: None,
                 };
                 messages
                     .insert(*id, record::encode_record(&stored).as_slice())

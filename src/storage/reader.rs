@@ -177,8 +177,16 @@ impl StoreReader {
         })
     }
 
-    /// The newest `limit` messages of `room` with ids below `before` (all when `None`),
-    /// ascending, and whether it has older ones.
+    /// Every room's access state (rooms without one are public with no owner).
+    pub fn access_states(
+        &self,
+    ) -> Result<Vec<(Option<String>, crate::access::RoomAccess)>, StoreError> {
+        super::access::load(&self.db)
+    }
+
+    /// The newest `limit` chat messages of `room` with ids below `before` (all when `None`),
+    /// ascending, and whether it has older ones: room events and deleted messages are not
+    /// part of a room's history.
     pub fn read_room_before(
         &self,
         room: Option<&str>,
@@ -198,7 +206,9 @@ impl StoreReader {
                 let Some(entry) = range.next() else { break };
                 let (key, record) = entry.map_err(read_err)?;
                 let id = key.value().1;
-                if let Some(message) = readable(id, record.value()) {
+                if let Some(message) = readable(id, record.value())
+                    && message.event.is_none()
+                {
                     rows.push(StoredRow {
                         id: MessageId(id),
                         message,

@@ -12,9 +12,9 @@ pub use crate::message::StoredMessage;
 
 /// The newest version byte written in front of a record (see [`version_for`]); a decoder
 /// seeing an unknown value refuses it rather than guessing. Versions 1 (no author), 2 (no
-/// room: the default room) and 3 (no user: anonymous) are still read, and 3 is still written
-/// for anonymous senders.
-pub const RECORD_FORMAT_VERSION: u8 = 4;
+/// room: the default room), 3 (no user: anonymous) and 4 (no room event) are still read, and
+/// 3 and 4 are still written for chat messages: only room events and tombstones need 5.
+pub const RECORD_FORMAT_VERSION: u8 = 5;
 
 /// The version-1 layout, decoded for files written before authors existed.
 #[derive(Deserialize)]
@@ -33,6 +33,7 @@ impl From<StoredMessageV1> for StoredMessage {
             author: None,
             room: None,
             user: None,
+            event: None,
         }
     }
 }
@@ -56,6 +57,7 @@ impl From<StoredMessageV2> for StoredMessage {
             author: v2.author,
             room: None,
             user: None,
+            event: None,
         }
     }
 }
@@ -80,6 +82,33 @@ impl From<StoredMessageV3> for StoredMessage {
             author: v3.author,
             room: v3.room,
             user: None,
+            event: None,
+        }
+    }
+}
+
+/// The version-4 layout, decoded for chat messages of verified senders (room events did not
+/// exist).
+#[derive(Deserialize)]
+struct StoredMessageV4 {
+    content: String,
+    client_offset: Option<String>,
+    received_at_ms: u64,
+    author: Option<String>,
+    room: Option<String>,
+    user: Option<String>,
+}
+
+impl From<StoredMessageV4> for StoredMessage {
+    fn from(v4: StoredMessageV4) -> Self {
+        Self {
+            content: v4.content,
+            client_offset: v4.client_offset,
+            received_at_ms: v4.received_at_ms,
+            author: v4.author,
+            room: v4.room,
+            user: v4.user,
+            event: None,
         }
     }
 }
@@ -103,13 +132,16 @@ pub enum RecordError {
     Malformed(String),
 }
 
-/// The version a record is written in: [`RECORD_FORMAT_VERSION`] for a verified sender's
-/// message, 3 for any other, so that a build from before identities (which reads versions 1 to
-/// 3) still reads every message a server without `--auth` writes: the nodes of a cluster can
-/// be upgraded one at a time.
+/// The version a record is written in: [`RECORD_FORMAT_VERSION`] for a room event or a
+/// tombstone, 4 for a verified sender's message, 3 for any other, so that a build from before
+/// identities (which reads versions 1 to 3) still reads every message a server without
+/// `--auth` writes, and one from before room events every chat message: the nodes of a
+/// cluster can be upgraded one at a time.
 pub fn version_for(message: &StoredMessage) -> u8 {
-    if message.user.is_some() {
+    if message.event.is_some() {
         RECORD_FORMAT_VERSION
+    } else if message.user.is_some() {
+        4
     } else {
         3
     }
@@ -125,6 +157,17 @@ struct StoredMessageV3Ref<'a> {
     room: Option<&'a str>,
 }
 
+/// The version-4 layout, borrowed, for writing.
+#[derive(serde::Serialize)]
+struct StoredMessageV4Ref<'a> {
+    content: &'a str,
+    client_offset: Option<&'a str>,
+    received_at_ms: u64,
+    author: Option<&'a str>,
+    room: Option<&'a str>,
+    user: Option<&'a str>,
+}
+
 /// Encodes a record as `[version] ++ postcard(record)`, in the version [`version_for`] picks.
 pub fn encode_record(message: &StoredMessage) -> Vec<u8> {
     let version = version_for(message);
@@ -132,17 +175,29 @@ pub fn encode_record(message: &StoredMessage) -> Vec<u8> {
     bytes.push(version);
     // Serializing owned strings and integers into a Vec cannot fail; fall back to an empty
     // body rather than panic if postcard ever disagrees (the decoder then reports it).
-    let encoded = if version == RECORD_FORMAT_VERSION {
-        postcard::to_extend(message, bytes)
-    } else {
-        let v3 = StoredMessageV3Ref {
-            content: &message.content,
-            client_offset: message.client_offset.as_deref(),
-            received_at_ms: message.received_at_ms,
-            author: message.author.as_deref(),
-            room: message.room.as_deref(),
-        };
-        postcard::to_extend(&v3, bytes)
+    let encoded = match version {
+        RECORD_FORMAT_VERSION => postcard::to_extend(message, bytes),
+        4 => postcard::to_extend(
+            &StoredMessageV4Ref {
+                content: &message.content,
+                client_offset: message.client_offset.as_deref(),
+                received_at_ms: message.received_at_ms,
+                author: message.author.as_deref(),
+                room: message.room.as_deref(),
+                user: message.user.as_deref(),
+            },
+            bytes,
+        ),
+        _ => postcard::to_extend(
+            &StoredMessageV3Ref {
+                content: &message.content,
+                client_offset: message.client_offset.as_deref(),
+                received_at_ms: message.received_at_ms,
+                author: message.author.as_deref(),
+                room: message.room.as_deref(),
+            },
+            bytes,
+        ),
     };
     encoded.unwrap_or_else(|_| vec![version])
 }
@@ -166,6 +221,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<StoredMessage, RecordError> {
     let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
     match version {
         RECORD_FORMAT_VERSION => decode_exact::<StoredMessage>(body),
+        4 => decode_exact::<StoredMessageV4>(body).map(StoredMessage::from),
         3 => decode_exact::<StoredMessageV3>(body).map(StoredMessage::from),
         2 => decode_exact::<StoredMessageV2>(body).map(StoredMessage::from),
         1 => decode_exact::<StoredMessageV1>(body).map(StoredMessage::from),
@@ -189,6 +245,7 @@ mod tests {
             author: Some("ada".into()),
             user: Some("u-1".into()),
             room: Some("dev".into()),
+            event: None,
         }
     }
 
@@ -219,24 +276,74 @@ mod tests {
         assert_eq!(old, Ok(anonymous.clone()));
         assert_eq!(decode_record(&bytes), Ok(anonymous));
         let signed = sample();
-        assert_eq!(encode_record(&signed)[0], RECORD_FORMAT_VERSION);
+        assert_eq!(encode_record(&signed)[0], 4);
+    }
+
+    #[test]
+    fn a_verified_sender_s_message_is_written_as_version_4_which_older_builds_read() {
+        let bytes = encode_record(&sample());
+        assert_eq!(bytes[0], 4);
+        let old = decode_exact::<StoredMessageV4>(&bytes[1..]).map(StoredMessage::from);
+        assert_eq!(old, Ok(sample()));
+    }
+
+    #[test]
+    fn room_events_and_tombstones_are_version_5() {
+        use crate::access::{Role, RoomEvent};
+        for event in [
+            RoomEvent::Created {
+                private: true,
+                read_only: false,
+            },
+            RoomEvent::RoleSet {
+                user: "bob".into(),
+                role: Role::Moderator,
+            },
+            RoomEvent::Banned { user: "bob".into() },
+            RoomEvent::Deleted {
+                id: 9,
+                dedup: Some([7; 16]),
+            },
+        ] {
+            let entry = StoredMessage {
+                content: String::new(),
+                client_offset: None,
+                event: Some(event),
+                ..sample()
+            };
+            let bytes = encode_record(&entry);
+            assert_eq!(bytes[0], RECORD_FORMAT_VERSION);
+            assert_eq!(decode_record(&bytes), Ok(entry));
+        }
+        let tombstone = sample().tombstone();
+        assert!(tombstone.is_tombstone());
+        assert_eq!(
+            decode_record(&encode_record(&tombstone)),
+            Ok(tombstone.clone())
+        );
+        // It keeps the key, so a retry of what it erased is still answered.
+        assert_eq!(tombstone.dedup_index_key(), sample().dedup_key());
+        let retry = sample();
+        let key = retry.retry_key();
+        assert!(key.is_some_and(|key| tombstone.is_retried_by(&key)));
+        assert!(tombstone.content.is_empty() && tombstone.user.is_none());
     }
 
     #[test]
     fn refuses_unknown_version() {
         let mut bytes = encode_record(&sample());
-        bytes[0] = 5;
+        bytes[0] = 6;
         assert_eq!(
             decode_record(&bytes),
             Err(RecordError::UnknownVersion {
-                found: 5,
-                expected: 4
+                found: 6,
+                expected: 5
             })
         );
         assert!(
             decode_record(&bytes)
                 .err()
-                .is_some_and(|e| e.to_string().contains("format version 5"))
+                .is_some_and(|e| e.to_string().contains("format version 6"))
         );
     }
 
@@ -264,6 +371,7 @@ mod tests {
                 author: None,
                 user: None,
                 room: None,
+                event: None,
             })
         );
     }
@@ -293,6 +401,7 @@ mod tests {
                 author: Some("ada".into()),
                 user: None,
                 room: None,
+                event: None,
             })
         );
     }
@@ -325,6 +434,7 @@ mod tests {
                 author: Some("ada".into()),
                 room: Some("dev".into()),
                 user: None,
+                event: None,
             })
         );
     }

@@ -104,6 +104,20 @@ impl<'txn> RoomIndex<'txn> {
         Ok(())
     }
 
+    /// Message `id` of `room` was rewritten as `record` (a deletion's tombstone): its index
+    /// entry follows, the counters do not change.
+    pub(super) fn replace(
+        &mut self,
+        room: Option<&str>,
+        id: u64,
+        record: &[u8],
+    ) -> Result<(), StoreError> {
+        self.messages
+            .insert((room_key(room), id), record)
+            .map_err(write_err)?;
+        Ok(())
+    }
+
     /// Message `id` of `room` was deleted by retention.
     pub(super) fn prune(&mut self, room: Option<&str>, id: u64) -> Result<(), StoreError> {
         let removed = self

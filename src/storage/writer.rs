@@ -6,6 +6,7 @@ use std::sync::PoisonError;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+use super::access::AccessChanges;
 use super::record::decode_record;
 use super::rooms::key_room;
 use super::sessions::{self, SessionChanges};
@@ -105,6 +106,9 @@ pub struct StoreWriter {
     emptied: Vec<Option<String>>,
     /// Ids retention deleted, not yet taken ([`Self::take_pruned_ids`]).
     pruned: Vec<u64>,
+    /// What room events changed in committed transactions, not yet taken
+    /// ([`Self::take_access_changes`]).
+    access: AccessChanges,
 }
 
 impl StoreWriter {
@@ -116,7 +120,14 @@ impl StoreWriter {
             opener,
             emptied: Vec::new(),
             pruned: Vec::new(),
+            access: AccessChanges::default(),
         }
+    }
+
+    /// What room events changed since the last call: the rooms' access state and the
+    /// messages deletions erased (committed).
+    pub fn take_access_changes(&mut self) -> AccessChanges {
+        std::mem::take(&mut self.access)
     }
 
     /// The highest id assigned so far (0 for an empty database).
@@ -209,7 +220,7 @@ impl StoreWriter {
                     tables.remove(*id, record.as_ref(), room.as_ref().map(|r| r.as_deref()))?;
                     highest = highest.max(*id);
                 }
-                emptied = tables.finish()?;
+                (emptied, _) = tables.finish()?;
                 pruned = doomed.iter().map(|doomed| doomed.id).collect();
                 let mut meta = write.open_table(META).map_err(write_err)?;
                 let through = meta
@@ -248,6 +259,7 @@ impl StoreWriter {
     /// hold a larger one); otherwise it gets the next id.
     pub fn import(&mut self, records: &[StoredRow]) -> Result<ImportSummary, StoreError> {
         let next_id = self.next_id;
+        let mut changes = AccessChanges::default();
         let (summary, next_id) = self.db.with(|db| {
             let mut next_id = next_id;
             let mut summary = ImportSummary::default();
@@ -276,7 +288,7 @@ impl StoreWriter {
                     next_id = id + 1;
                     tables.insert(id, &record.message)?;
                 }
-                tables.finish()?;
+                changes = tables.finish()?.1;
                 let mut meta = write.open_table(META).map_err(write_err)?;
                 meta.insert(META_LAST_ID, next_id - 1).map_err(write_err)?;
             }
@@ -284,6 +296,7 @@ impl StoreWriter {
             Ok((summary, next_id))
         })?;
         self.next_id = next_id;
+        self.access.absorb(changes);
         Ok(summary)
     }
 
@@ -314,6 +327,7 @@ impl StoreWriter {
         wanted: impl Fn(&redb::Table<u64, &'static [u8]>, u64, u64) -> Result<bool, redb::StorageError>,
     ) -> Result<usize, StoreError> {
         let next_id = self.next_id;
+        let mut changes = AccessChanges::default();
         let (stored, next_id) = self.db.with(|db| {
             let mut next_id = next_id;
             let mut stored = 0;
@@ -332,7 +346,7 @@ impl StoreWriter {
                     next_id = next_id.max(row.id.0 + 1);
                     stored += 1;
                 }
-                tables.finish()?;
+                changes = tables.finish()?.1;
                 if record_jumps && skipped_through > 0 {
                     let mut meta = write.open_table(META).map_err(write_err)?;
                     let before = meta
@@ -347,6 +361,7 @@ impl StoreWriter {
             Ok((stored, next_id))
         })?;
         self.next_id = next_id;
+        self.access.absorb(changes);
         Ok(stored)
     }
 
@@ -450,10 +465,11 @@ impl StoreWriter {
         sessions: &SessionChanges,
         received_at_ms: u64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let (outcomes, next_id) = self
+        let (outcomes, next_id, changes) = self
             .db
             .with(|db| Self::append_in(db, self.next_id, inputs, sessions, received_at_ms))?;
         self.next_id = next_id;
+        self.access.absorb(changes);
         Ok(outcomes)
     }
 
@@ -473,8 +489,9 @@ impl StoreWriter {
         inputs: &[ChatInput],
         changes: &SessionChanges,
         received_at_ms: u64,
-    ) -> Result<(Vec<AppendOutcome>, u64), StoreError> {
+    ) -> Result<(Vec<AppendOutcome>, u64, AccessChanges), StoreError> {
         let mut outcomes = Vec::with_capacity(inputs.len());
+        let access;
         let write = db.begin_write().map_err(write_err)?;
         sessions::write(&write, changes)?;
         {
@@ -491,10 +508,10 @@ impl StoreWriter {
                 tables.insert(id, &StoredMessage::from_input(input, received_at_ms))?;
                 outcomes.push(AppendOutcome::Stored(MessageId(id)));
             }
-            tables.finish()?;
+            access = tables.finish()?.1;
         }
         write.commit().map_err(write_err)?;
-        Ok((outcomes, next_id))
+        Ok((outcomes, next_id, access))
     }
 }
 
@@ -554,6 +571,104 @@ pub(super) mod tests {
                 AppendOutcome::Stored(MessageId(4))
             ]
         );
+        Ok(())
+    }
+
+    /// Room `room`'s entry `event`, by `by`.
+    fn entry(room: &str, by: &str, event: crate::access::RoomEvent) -> ChatInput {
+        ChatInput {
+            content: String::new(),
+            client_offset: None,
+            author: None,
+            room: Some(room.into()),
+            user: Some(by.into()),
+            event: Some(event),
+        }
+    }
+
+    #[test]
+    fn a_deletion_leaves_a_tombstone_that_still_answers_retries() -> Result<(), StoreError> {
+        use crate::access::RoomEvent;
+        let (_dir, path) = temp_db();
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+        let secret = ChatInput {
+            user: Some("bob".into()),
+            ..crate::message::test_support::input_in(Some("ops"), "secret", Some("o1"))
+        };
+        writer.append_batch(std::slice::from_ref(&secret), 5)?;
+        let dedup = secret.dedup_key().map(|key| key.0);
+        writer.append_batch(
+            &[entry("ops", "bob", RoomEvent::Deleted { id: 1, dedup })],
+            6,
+        )?;
+        let changes = writer.take_access_changes();
+        assert_eq!(changes.erased, vec![1]);
+        // The row keeps its id and room, nothing of what was said or by whom.
+        let rows = reader.read_range(0, 10, 10, usize::MAX)?;
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].message.is_tombstone());
+        assert!(rows[0].message.content.is_empty() && rows[0].message.user.is_none());
+        assert_eq!(rows[0].message.room.as_deref(), Some("ops"));
+        // A retry is answered with the original id, not stored again.
+        assert_eq!(
+            writer.append_batch(&[secret], 7)?,
+            vec![AppendOutcome::Duplicate(MessageId(1))]
+        );
+        // History shows neither the tombstone nor the deletion; the room's counters still
+        // count both rows (completeness checks stay exact).
+        let (history, more) = reader.read_room_before(Some("ops"), None, 10)?;
+        assert!(history.is_empty() && !more);
+        assert_eq!(reader.room_stats(Some("ops"))?.map(|s| s.messages), Some(2));
+        Ok(())
+    }
+
+    #[test]
+    fn room_events_change_the_access_state_in_their_commit() -> Result<(), StoreError> {
+        use crate::access::RoomEvent;
+        let (_dir, path) = temp_db();
+        {
+            let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+            let created = RoomEvent::Created {
+                private: true,
+                read_only: false,
+            };
+            writer.append_batch(
+                &[
+                    entry("ops", "alice", created.clone()),
+                    entry("ops", "alice", RoomEvent::Invited { user: "bob".into() }),
+                    entry(
+                        "ops",
+                        "alice",
+                        RoomEvent::Banned {
+                            user: "carol".into(),
+                        },
+                    ),
+                    // A second creation changes nothing: the first in the log wins.
+                    entry("ops", "mallory", created),
+                ],
+                5,
+            )?;
+            let changes = writer.take_access_changes();
+            let ops = changes
+                .rooms
+                .get(&Some("ops".to_string()))
+                .cloned()
+                .unwrap_or_default();
+            assert!(ops.private && ops.created == 1);
+            assert_eq!(ops.standing("bob").role, Some(crate::access::Role::Member));
+            assert!(ops.standing("carol").banned);
+            assert_eq!(ops.standing("mallory").role, None);
+            assert_eq!(changes.removed.len(), 1, "the ban removes carol's sockets");
+            assert_eq!(
+                reader.access_states()?,
+                vec![(Some("ops".to_string()), ops)]
+            );
+        }
+        // What the server loads at start.
+        let (reader, _writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+        let states = reader.access_states()?;
+        assert_eq!(states.len(), 1);
+        assert!(states[0].1.standing("carol").banned);
         Ok(())
     }
 
