@@ -1102,3 +1102,199 @@ async fn verified_identities_cross_the_nodes() -> TestResult {
     drop(nats);
     Ok(())
 }
+
+/// Emits `event (args, ack)` from `client` every 50 ms until the ack is `want`, for at most
+/// `WAIT`; fails with the last ack otherwise.
+async fn until_answer(
+    client: &mut Client,
+    event: &str,
+    args: &[Value],
+    want: Value,
+) -> Result<(), String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = client
+            .emit_with_ack(event, args, WAIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        if got.first() == Some(&want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{event}: wanted {want}, got {got:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server; CI runs it with --ignored"]
+async fn moderation_crosses_the_nodes_and_a_rebuilt_replica_keeps_it() -> TestResult {
+    use tidings::identity::{ClaimRules, Signer};
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a cluster-wide secret of more than 32 bytes\n")?;
+    let secret_flag = secret.to_str().ok_or("temp path is not UTF-8")?;
+    let flags = [
+        "--auth",
+        "optional",
+        "--jwt-secret-file",
+        secret_flag,
+        "--server-admin",
+        "root",
+    ];
+    let nats = NatsCluster::start(dir.path());
+    let urls = nats.urls();
+    let node = |n: usize| {
+        let name = format!("mod{n}");
+        Node::start(
+            &name,
+            &dir.path().join(format!("{name}.redb")),
+            &urls,
+            &flags,
+        )
+    };
+    let nodes: Vec<Node> = (0..2).map(node).collect();
+    for node in &nodes {
+        node.wait_ready().await;
+    }
+    let signer = Signer::from_secret(
+        b"a cluster-wide secret of more than 32 bytes",
+        None,
+        ClaimRules::default(),
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let auth =
+        |sub: &str, rooms: Value| -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+            Ok(json!({ "token": signer.sign(sub, None, now, 600)?, "rooms": rooms }))
+        };
+    let (zero, one) = (&nodes[0].url, &nodes[1].url);
+    let mut alice = Client::connect(zero, &auth("alice", json!([]))?).await?;
+    let created = alice
+        .emit_with_ack(
+            "create room",
+            &[json!({ "room": "ops", "private": true })],
+            WAIT,
+        )
+        .await?;
+    assert_eq!(
+        created,
+        vec![json!({ "room": "ops", "ok": true, "last": 0 })]
+    );
+    // Node 1 learns it from the stream: the room is private there too.
+    let mut bob = Client::connect(one, &auth("bob", json!([]))?).await?;
+    until_answer(
+        &mut bob,
+        "join",
+        &[json!("ops")],
+        json!({ "error": "not allowed" }),
+    )
+    .await?;
+    let invited = alice
+        .emit_with_ack("invite", &[json!({ "room": "ops", "user": "bob" })], WAIT)
+        .await?;
+    assert_eq!(invited, vec![json!({ "ok": true })]);
+    until_answer(
+        &mut bob,
+        "join",
+        &[json!("ops")],
+        json!({ "room": "ops", "last": 2 }),
+    )
+    .await?;
+    // Bob's message, taken by node 1, deleted by its room's owner on node 0.
+    let sent = bob
+        .emit_with_ack(
+            "chat message",
+            &[json!("secret"), json!("o-1"), json!({ "room": "ops" })],
+            WAIT,
+        )
+        .await?;
+    assert_eq!(sent, vec![json!({ "id": 3 })]);
+    let deleted = alice
+        .emit_with_ack("delete message", &[json!({ "room": "ops", "id": 3 })], WAIT)
+        .await?;
+    assert_eq!(deleted, vec![json!({ "ok": true })]);
+    let notice = bob.next_named("message deleted", WAIT).await?;
+    assert_eq!(
+        (&notice[0]["room"], &notice[0]["id"], &notice[0]["by"]),
+        (&json!("ops"), &json!(3), &json!("alice")),
+        "{notice:?}"
+    );
+    let page = bob
+        .emit_with_ack("history", &[json!({ "room": "ops", "limit": 10 })], WAIT)
+        .await?;
+    assert_eq!(page, vec![json!({ "messages": [], "hasMore": false })]);
+    // A retry through either node is the original, not a new message.
+    let retry = bob
+        .emit_with_ack(
+            "chat message",
+            &[json!("secret"), json!("o-1"), json!({ "room": "ops" })],
+            WAIT,
+        )
+        .await?;
+    assert_eq!(retry, vec![json!({ "id": 3, "duplicate": true })]);
+    // The stream erased it (its deletion, later in the stream, stays).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let details = nats.stream_details("TIDINGS").await.unwrap_or_default();
+        if details["state"]["num_deleted"].as_u64() == Some(1) {
+            assert_eq!(details["config"]["deny_delete"], json!(false), "{details}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream still holds it: {details}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A kick on node 0 takes bob's socket on node 1 out of the room.
+    let kicked = alice
+        .emit_with_ack("kick", &[json!({ "room": "ops", "user": "bob" })], WAIT)
+        .await?;
+    assert_eq!(kicked, vec![json!({ "ok": true })]);
+    loop {
+        let change = bob.next_named("room changed", WAIT).await?;
+        if change[0]["action"] == json!("kick") {
+            assert_eq!(change[0]["user"], json!("bob"));
+            break;
+        }
+    }
+    until_answer(
+        &mut bob,
+        "chat message",
+        &[json!("still here?"), json!("o-2"), json!({ "room": "ops" })],
+        json!({ "error": "not in room ops: join it first" }),
+    )
+    .await?;
+    // A node that starts on an empty file rebuilds everything from the stream: the deleted
+    // message stays deleted, the room private, bob out.
+    let fresh = node(2);
+    fresh.wait_ready().await;
+    let mut root = Client::connect(&fresh.url, &auth("root", json!(["ops"]))?).await?;
+    let page = root
+        .emit_with_ack("history", &[json!({ "room": "ops", "limit": 10 })], WAIT)
+        .await?;
+    assert_eq!(page, vec![json!({ "messages": [], "hasMore": false })]);
+    let mut bob_again = Client::connect(&fresh.url, &auth("bob", json!([]))?).await?;
+    let refused = bob_again
+        .emit_with_ack("join", &[json!("ops")], WAIT)
+        .await?;
+    assert_eq!(refused, vec![json!({ "error": "not allowed" })]);
+    let retry = bob_again
+        .emit_with_ack(
+            "chat message",
+            &[json!("secret"), json!("o-1"), json!({ "room": "ops" })],
+            WAIT,
+        )
+        .await?;
+    assert_eq!(
+        retry,
+        vec![json!({ "error": "not in room ops: join it first" })]
+    );
+    drop(fresh);
+    drop(nodes);
+    drop(nats);
+    Ok(())
+}
