@@ -317,3 +317,40 @@ fn a_rate_limit_out_of_its_range_is_refused_at_start_up() {
         assert!(!db.exists(), "--rate-limit {bad} created the database");
     }
 }
+
+/// `--server-admin` needs identities, and each is a user id: refused at start-up, naming the
+/// flag, before the database is created.
+#[test]
+fn server_admins_without_identities_or_with_bad_ids_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("chat.redb");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a secret of more than thirty-two bytes, surely\n").expect("secret");
+    let db_flag = db.to_str().expect("utf-8 path");
+    let secret_flag = secret.to_str().expect("utf-8 path");
+    let line = fails_with_one_line(&["--port", "0", "--db", db_flag, "--server-admin", "root"]);
+    assert!(
+        line.contains("--server-admin") && line.contains("--auth optional"),
+        "{line}"
+    );
+    let long = "x".repeat(257);
+    for bad in ["", long.as_str()] {
+        let line = fails_with_one_line(&[
+            "--port",
+            "0",
+            "--db",
+            db_flag,
+            "--auth",
+            "optional",
+            "--jwt-secret-file",
+            secret_flag,
+            "--server-admin",
+            bad,
+        ]);
+        assert!(
+            line.contains("--server-admin") && line.contains("not a user id"),
+            "{line}"
+        );
+    }
+    assert!(!db.exists(), "a refused start created the database");
+}

@@ -1,5 +1,6 @@
 //! `history ({ room, before, limit }, ack)`: a page of a room's older messages (the default
-//! room's when it names none), ascending, read from the store through the room's index.
+//! room's when it names none), ascending, read from the store through the room's index; a
+//! room the connection may not join (private, banned) answers `{ error }`.
 //! Requests count against the connection's rate limit, like sends.
 
 use serde_json::json;
@@ -47,6 +48,16 @@ async fn answer(
         .and_then(|EventArgs(args)| parse_history_request(&args).map_err(|e| e.to_string()));
     let reply = match request {
         Err(error) => json!({ "error": error }),
+        Ok(request)
+            if let Err(denied) = super::moderation::may_join(
+                &state,
+                &connection,
+                &request.room.as_ref().and_then(|name| state.rooms.key(name)),
+            ) =>
+        {
+            // A private room's history is its members' (and a banned user's is closed).
+            json!({ "error": denied.to_string() })
+        }
         Ok(request) => {
             let reader = state.reader.clone();
             let room = request.room.as_ref().and_then(|name| state.rooms.key(name));

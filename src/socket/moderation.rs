@@ -227,7 +227,8 @@ async fn create_room(
         return Err(Denied::Anonymous.into());
     }
     let key = state.rooms.key(&request.room);
-    if state.rooms.exists(state, &key) {
+    // The default room always exists: everyone is in it unless they ask otherwise.
+    if key.is_none() || state.rooms.exists(state, &key) {
         return Err(RequestError::Exists);
     }
     state

@@ -6,6 +6,10 @@
 //! - 1 → 2: the dedup index keyed on offset and content (`client_offsets`, offset → ids,
 //!   is dropped).
 //! - 2 → 3: the rooms' tables (every message of a schema-2 file is the default room's).
+//! - 3 → 4: the rooms' access state (`room_access`), empty: no room was created or moderated
+//!   before it, so nothing is built and no row is read. It is a schema step all the same, so
+//!   that a build from before access rules refuses the file instead of opening its private
+//!   rooms to everyone.
 
 use std::path::Path;
 use std::time::Instant;
@@ -54,7 +58,20 @@ pub(super) fn migrate(db: &Database, path: &Path, from: u64) -> Result<(), Store
             index.finish().map(drop)
         })?;
     }
-    debug_assert_eq!(SCHEMA_VERSION, 3, "a new schema needs a step here");
+    if from < 4 {
+        let write = db.begin_write().map_err(write_err)?;
+        write
+            .open_table(super::access::ROOM_ACCESS)
+            .map_err(write_err)?;
+        write
+            .open_table(META)
+            .map_err(write_err)?
+            .insert(META_SCHEMA_VERSION, 4)
+            .map_err(write_err)?;
+        write.commit().map_err(write_err)?;
+        tracing::info!(db = %path.display(), "migrated the database to schema 4: rooms' access state");
+    }
+    debug_assert_eq!(SCHEMA_VERSION, 4, "a new schema needs a step here");
     Ok(())
 }
 

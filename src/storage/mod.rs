@@ -69,7 +69,7 @@ const META_PRUNED_THROUGH: &str = "pruned_through";
 const META_SKIPPED_THROUGH: &str = "skipped_through";
 /// The table layout this build reads and writes. Older files are migrated when opened
 /// (`migrate`).
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 /// Text settings a file pins: the default room's name.
 const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
 const SETTING_DEFAULT_ROOM: &str = "default_room";
@@ -329,7 +329,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         .ok_or_else(foreign)?;
     let migrate = match version {
         SCHEMA_VERSION => false,
-        1 | 2 => true,
+        1..SCHEMA_VERSION => true,
         found => {
             return Err(StoreError::Schema {
                 path: path.to_path_buf(),
@@ -646,6 +646,46 @@ mod tests {
         assert!(
             shared <= fresh + 8,
             "an append under a shared offset read {shared} pages, under a fresh one {fresh}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_schema_3_file_gets_the_access_table_and_keeps_its_messages() -> Result<(), StoreError> {
+        let (_dir, path) = temp_db();
+        {
+            let (_, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+            writer.append_batch(&[crate::message::test_support::input("kept", Some("o"))], 1)?;
+        }
+        {
+            // As a schema-3 build left it: no access table, version 3.
+            let db = Database::open(&path).expect("open");
+            let write = db.begin_write().expect("write");
+            write.delete_table(access::ROOM_ACCESS).expect("drop");
+            write
+                .open_table(META)
+                .expect("meta")
+                .insert(META_SCHEMA_VERSION, 3)
+                .expect("version");
+            write.commit().expect("commit");
+        }
+        let (reader, _writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+        assert!(reader.access_states()?.is_empty());
+        assert_eq!(reader.read_range(0, 10, 10, usize::MAX)?.len(), 1);
+        drop(reader);
+        drop(_writer);
+        let db = Database::open(&path).expect("open");
+        let read = db.begin_read().expect("read");
+        let version = read
+            .open_table(META)
+            .expect("meta")
+            .get(META_SCHEMA_VERSION)
+            .expect("get")
+            .map(|v| v.value());
+        assert_eq!(version, Some(4));
+        assert!(
+            read.open_table(access::ROOM_ACCESS).is_ok(),
+            "the table exists"
         );
         Ok(())
     }

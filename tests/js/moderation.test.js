@@ -119,6 +119,7 @@ describe('access to rooms', () => {
     // A public room that exists because someone joined it exists too.
     await request(bob, 'join', 'c-lobby');
     assert.deepEqual(await request(alice, 'create room', { room: 'c-lobby', private: true }), { error: 'room exists' });
+    assert.deepEqual(await request(alice, 'create room', { room: 'general', private: true }), { error: 'room exists' }, 'the default room always exists');
     const anonymous = await user(srv, null);
     assert.deepEqual(await request(anonymous, 'create room', { room: 'c-mine' }), { error: 'not allowed: sign in first' });
     assert.deepEqual(await request(alice, 'create room', { room: 'No Room' }), {
@@ -132,6 +133,7 @@ describe('access to rooms', () => {
     await request(alice, 'create room', { room: 'p-ops', private: true });
     const bob = await user(srv, 'bob');
     assert.deepEqual(await request(bob, 'join', 'p-ops'), { error: 'not allowed' });
+    assert.deepEqual(await request(bob, 'history', { room: 'p-ops', limit: 10 }), { error: 'not allowed' }, 'nor its history');
     assert.ok(!(await listed(bob)).some((name) => name.startsWith('p-ops')), 'not listed to bob');
     assert.ok((await listed(alice)).includes('p-ops (private)'), 'listed to its owner');
     const anonymous = await user(srv, null);
@@ -213,6 +215,7 @@ describe('access to rooms', () => {
     assert.equal(bob.changes[0].action, 'create');
     await eventually(() => post(bob, 'b-lobby', 'hello?'), { error: 'not in room b-lobby: join it first' });
     assert.deepEqual(await request(bob, 'join', 'b-lobby'), { error: 'banned from this room' });
+    assert.deepEqual(await request(bob, 'history', { room: 'b-lobby' }), { error: 'banned from this room' });
     const again = client(srv.url, { auth: { token: token('bob'), rooms: ['b-lobby'] } });
     const sync = once(again, 'sync');
     await connected(again);
