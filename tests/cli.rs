@@ -354,3 +354,78 @@ fn server_admins_without_identities_or_with_bad_ids_are_refused() {
     }
     assert!(!db.exists(), "a refused start created the database");
 }
+
+/// Erasing a user's data for good, as README describes it: a deletion makes the row a
+/// tombstone, but redb does not promise to zero the pages it frees; `export` then `import`
+/// into a new file rewrites it without them, tombstones and deletions kept (a retry of the
+/// deleted message is still a duplicate).
+#[test]
+fn export_and_import_rewrite_a_file_without_deleted_words() {
+    use tidings::access::RoomEvent;
+    use tidings::message::{AppendOutcome, ChatInput, ClientOffset, MessageId};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = dir.path().join("old.redb");
+    let secret = "my home address is 12 Secret Lane";
+    let said = ChatInput {
+        content: secret.into(),
+        client_offset: Some(ClientOffset("o-1".into())),
+        author: Some("Bob".into()),
+        user: Some("bob".into()),
+        room: Some("ops".into()),
+        event: None,
+    };
+    {
+        let (_, mut writer) = tidings::storage::Store::open(&old, 1 << 20).expect("create");
+        writer
+            .append_batch(std::slice::from_ref(&said), 1)
+            .expect("append");
+        let dedup = said.dedup_key().map(|key| key.0);
+        let deletion = ChatInput {
+            content: String::new(),
+            client_offset: None,
+            author: Some("Bob".into()),
+            user: Some("bob".into()),
+            room: Some("ops".into()),
+            event: Some(RoomEvent::Deleted { id: 1, dedup }),
+        };
+        writer.append_batch(&[deletion], 2).expect("delete");
+    }
+    let found = |path: &std::path::Path| {
+        let bytes = std::fs::read(path).expect("read");
+        bytes.windows(secret.len()).any(|w| w == secret.as_bytes())
+    };
+    let export = dir.path().join("all.jsonl");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(BIN).args(args).output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "export".as_ref(),
+        "--db".as_ref(),
+        old.as_os_str(),
+        "--out".as_ref(),
+        export.as_os_str(),
+    ]);
+    let fresh = dir.path().join("fresh.redb");
+    run(&[
+        "import".as_ref(),
+        "--db".as_ref(),
+        fresh.as_os_str(),
+        export.as_os_str(),
+    ]);
+    assert!(!found(&fresh), "the rewritten file holds the deleted words");
+    let lines = std::fs::read_to_string(&export).expect("export");
+    assert!(!lines.contains(secret));
+    let (reader, mut writer) = tidings::storage::Store::open(&fresh, 1 << 20).expect("open");
+    let rows = reader.read_range(0, 10, 10, usize::MAX).expect("read");
+    assert_eq!(rows.len(), 2, "the tombstone and the deletion");
+    assert!(rows[0].message.is_tombstone());
+    assert_eq!(
+        writer.append_batch(&[said], 3).expect("retry"),
+        vec![AppendOutcome::Duplicate(MessageId(1))]
+    );
+}

@@ -140,7 +140,7 @@ async fn admit(
         Some(names) => names.iter().map(|name| state.rooms.key(name)).collect(),
     }
     .into_iter()
-    .partition(|room| moderation::may_join_as(&state, user, room).is_ok());
+    .partition(|room| rooms::may_join_as(&state, user, room).is_ok());
     if asked.len() > state.rooms.max_per_connection {
         return Err(Refusal::TooManyRooms {
             asked: asked.len(),
@@ -174,7 +174,7 @@ async fn admit(
     let mut recovery = recovery;
     let (recovered, lost): (Vec<_>, Vec<_>) = std::mem::take(&mut recovery.rooms)
         .into_iter()
-        .partition(|(room, _)| moderation::may_join_as(&state, user, room).is_ok());
+        .partition(|(room, _)| rooms::may_join_as(&state, user, room).is_ok());
     refused.extend(lost.into_iter().map(|(room, _)| room));
     recovery.rooms = recovered;
     let subscription = Arc::new(Subscription::with_marks(recovery.rooms.iter().cloned()));

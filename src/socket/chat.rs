@@ -213,7 +213,7 @@ async fn handle_chat_message(
             send_ack(&socket, ack, &reply, &connection).await;
             return;
         }
-        Ok(input) => match super::moderation::may_post(&state, &connection, &input.room) {
+        Ok(input) => match super::rooms::may_post(&state, &connection, &input.room) {
             Ok(()) => input,
             Err(denied) => {
                 let reply = AckReply::Rejected {

@@ -49,7 +49,7 @@ async fn answer(
     let reply = match request {
         Err(error) => json!({ "error": error }),
         Ok(request)
-            if let Err(denied) = super::moderation::may_join(
+            if let Err(denied) = super::rooms::may_join(
                 &state,
                 &connection,
                 &request.room.as_ref().and_then(|name| state.rooms.key(name)),

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryData};
 
-use super::rooms::JoinError;
+use super::rooms::{JoinError, actor};
 use super::{ChatState, Connection, refuse, room_sockets, send_ack};
 use crate::access::{Denied, RoomEvent};
 use crate::delivery::RoomKey;
@@ -31,49 +31,6 @@ use crate::protocol::event::{
 use crate::protocol::moderation::{
     ModerationError, parse_create_room, parse_delete_message, parse_set_role, parse_user_request,
 };
-
-/// The connection's verified user id; `None` for an anonymous one.
-fn actor(connection: &Connection) -> Option<&str> {
-    connection.verified.as_ref().map(|v| v.user.as_str())
-}
-
-/// Whether the connection may join (or stay in) room `key`: always with `--auth off`.
-pub(super) fn may_join(
-    state: &ChatState,
-    connection: &Connection,
-    key: &RoomKey,
-) -> Result<(), Denied> {
-    may_join_as(state, actor(connection), key)
-}
-
-/// Whether `user` (`None`: anonymous) may join room `key`: always with `--auth off`.
-pub(super) fn may_join_as(
-    state: &ChatState,
-    user: Option<&str>,
-    key: &RoomKey,
-) -> Result<(), Denied> {
-    if !state.auth.is_on() {
-        return Ok(());
-    }
-    state
-        .hub
-        .access
-        .with(key, |access| access.may_join(user, &state.auth.admins))
-}
-
-/// Whether the connection may post in room `key` (it is in it): always with `--auth off`.
-pub(super) fn may_post(
-    state: &ChatState,
-    connection: &Connection,
-    key: &RoomKey,
-) -> Result<(), Denied> {
-    if !state.auth.is_on() {
-        return Ok(());
-    }
-    state.hub.access.with(key, |access| {
-        access.may_post(actor(connection), &state.auth.admins)
-    })
-}
 
 /// Why a request was refused; the text is the ack's `error`.
 #[derive(Debug, thiserror::Error)]

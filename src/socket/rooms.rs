@@ -9,7 +9,8 @@
 //! - `rooms (ack)` / `rooms ({ after }, ack)` → `{ rooms: [{ name, members, last }] }`, 200
 //!   per page by name.
 //!
-//! Each is a request against the connection's rate limit.
+//! Each is a request against the connection's rate limit. The access rules a join passes (and a
+//! post, a history read, a connect's rooms: [`may_join`], [`may_post`]) are checked here too.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -23,6 +24,7 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 
 use super::presence::SharedRoster;
 use super::{ChatState, Connection, refuse, send_ack};
+use crate::access::Denied;
 use crate::delivery::{Hub, RoomKey};
 use crate::metrics;
 use crate::protocol::EventArgs;
@@ -143,6 +145,49 @@ pub fn count_rooms(hub: &Hub, roster: &SharedRoster) -> usize {
     hub.room_count() + members_only
 }
 
+/// The connection's verified user id; `None` for an anonymous one.
+pub(super) fn actor(connection: &Connection) -> Option<&str> {
+    connection.verified.as_ref().map(|v| v.user.as_str())
+}
+
+/// Whether the connection may join (or stay in) room `key`: always with `--auth off`.
+pub(super) fn may_join(
+    state: &ChatState,
+    connection: &Connection,
+    key: &RoomKey,
+) -> Result<(), Denied> {
+    may_join_as(state, actor(connection), key)
+}
+
+/// Whether `user` (`None`: anonymous) may join room `key`: always with `--auth off`.
+pub(super) fn may_join_as(
+    state: &ChatState,
+    user: Option<&str>,
+    key: &RoomKey,
+) -> Result<(), Denied> {
+    if !state.auth.is_on() {
+        return Ok(());
+    }
+    state
+        .hub
+        .access
+        .with(key, |access| access.may_join(user, &state.auth.admins))
+}
+
+/// Whether the connection may post in room `key` (it is in it): always with `--auth off`.
+pub(super) fn may_post(
+    state: &ChatState,
+    connection: &Connection,
+    key: &RoomKey,
+) -> Result<(), Denied> {
+    if !state.auth.is_on() {
+        return Ok(());
+    }
+    state.hub.access.with(key, |access| {
+        access.may_post(actor(connection), &state.auth.admins)
+    })
+}
+
 /// Why a room could not be joined; the text is the ack's `error`.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -212,7 +257,7 @@ pub(super) async fn join_room(
     if let Some(mark) = subscription.mark(&key) {
         return Ok((name.to_string(), mark));
     }
-    super::moderation::may_join(state, connection, &key)?;
+    may_join(state, connection, &key)?;
     if subscription.len() >= state.rooms.max_per_connection {
         return Err(JoinError::PerConnection(subscription.len()));
     }
@@ -391,7 +436,7 @@ fn directory(
         .filter_map(|name| {
             let key = (*name != **default).then(|| name.clone());
             let private = state.hub.access.is_private(&key);
-            if private && super::moderation::may_join(state, connection, &key).is_err() {
+            if private && may_join(state, connection, &key).is_err() {
                 return None;
             }
             Some(Listed {
