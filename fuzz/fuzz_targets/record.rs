@@ -2,19 +2,22 @@
 //! - any bytes decode to a record or fail with a typed error, never a panic; an unknown
 //!   version byte is refused as such;
 //! - every record encodes and decodes to itself;
-//! - a version-1 row (no author), a version-2 row (no room) and a version-3 row (no user), as
-//!   old files hold them, decode to the same record with no author (version 1), the default
-//!   room (versions 1 and 2) and an anonymous sender;
-//! - whatever decodes (version 1, 2 or 3) re-encodes, at the current version, to bytes that
-//!   decode to the same record, and those bytes are canonical (decoding and encoding them
-//!   again gives them back). Not to the bytes it was decoded from: postcard accepts overlong
-//!   varints, and older rows are rewritten at the current version
-//!   (tests/fuzz_regressions.rs).
+//! - every record, room events and tombstones included, encodes and decodes to itself;
+//! - a version-1 row (no author), a version-2 row (no room), a version-3 row (no user) and a
+//!   version-4 row (no room event), as files hold them, decode to the same record with no
+//!   author (version 1), the default room (versions 1 and 2), an anonymous sender (1 to 3)
+//!   and no room event (1 to 4);
+//! - whatever decodes re-encodes, at version 5 with a room event, 4 with a verified sender
+//!   and 3 otherwise, to bytes that decode to the same record, and those bytes are canonical
+//!   (decoding and encoding them again gives them back). Not to the bytes it was decoded
+//!   from: postcard accepts overlong varints, and older rows are rewritten at the version
+//!   their fields need (tests/fuzz_regressions.rs).
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
+use tidings::access::{Role, RoomEvent};
 use tidings::storage::record::{
     RECORD_FORMAT_VERSION, RecordError, StoredMessage, decode_record, encode_record,
 };
@@ -31,6 +34,16 @@ enum Input {
     Version2(Vec<u8>),
     /// A real record.
     Record {
+        content: String,
+        client_offset: Option<String>,
+        received_at_ms: u64,
+        author: Option<String>,
+        room: Option<String>,
+        user: Option<String>,
+        event: Option<Event>,
+    },
+    /// A real version-4 record, as verified senders' messages are written.
+    V4 {
         content: String,
         client_offset: Option<String>,
         received_at_ms: u64,
@@ -59,6 +72,52 @@ enum Input {
         author: Option<String>,
         room: Option<String>,
     },
+}
+
+/// A room event, as the fuzzer builds one.
+#[derive(Debug, Arbitrary)]
+enum Event {
+    Created { private: bool, read_only: bool },
+    RoleSet { user: String, moderator: bool },
+    Invited(String),
+    Kicked(String),
+    Banned(String),
+    Unbanned(String),
+    Muted(String),
+    Unmuted(String),
+    Deleted { id: u64, dedup: Option<[u8; 16]> },
+    Erased(Option<[u8; 16]>),
+}
+
+impl From<Event> for RoomEvent {
+    fn from(event: Event) -> Self {
+        match event {
+            Event::Created { private, read_only } => RoomEvent::Created { private, read_only },
+            Event::RoleSet { user, moderator } => RoomEvent::RoleSet {
+                user,
+                role: if moderator { Role::Moderator } else { Role::Member },
+            },
+            Event::Invited(user) => RoomEvent::Invited { user },
+            Event::Kicked(user) => RoomEvent::Kicked { user },
+            Event::Banned(user) => RoomEvent::Banned { user },
+            Event::Unbanned(user) => RoomEvent::Unbanned { user },
+            Event::Muted(user) => RoomEvent::Muted { user },
+            Event::Unmuted(user) => RoomEvent::Unmuted { user },
+            Event::Deleted { id, dedup } => RoomEvent::Deleted { id, dedup },
+            Event::Erased(dedup) => RoomEvent::Erased { dedup },
+        }
+    }
+}
+
+/// The version-4 layout, written here independently of the decoder's copy.
+#[derive(Serialize)]
+struct V4<'a> {
+    content: &'a str,
+    client_offset: Option<&'a str>,
+    received_at_ms: u64,
+    author: Option<&'a str>,
+    room: Option<&'a str>,
+    user: Option<&'a str>,
 }
 
 /// The version-3 layout, written here independently of the decoder's copy.
@@ -92,8 +151,14 @@ fn decoded_round_trips(bytes: &[u8]) {
     match decode_record(bytes) {
         Ok(message) => {
             let again = encode_record(&message);
-            // Version 4 carries a verified sender; anonymous ones are written as version 3.
-            let version = if message.user.is_some() { RECORD_FORMAT_VERSION } else { 3 };
+            // Version 5 carries a room event, 4 a verified sender; the rest is written as 3.
+            let version = if message.event.is_some() {
+                RECORD_FORMAT_VERSION
+            } else if message.user.is_some() {
+                4
+            } else {
+                3
+            };
             assert_eq!(again.first(), Some(&version));
             let decoded = decode_record(&again);
             assert_eq!(decoded.as_ref(), Ok(&message));
@@ -102,12 +167,12 @@ fn decoded_round_trips(bytes: &[u8]) {
         Err(RecordError::Empty) => assert!(bytes.is_empty()),
         Err(RecordError::UnknownVersion { found, expected }) => {
             assert_eq!(bytes.first(), Some(&found));
-            assert!(!matches!(found, 1..=3) && found != RECORD_FORMAT_VERSION);
+            assert!(!matches!(found, 1..=RECORD_FORMAT_VERSION));
             assert_eq!(expected, RECORD_FORMAT_VERSION);
         }
         Err(RecordError::Malformed(why)) => {
             assert!(
-                matches!(bytes.first(), Some(&(1..=3 | RECORD_FORMAT_VERSION))),
+                matches!(bytes.first(), Some(&(1..=RECORD_FORMAT_VERSION))),
                 "{why}"
             );
         }
@@ -142,6 +207,7 @@ fuzz_target!(|input: Input| match input {
         author,
         room,
         user,
+        event,
     } => {
         let message = StoredMessage {
             content,
@@ -150,10 +216,40 @@ fuzz_target!(|input: Input| match input {
             author,
             room,
             user,
-            event: None,
+            event: event.map(RoomEvent::from),
         };
         let bytes = encode_record(&message);
         assert_eq!(decode_record(&bytes), Ok(message));
+        decoded_round_trips(&bytes);
+    }
+    Input::V4 {
+        content,
+        client_offset,
+        received_at_ms,
+        author,
+        room,
+        user,
+    } => {
+        let v4 = V4 {
+            content: &content,
+            client_offset: client_offset.as_deref(),
+            received_at_ms,
+            author: author.as_deref(),
+            room: room.as_deref(),
+            user: user.as_deref(),
+        };
+        let bytes = postcard::to_extend(&v4, vec![4u8])
+            .unwrap_or_else(|e| panic!("postcard cannot encode a version-4 row: {e}"));
+        let want = StoredMessage {
+            content,
+            client_offset,
+            received_at_ms,
+            author,
+            room,
+            user,
+            event: None,
+        };
+        assert_eq!(decode_record(&bytes), Ok(want));
         decoded_round_trips(&bytes);
     }
     Input::V1 {
