@@ -15,6 +15,7 @@ use super::{
     CLUSTER, CLUSTER_STREAM, META, META_LAST_ID, META_PRUNED_THROUGH, META_SKIPPED_THROUGH, Opener,
     SETTING_DEFAULT_ROOM, SETTINGS, SharedDb, StoreError, open_checked, write_err,
 };
+use crate::access::RoomEvent;
 use crate::message::{AppendOutcome, ChatInput, MessageId, StoredMessage, StoredRow};
 
 /// What an import did.
@@ -278,7 +279,19 @@ impl StoreWriter {
                         summary.skipped += 1;
                         continue;
                     }
-                    let id = if record.id.0 >= next_id && record.id <= MessageId::MAX {
+                    let keeps_id = record.id.0 >= next_id && record.id <= MessageId::MAX;
+                    // A deletion names its message by id: under a new id it would name
+                    // whatever this file holds there. Its message came as a tombstone anyway.
+                    if !keeps_id && matches!(record.message.event, Some(RoomEvent::Deleted { .. }))
+                    {
+                        tracing::warn!(
+                            id = record.id.0,
+                            "a deletion not imported: its ids are taken in this database"
+                        );
+                        summary.skipped += 1;
+                        continue;
+                    }
+                    let id = if keeps_id {
                         summary.kept_id += 1;
                         record.id.0
                     } else {
@@ -619,6 +632,38 @@ pub(super) mod tests {
         let (history, more) = reader.read_room_before(Some("ops"), None, 10)?;
         assert!(history.is_empty() && !more);
         assert_eq!(reader.room_stats(Some("ops"))?.map(|s| s.messages), Some(2));
+        Ok(())
+    }
+
+    #[test]
+    fn an_imported_deletion_whose_id_is_taken_erases_nothing() -> Result<(), StoreError> {
+        use crate::access::RoomEvent;
+        let (_dir, path) = temp_db();
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+        writer.append_batch(
+            &[crate::message::test_support::input_in(
+                Some("ops"),
+                "mine",
+                None,
+            )],
+            1,
+        )?;
+        // Another server's export: its message 1 deleted by its entry 2.
+        let deletion = StoredMessage::from_input(
+            &entry("ops", "bob", RoomEvent::Deleted { id: 1, dedup: None }),
+            2,
+        );
+        let summary = writer.import(&[StoredRow {
+            id: MessageId(1),
+            message: deletion,
+        }])?;
+        assert_eq!(summary.skipped, 1);
+        let rows = reader.read_range(0, 10, 10, usize::MAX)?;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].message.content, "mine",
+            "this file's message 1 is untouched"
+        );
         Ok(())
     }
 
