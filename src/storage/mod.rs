@@ -593,13 +593,7 @@ mod tests {
         // Schema 2 now, without the old index; opening again migrates nothing.
         let db = Database::open(&path).expect("open");
         let read = db.begin_read().expect("read");
-        let version = read
-            .open_table(META)
-            .expect("meta")
-            .get(META_SCHEMA_VERSION)
-            .expect("get")
-            .map(|v| v.value());
-        assert_eq!(version, Some(SCHEMA_VERSION));
+        assert_eq!(schema_version(&read), Some(SCHEMA_VERSION));
         let tables: Vec<String> = read
             .list_multimap_tables()
             .expect("list")
@@ -650,6 +644,15 @@ mod tests {
         Ok(())
     }
 
+    /// The schema version a file records.
+    fn schema_version(read: &redb::ReadTransaction) -> Option<u64> {
+        read.open_table(META)
+            .expect("meta")
+            .get(META_SCHEMA_VERSION)
+            .expect("get")
+            .map(|v| v.value())
+    }
+
     #[test]
     fn a_schema_3_file_gets_the_access_table_and_keeps_its_messages() -> Result<(), StoreError> {
         let (_dir, path) = temp_db();
@@ -672,17 +675,10 @@ mod tests {
         let (reader, _writer) = Store::open(&path, TEST_CACHE_BYTES)?;
         assert!(reader.access_states()?.is_empty());
         assert_eq!(reader.read_range(0, 10, 10, usize::MAX)?.len(), 1);
-        drop(reader);
-        drop(_writer);
+        drop((reader, _writer));
         let db = Database::open(&path).expect("open");
         let read = db.begin_read().expect("read");
-        let version = read
-            .open_table(META)
-            .expect("meta")
-            .get(META_SCHEMA_VERSION)
-            .expect("get")
-            .map(|v| v.value());
-        assert_eq!(version, Some(4));
+        assert_eq!(schema_version(&read), Some(4));
         assert!(
             read.open_table(access::ROOM_ACCESS).is_ok(),
             "the table exists"
