@@ -13,6 +13,13 @@
 // from which the page has every message of the room: older ones come from `history`), its
 // unread count, scroll position, pending messages, draft, presence and typing. The room in
 // view is the one in the URL (`#dev`).
+//
+// Moderation (--auth optional|required, signed in): `create room`, `invite`, `kick`, `ban`,
+// `unban`, `mute`, `unmute`, `set role`, `delete message`, each answered { ok } or { error }.
+// The server never tells the page its roles, so the page offers the actions to anyone signed
+// in and shows the server's refusal as it is; `room changed` notices become a short system
+// line in their room (the page's own removal takes the room out of its joined list), and
+// `message deleted` takes the message off the page, live or replayed.
 'use strict';
 
 (() => {
@@ -197,6 +204,21 @@
   const roomErrorText = $('room-error-text');
   const roomRetry = $('room-retry');
   const roomClose = $('room-close');
+  const roomPrivate = $('room-private');
+  const roomReadOnly = $('room-readonly');
+  const createButton = $('create-btn');
+  const createForm = $('create-form');
+  const createInput = $('create-input');
+  const createPrivate = $('create-private');
+  const createReadOnly = $('create-readonly');
+  const createError = $('create-error');
+  const manageButton = $('manage-btn');
+  const manageForm = $('manage-form');
+  const manageRoom = $('manage-room');
+  const manageUser = $('manage-user');
+  const manageResult = $('manage-result');
+  const manageClose = $('manage-close');
+  const inviteButton = $('invite-btn');
   // The lists of the room in view carry these ids; other rooms' lists wait off the page.
   const noRoom = { list: $('messages'), outbox: $('outbox') };
 
@@ -311,6 +333,11 @@
       draft: '',
       presence: null, // { count, users }
       typing: new Map(), // nickname → expiry timer
+      private: false, // as far as the page knows (the directory, a `create` notice, our own form)
+      readOnly: false,
+      deleted: new Set(), // ids the server said are deleted: never shown again (a history page may be older news)
+      why: '', // a failed room: the whole sentence, when it is more than "Could not join"
+      roving: null, // the message li whose menu button is in the Tab order (signed in)
     };
   }
 
@@ -373,21 +400,44 @@
       if (i < 0 || i >= room.ids.length) continue;
       const cur = room.shown.get(room.ids[i]);
       const prev = i > 0 ? room.shown.get(room.ids[i - 1]) : null;
-      cur.li.classList.toggle('cont', groupable(prev, cur));
+      if (!cur.system) cur.li.classList.toggle('cont', !!prev && !prev.system && groupable(prev, cur));
     }
   }
 
   const isMine = (author) => !!author && author === nickname;
 
   /**
-   * Puts message `id` in its place in `room` (ascending ids); false if it is already there.
-   * Ids come in order, so this is nearly always an append.
+   * Puts message `id` in its place in `room` (ascending ids); false if it is already there,
+   * or was deleted. `user`: the verified sender's id (null for anonymous senders).
    */
-  function place(room, id, content, author, time) {
-    if (room.shown.has(id)) return false;
+  function place(room, id, content, author, time, user = null) {
+    if (room.shown.has(id) || room.deleted.has(id)) return false;
     const li = messageItem(content, author, time);
     li.setAttribute('data-id', String(id));
     if (isMine(author)) li.classList.add('mine');
+    // Signed in: a menu of what may be done with it (the server decides whether we may).
+    if (me) addTools(li, author, user);
+    insertEntry(room, id, li, { li, author, time, user });
+    if (me && (!li.nextElementSibling || !roving(room))) keepRoving(room, li);
+    return true;
+  }
+
+  /**
+   * A `room changed` notice as a short line among the messages, in its place in the log (its
+   * offset is an id of the same sequence), so it reads in order with what was said around it.
+   */
+  function placeSystem(room, id, text) {
+    if (room.shown.has(id)) return false;
+    const li = el('li', 'msg-system');
+    li.setAttribute('data-id', String(id));
+    li.appendChild(el('span', 'msg-system-mark', '⚑')).setAttribute('aria-hidden', 'true');
+    li.appendChild(el('span', 'msg-system-text', text));
+    insertEntry(room, id, li, { li, system: true });
+    return true;
+  }
+
+  /** Ids come in order, so this is nearly always an append. */
+  function insertEntry(room, id, li, entry) {
     const { ids } = room;
     let lo = 0;
     let hi = ids.length;
@@ -403,11 +453,13 @@
     if (lo === ids.length) room.list.appendChild(li);
     else room.list.insertBefore(li, room.shown.get(ids[lo]).li);
     ids.splice(lo, 0, id);
-    room.shown.set(id, { li, author, time });
+    room.shown.set(id, entry);
     regroup(room, lo);
     if (id === 1) room.beginning = true;
-    return true;
   }
+
+  /** Whether `room` shows any message (system lines aside). */
+  const hasMessages = (room) => room.ids.some((id) => !room.shown.get(id).system);
 
   /** Takes message `id` off `room`'s list. */
   function unplace(room, id) {
@@ -417,12 +469,14 @@
     room.shown.delete(id);
     room.ids.splice(i, 1);
     regroup(room, i - 1);
+    if (me && !roving(room)) keepRoving(room, room.list.lastElementChild);
   }
 
   const parseMeta = (meta) => {
     const author = meta && typeof meta.author === 'string' && meta.author ? meta.author : null;
     const time = meta && validTime(meta.time) ? meta.time : undefined;
-    return { author, time };
+    const user = meta && typeof meta.user === 'string' && meta.user ? meta.user : null;
+    return { author, time, user };
   };
 
   const distanceFromBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight;
@@ -451,13 +505,13 @@
 
   function renderEmpty() {
     roomError.hidden = !(view && view.state === 'failed');
-    if (view && view.state === 'failed') roomErrorText.textContent = `Could not join #${view.name}: ${view.error}`;
+    if (view && view.state === 'failed') roomErrorText.textContent = view.why || `Could not join #${view.name}: ${view.error}`;
     let text = '';
     if (!view) {
       if (everConnected && !expectingDefault) text = 'You are not in any room. Join one to start chatting.';
     } else if (view.state === 'joining') {
       text = `Joining #${view.name}…`;
-    } else if (view.state === 'joined' && view.ids.length === 0 && !pending.some((p) => p.room === view) && everConnected && view.beginning) {
+    } else if (view.state === 'joined' && !hasMessages(view) && !pending.some((p) => p.room === view) && everConnected && view.beginning) {
       text = 'No messages yet. Say hello!';
     }
     emptyNote.hidden = !text;
@@ -481,6 +535,9 @@
     roomName.parentElement.classList.toggle('none', !view);
     leaveButton.hidden = !view;
     leaveButton.setAttribute('aria-label', view ? `Leave #${view.name}` : 'Leave');
+    roomPrivate.hidden = !(view && view.private);
+    roomReadOnly.hidden = !(view && view.readOnly);
+    renderModeration();
     document.title = view ? `${unread ? `(${unread}) ` : ''}#${view.name} · ${baseTitle}` : `${unread ? `(${unread}) ` : ''}${baseTitle}`;
   }
 
@@ -491,7 +548,8 @@
     if (!synced || room.lastRead === null || room === view) return { count: 0, more: false };
     let count = 0;
     for (let i = room.ids.length - 1; i >= 0 && room.ids[i] > room.lastRead; i--) {
-      if (!isMine(room.shown.get(room.ids[i]).author)) count += 1;
+      const m = room.shown.get(room.ids[i]);
+      if (!m.system && !isMine(m.author)) count += 1;
     }
     const more = count > 0 && !room.beginning && room.floor !== null && room.lastRead < room.floor - 1;
     return { count, more };
@@ -526,6 +584,14 @@
     if (readTimer !== null) saveRead();
   });
 
+  /** "private", in words (the lock is decoration): in the list of rooms and the directory. */
+  function privateLabel() {
+    const label = el('span', 'room-private');
+    label.appendChild(el('span', 'lock-icon')).setAttribute('aria-hidden', 'true'); // drawn in CSS: no emoji font needed
+    label.appendChild(el('span', null, 'private'));
+    return label;
+  }
+
   /** The list of rooms, updated in place (a focused link stays focused). */
   function renderRooms() {
     const want = listed();
@@ -545,6 +611,7 @@
         a.dataset.room = room.name;
         a.appendChild(el('span', 'room-hash', '#')).setAttribute('aria-hidden', 'true');
         a.appendChild(el('span', 'room-name', room.name));
+        a.appendChild(privateLabel()).hidden = true;
         a.appendChild(el('span', 'room-badge')).setAttribute('aria-hidden', 'true');
         roomsList.insertBefore(li, before);
       } else if (li !== before) {
@@ -553,6 +620,7 @@
       before = li.nextElementSibling;
       const a = li.firstElementChild;
       const badge = a.lastElementChild;
+      badge.previousElementSibling.hidden = !room.private;
       const { count, more } = unreadOf(room);
       if (room !== view) total += count;
       const label = count > 0 ? `${count}${more ? '+' : ''}` : '';
@@ -566,12 +634,13 @@
       if (room === view) a.setAttribute('aria-current', 'page');
       else a.removeAttribute('aria-current');
       const spoken = state ? `, ${state}` : label ? `, ${count}${more ? ' or more' : ''} unread` : '';
-      a.setAttribute('aria-label', `${room.name}${spoken}`);
+      a.setAttribute('aria-label', `${room.name}${room.private ? ', private' : ''}${spoken}`);
     }
     roomsNote.textContent = want.length === 0 && !expectingDefault ? 'You are in no room yet.' : '';
     roomsUnread.hidden = total === 0;
     roomsUnread.textContent = String(total);
     roomsButton.setAttribute('aria-label', total ? `Rooms, ${total} unread` : 'Rooms');
+    renderModeration(); // "Manage" follows the state of the room in view
   }
   const renderRoomsSoon = coalesce(renderRooms);
 
@@ -615,7 +684,8 @@
     if (room.lastRead === null || !synced) return;
     let first = null;
     for (let i = room.ids.length - 1; i >= 0 && room.ids[i] > room.lastRead; i--) {
-      if (!isMine(room.shown.get(room.ids[i]).author)) first = room.ids[i];
+      const m = room.shown.get(room.ids[i]);
+      if (!m.system && !isMine(m.author)) first = room.ids[i];
     }
     if (first === null) return;
     const li = room.shown.get(first).li;
@@ -660,6 +730,8 @@
     from.outbox.replaceWith(to.outbox);
     to.list.id = 'messages';
     to.outbox.id = 'outbox';
+    closeMenu(false);
+    closeManageForm();
     view = room;
     input.value = room ? room.draft : '';
     for (const entry of noticeTimers.values()) clearTimeout(entry.timer);
@@ -739,6 +811,7 @@
   function retryJoin(room) {
     room.state = 'joining';
     room.error = '';
+    room.why = '';
     sendJoin(room);
     renderEmpty();
     renderRooms();
@@ -836,25 +909,31 @@
 
   // ---- receiving messages ---------------------------------------------------------------
 
-  /** A live (or replayed) `chat message`. */
-  function onChatMessage(content, id, meta) {
-    if (!Number.isSafeInteger(id) || id <= 0) return; // not a tidings / step-8 server message
+  /** An entry `id` of the ordered log arrived: reconnect after it. */
+  function advance(id) {
     if (id > newestId) {
       newestId = id;
       auth.serverOffset = id; // reconnect from here: replay exactly what was missed...
       delete auth.latest; // ...all of it (a gap would be hidden otherwise)
     }
+  }
+
+  /** A live (or replayed) `chat message`. */
+  function onChatMessage(content, id, meta) {
+    if (!Number.isSafeInteger(id) || id <= 0) return; // not a tidings / step-8 server message
+    advance(id);
     const room = roomOf(meta && meta.room);
     if (!room) return;
     // older than what the room has from here on: it belongs to the history above, loaded on demand
     if (room.floor !== null && id < room.floor && !room.beginning) return;
     if (room.shown.has(id)) return; // already on the page (a reconnect may replay what history gave)
     const text = String(content);
-    const { author, time } = parseMeta(meta);
+    const { author, time, user } = parseMeta(meta);
     const viewing = room === view;
     const follow = viewing && atBottom();
     const mine = adopt(room, text, author);
-    place(room, id, text, author, time);
+    if (room.deleted.has(id)) return; // deleted before it got here (our own: its pending copy goes too)
+    place(room, id, text, author, time, user);
     if (mine) room.shown.get(id).li.classList.add('mine');
     if (author) stopTyping(room, author);
     const last = id === room.ids[room.ids.length - 1];
@@ -993,10 +1072,16 @@
       if (inRoom(room) && !room.shown.has(res.id) && !p.seen && (room.floor === null || res.id >= room.floor)) {
         // stored, but its broadcast did not reach this page: show it in its place. (An id
         // older than what is loaded is in the history above and is shown when loaded.)
-        place(room, res.id, p.content, p.author, Date.now());
+        place(room, res.id, p.content, p.author, Date.now(), me ? me.user : null);
       }
       const m = room.shown.get(res.id);
       if (m) m.li.classList.add('mine');
+      if (m && me && m.user === null && !moderationOff) {
+        // signed in, yet the server delivered this very message (its id) as anonymous: it
+        // verifies no sign-in (--auth off), so it has no moderation either
+        moderationOff = true;
+        renderModeration();
+      }
       settle(p);
     } else if (res && typeof res.error === 'string' && Number.isFinite(res.retryAfterMs)) {
       // rate limited: nothing was stored; send it (and what follows) again after the wait
@@ -1075,8 +1160,8 @@
       let lowest = before;
       for (const m of res.messages) {
         if (!m || !Number.isSafeInteger(m.id) || m.id <= 0 || m.id >= before || typeof m.content !== 'string') continue;
-        const { author, time } = parseMeta(m);
-        place(room, m.id, m.content, author, time);
+        const { author, time, user } = parseMeta(m);
+        place(room, m.id, m.content, author, time, user);
         lowest = Math.min(lowest, m.id);
       }
       if (viewing) scroller.scrollTop = scroller.scrollHeight - fromBottom;
@@ -1261,6 +1346,18 @@
     if (sync.complete === false) {
       notice('Some messages are no longer available on the server.', 'gap');
     }
+    // Rooms this page asked for and may not be in (private, or a ban): listed, not joined,
+    // with the reason, rather than silently gone. The browser still remembers them, so a
+    // reload asks again (an invitation may have come); "Close" forgets one.
+    const refused = Array.isArray(sync.refused) ? sync.refused.filter(isRoomName) : [];
+    for (const name of refused) {
+      const room = rooms.get(name);
+      if (!room || room.state === 'leaving') continue;
+      room.state = 'failed';
+      room.error = 'not allowed (a private room you are not a member of, or a ban)';
+      room.why = '';
+    }
+    if (refused.length) auth.rooms = joinedNames();
     const from = Number.isSafeInteger(sync.from) && sync.from > 0 ? sync.from : null;
     const to = Number.isSafeInteger(sync.to) && sync.to >= 0 ? sync.to : null;
     for (const room of rooms.values()) {
@@ -1285,6 +1382,7 @@
     renderRooms();
     scheduleFill();
     prefetch();
+    if (me) loadPrivateFlags();
   });
 
   /** The server now has another database: what is on screen belongs to the old one. */
@@ -1299,6 +1397,7 @@
       for (const [, m] of room.shown) m.li.remove();
       room.ids.length = 0;
       room.shown.clear();
+      room.deleted.clear();
       room.floor = null;
       room.beginning = false;
       room.historyFailed = '';
@@ -1572,6 +1671,14 @@
     if (e.key === 'Escape' && !joinForm.hidden && joinForm.contains(document.activeElement)) {
       closeJoinForm();
       joinButton.focus();
+    } else if (e.key === 'Escape' && !createForm.hidden && createForm.contains(document.activeElement)) {
+      closeCreateForm();
+      createButton.focus();
+    } else if (e.key === 'Escape' && !manageForm.hidden && manageForm.contains(document.activeElement)) {
+      closeManageForm();
+      manageButton.focus();
+    } else if (e.key === 'Escape' && openMenu) {
+      closeMenu(true);
     } else if (e.key === 'Escape' && panelOpen('people')) {
       setPanel('people', false);
       peopleButton.focus();
@@ -1604,6 +1711,7 @@
   });
 
   function openJoinForm() {
+    closeCreateForm();
     joinForm.hidden = false;
     joinButton.setAttribute('aria-expanded', 'true');
     joinInput.value = '';
@@ -1626,6 +1734,7 @@
     socket.emit('rooms', (err, res) => {
       if (err || !res || !Array.isArray(res.rooms) || joinForm.hidden) return;
       directoryList.replaceChildren();
+      learnPrivate(res.rooms);
       const others = res.rooms.filter((r) => r && isRoomName(r.name) && !inRoom(rooms.get(r.name)));
       directoryTitle.hidden = others.length === 0;
       for (const r of others.slice(0, 50)) {
@@ -1633,8 +1742,10 @@
         const b = li.appendChild(el('button', 'directory-room'));
         b.type = 'button';
         b.dataset.room = r.name;
+        if (r.private === true) b.dataset.private = 'true';
         b.appendChild(el('span', 'room-hash', '#')).setAttribute('aria-hidden', 'true');
         b.appendChild(el('span', 'room-name', r.name));
+        if (r.private === true) b.appendChild(privateLabel());
         const members = Number.isSafeInteger(r.members) ? r.members : 0;
         b.appendChild(el('span', 'directory-members', `${members} online`));
       }
@@ -1662,7 +1773,12 @@
     const b = e.target.closest('button.directory-room');
     if (!b || !isRoomName(b.dataset.room)) return;
     closeJoinForm();
-    joinRoom(b.dataset.room);
+    const room = joinRoom(b.dataset.room);
+    if (b.dataset.private === 'true' && !room.private) {
+      room.private = true;
+      renderRooms();
+      renderRoomHead();
+    }
     setPanel('rooms', false);
     input.focus();
   });
@@ -1678,6 +1794,466 @@
   roomClose.addEventListener('click', () => {
     if (view && view.state === 'failed') closeRoom(view);
     input.focus();
+  });
+
+  // ---- moderation (signed in, --auth optional|required) ----------------------------------
+  // The page does not know its roles in a room (the server does not list them), so it offers
+  // the actions to anyone signed in and shows the server's answer: "not allowed" is news to
+  // the user, not something to hide. With --auth off the server refuses every request with
+  // one error: then the controls go away for good.
+
+  const MODERATION_OFF = /^not allowed: moderation needs/;
+  let moderationOff = false;
+  const canModerate = () => !!me && !moderationOff;
+
+  /** Shows or hides the moderation controls (the per-message menus follow a class on body). */
+  function renderModeration() {
+    const can = canModerate();
+    document.body.classList.toggle('can-moderate', can);
+    createButton.hidden = !can;
+    if (!can && !createForm.hidden) closeCreateForm();
+    manageButton.hidden = !(can && view && inRoom(view));
+    manageButton.setAttribute('aria-label', view ? `Manage #${view.name}` : 'Manage');
+    if (manageButton.hidden && !manageForm.hidden) closeManageForm();
+    if (!can) closeMenu(false);
+  }
+
+  /**
+   * Sends a moderation request; `done(error, reply)` with error null on `{ ok: true }`, else
+   * the server's words (or why there was no answer). Not started while offline: an action
+   * taken now should not happen minutes later on a reconnect.
+   */
+  function request(event, args, done) {
+    if (!socket.connected) return void done('not connected right now.');
+    socket.emit(event, args, (err, res) => {
+      if (err) return done('the server did not answer.');
+      if (res && res.ok === true) return done(null, res);
+      const error = res && typeof res.error === 'string' ? res.error : 'unexpected answer from the server.';
+      if (MODERATION_OFF.test(error)) {
+        moderationOff = true;
+        renderModeration();
+      }
+      done(error, res);
+    });
+  }
+
+  /** Private flags from a directory answer, for the rooms the page has. */
+  function learnPrivate(list) {
+    let changed = false;
+    for (const r of list) {
+      const room = r && isRoomName(r.name) ? rooms.get(r.name) : null;
+      if (room && room.private !== (r.private === true)) {
+        room.private = r.private === true;
+        changed = true;
+      }
+    }
+    if (changed) {
+      renderRooms();
+      renderRoomHead();
+    }
+  }
+
+  /** After a connect: which of the page's rooms are private (the directory says; once per connection). */
+  function loadPrivateFlags() {
+    socket.emit('rooms', (err, res) => {
+      if (!err && res && Array.isArray(res.rooms)) learnPrivate(res.rooms);
+    });
+  }
+
+  // Each message's menu: a "⋯" button (in every message while signed in) opening a row of
+  // actions under its text. Own messages: Delete. Others': Delete, Mute, Kick, Ban (the last
+  // three need the sender's user id: anonymous messages only offer Delete).
+
+  let openMenu = null; // { li, menu, button, room, id }
+
+  function addTools(li, author, user) {
+    li.classList.add('has-tools');
+    const tools = li.appendChild(el('div', 'msg-tools'));
+    const button = tools.appendChild(el('button', 'msg-menu-btn', '⋯'));
+    button.type = 'button';
+    button.tabIndex = -1; // one stop for Tab in the whole log: see keepRoving
+    button.setAttribute('aria-expanded', 'false');
+    const own = !!me && user === me.user;
+    button.setAttribute('aria-label', own ? 'Actions for your message' : `Actions for the message by ${author || user || 'anonymous'}`);
+  }
+
+  /** What the menu of message `m` offers: [event, label, what it is called in an error]. */
+  function menuActions(m) {
+    const own = !!me && !!m.user && m.user === me.user;
+    const who = m.author || m.user;
+    const actions = [['delete message', 'Delete', 'delete the message']];
+    if (!own && m.user) {
+      actions.push(['mute', `Mute ${who}`, `mute ${who}`], ['kick', `Kick ${who}`, `kick ${who}`], ['ban', `Ban ${who}`, `ban ${who}`]);
+    }
+    return actions;
+  }
+
+  // A "roving" tab stop: of all the menu buttons of a room, one is in the Tab order (the
+  // newest message's, unless the reader moved to another); ↑/↓, Home and End move between
+  // them. Tab through a long conversation is then one stop, not one per message.
+
+  /** The message li whose menu button is the room's tab stop, if it is still in the room. */
+  const roving = (room) => (room.roving && room.roving.parentNode === room.list ? room.roving : null);
+
+  /**
+   * Makes `li`'s menu button the tab stop (or the nearest one above it). Unless `force`d, a
+   * focused tab stop stays: a message arriving does not move it away from the reader.
+   */
+  function keepRoving(room, li, force = false) {
+    let target = li;
+    while (target && !target.classList.contains('has-tools')) target = target.previousElementSibling;
+    const old = roving(room);
+    if (old === target || (!force && old && old.contains(document.activeElement))) return;
+    const button = room.roving && room.roving.querySelector('.msg-menu-btn');
+    if (button) button.tabIndex = -1;
+    room.roving = target || null;
+    if (target) target.querySelector('.msg-menu-btn').tabIndex = 0;
+  }
+
+  function closeMenu(refocus) {
+    if (!openMenu) return;
+    const { menu, button } = openMenu;
+    openMenu = null;
+    menu.remove();
+    button.setAttribute('aria-expanded', 'false');
+    if (refocus && button.isConnected) button.focus();
+  }
+
+  function toggleMenu(button) {
+    const li = button.closest('li.msg');
+    const wasOpen = openMenu && openMenu.button === button;
+    closeMenu(false);
+    if (wasOpen || !li || !view || !canModerate()) return;
+    const id = Number(li.dataset.id);
+    const m = view.shown.get(id);
+    if (!m || m.system) return;
+    const menu = li.querySelector('.msg-body').appendChild(el('div', 'msg-menu'));
+    menu.setAttribute('role', 'group');
+    menu.setAttribute('aria-label', button.getAttribute('aria-label'));
+    for (const [event, label, what] of menuActions(m)) {
+      const b = menu.appendChild(el('button', `btn btn-small${event === 'delete message' ? '' : ' btn-quiet'}`, label));
+      b.type = 'button';
+      b.dataset.action = event;
+      b.dataset.what = what;
+    }
+    button.setAttribute('aria-expanded', 'true');
+    openMenu = { li, menu, button, room: view, id };
+    menu.firstElementChild.focus();
+  }
+
+  function menuAction(b) {
+    if (!openMenu || !openMenu.menu.contains(b)) return;
+    const { room, id, menu } = openMenu;
+    const m = room.shown.get(id);
+    if (!m) return closeMenu(false);
+    const event = b.dataset.action;
+    const what = b.dataset.what;
+    for (const x of menu.querySelectorAll('button')) x.disabled = true;
+    const args = event === 'delete message' ? { room: room.name, id } : { room: room.name, user: m.user };
+    request(event, args, (error) => {
+      const still = openMenu && openMenu.menu === menu;
+      if (error) {
+        if (still) closeMenu(true);
+        notice(`Could not ${what}: ${error}`, 'gap');
+        return;
+      }
+      if (event === 'delete message') {
+        // its `message deleted` is on its way to every member; this page need not wait
+        forget(room, id, me && me.user);
+      } else if (still) {
+        closeMenu(true);
+      }
+    });
+  }
+
+  scroller.addEventListener('focusin', (e) => {
+    const li = view && e.target.classList.contains('msg-menu-btn') ? e.target.closest('li') : null;
+    if (li) keepRoving(view, li, true);
+  });
+  scroller.addEventListener('keydown', (e) => {
+    if (!view || !e.target.classList.contains('msg-menu-btn') || e.altKey || e.ctrlKey || e.metaKey) return;
+    const all = [...view.list.querySelectorAll(':scope > li.has-tools')];
+    const at = all.indexOf(e.target.closest('li'));
+    const to = { ArrowUp: at - 1, ArrowDown: at + 1, Home: 0, End: all.length - 1 }[e.key];
+    if (to === undefined) return;
+    e.preventDefault(); // not a scroll: the focused message comes into view by itself
+    const li = all[Math.max(0, Math.min(all.length - 1, to))];
+    if (!li) return;
+    keepRoving(view, li, true);
+    li.querySelector('.msg-menu-btn').focus();
+  });
+  scroller.addEventListener('click', (e) => {
+    const button = e.target.closest('.msg-menu-btn');
+    if (button) return void toggleMenu(button);
+    const action = e.target.closest('.msg-menu button');
+    if (action) menuAction(action);
+  });
+  document.addEventListener('click', (e) => {
+    if (openMenu && !openMenu.li.contains(e.target)) closeMenu(false);
+  });
+
+  /** Message `id` of `room` was deleted (by `by`): off the page, and never shown again. */
+  function forget(room, id, by) {
+    room.deleted.add(id);
+    const m = room.shown.get(id);
+    if (!m || m.system) return;
+    const hadFocus = m.li.contains(document.activeElement);
+    if (openMenu && openMenu.li === m.li) closeMenu(false);
+    const mine = !!me && m.user === me.user;
+    unplace(room, id);
+    if (room === view) {
+      if (hadFocus) input.focus();
+      renderHistoryTop();
+      renderEmpty();
+      if (mine && by && by !== me.user && replayOver) notice(`${by} deleted your message`, 'gap');
+    }
+    renderRoomsSoon();
+  }
+
+  // `message deleted ({ room, id, by, offset })`: live, or replayed after a reconnect.
+  socket.on('message deleted', (d) => {
+    if (!d || typeof d !== 'object' || !Number.isSafeInteger(d.id) || d.id <= 0) return;
+    if (Number.isSafeInteger(d.offset) && d.offset > 0) advance(d.offset);
+    const room = rooms.get(typeof d.room === 'string' ? d.room : defaultName);
+    if (room) forget(room, d.id, typeof d.by === 'string' ? d.by : null);
+  });
+
+  /** The system line of a `room changed` notice: "alice muted bob", "You invited carol". */
+  function changeText(c) {
+    const who = (u) => (typeof u === 'string' && u ? (me && u === me.user ? 'you' : u) : 'someone');
+    const by = typeof c.by === 'string' && c.by ? who(c.by) : 'the server';
+    const user = who(c.user);
+    let text;
+    switch (c.action) {
+      case 'create': {
+        const flags = [c.private === true ? 'private' : '', c.readOnly === true ? 'read-only' : ''].filter(Boolean);
+        text = `${by} created #${c.room}${flags.length ? ` (${flags.join(', ')})` : ''}`;
+        break;
+      }
+      case 'role':
+        text = `${by} made ${user} ${c.role === 'moderator' ? 'a moderator' : c.role === 'member' ? 'a member' : `“${String(c.role)}”`}`;
+        break;
+      case 'invite':
+        text = `${by} invited ${user}`;
+        break;
+      case 'kick':
+        text = `${by} removed ${user} from the room`;
+        break;
+      case 'ban':
+        text = `${by} banned ${user} from the room`;
+        break;
+      case 'unban':
+        text = `${by} lifted the ban on ${user}`;
+        break;
+      case 'mute':
+        text = `${by} muted ${user}`;
+        break;
+      case 'unmute':
+        text = `${by} unmuted ${user}`;
+        break;
+      default:
+        text = `${by} changed who may do what here (${String(c.action)})`;
+    }
+    // "You …", "The server …"; a user id keeps its case
+    return by === 'you' || by === 'the server' ? text.charAt(0).toUpperCase() + text.slice(1) : text;
+  }
+
+  // `room changed ({ room, action, user, by, offset, role?, private?, readOnly? })`.
+  socket.on('room changed', (c) => {
+    if (!c || typeof c !== 'object' || !isRoomName(c.room) || typeof c.action !== 'string') return;
+    const offset = Number.isSafeInteger(c.offset) && c.offset > 0 ? c.offset : null;
+    const aboutMe = !!me && c.user === me.user;
+    const removed = aboutMe && (c.action === 'kick' || c.action === 'ban');
+    // Our own removal may come straight from the server as the socket leaves the room, out
+    // of the log's order: its offset is no place to resume from.
+    if (offset !== null && !removed) advance(offset);
+    const room = rooms.get(c.room);
+    if (!room || room.state === 'leaving') return;
+    if (c.action === 'create') {
+      if (typeof c.private === 'boolean') room.private = c.private;
+      if (typeof c.readOnly === 'boolean') room.readOnly = c.readOnly;
+      renderRooms();
+      if (room === view) renderRoomHead();
+    }
+    if (offset !== null && !(room.floor !== null && offset < room.floor && !room.beginning)) {
+      const follow = room === view && atBottom();
+      placeSystem(room, offset, changeText(c));
+      if (follow) scrollToBottom();
+      if (room === view) renderEmpty();
+    }
+    // Before `sync` this is the replay: old news (the server let this connection in, after it).
+    if (removed && replayOver && inRoom(room)) removedFrom(room, c);
+  });
+
+  /** The server took this page out of `room` (kick or ban): not joined, and says so. */
+  function removedFrom(room, c) {
+    const by = typeof c.by === 'string' && c.by ? ` by ${c.by}` : '';
+    const banned = c.action === 'ban';
+    room.state = 'failed';
+    room.error = banned ? 'banned from this room' : 'removed from the room';
+    room.why = `You were ${banned ? 'banned' : 'removed'} from #${room.name}${by}.`;
+    if (typingRoom === room) stopOwnTyping();
+    for (const t of room.typing.values()) clearTimeout(t);
+    room.typing.clear();
+    room.presence = null;
+    rememberJoined(room.name, false);
+    notice(room.why, 'gap');
+    renderEmpty();
+    renderRooms();
+    renderRoomHead();
+    if (room === view) {
+      renderPeople();
+      renderTyping();
+    }
+  }
+
+  // Creating a room: the form under "+ New".
+
+  function openCreateForm() {
+    closeJoinForm();
+    createForm.hidden = false;
+    createButton.setAttribute('aria-expanded', 'true');
+    createInput.value = '';
+    createPrivate.checked = false;
+    createReadOnly.checked = false;
+    createError.textContent = '';
+    createInput.focus();
+  }
+
+  function closeCreateForm() {
+    createForm.hidden = true;
+    createButton.setAttribute('aria-expanded', 'false');
+    createError.textContent = '';
+  }
+
+  createButton.addEventListener('click', () => (createForm.hidden ? openCreateForm() : closeCreateForm()));
+
+  let creating = false;
+  createForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (creating) return;
+    const name = createInput.value.trim().replace(/^#/, '');
+    const problem = roomProblem(name);
+    if (problem) {
+      createError.textContent = problem;
+      createInput.focus();
+      return;
+    }
+    const wanted = { room: name, private: createPrivate.checked, readOnly: createReadOnly.checked };
+    // In the list (joining…) while the server answers: the server joins us before its ack,
+    // and the room's first events must find the room here, not be taken for strays.
+    const previous = rooms.get(name);
+    const fresh = !inRoom(previous);
+    const room = fresh ? makeRoom(name, 'joining') : previous;
+    if (fresh) {
+      rooms.set(name, room);
+      renderRooms();
+    }
+    creating = true;
+    createError.textContent = '';
+    request('create room', wanted, (error, res) => {
+      creating = false;
+      if (error || !res || res.room !== name) {
+        if (fresh && rooms.get(name) === room) {
+          if (previous) rooms.set(name, previous);
+          else rooms.delete(name);
+          renderRooms();
+        }
+        createError.textContent = `Could not create #${name}: ${error || 'unexpected answer from the server.'}`;
+        if (!createForm.hidden) createInput.focus();
+        return;
+      }
+      if (rooms.get(name) !== room) return; // forgotten meanwhile
+      const last = Number.isSafeInteger(res.last) && res.last >= 0 ? res.last : 0;
+      room.state = 'joined';
+      room.floor = last + 1;
+      room.beginning = room.floor <= 1;
+      room.private = wanted.private;
+      room.readOnly = wanted.readOnly;
+      if (room.lastRead === null) room.lastRead = last;
+      rememberJoined(name, true);
+      closeCreateForm();
+      showRoom(room, { push: true });
+      setPanel('rooms', false);
+      renderRooms();
+      renderRoomHead();
+      renderEmpty();
+      input.focus();
+    });
+  });
+
+  // Managing the room in view: invite (private rooms), mute, kick, ban and their undoing,
+  // roles; by user id (the `sub` of their sign-in). It reaches those who have no message in
+  // view (someone to invite, someone banned); a message's own menu acts on its sender.
+
+  function renderManageForm() {
+    if (!view) return;
+    manageRoom.textContent = view.name;
+    inviteButton.hidden = !view.private;
+    inviteButton.disabled = !view.private; // Enter in the field invites only where that means something
+  }
+
+  function openManageForm() {
+    manageForm.hidden = false;
+    manageButton.setAttribute('aria-expanded', 'true');
+    manageResult.textContent = '';
+    manageResult.classList.remove('error');
+    renderManageForm();
+    manageUser.focus();
+  }
+
+  function closeManageForm() {
+    if (manageForm.hidden) return;
+    manageForm.hidden = true;
+    manageButton.setAttribute('aria-expanded', 'false');
+  }
+
+  manageButton.addEventListener('click', () => (manageForm.hidden ? openManageForm() : closeManageForm()));
+  manageClose.addEventListener('click', () => {
+    closeManageForm();
+    manageButton.focus();
+  });
+
+  /** action → [event, extra arguments, what it did (for "Done"), what it is (for "Could not")]. */
+  const MANAGE = {
+    invite: ['invite', {}, (u, r) => `Invited ${u} to #${r}: they may join it now.`, (u) => `invite ${u}`],
+    mute: ['mute', {}, (u, r) => `${u} is muted in #${r}.`, (u) => `mute ${u}`],
+    unmute: ['unmute', {}, (u, r) => `${u} may post in #${r} again.`, (u) => `unmute ${u}`],
+    kick: ['kick', {}, (u, r) => `${u} was removed from #${r}.`, (u) => `kick ${u}`],
+    ban: ['ban', {}, (u, r) => `${u} is banned from #${r}.`, (u) => `ban ${u}`],
+    unban: ['unban', {}, (u, r) => `${u} is no longer banned from #${r}.`, (u) => `unban ${u}`],
+    moderator: ['set role', { role: 'moderator' }, (u, r) => `${u} is a moderator of #${r}.`, (u) => `make ${u} a moderator`],
+    member: ['set role', { role: 'member' }, (u, r) => `${u} is a member of #${r}.`, (u) => `make ${u} a member`],
+  };
+
+  function manage(action) {
+    const spec = MANAGE[action];
+    const room = view;
+    if (!spec || !room) return;
+    const user = manageUser.value.trim();
+    manageResult.classList.remove('error');
+    if (!user) {
+      manageResult.textContent = 'Please enter a user id.';
+      manageResult.classList.add('error');
+      manageUser.focus();
+      return;
+    }
+    const [event, extra, done, what] = spec;
+    manageResult.textContent = 'Sending…';
+    request(event, { room: room.name, user, ...extra }, (error) => {
+      if (manageForm.hidden || view !== room) return;
+      manageResult.textContent = error ? `Could not ${what(user)}: ${error}` : done(user, room.name);
+      manageResult.classList.toggle('error', !!error);
+    });
+  }
+
+  manageForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (view && view.private) manage('invite');
+  });
+  manageForm.addEventListener('click', (e) => {
+    const b = e.target.closest('button[data-action]');
+    if (b && b.type === 'button') manage(b.dataset.action);
   });
 
   // ---- the room in the URL -------------------------------------------------------------
