@@ -448,19 +448,6 @@ pub struct AccessMap {
 }
 
 impl AccessMap {
-    /// The map holding `rooms`.
-    pub fn new(rooms: impl IntoIterator<Item = (Option<String>, RoomAccess)>) -> Self {
-        Self {
-            rooms: RwLock::new(rooms.into_iter().collect()),
-            ..Self::default()
-        }
-    }
-
-    /// Room `room`'s state (the default state for a room without one).
-    pub fn get(&self, room: &Option<String>) -> RoomAccess {
-        self.read(|rooms| rooms.get(room).cloned().unwrap_or_default())
-    }
-
     /// Runs `f` on room `room`'s state without copying it.
     pub fn with<T>(&self, room: &Option<String>, f: impl FnOnce(&RoomAccess) -> T) -> T {
         self.read(|rooms| match rooms.get(room) {
@@ -472,23 +459,6 @@ impl AccessMap {
     /// Whether room `room` has a state of its own (it was created, or someone has a role).
     pub fn has(&self, room: &Option<String>) -> bool {
         self.read(|rooms| rooms.contains_key(room))
-    }
-
-    /// Whether room `room` is private.
-    pub fn is_private(&self, room: &Option<String>) -> bool {
-        self.read(|rooms| rooms.get(room).is_some_and(|access| access.private))
-    }
-
-    /// The private rooms `user` (`None`: anonymous) may join, by key.
-    pub fn private_rooms_of(&self, user: Option<&str>, admins: &Admins) -> Vec<Option<String>> {
-        self.read(|rooms| {
-            rooms
-                .iter()
-                .filter(|(_, access)| access.private)
-                .filter(|(_, access)| access.may_join(user, admins).is_ok())
-                .map(|(room, _)| room.clone())
-                .collect()
-        })
     }
 
     /// Replaces every room's state (at start, from the database).

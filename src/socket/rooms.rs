@@ -364,6 +364,12 @@ struct Listed {
     /// for a public room.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     private: bool,
+    /// Only moderators post; absent when anyone may.
+    #[serde(rename = "readOnly", skip_serializing_if = "std::ops::Not::not")]
+    read_only: bool,
+    /// The asking user's role in it (`owner`, `moderator`, `member`); absent for none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
     name: String,
     members: usize,
     last: u64,
@@ -435,12 +441,21 @@ fn directory(
         .take(DIRECTORY_PAGE)
         .filter_map(|name| {
             let key = (*name != **default).then(|| name.clone());
-            let private = state.hub.access.is_private(&key);
+            let (private, read_only, role) = state.hub.access.with(&key, |access| {
+                let role = actor(connection).and_then(|user| access.standing(user).role);
+                (
+                    access.private,
+                    access.read_only,
+                    role.map(crate::access::Role::name),
+                )
+            });
             if private && may_join(state, connection, &key).is_err() {
                 return None;
             }
             Some(Listed {
                 private,
+                read_only,
+                role,
                 members: state.roster.count(&key),
                 last: state.hub.room_last(&key),
                 name,

@@ -261,6 +261,11 @@ describe('access to rooms', () => {
     assert.deepEqual(await request(alice, 'create room', { room: 'news', readOnly: true }), { room: 'news', ok: true, last: 0 });
     const bob = await user(srv, 'bob', { rooms: ['news'] });
     assert.deepEqual(await post(bob, 'news', 'hi'), { error: 'read-only room: only moderators post' });
+    // The directory says so, and what the asking user is in it.
+    const entry = async (socket) => (await request(socket, 'rooms')).rooms.find((r) => r.name === 'news');
+    const seen = await entry(alice);
+    assert.deepEqual({ readOnly: seen.readOnly, role: seen.role, private: seen.private }, { readOnly: true, role: 'owner', private: undefined });
+    assert.equal((await entry(bob)).role, undefined, 'bob has no role');
     const text = uid('announcement');
     await post(alice, 'news', text);
     await bob.waitForContent(text);
