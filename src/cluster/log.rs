@@ -257,7 +257,7 @@ impl Publish {
 
 /// Whether JetStream's answer to an erase says the message is not in the stream (10043, or
 /// 10057 "no message found"; 10057 is also "message delete not permitted").
-fn already_gone(error: &serde_json::Value) -> bool {
+pub(super) fn already_gone(error: &serde_json::Value) -> bool {
     let code = error.get("err_code").and_then(serde_json::Value::as_u64);
     let description = error
         .get("description")

@@ -165,8 +165,14 @@ pub async fn ensure(
             stream = %config.stream,
             "updating the stream for rooms: a subject per room, retention per room, the default room"
         );
+        // JetStream refuses to lift deny_delete ("stream configuration update can not cancel
+        // deny message deletes", 10052): an older stream keeps it (see `differences`).
+        let update = stream::Config {
+            deny_delete: have.deny_delete,
+            ..want.clone()
+        };
         have = js
-            .update_stream(want.clone())
+            .update_stream(update)
             .await
             .map_err(|e| error(format!("cannot update it for rooms: {e}")))?
             .config
@@ -279,5 +285,27 @@ mod tests {
         });
         let said = differences(&lobby, &want).join("; ");
         assert!(said.contains("default room Some(\"lobby\")"), "{said}");
+    }
+
+    #[test]
+    fn a_stream_that_denies_deletes_is_kept_and_a_new_one_allows_them() {
+        let want = wanted(&config(None));
+        assert!(!want.deny_delete && want.deny_purge);
+        // Created by a build from before deletions: JetStream cannot lift deny_delete.
+        let older = stream::Config {
+            deny_delete: true,
+            ..want.clone()
+        };
+        assert!(differences(&older, &want).is_empty());
+        let purgeable = stream::Config {
+            deny_purge: false,
+            ..want.clone()
+        };
+        assert!(!differences(&purgeable, &want).is_empty());
+        // The erase of a message the stream no longer holds is done; a refusal is not.
+        let gone = serde_json::json!({ "code": 500, "err_code": 10057, "description": "no message found" });
+        assert!(super::super::log::already_gone(&gone));
+        let denied = serde_json::json!({ "code": 500, "err_code": 10057, "description": "message delete not permitted" });
+        assert!(!super::super::log::already_gone(&denied));
     }
 }
