@@ -1,7 +1,8 @@
-//! Access to rooms at the socket layer: the checks a join and a post pass, and the requests
-//! that change a room's access or delete a message (`create room`, `set role`, `invite`,
-//! `kick`, `ban`, `unban`, `mute`, `unmute`, `delete message`), each answered `{ ok: true }`
-//! (`create room`: `{ room, ok: true, last: 0 }`) or `{ error }`.
+//! The requests that change a room's access or delete a message (`create room`, `set role`,
+//! `invite`, `kick`, `ban`, `unban`, `mute`, `unmute`, `delete message`), each answered `{ ok:
+//! true }` (`create room`: `{ room, ok: true, last: 0 }`) or `{ error }`; and the task that
+//! takes kicked users' sockets out of their room. (The checks a join, a post, a history read
+//! and a connect pass are [`super::rooms`]'s.)
 //!
 //! A request is checked against this node's state ([`crate::access`]'s rules) and becomes an
 //! entry of the log; it is answered once the entry is stored and applied here (in a cluster:
