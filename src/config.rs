@@ -554,6 +554,17 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub server_admins: Vec<String>,
+
+    /// Web pages that may open a socket, by origin (`scheme://host[:port]`, comma-separated;
+    /// `*` for any, the default). Requests without an `Origin` header (non-browser clients)
+    /// and the server's own page are always allowed; others get 403.
+    #[arg(
+        long = "allowed-origins",
+        env = "TIDINGS_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -593,6 +604,7 @@ impl Default for Config {
             jwt_leeway: defaults::JWT_LEEWAY,
             token_grace: defaults::TOKEN_GRACE,
             server_admins: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -699,6 +711,7 @@ impl Config {
                 ),
             });
         }
+        self.origins()?;
         for (flag, value, range) in [
             ("--jwt-leeway", self.jwt_leeway, 0..=3600),
             ("--token-grace", self.token_grace, 1..=3600),
@@ -711,6 +724,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The origins `--allowed-origins` lets open a socket.
+    pub fn origins(&self) -> Result<crate::origins::AllowedOrigins, ConfigError> {
+        crate::origins::AllowedOrigins::parse(&self.allowed_origins).map_err(|e| ConfigError {
+            flag: "--allowed-origins",
+            why: e.to_string(),
+        })
     }
 
     /// The token verifier `--auth` and the key flags configure: `None` with `--auth off`.

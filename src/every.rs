@@ -1,12 +1,14 @@
 //! Time in the server's loops: the beat of its periodic tasks ([`Every`]: presence, session
 //! upkeep, the cluster's probe), the waits between retries ([`Backoff`]: a full socket buffer,
-//! a stream that does not answer), and the wall clock ([`now_ms`], [`since_epoch`]).
+//! a stream that does not answer), a budget of log lines per minute ([`LogBudget`]: refused
+//! tokens, refused origins), and the wall clock ([`now_ms`], [`since_epoch`]).
 //!
 //! `while every.tick().await { ... }` runs the body once per period until the server stops.
 //! A tick that comes late (a busy machine) delays the next ones rather than bunching them.
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -96,9 +98,70 @@ pub fn now_ms() -> u64 {
     u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// At most so many log lines a minute about one kind of refusal, so that a flood of bad
+/// requests cannot fill the log; the line after a suppressed run says how many were not logged.
+#[derive(Debug)]
+pub struct LogBudget {
+    per_minute: u32,
+    state: Mutex<BudgetState>,
+}
+
+#[derive(Debug)]
+struct BudgetState {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    /// A budget of `per_minute` lines.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            state: Mutex::new(BudgetState {
+                window_start: Instant::now(),
+                logged: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// Whether one more line may be logged now: `Some(n)`, with the `n` lines not logged since
+    /// the last one; `None` (counted) over the budget.
+    pub fn take(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.window_start.elapsed() >= Duration::from_secs(60) {
+            state.window_start = Instant::now();
+            state.logged = 0;
+        }
+        if state.logged >= self.per_minute {
+            state.suppressed += 1;
+            return None;
+        }
+        state.logged += 1;
+        Some(std::mem::take(&mut state.suppressed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_budget_lets_so_many_lines_a_minute_and_counts_the_rest() {
+        let budget = LogBudget::new(10);
+        let taken: Vec<Option<u64>> = (0..25).map(|_| budget.take()).collect();
+        assert_eq!(taken.iter().filter(|t| t.is_some()).count(), 10);
+        assert!(taken[10..].iter().all(Option::is_none));
+        // A minute later the next line may go, with the count of those that did not.
+        budget
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .window_start -= Duration::from_secs(61);
+        assert_eq!(budget.take(), Some(15));
+        assert_eq!(budget.take(), Some(0));
+    }
 
     #[test]
     fn waits_double_up_to_the_most_and_start_over_after_a_reset() {

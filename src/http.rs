@@ -4,7 +4,8 @@
 //! socket.io-client bundle served where the official server serves it
 //! (`/socket.io/socket.io.js` and friends), `/healthz` and `/metrics`. The bundle's paths sit
 //! under the engine.io prefix, so they are routed here before the Socket.IO service sees the
-//! request; everything else under `/socket.io/` goes to socketioxide.
+//! request; everything else under `/socket.io/` goes to socketioxide, once its `Origin` passes
+//! `--allowed-origins` ([`crate::origins`]; 403 otherwise).
 
 use axum::Router;
 use axum::extract::State;
@@ -15,8 +16,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::delivery::Hub;
+use crate::every::LogBudget;
 use crate::ingest::SharedLog;
 use crate::metrics;
+use crate::origins::AllowedOrigins;
 use crate::socket::admission::ConnectionCount;
 use crate::socket::presence::SharedRoster;
 use crate::socket::rooms::count_rooms;
@@ -109,7 +112,34 @@ pub fn not_found() -> Router {
 /// `Router::layer`: a layer is instantiated per route, and each instance would have its own
 /// engine.io session table (long-polling requests would then land on an engine that never
 /// saw their handshake).
-pub fn router(socket_io: SocketIoService<Router>, ops: Ops) -> Router {
+pub fn router(socket_io: SocketIoService<Router>, ops: Ops, origins: AllowedOrigins) -> Router {
+    let origins = Arc::new(origins);
+    let refusals = Arc::new(LogBudget::new(ORIGIN_REFUSALS_LOGGED_PER_MINUTE));
+    let socket_io = socket_io.map_request(detach_from_read_buffer::<axum::body::Body>);
+    let guarded = tower::service_fn(move |request: Request<axum::body::Body>| {
+        let (socket_io, origins, refusals) = (socket_io.clone(), origins.clone(), refusals.clone());
+        async move {
+            let headers = request.headers();
+            let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+            let origin = text(header::ORIGIN).map(str::to_owned);
+            let allowed = origins.allows(origin.as_deref(), text(header::HOST));
+            if !allowed {
+                if let Some(suppressed) = refusals.take() {
+                    tracing::warn!(
+                        origin,
+                        not_logged = suppressed,
+                        "refused a socket from a page of another origin (--allowed-origins)"
+                    );
+                }
+                metrics::counter_with(metrics::REJECTED, "reason", "origin").increment(1);
+                return Ok::<_, std::convert::Infallible>(
+                    (StatusCode::FORBIDDEN, "origin not allowed\n").into_response(),
+                );
+            }
+            let response = socket_io.oneshot(request).await?;
+            Ok(response.map(axum::body::Body::new))
+        }
+    });
     ASSETS
         .iter()
         .fold(Router::new(), |router, asset| {
@@ -118,8 +148,11 @@ pub fn router(socket_io: SocketIoService<Router>, ops: Ops) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .with_state(ops)
-        .fallback_service(socket_io.map_request(detach_from_read_buffer::<axum::body::Body>))
+        .fallback_service(guarded)
 }
+
+/// Log lines a minute about refused origins.
+const ORIGIN_REFUSALS_LOGGED_PER_MINUTE: u32 = 10;
 
 /// Copies the request's URI into an allocation of its own.
 ///

@@ -11,6 +11,7 @@ mod ingest;
 pub mod message;
 mod metrics;
 mod ops;
+mod origins;
 pub mod protocol;
 mod server;
 mod socket;

@@ -322,7 +322,7 @@ impl Server {
             store: self.reader.clone(),
             roster,
         };
-        let app = http::router(service, ops);
+        let app = http::router(service, ops, config.origins()?);
         // Small frames (acks, chat lines) must leave at once: Nagle would hold them ~40 ms.
         let listener = listener.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {

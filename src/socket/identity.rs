@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -26,7 +26,7 @@ use super::{ChatState, Connection, refuse, send_ack};
 use crate::access::Admins;
 use crate::config::AuthMode;
 use crate::delivery::outbox::emit_ephemeral;
-use crate::every::since_epoch;
+use crate::every::{LogBudget, since_epoch};
 use crate::identity::{Identity, TokenError, Verifier};
 use crate::protocol::EventArgs;
 use crate::protocol::event::{TOKEN_EXPIRED, TOKEN_EXPIRING};
@@ -44,18 +44,11 @@ pub struct Auth {
     mode: AuthMode,
     verifier: Option<Verifier>,
     grace: Duration,
-    refusals: Mutex<LogBudget>,
+    refusals: LogBudget,
     /// When each signed-in connection's token needs looking at.
     pub deadlines: Deadlines,
     /// The server admins (`--server-admin`), who act as owners of every room.
     pub admins: Admins,
-}
-
-/// Refusal log lines left in the current minute, and those not logged.
-struct LogBudget {
-    window_start: Instant,
-    logged: u32,
-    suppressed: u64,
 }
 
 impl Auth {
@@ -70,11 +63,7 @@ impl Auth {
             mode,
             verifier,
             grace,
-            refusals: Mutex::new(LogBudget {
-                window_start: Instant::now(),
-                logged: 0,
-                suppressed: 0,
-            }),
+            refusals: LogBudget::new(REFUSALS_LOGGED_PER_MINUTE),
             deadlines: Deadlines::default(),
             admins: Admins::default(),
         }
@@ -117,18 +106,9 @@ impl Auth {
 
     /// Logs a refused token, within the per-minute budget.
     pub fn log_refusal(&self, error: &TokenError) {
-        let mut budget = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
-        if budget.window_start.elapsed() >= Duration::from_secs(60) {
-            budget.window_start = Instant::now();
-            budget.logged = 0;
-        }
-        if budget.logged >= REFUSALS_LOGGED_PER_MINUTE {
-            budget.suppressed += 1;
+        let Some(suppressed) = self.refusals.take() else {
             return;
-        }
-        budget.logged += 1;
-        let suppressed = std::mem::take(&mut budget.suppressed);
-        drop(budget);
+        };
         if suppressed > 0 {
             tracing::warn!(
                 not_logged = suppressed,
@@ -380,28 +360,6 @@ pub type SharedAuth = Arc<Auth>;
 mod tests {
     use super::*;
     use crate::identity::ClaimRules;
-
-    #[test]
-    fn refusals_are_logged_ten_a_minute_and_the_rest_counted() {
-        let verifier =
-            Verifier::from_secret(&[7u8; 32], None, ClaimRules::default()).expect("a verifier");
-        let auth = Auth::new(AuthMode::Required, Some(verifier), Duration::from_secs(30));
-        for _ in 0..25 {
-            auth.log_refusal(&TokenError::BadSignature);
-        }
-        let budget = |auth: &Auth| {
-            let b = auth.refusals.lock().unwrap_or_else(PoisonError::into_inner);
-            (b.logged, b.suppressed)
-        };
-        assert_eq!(budget(&auth), (10, 15));
-        // A minute later the next refusal is logged, with the count of those that were not.
-        {
-            let mut b = auth.refusals.lock().unwrap_or_else(PoisonError::into_inner);
-            b.window_start -= Duration::from_secs(61);
-        }
-        auth.log_refusal(&TokenError::Expired);
-        assert_eq!(budget(&auth), (1, 0));
-    }
 
     #[test]
     fn deadlines_keep_one_entry_per_connection_and_give_back_what_is_due() {
