@@ -565,6 +565,11 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    /// Serve `/metrics` (and `/healthz`) on this address (`HOST:PORT`, meant to be private)
+    /// instead of the public port, which keeps `/healthz` for load balancers.
+    #[arg(long, env = "TIDINGS_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -605,6 +610,7 @@ impl Default for Config {
             token_grace: defaults::TOKEN_GRACE,
             server_admins: Vec::new(),
             allowed_origins: Vec::new(),
+            admin_listen: None,
         }
     }
 }

@@ -105,14 +105,20 @@ pub fn not_found() -> Router {
     Router::new().fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
 }
 
-/// The whole HTTP surface: static assets first, then Socket.IO, which hands anything that is
-/// not an engine.io request to [`not_found`].
+/// The whole public HTTP surface: static assets, `/healthz`, `/metrics` unless an admin port
+/// serves it (`metrics` false), then Socket.IO, which hands anything that is not an engine.io
+/// request to [`not_found`].
 ///
 /// The Socket.IO service is mounted once, as the fallback service, rather than with
 /// `Router::layer`: a layer is instantiated per route, and each instance would have its own
 /// engine.io session table (long-polling requests would then land on an engine that never
 /// saw their handshake).
-pub fn router(socket_io: SocketIoService<Router>, ops: Ops, origins: AllowedOrigins) -> Router {
+pub fn router(
+    socket_io: SocketIoService<Router>,
+    ops: Ops,
+    origins: AllowedOrigins,
+    metrics: bool,
+) -> Router {
     let origins = Arc::new(origins);
     let refusals = Arc::new(LogBudget::new(ORIGIN_REFUSALS_LOGGED_PER_MINUTE));
     let socket_io = socket_io.map_request(detach_from_read_buffer::<axum::body::Body>);
@@ -140,15 +146,28 @@ pub fn router(socket_io: SocketIoService<Router>, ops: Ops, origins: AllowedOrig
             Ok(response.map(axum::body::Body::new))
         }
     });
-    ASSETS
+    let router = ASSETS
         .iter()
         .fold(Router::new(), |router, asset| {
             router.route(asset.path, get(move || async move { serve(asset) }))
         })
+        .route("/healthz", get(healthz));
+    let router = if metrics {
+        router.route("/metrics", get(render_metrics))
+    } else {
+        router
+    };
+    router.with_state(ops).fallback_service(guarded)
+}
+
+/// The admin port's endpoints (`--admin-listen`, meant for a private address): `/metrics` and
+/// `/healthz`; nothing of the chat.
+pub fn admin_router(ops: Ops) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .with_state(ops)
-        .fallback_service(guarded)
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
 }
 
 /// Log lines a minute about refused origins.

@@ -59,6 +59,7 @@ async fn run(thp: Result<(), std::io::Error>) -> std::process::ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let address = format!("{}:{}", config.host, config.port);
     let db = config.db.clone();
+    let admin_address = config.admin_listen.clone();
     let server = match config.cluster() {
         None => tokio::task::spawn_blocking(move || Server::open(config))
             .await
@@ -79,10 +80,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let (server, admin) = match admin_address {
+        None => (server, None),
+        Some(address) => {
+            let admin = TcpListener::bind(&address)
+                .await
+                .with_context(|| format!("--admin-listen: cannot listen on {address}"))?;
+            let bound = admin.local_addr().context("reading the admin address")?;
+            (server.with_admin(admin), Some(bound))
+        }
+    };
     tracing::info!(db = %db.display(), messages = server.last_id(), "database open");
     let shutdown = shutdown_signal();
-    // Scripts (and the JS tests) read the port from this line.
+    // Scripts (and the JS tests) read the port from this line; then the admin port's.
     println!("listening on http://{local}");
+    if let Some(admin) = admin {
+        println!("admin on http://{admin}");
+    }
     server.serve(listener, shutdown).await?;
     Ok(())
 }

@@ -83,9 +83,18 @@ pub struct Server {
     writer_thread: JoinHandle<()>,
     /// The token policy, its key read at start-up.
     auth: SharedAuth,
+    /// `--admin-listen`: where `/metrics` is served instead of the public port.
+    admin: Option<TcpListener>,
 }
 
 impl Server {
+    /// Serves the admin endpoints (`/metrics`, `/healthz`) on `listener` (`--admin-listen`)
+    /// and no longer `/metrics` on the public port.
+    pub fn with_admin(mut self, listener: TcpListener) -> Self {
+        self.admin = Some(listener);
+        self
+    }
+
     /// Opens the database named by `config` and starts the writer thread. Blocking (opens a
     /// file); call it before serving, or from `spawn_blocking`.
     pub fn open(config: Config) -> Result<Self, ServerError> {
@@ -165,6 +174,7 @@ impl Server {
             writer,
             writer_thread,
             auth,
+            admin: None,
         })
     }
 
@@ -200,7 +210,7 @@ impl Server {
     /// socket, lets the writer finish what it was given, and closes the database. A stage
     /// that does not finish in time is cut short and logged.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
@@ -322,7 +332,20 @@ impl Server {
             store: self.reader.clone(),
             roster,
         };
-        let app = http::router(service, ops, config.origins()?);
+        let public_metrics = self.admin.is_none();
+        if let Some(admin) = self.admin.take() {
+            let stopped = stopping.clone();
+            let app = http::admin_router(ops.clone());
+            tokio::spawn(async move {
+                let served = axum::serve(admin, app)
+                    .with_graceful_shutdown(async move { stopped.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("the admin port stopped: {e}");
+                }
+            });
+        }
+        let app = http::router(service, ops, config.origins()?, public_metrics);
         // Small frames (acks, chat lines) must leave at once: Nagle would hold them ~40 ms.
         let listener = listener.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {

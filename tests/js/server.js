@@ -73,11 +73,16 @@ function start({ db = freshDb(), port = 0, timeoutMs = START_TIMEOUT_MS, extraAr
     proc.once('exit', (code, signal) => settle({ code, signal }));
     proc.once('error', (error) => settle({ code: null, signal: null, error }));
   });
+  let adminUrl;
   const server = {
     proc,
     db,
     port: undefined,
     url: undefined,
+    /** Resolves with the admin port's URL once its line (`admin on http://…`) is printed. */
+    admin: new Promise((resolve) => {
+      adminUrl = resolve;
+    }),
     exited,
     stop: (opts) => stop(server, opts),
   };
@@ -107,6 +112,8 @@ function start({ db = freshDb(), port = 0, timeoutMs = START_TIMEOUT_MS, extraAr
 
     const lines = readline.createInterface({ input: proc.stdout });
     lines.on('line', (line) => {
+      const admin = /^admin on (http:\/\/\S+)$/.exec(line);
+      if (admin) return adminUrl(admin[1]);
       const m = done ? null : LISTENING.exec(line);
       if (!m) {
         if (line.trim()) process.stderr.write(`${tag} stdout: ${line}\n`);
