@@ -570,6 +570,25 @@ pub struct Config {
     /// instead of the public port, which keeps `/healthz` for load balancers.
     #[arg(long, env = "TIDINGS_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<String>,
+
+    /// Serve `https://` and `wss://` with this certificate chain (PEM; with `--tls-key`).
+    /// Re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "TIDINGS_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, RSA or EC). Re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "TIDINGS_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -611,6 +630,8 @@ impl Default for Config {
             server_admins: Vec::new(),
             allowed_origins: Vec::new(),
             admin_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod protocol;
 mod server;
 mod socket;
 pub mod storage;
+mod tls;
 
 pub use cluster::Cluster;
 pub use config::{AuthMode, Cli, Command, Config, DbArgs, LogFormat};

@@ -60,6 +60,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let address = format!("{}:{}", config.host, config.port);
     let db = config.db.clone();
     let admin_address = config.admin_listen.clone();
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let server = match config.cluster() {
         None => tokio::task::spawn_blocking(move || Server::open(config))
             .await
@@ -93,7 +98,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(db = %db.display(), messages = server.last_id(), "database open");
     let shutdown = shutdown_signal();
     // Scripts (and the JS tests) read the port from this line; then the admin port's.
-    println!("listening on http://{local}");
+    println!("listening on {scheme}://{local}");
     if let Some(admin) = admin {
         println!("admin on http://{admin}");
     }

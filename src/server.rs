@@ -40,6 +40,7 @@ use crate::socket::recovery::{Recovery, keep_sessions};
 use crate::socket::rooms::Rooms;
 use crate::socket::{self, ChatState};
 use crate::storage::{Store, StoreError, StoreReader, StoreWriter};
+use crate::tls::{Tls, TlsListener};
 
 /// Initial websocket read buffer per connection (engineioxide's default is 4 KiB), and the
 /// most tungstenite reads from the socket at once. Most chat frames fit in 512 bytes; a larger
@@ -65,6 +66,9 @@ pub enum ServerError {
     /// A cluster replica lacks messages the stream holds and they could not be read.
     #[error(transparent)]
     Hole(#[from] HoleError),
+    /// The TLS certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Serving HTTP failed.
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
@@ -85,6 +89,8 @@ pub struct Server {
     auth: SharedAuth,
     /// `--admin-listen`: where `/metrics` is served instead of the public port.
     admin: Option<TcpListener>,
+    /// `--tls-cert` and `--tls-key`, read at start-up.
+    tls: Option<Arc<Tls>>,
 }
 
 impl Server {
@@ -131,6 +137,11 @@ impl Server {
             )
             .with_admins(Admins::new(config.server_admins.iter().cloned())),
         );
+        // A missing or mismatched certificate stops the start before the database is touched.
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
+            _ => None,
+        };
         // The file's messages without a room are the default room's: it is pinned once.
         store_writer.pin_default_room(&config.default_room)?;
         // Install the recorder before anything records (the hub records the cache's size).
@@ -175,6 +186,7 @@ impl Server {
             writer_thread,
             auth,
             admin: None,
+            tls,
         })
     }
 
@@ -347,11 +359,6 @@ impl Server {
         }
         let app = http::router(service, ops, config.origins()?, public_metrics);
         // Small frames (acks, chat lines) must leave at once: Nagle would hold them ~40 ms.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {e}");
-            }
-        });
 
         let grace = Duration::from_secs(config.shutdown_timeout);
         // The writer and the database get the last part of the budget, whatever came before.
@@ -360,33 +367,58 @@ impl Server {
         let closing = io.clone();
         let draining = in_flight.clone();
         let cancel = stopping.clone();
-        let serving = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let deadline = Instant::now() + grace;
-                deadline_tx.send_replace(Some(deadline));
-                let sockets_by = deadline - reserve;
-                tracing::info!("shutting down: finishing received messages");
-                if tokio::time::timeout_at(sockets_by, draining.drained())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(
-                        messages = draining.count(),
-                        "shutdown timeout: messages still in flight were not acked (their \
+        let graceful = async move {
+            shutdown.await;
+            let deadline = Instant::now() + grace;
+            deadline_tx.send_replace(Some(deadline));
+            let sockets_by = deadline - reserve;
+            tracing::info!("shutting down: finishing received messages");
+            if tokio::time::timeout_at(sockets_by, draining.drained())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    messages = draining.count(),
+                    "shutdown timeout: messages still in flight were not acked (their \
                          senders retry after the restart)"
-                    );
+                );
+            }
+            tracing::info!("shutting down: closing sockets");
+            cancel.cancel();
+            if tokio::time::timeout_at(sockets_by, closing.close())
+                .await
+                .is_err()
+            {
+                tracing::warn!("shutdown timeout: not every socket closed in time");
+            }
+        };
+        let serving: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+            match &self.tls {
+                None => {
+                    // Small frames (acks, chat lines) must leave at once: Nagle would hold
+                    // them ~40 ms.
+                    let listener = listener.tap_io(|tcp| {
+                        if let Err(e) = tcp.set_nodelay(true) {
+                            tracing::debug!("cannot set TCP_NODELAY: {e}");
+                        }
+                    });
+                    Box::pin(
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(graceful)
+                            .into_future(),
+                    )
                 }
-                tracing::info!("shutting down: closing sockets");
-                cancel.cancel();
-                if tokio::time::timeout_at(sockets_by, closing.close())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("shutdown timeout: not every socket closed in time");
+                Some(tls) => {
+                    tasks.spawn(crate::tls::reload_on_sighup(tls.clone(), stopping.clone()));
+                    let listener = TlsListener::new(listener, tls, stopping.clone())
+                        .map_err(ServerError::Serve)?;
+                    Box::pin(
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(graceful)
+                            .into_future(),
+                    )
                 }
-            })
-            .into_future();
+            };
         let stop_serving_by = async {
             let deadline = loop {
                 if let Some(deadline) = *deadline_rx.borrow_and_update() {

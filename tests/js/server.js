@@ -7,7 +7,8 @@
 //   await stopAll();                           // in after/afterEach hooks
 //
 // Contract with the server: `BIN --host 127.0.0.1 --port P --db FILE` prints exactly one
-// stdout line `listening on http://127.0.0.1:PORT` once it accepts connections.
+// stdout line `listening on http://127.0.0.1:PORT` (`https://` with --tls-cert) once it accepts
+// connections.
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -18,7 +19,7 @@ const readline = require('node:readline');
 const BIN = process.env.TIDINGS_BIN
   ? path.resolve(process.env.TIDINGS_BIN)
   : path.resolve(__dirname, '../../target/debug/tidings');
-const LISTENING = /listening on http:\/\/[^:]+:(\d+)/;
+const LISTENING = /listening on (https?):\/\/[^:]+:(\d+)/;
 const START_TIMEOUT_MS = 15000;
 const STOP_TIMEOUT_MS = 10000;
 
@@ -121,8 +122,8 @@ function start({ db = freshDb(), port = 0, timeoutMs = START_TIMEOUT_MS, extraAr
       }
       done = true;
       clearTimeout(timer);
-      server.port = Number(m[1]);
-      server.url = `http://127.0.0.1:${server.port}`;
+      server.port = Number(m[2]);
+      server.url = `${m[1]}://127.0.0.1:${server.port}`;
       resolve(server);
     });
   });
