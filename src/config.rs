@@ -589,6 +589,22 @@ pub struct Config {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+
+    /// Most connections from one client address (0: no limit). Behind a proxy, set
+    /// `--trusted-proxies` so that the address is the client's, not the proxy's.
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_connections_per_ip: u32,
+
+    /// Proxies whose `X-Forwarded-For` names the client (addresses or networks,
+    /// comma-separated: `127.0.0.1,10.0.0.0/8`). Others' are ignored.
+    #[arg(
+        long,
+        env = "TIDINGS_TRUSTED_PROXIES",
+        value_name = "CIDRS",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Config {
@@ -632,6 +648,8 @@ impl Default for Config {
             admin_listen: None,
             tls_cert: None,
             tls_key: None,
+            max_connections_per_ip: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -739,6 +757,7 @@ impl Config {
             });
         }
         self.origins()?;
+        self.trusted_proxies()?;
         for (flag, value, range) in [
             ("--jwt-leeway", self.jwt_leeway, 0..=3600),
             ("--token-grace", self.token_grace, 1..=3600),
@@ -751,6 +770,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The proxies `--trusted-proxies` names.
+    pub fn trusted_proxies(&self) -> Result<crate::client_addr::TrustedProxies, ConfigError> {
+        crate::client_addr::TrustedProxies::parse(&self.trusted_proxies).map_err(|e| ConfigError {
+            flag: "--trusted-proxies",
+            why: e.to_string(),
+        })
     }
 
     /// The origins `--allowed-origins` lets open a socket.

@@ -15,6 +15,7 @@ use axum::routing::get;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::client_addr::{self, TrustedProxies};
 use crate::delivery::Hub;
 use crate::every::LogBudget;
 use crate::ingest::SharedLog;
@@ -117,13 +118,34 @@ pub fn router(
     socket_io: SocketIoService<Router>,
     ops: Ops,
     origins: AllowedOrigins,
+    proxies: TrustedProxies,
     metrics: bool,
 ) -> Router {
     let origins = Arc::new(origins);
+    let proxies = Arc::new(proxies);
     let refusals = Arc::new(LogBudget::new(ORIGIN_REFUSALS_LOGGED_PER_MINUTE));
     let socket_io = socket_io.map_request(detach_from_read_buffer::<axum::body::Body>);
-    let guarded = tower::service_fn(move |request: Request<axum::body::Body>| {
+    let guarded = tower::service_fn(move |mut request: Request<axum::body::Body>| {
         let (socket_io, origins, refusals) = (socket_io.clone(), origins.clone(), refusals.clone());
+        // Who the client is, for admission (the per-address limit, the log): engine.io keeps
+        // only the URI of a request, so the address rides in its query.
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<client_addr::Peer>>()
+            .map(|info| info.0.0.ip());
+        if let Some(peer) = peer {
+            let forwarded: Vec<&str> = request
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+            let client = proxies.client(peer, forwarded.as_deref());
+            if let Some(uri) = client_addr::tag(request.uri(), client) {
+                *request.uri_mut() = uri;
+            }
+        }
         async move {
             let headers = request.headers();
             let text = |name| headers.get(name).and_then(|v| v.to_str().ok());

@@ -1,6 +1,7 @@
 #![doc = include_str!("../docs/ARCHITECTURE.md")]
 
 pub mod access;
+mod client_addr;
 mod cluster;
 mod config;
 mod delivery;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use socketioxide::{ParserConfig, SocketIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::Config;
 use crate::access::Admins;
+use crate::client_addr::Peer;
 use crate::cluster::Cluster;
 use crate::cluster::applier::{HoleError, apply_forever, fill_holes};
 use crate::cluster::health::probe_forever;
@@ -40,7 +40,7 @@ use crate::socket::recovery::{Recovery, keep_sessions};
 use crate::socket::rooms::Rooms;
 use crate::socket::{self, ChatState};
 use crate::storage::{Store, StoreError, StoreReader, StoreWriter};
-use crate::tls::{Tls, TlsListener};
+use crate::tls::{PlainListener, Tls, TlsListener};
 
 /// Initial websocket read buffer per connection (engineioxide's default is 4 KiB), and the
 /// most tungstenite reads from the socket at once. Most chat frames fit in 512 bytes; a larger
@@ -232,7 +232,10 @@ impl Server {
         let tasks = TaskTracker::new();
         let roster = SharedRoster::default();
         let in_flight = InFlight::default();
-        let connections = ConnectionCount::new(config.max_connections as usize);
+        let connections = ConnectionCount::new(
+            config.max_connections as usize,
+            config.max_connections_per_ip as usize,
+        );
         let stopping = CancellationToken::new();
         let (live, broadcaster) = Live::start(self.hub.clone(), stopping.clone());
         tasks.spawn(broadcaster);
@@ -357,7 +360,13 @@ impl Server {
                 }
             });
         }
-        let app = http::router(service, ops, config.origins()?, public_metrics);
+        let app = http::router(
+            service,
+            ops,
+            config.origins()?,
+            config.trusted_proxies()?,
+            public_metrics,
+        );
         // Small frames (acks, chat lines) must leave at once: Nagle would hold them ~40 ms.
 
         let grace = Duration::from_secs(config.shutdown_timeout);
@@ -395,15 +404,9 @@ impl Server {
         let serving: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
             match &self.tls {
                 None => {
-                    // Small frames (acks, chat lines) must leave at once: Nagle would hold
-                    // them ~40 ms.
-                    let listener = listener.tap_io(|tcp| {
-                        if let Err(e) = tcp.set_nodelay(true) {
-                            tracing::debug!("cannot set TCP_NODELAY: {e}");
-                        }
-                    });
+                    let listener = PlainListener(listener);
                     Box::pin(
-                        axum::serve(listener, app)
+                        axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
                             .with_graceful_shutdown(graceful)
                             .into_future(),
                     )
@@ -413,7 +416,7 @@ impl Server {
                     let listener = TlsListener::new(listener, tls, stopping.clone())
                         .map_err(ServerError::Serve)?;
                     Box::pin(
-                        axum::serve(listener, app)
+                        axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
                             .with_graceful_shutdown(graceful)
                             .into_future(),
                     )

@@ -1,6 +1,7 @@
-//! TLS in the binary (`--tls-cert`, `--tls-key`): `https://` and `wss://` on the one port,
-//! with rustls (pure Rust, its `ring` provider: no OpenSSL, no C toolchain beyond what `ring`
-//! builds itself).
+//! The listeners axum serves: plain TCP ([`PlainListener`]) and TLS in the binary
+//! (`--tls-cert`, `--tls-key`; [`TlsListener`]): `https://` and `wss://` on the one port, with
+//! rustls (pure Rust, its `ring` provider: no OpenSSL, no C toolchain beyond what `ring` builds
+//! itself).
 //!
 //! - [`Tls`] holds the certificate chain and key, read from PEM files at start-up (a missing,
 //!   unreadable or mismatched pair stops the start with one line naming the flag), and reads
@@ -181,6 +182,27 @@ pub async fn reload_on_sighup(tls: Arc<Tls>, stop: CancellationToken) {
             Ok(Err(e)) => tracing::error!("SIGHUP: keeping the current certificate: {e}"),
             Err(e) => tracing::error!("SIGHUP: the reload failed: {e}"),
         }
+    }
+}
+
+/// What axum serves without TLS: a TCP listener whose connections send small frames at once.
+pub struct PlainListener(pub TcpListener);
+
+impl axum::serve::Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, peer) = axum::serve::Listener::accept(&mut self.0).await;
+        // Small frames (acks, chat lines) must leave at once: Nagle would hold them ~40 ms.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+        (stream, peer)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
     }
 }
 

@@ -6,6 +6,8 @@
 //! socketioxide spawns the connect handler after sending CONNECT, so anything registered there
 //! could miss the client's first events; the middleware runs before CONNECT is sent.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -40,20 +42,29 @@ pub fn register(io: &SocketIo) {
     io.ns("/", on_connect.with(admit));
 }
 
-/// Counts connected clients; a slot is held for each and released on drop, whichever way the
-/// socket ends.
+/// Counts connected clients, in all and per client address (`--max-connections-per-ip`); a
+/// slot is held for each and released on drop, whichever way the socket ends.
 #[derive(Clone)]
 pub struct ConnectionCount {
     current: Arc<AtomicUsize>,
     max: usize,
+    /// Connections per client address, and the most one may have (0: no limit).
+    per_address: PerAddress,
+    max_per_address: usize,
 }
 
+/// Connections per client address (only addresses with one or more).
+type PerAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
 impl ConnectionCount {
-    /// A counter allowing `max` connections.
-    pub fn new(max: usize) -> Self {
+    /// A counter allowing `max` connections, and `max_per_address` from one client address
+    /// (0: any number).
+    pub fn new(max: usize, max_per_address: usize) -> Self {
         Self {
             current: Arc::default(),
             max,
+            per_address: Arc::default(),
+            max_per_address,
         }
     }
 
@@ -62,27 +73,61 @@ impl ConnectionCount {
         self.current.load(Ordering::Relaxed)
     }
 
-    fn try_acquire(&self) -> Option<ConnectionSlot> {
-        self.current
+    fn try_acquire(&self, client: Option<IpAddr>) -> Result<ConnectionSlot, Refusal> {
+        let address = match client.filter(|_| self.max_per_address > 0) {
+            None => None,
+            Some(address) => {
+                let mut counts = self
+                    .per_address
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let count = counts.entry(address).or_default();
+                if *count >= self.max_per_address {
+                    return Err(Refusal::AddressFull(self.max_per_address));
+                }
+                *count += 1;
+                Some(address)
+            }
+        };
+        // From here the slot exists: dropping it gives the address's place back too.
+        let mut slot = ConnectionSlot {
+            current: None,
+            address: address.map(|address| (address, self.per_address.clone())),
+        };
+        let n = self
+            .current
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
             })
-            .ok()
-            .map(|n| {
-                metrics::counter(metrics::CONNECTIONS_TOTAL).increment(1);
-                metrics::gauge(metrics::CONNECTIONS).set((n + 1) as f64);
-                ConnectionSlot(self.current.clone())
-            })
+            .map_err(|_| Refusal::Full(self.max))?;
+        metrics::counter(metrics::CONNECTIONS_TOTAL).increment(1);
+        metrics::gauge(metrics::CONNECTIONS).set((n + 1) as f64);
+        slot.current = Some(self.current.clone());
+        Ok(slot)
     }
 }
 
-/// One counted connection; dropping it frees the place.
-struct ConnectionSlot(Arc<AtomicUsize>);
+/// One counted connection; dropping it frees the place (and its address's).
+struct ConnectionSlot {
+    current: Option<Arc<AtomicUsize>>,
+    address: Option<(IpAddr, PerAddress)>,
+}
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let before = self.0.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge(metrics::CONNECTIONS).set(before.saturating_sub(1) as f64);
+        if let Some(current) = &self.current {
+            let before = current.fetch_sub(1, Ordering::AcqRel);
+            metrics::gauge(metrics::CONNECTIONS).set(before.saturating_sub(1) as f64);
+        }
+        if let Some((address, counts)) = &self.address {
+            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = counts.get_mut(address) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.remove(address);
+                }
+            }
+        }
     }
 }
 
@@ -95,6 +140,8 @@ enum Refusal {
     Token(#[from] TokenError),
     #[error("server is full: {0} clients connected, the limit")]
     Full(usize),
+    #[error("too many connections from your address: {0}, the limit")]
+    AddressFull(usize),
     #[error("invalid rooms: {asked} rooms, the limit is {limit} per connection")]
     TooManyRooms { asked: usize, limit: usize },
     #[error("invalid rooms: the server has {0} rooms, the limit")]
@@ -157,10 +204,10 @@ async fn admit(
             .admit_new_rooms(&state, new)
             .map_err(Refusal::ServerRooms)?;
     }
-    let slot = state
-        .connections
-        .try_acquire()
-        .ok_or(Refusal::Full(state.connections.max))?;
+    // The client's address, as the HTTP layer found it (behind a trusted proxy, the one it
+    // names).
+    let client = crate::client_addr::tagged(&socket.req_parts().uri);
+    let slot = state.connections.try_acquire(client)?;
     // Saved before the CONNECT reply that names the session goes out.
     let recovery = state
         .recovery
@@ -262,6 +309,7 @@ async fn admit(
     );
     tracing::info!(
         sid = %socket.id,
+        client = client.map(tracing::field::display),
         user = verified.as_ref().map(|v| v.user.as_str()),
         offset = start,
         recovered = recovery.resume_after.is_some(),
