@@ -351,6 +351,10 @@ pub struct BackupArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub db: DbArgs,
+    /// Take the copy from a running server's admin port (`http://ADMIN_ADDR`, see
+    /// `--admin-listen`) instead of a stopped server's `--db`.
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
     /// Where to write the copy (must not exist).
     pub path: PathBuf,
 }

@@ -182,14 +182,74 @@ pub fn router(
     router.with_state(ops).fallback_service(guarded)
 }
 
-/// The admin port's endpoints (`--admin-listen`, meant for a private address): `/metrics` and
-/// `/healthz`; nothing of the chat.
+/// The admin port's endpoints (`--admin-listen`, meant for a private address): `/metrics`,
+/// `/healthz` and `/backup`; nothing of the chat.
 pub fn admin_router(ops: Ops) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
+        .route("/backup", get(backup))
         .with_state(ops)
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+}
+
+/// `GET /backup` (admin port only): a consistent copy of the database, a redb file a server
+/// opens, built from one read transaction while acks go on. Written first to a temporary file
+/// beside the database (one backup at a time), which is unlinked once open and streamed.
+async fn backup(State(ops): State<Ops>) -> Response {
+    let _one_at_a_time = ops.backups.lock().await;
+    let name = ops
+        .db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "tidings.redb".into());
+    let temp = ops.db.with_file_name(format!(
+        ".{name}.backup-{}.tmp",
+        crate::every::since_epoch().as_nanos()
+    ));
+    let (store, path) = (ops.store.clone(), temp.clone());
+    let copied = tokio::task::spawn_blocking(move || store.copy_to(&path)).await;
+    let failed = |why: String| {
+        tracing::error!("backup failed: {why}");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("backup failed: {why}\n"),
+        )
+            .into_response()
+    };
+    let messages = match copied {
+        Ok(Ok(messages)) => messages,
+        Ok(Err(e)) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return failed(e.to_string());
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return failed(e.to_string());
+        }
+    };
+    let opened = tokio::fs::File::open(&temp).await;
+    // Unlinked now: the open file streams on, and nothing is left behind whatever happens.
+    let _ = tokio::fs::remove_file(&temp).await;
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) => return failed(format!("cannot read the copy: {e}")),
+    };
+    let length = match file.metadata().await {
+        Ok(meta) => meta.len(),
+        Err(e) => return failed(format!("cannot read the copy: {e}")),
+    };
+    tracing::info!(messages, bytes = length, "backup taken");
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert("x-tidings-messages", HeaderValue::from(messages));
+    response
 }
 
 /// Log lines a minute about refused origins.
@@ -224,6 +284,8 @@ pub struct Ops {
     pub store: StoreReader,
     /// Who is in which room, for the count of rooms.
     pub roster: SharedRoster,
+    /// Held while a backup copies the database: one at a time.
+    pub backups: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// `GET /healthz`: 200 while the database takes writes, 503 otherwise; JSON either way.

@@ -172,7 +172,22 @@ fn offline(command: Command) -> anyhow::Result<()> {
             );
         }
         Command::Backup(args) => {
-            let count = commands::backup(&args.db, &args.path).context(hint)?;
+            let count = match &args.from {
+                Some(url) => {
+                    let bar = progress(None, "copying");
+                    let show = |done: u64, total: Option<u64>| {
+                        if let Some(total) = total {
+                            bar.set_length(total);
+                        }
+                        bar.set_position(done);
+                    };
+                    let count =
+                        commands::backup_from(url, &args.path, args.db.cache_bytes(), show)?;
+                    bar.finish_and_clear();
+                    count
+                }
+                None => commands::backup(&args.db, &args.path).context(hint)?,
+            };
             eprintln!("backed up {count} messages to {}", args.path.display());
         }
         Command::Stats(args) => {

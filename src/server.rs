@@ -346,6 +346,7 @@ impl Server {
             connections,
             store: self.reader.clone(),
             roster,
+            backups: Arc::default(),
         };
         let public_metrics = self.admin.is_none();
         if let Some(admin) = self.admin.take() {

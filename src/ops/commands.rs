@@ -44,6 +44,14 @@ pub enum AdminError {
     /// `backup` never overwrites.
     #[error("{0} already exists; choose a new file for the backup")]
     Exists(PathBuf),
+    /// `backup --from`: the server's copy could not be fetched.
+    #[error("cannot fetch {url}: {why}")]
+    Fetch {
+        /// What was asked for.
+        url: String,
+        /// What went wrong.
+        why: String,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AdminError {
@@ -232,6 +240,59 @@ pub fn import(
     }
 }
 
+/// Writes a new file at `dest` with `fill`, never over an existing one: into `DEST.partial`
+/// (created new: a leftover or someone else's is never overwritten either), synced, then
+/// linked into place (a hard link, unlike a rename, fails if `dest` appeared meanwhile).
+fn write_new(
+    dest: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<(), AdminError>,
+) -> Result<(), AdminError> {
+    if dest.exists() {
+        return Err(AdminError::Exists(dest.to_path_buf()));
+    }
+    let mut partial_name = dest.as_os_str().to_owned();
+    partial_name.push(".partial");
+    let partial = PathBuf::from(partial_name);
+    let mut copy = std::fs::File::create_new(&partial).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => AdminError::Exists(partial.clone()),
+        _ => AdminError::Io {
+            what: format!("creating {}", partial.display()),
+            source: e,
+        },
+    })?;
+    let filled = fill(&mut copy).and_then(|()| {
+        copy.sync_all()
+            .map_err(io(format!("syncing {}", partial.display())))
+    });
+    drop(copy);
+    if let Err(e) = filled {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    let linked = std::fs::hard_link(&partial, dest);
+    let _ = std::fs::remove_file(&partial);
+    linked.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => AdminError::Exists(dest.to_path_buf()),
+        _ => AdminError::Io {
+            what: format!("moving the copy to {}", dest.display()),
+            source: e,
+        },
+    })
+}
+
+/// Proves the copy at `dest` opens and holds `count` messages.
+fn verify_copy(dest: &Path, cache_bytes: usize, count: u64) -> Result<(), AdminError> {
+    let (copy, _) = Store::open_existing(dest, cache_bytes)?;
+    let copied = copy.count()?;
+    if copied != count {
+        return Err(AdminError::Io {
+            what: format!("verifying {}", dest.display()),
+            source: std::io::Error::other(format!("{copied} messages, expected {count}")),
+        });
+    }
+    Ok(())
+}
+
 /// A consistent copy of the database at `dest`, which must not exist: it is never
 /// overwritten, not even by a file created there while the copy runs. Holding the database's
 /// lock while copying guarantees no commit is in progress.
@@ -241,48 +302,73 @@ pub fn backup(db: &DbArgs, dest: &Path) -> Result<u64, AdminError> {
     }
     let (reader, writer) = Store::open_existing(&db.db, db.cache_bytes())?;
     let count = reader.count()?;
-    let mut partial_name = dest.as_os_str().to_owned();
-    partial_name.push(".partial");
-    let partial = PathBuf::from(partial_name);
-    // `create_new`: a leftover or someone else's `.partial` is never overwritten either.
-    let mut copy = std::fs::File::create_new(&partial).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => AdminError::Exists(partial.clone()),
-        _ => AdminError::Io {
-            what: format!("creating {}", partial.display()),
-            source: e,
-        },
-    })?;
-    let copied = std::fs::File::open(&db.db)
-        .and_then(|mut source| std::io::copy(&mut source, &mut copy))
-        .and_then(|_| copy.sync_all());
+    let copied = write_new(dest, |copy| {
+        std::fs::File::open(&db.db)
+            .and_then(|mut source| std::io::copy(&mut source, copy))
+            .map(drop)
+            .map_err(io(format!("copying {}", db.db.display())))
+    });
     drop((reader, writer));
-    if let Err(source) = copied {
-        let _ = std::fs::remove_file(&partial);
-        return Err(AdminError::Io {
-            what: format!("copying to {}", partial.display()),
-            source,
-        });
-    }
-    // A hard link, unlike a rename, fails if `dest` appeared meanwhile.
-    let linked = std::fs::hard_link(&partial, dest);
-    let _ = std::fs::remove_file(&partial);
-    linked.map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => AdminError::Exists(dest.to_path_buf()),
-        _ => AdminError::Io {
-            what: format!("moving the copy to {}", dest.display()),
-            source: e,
-        },
-    })?;
-    // Prove the copy opens and holds everything.
-    let (copy, _) = Store::open_existing(dest, db.cache_bytes())?;
-    let copied = copy.count()?;
-    if copied != count {
-        return Err(AdminError::Io {
-            what: format!("verifying {}", dest.display()),
-            source: std::io::Error::other(format!("{copied} messages, expected {count}")),
-        });
-    }
+    copied?;
+    verify_copy(dest, db.cache_bytes(), count)?;
     Ok(count)
+}
+
+/// The copy a running server's admin port serves (`GET URL/backup`), saved at `dest` (which
+/// must not exist, and is never overwritten); `progress` is told the bytes so far and the
+/// total. Returns how many messages the copy holds, once it opens with them.
+pub fn backup_from(
+    url: &str,
+    dest: &Path,
+    cache_bytes: usize,
+    progress: impl Fn(u64, Option<u64>),
+) -> Result<u64, AdminError> {
+    if dest.exists() {
+        return Err(AdminError::Exists(dest.to_path_buf()));
+    }
+    let url = format!("{}/backup", url.trim_end_matches('/'));
+    let fetch = |why: String| AdminError::Fetch {
+        url: url.clone(),
+        why,
+    };
+    let response = ureq::get(&url).call().map_err(|e| fetch(e.to_string()))?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let (total, messages) = (header("content-length"), header("x-tidings-messages"));
+    let Some(messages) = messages else {
+        return Err(fetch(
+            "not a tidings backup (no x-tidings-messages header)".into(),
+        ));
+    };
+    let mut body = response.into_body().into_reader();
+    write_new(dest, |copy| {
+        use std::io::{Read, Write};
+        let mut buffer = vec![0u8; 1 << 16];
+        let mut done = 0u64;
+        loop {
+            let n = body.read(&mut buffer).map_err(|e| fetch(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            copy.write_all(&buffer[..n])
+                .map_err(io(format!("writing {}", dest.display())))?;
+            done += n as u64;
+            progress(done, total);
+        }
+        match total {
+            Some(total) if total != done => Err(fetch(format!(
+                "the copy ended after {done} of {total} bytes"
+            ))),
+            _ => Ok(()),
+        }
+    })?;
+    verify_copy(dest, cache_bytes, messages)?;
+    Ok(messages)
 }
 
 /// What `stats` prints.

@@ -17,6 +17,7 @@ mod reader;
 pub mod record;
 mod rooms;
 mod sessions;
+mod snapshot;
 mod tables;
 mod writer;
 

@@ -177,6 +177,12 @@ impl StoreReader {
         })
     }
 
+    /// Writes a consistent copy of the database as it is now into a new file at `dest` (which
+    /// must not exist) while writes go on; returns how many messages it holds. Blocking.
+    pub fn copy_to(&self, dest: &std::path::Path) -> Result<u64, StoreError> {
+        super::snapshot::copy(&self.db, dest)
+    }
+
     /// Every room's access state (rooms without one are public with no owner).
     pub fn access_states(
         &self,

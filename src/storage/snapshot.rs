@@ -1,0 +1,158 @@
+//! A consistent copy of the database while it serves (`GET /backup` on the admin port): every
+//! table read in one read transaction, a snapshot (redb's writes go on meanwhile and are not
+//! in it), and written into a new file, which a server opens like the original: the same
+//! epoch, ids, rooms, sessions and access state.
+
+use std::path::Path;
+
+use redb::{
+    Database, Key, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
+    ReadableMultimapTable, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
+    Value, WriteTransaction,
+};
+
+use super::access::ROOM_ACCESS;
+use super::rooms::{ROOM_MESSAGES, ROOMS};
+use super::sessions::{SESSION_ROOMS, SESSION_USERS, SESSIONS};
+use super::{CLUSTER, DEDUP, MESSAGES, META, SETTINGS, SharedDb, StoreError, read_err, write_err};
+
+/// Copies every row of `definition` from `read` into `write` (nothing if `read` lacks it).
+fn copy_table<K: Key + 'static, V: Value + 'static>(
+    read: &ReadTransaction,
+    write: &WriteTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<(), StoreError> {
+    let source = match read.open_table(definition) {
+        Ok(source) => source,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut target = write.open_table(definition).map_err(write_err)?;
+    for entry in source.iter().map_err(read_err)? {
+        let (key, value) = entry.map_err(read_err)?;
+        target
+            .insert(key.value(), value.value())
+            .map_err(write_err)?;
+    }
+    Ok(())
+}
+
+/// [`copy_table`] for a multimap table.
+fn copy_multimap<K: Key + 'static, V: Key + 'static>(
+    read: &ReadTransaction,
+    write: &WriteTransaction,
+    definition: MultimapTableDefinition<K, V>,
+) -> Result<(), StoreError> {
+    let source = match read.open_multimap_table(definition) {
+        Ok(source) => source,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut target = write.open_multimap_table(definition).map_err(write_err)?;
+    for entry in source.iter().map_err(read_err)? {
+        let (key, values) = entry.map_err(read_err)?;
+        for value in values {
+            let value = value.map_err(read_err)?;
+            target
+                .insert(key.value(), value.value())
+                .map_err(write_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a copy of `db` as it is now into a new database file at `dest` (which must not
+/// exist); returns how many messages the copy holds.
+pub(super) fn copy(db: &SharedDb, dest: &Path) -> Result<u64, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(|e| StoreError::Open {
+            path: dest.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let open_error = |reason: String| StoreError::Open {
+        path: dest.to_path_buf(),
+        reason,
+    };
+    let backend = redb::backends::FileBackend::new(file).map_err(|e| open_error(e.to_string()))?;
+    let copy = Database::builder()
+        .create_with_backend(backend)
+        .map_err(|e| open_error(e.to_string()))?;
+    db.with(|db| {
+        let read = db.begin_read().map_err(read_err)?;
+        let write = copy.begin_write().map_err(write_err)?;
+        copy_table(&read, &write, MESSAGES)?;
+        copy_multimap(&read, &write, DEDUP)?;
+        copy_table(&read, &write, META)?;
+        copy_table(&read, &write, CLUSTER)?;
+        copy_table(&read, &write, SETTINGS)?;
+        copy_table(&read, &write, ROOM_MESSAGES)?;
+        copy_table(&read, &write, ROOMS)?;
+        copy_table(&read, &write, ROOM_ACCESS)?;
+        copy_table(&read, &write, SESSIONS)?;
+        copy_table(&read, &write, SESSION_ROOMS)?;
+        copy_table(&read, &write, SESSION_USERS)?;
+        let messages = read
+            .open_table(MESSAGES)
+            .map_err(read_err)?
+            .len()
+            .map_err(read_err)?;
+        write.commit().map_err(write_err)?;
+        Ok(messages)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::temp_db;
+    use super::super::{Store, TEST_CACHE_BYTES};
+    use super::*;
+    use crate::access::RoomEvent;
+    use crate::message::test_support::input_in;
+    use crate::message::{AppendOutcome, ChatInput, MessageId};
+
+    #[test]
+    fn a_copy_opens_with_everything_the_original_had() -> Result<(), StoreError> {
+        let (dir, path) = temp_db();
+        let (reader, mut writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+        let sent = input_in(Some("ops"), "kept", Some("o-1"));
+        writer.append_batch(std::slice::from_ref(&sent), 1)?;
+        let created = ChatInput {
+            content: String::new(),
+            client_offset: None,
+            author: None,
+            room: Some("ops".into()),
+            user: Some("alice".into()),
+            event: Some(RoomEvent::Created {
+                private: true,
+                read_only: false,
+            }),
+        };
+        writer.append_batch(&[created], 2)?;
+        let dest = dir.path().join("copy.redb");
+        assert_eq!(reader.copy_to(&dest)?, 2);
+        // Writes go on in the original; the copy is what was.
+        writer.append_batch(&[input_in(None, "later", None)], 3)?;
+        // Never over an existing file.
+        assert!(matches!(
+            reader.copy_to(&dest),
+            Err(StoreError::Open { .. })
+        ));
+        let epoch = reader.epoch()?;
+        drop((reader, writer));
+        let (copy, mut copy_writer) = Store::open_existing(&dest, TEST_CACHE_BYTES)?;
+        assert_eq!(copy.count()?, 2);
+        assert_eq!(copy.epoch()?, epoch, "clients' offsets stay valid");
+        assert_eq!(copy.access_states()?.len(), 1);
+        assert_eq!(copy.room_stats(Some("ops"))?.map(|s| s.messages), Some(2));
+        assert_eq!(
+            copy_writer.append_batch(&[sent], 4)?,
+            vec![AppendOutcome::Duplicate(MessageId(1))],
+            "the dedup index came along"
+        );
+        Ok(())
+    }
+}
