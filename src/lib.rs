@@ -11,6 +11,7 @@ pub mod identity;
 mod ingest;
 pub mod message;
 mod metrics;
+pub mod notify;
 mod ops;
 mod origins;
 pub mod protocol;

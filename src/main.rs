@@ -102,6 +102,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(admin) = admin {
         println!("admin on http://{admin}");
     }
+    tidings::notify::notify(&format!("READY=1\nSTATUS=listening on {scheme}://{local}"));
     server.serve(listener, shutdown).await?;
     Ok(())
 }
@@ -236,6 +237,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             std::future::pending::<()>().await;
         }
         tracing::info!("signal received: shutting down");
+        tidings::notify::notify("STOPPING=1\nSTATUS=finishing received messages");
     }
 }
 

@@ -1985,8 +1985,8 @@
   scroller.addEventListener('click', (e) => {
     const button = e.target.closest('.msg-menu-btn');
     if (button) return void toggleMenu(button);
-    const action = e.target.closest('.msg-menu button');
-    if (action) menuAction(action);
+    const action = e.target.closest('button');
+    if (action && action.closest('.msg-menu')) menuAction(action);
   });
   document.addEventListener('click', (e) => {
     if (openMenu && !openMenu.li.contains(e.target)) closeMenu(false);

@@ -429,3 +429,68 @@ fn export_and_import_rewrite_a_file_without_deleted_words() {
         vec![AppendOutcome::Duplicate(MessageId(1))]
     );
 }
+
+/// Under systemd (`Type=notify`): `READY=1` reaches `$NOTIFY_SOCKET` once the server accepts
+/// connections, `STOPPING=1` when SIGTERM starts the graceful shutdown; a socket of the test's
+/// own stands in for systemd's, by path and in the abstract namespace.
+#[test]
+fn tells_systemd_when_it_is_ready_and_when_it_stops() {
+    use std::io::{Read, Write};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let by_path = dir.path().join("notify.sock");
+    let abstract_name = format!("tidings-test-notify-{}", std::process::id());
+    let sockets = [
+        (
+            UnixDatagram::bind(&by_path).expect("bind a notify socket"),
+            by_path.to_string_lossy().into_owned(),
+        ),
+        (
+            UnixDatagram::bind_addr(
+                &SocketAddr::from_abstract_name(abstract_name.as_bytes()).expect("address"),
+            )
+            .expect("bind an abstract notify socket"),
+            format!("@{abstract_name}"),
+        ),
+    ];
+    for (socket, name) in sockets {
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .expect("timeout");
+        let mut child = ServerProcess::spawn(
+            Command::new(BIN)
+                .args(["--host", "127.0.0.1", "--port", "0", "--db"])
+                .arg(dir.path().join(format!("chat-{}.redb", name.len())))
+                .env("RUST_LOG", "warn")
+                .env("NOTIFY_SOCKET", &name)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        let mut datagram = [0u8; 512];
+        let n = socket.recv(&mut datagram).expect("READY=1 within 15 s");
+        let ready = String::from_utf8_lossy(&datagram[..n]).into_owned();
+        assert!(ready.starts_with("READY=1\n"), "{ready:?}");
+        // Ready means accepting: the port in its status answers at once.
+        let address = ready
+            .rsplit("http://")
+            .next()
+            .expect("the address")
+            .trim()
+            .to_string();
+        let mut http = std::net::TcpStream::connect(&address).expect("accepting when ready");
+        write!(http, "GET /healthz HTTP/1.0\r\n\r\n").expect("request");
+        let mut answer = String::new();
+        http.read_to_string(&mut answer).expect("answer");
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+        child.terminate();
+        let n = socket.recv(&mut datagram).expect("STOPPING=1 within 15 s");
+        let stopping = String::from_utf8_lossy(&datagram[..n]).into_owned();
+        assert!(
+            stopping.starts_with("STOPPING=1\n"),
+            "{stopping:?} ({name})"
+        );
+        let status = child.wait().expect("exit");
+        assert!(status.success(), "{status}");
+    }
+}

@@ -140,6 +140,11 @@ function element(doc, tag) {
       const siblings = this.parentNode.children;
       return siblings[siblings.indexOf(this) + 1] || null;
     },
+    get previousElementSibling() {
+      if (!this.parentNode) return null;
+      const siblings = this.parentNode.children;
+      return siblings[siblings.indexOf(this) - 1] || null;
+    },
     get isConnected() {
       let n = this;
       while (n.parentNode) n = n.parentNode;
