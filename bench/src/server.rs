@@ -206,7 +206,7 @@ impl Launcher {
         let ready = async {
             while let Some(line) = lines.next_line().await.context("reading server stdout")? {
                 let is_ready = match kind {
-                    Kind::Ours => line.contains("listening on http://"),
+                    Kind::Ours => line.contains("listening on http"),
                     Kind::Reference => line.contains("server running at"),
                 };
                 if is_ready {
