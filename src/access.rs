@@ -321,7 +321,7 @@ impl RoomAccess {
         let before = self.clone();
         match event {
             RoomEvent::Created { private, read_only } => {
-                if self.created != 0 || !self.users.is_empty() || self.private {
+                if self.created != 0 || !self.users.is_empty() {
                     return false;
                 }
                 self.private = *private;
@@ -347,18 +347,11 @@ impl RoomAccess {
             RoomEvent::Invited { user } => self.edit(user, |s| {
                 s.role.get_or_insert(Role::Member);
             }),
-            RoomEvent::Kicked { user } => {
-                let private = self.private;
+            // Out of a private room, a member is a member no more.
+            RoomEvent::Kicked { user } | RoomEvent::Banned { user } => {
+                let (private, ban) = (self.private, matches!(event, RoomEvent::Banned { .. }));
                 self.edit(user, |s| {
-                    if private && s.role == Some(Role::Member) {
-                        s.role = None;
-                    }
-                });
-            }
-            RoomEvent::Banned { user } => {
-                let private = self.private;
-                self.edit(user, |s| {
-                    s.banned = true;
+                    s.banned |= ban;
                     if private && s.role == Some(Role::Member) {
                         s.role = None;
                     }

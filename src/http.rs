@@ -128,10 +128,16 @@ pub fn router(
     let guarded = tower::service_fn(move |mut request: Request<axum::body::Body>| {
         let (socket_io, origins, refusals) = (socket_io.clone(), origins.clone(), refusals.clone());
         // Who the client is, for admission (the per-address limit, the log): engine.io keeps
-        // only the URI of a request, so the address rides in its query.
+        // only the URI of a session's first request, so the address rides in its query. The
+        // session's later requests (each long-polling one) carry its `sid` and need none.
+        let handshake = !request
+            .uri()
+            .query()
+            .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")));
         let peer = request
             .extensions()
             .get::<axum::extract::ConnectInfo<client_addr::Peer>>()
+            .filter(|_| handshake)
             .map(|info| info.0.0.ip());
         if let Some(peer) = peer {
             let forwarded: Vec<&str> = request

@@ -1023,6 +1023,63 @@ async fn a_stream_from_before_rooms_is_updated_and_its_messages_are_the_default_
     Ok(())
 }
 
+/// A NATS cluster for nodes that check signed tokens with one shared secret.
+struct SignedCluster {
+    dir: tempfile::TempDir,
+    nats: NatsCluster,
+    secret: String,
+    signer: tidings::identity::Signer,
+    now: u64,
+}
+
+/// The secret every node of a [`SignedCluster`] verifies with.
+const CLUSTER_SECRET: &str = "a cluster-wide secret of more than 32 bytes";
+
+impl SignedCluster {
+    fn start() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        use tidings::identity::{ClaimRules, Signer};
+        let dir = tempfile::tempdir()?;
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, format!("{CLUSTER_SECRET}\n"))?;
+        let secret = secret.to_str().ok_or("temp path is not UTF-8")?.to_string();
+        let nats = NatsCluster::start(dir.path());
+        let signer = Signer::from_secret(CLUSTER_SECRET.as_bytes(), None, ClaimRules::default())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        Ok(Self {
+            dir,
+            nats,
+            secret,
+            signer,
+            now,
+        })
+    }
+
+    /// Node `name` with `--auth MODE` and the shared secret, and `more` flags; ready.
+    async fn node(&self, name: &str, mode: &str, more: &[&str]) -> Node {
+        let mut flags = vec!["--auth", mode, "--jwt-secret-file", &self.secret];
+        flags.extend_from_slice(more);
+        let node = Node::start(
+            name,
+            &self.dir.path().join(format!("{name}.redb")),
+            &self.nats.urls(),
+            &flags,
+        );
+        node.wait_ready().await;
+        node
+    }
+
+    /// A token for `sub` (shown as `name`), valid ten minutes.
+    fn token(
+        &self,
+        sub: &str,
+        name: Option<&str>,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.signer.sign(sub, name, self.now, 600)?)
+    }
+}
+
 /// `--auth required` on every node: a verified sender's identity is in the stream, so every
 /// node delivers it and shows it in history; two users' messages under the same offset and
 /// content stay two messages, and a user's retry through another node is a duplicate (the
@@ -1030,37 +1087,12 @@ async fn a_stream_from_before_rooms_is_updated_and_its_messages_are_the_default_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs nats-server; CI runs it with --ignored"]
 async fn verified_identities_cross_the_nodes() -> TestResult {
-    use tidings::identity::{ClaimRules, Signer};
-    let dir = tempfile::tempdir()?;
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "a cluster-wide secret of more than 32 bytes\n")?;
-    let secret_flag = secret.to_str().ok_or("temp path is not UTF-8")?;
-    let flags = ["--auth", "required", "--jwt-secret-file", secret_flag];
-    let nats = NatsCluster::start(dir.path());
-    let urls = nats.urls();
-    let nodes: Vec<Node> = (0..2)
-        .map(|n| {
-            let name = format!("auth{n}");
-            Node::start(
-                &name,
-                &dir.path().join(format!("{name}.redb")),
-                &urls,
-                &flags,
-            )
-        })
-        .collect();
-    for node in &nodes {
-        node.wait_ready().await;
-    }
-    let signer = Signer::from_secret(
-        b"a cluster-wide secret of more than 32 bytes",
-        None,
-        ClaimRules::default(),
-    )?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let token = |sub: &str, name: Option<&str>| signer.sign(sub, name, now, 600);
+    let cluster = SignedCluster::start()?;
+    let nodes = vec![
+        cluster.node("auth0", "required", &[]).await,
+        cluster.node("auth1", "required", &[]).await,
+    ];
+    let token = |sub: &str, name: Option<&str>| cluster.token(sub, name);
     let (zero, one) = (&nodes[0].url, &nodes[1].url);
     // Without a token, no node lets a client in.
     let refused = Client::connect(one, &json!({})).await;
@@ -1099,7 +1131,7 @@ async fn verified_identities_cross_the_nodes() -> TestResult {
     assert_eq!(messages[1]["user"], json!("u-bob"));
     assert_eq!(messages[1]["author"], json!("u-bob"));
     drop(nodes);
-    drop(nats);
+    drop(cluster);
     Ok(())
 }
 
@@ -1130,45 +1162,15 @@ async fn until_answer(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs nats-server; CI runs it with --ignored"]
 async fn moderation_crosses_the_nodes_and_a_rebuilt_replica_keeps_it() -> TestResult {
-    use tidings::identity::{ClaimRules, Signer};
-    let dir = tempfile::tempdir()?;
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "a cluster-wide secret of more than 32 bytes\n")?;
-    let secret_flag = secret.to_str().ok_or("temp path is not UTF-8")?;
-    let flags = [
-        "--auth",
-        "optional",
-        "--jwt-secret-file",
-        secret_flag,
-        "--server-admin",
-        "root",
+    let cluster = SignedCluster::start()?;
+    let admin: &[&str] = &["--server-admin", "root"];
+    let nodes = vec![
+        cluster.node("mod0", "optional", admin).await,
+        cluster.node("mod1", "optional", admin).await,
     ];
-    let nats = NatsCluster::start(dir.path());
-    let urls = nats.urls();
-    let node = |n: usize| {
-        let name = format!("mod{n}");
-        Node::start(
-            &name,
-            &dir.path().join(format!("{name}.redb")),
-            &urls,
-            &flags,
-        )
-    };
-    let nodes: Vec<Node> = (0..2).map(node).collect();
-    for node in &nodes {
-        node.wait_ready().await;
-    }
-    let signer = Signer::from_secret(
-        b"a cluster-wide secret of more than 32 bytes",
-        None,
-        ClaimRules::default(),
-    )?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
     let auth =
         |sub: &str, rooms: Value| -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(json!({ "token": signer.sign(sub, None, now, 600)?, "rooms": rooms }))
+            Ok(json!({ "token": cluster.token(sub, None)?, "rooms": rooms }))
         };
     let (zero, one) = (&nodes[0].url, &nodes[1].url);
     let mut alice = Client::connect(zero, &auth("alice", json!([]))?).await?;
@@ -1238,7 +1240,11 @@ async fn moderation_crosses_the_nodes_and_a_rebuilt_replica_keeps_it() -> TestRe
     // The stream erased it (its deletion, later in the stream, stays).
     let deadline = Instant::now() + WAIT;
     loop {
-        let details = nats.stream_details("TIDINGS").await.unwrap_or_default();
+        let details = cluster
+            .nats
+            .stream_details("TIDINGS")
+            .await
+            .unwrap_or_default();
         if details["state"]["num_deleted"].as_u64() == Some(1) {
             assert_eq!(details["config"]["deny_delete"], json!(false), "{details}");
             break;
@@ -1270,8 +1276,7 @@ async fn moderation_crosses_the_nodes_and_a_rebuilt_replica_keeps_it() -> TestRe
     .await?;
     // A node that starts on an empty file rebuilds everything from the stream: the deleted
     // message stays deleted, the room private, bob out.
-    let fresh = node(2);
-    fresh.wait_ready().await;
+    let fresh = cluster.node("mod2", "optional", admin).await;
     let mut root = Client::connect(&fresh.url, &auth("root", json!(["ops"]))?).await?;
     let page = root
         .emit_with_ack("history", &[json!({ "room": "ops", "limit": 10 })], WAIT)
@@ -1295,6 +1300,6 @@ async fn moderation_crosses_the_nodes_and_a_rebuilt_replica_keeps_it() -> TestRe
     );
     drop(fresh);
     drop(nodes);
-    drop(nats);
+    drop(cluster);
     Ok(())
 }

@@ -245,6 +245,17 @@ impl<'a> Packet<'a> {
     }
 }
 
+/// A packet's arguments, as its variant writes them.
+impl Serialize for Packet<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Packet::Chat(args) => args.serialize(serializer),
+            Packet::Deleted(args) => args.serialize(serializer),
+            Packet::Changed(args) => args.serialize(serializer),
+        }
+    }
+}
+
 /// Queues `message` (an entry of the log) to `socket` as its event.
 fn emit_entry(
     socket: &SocketRef,
@@ -253,11 +264,7 @@ fn emit_entry(
     default_room: &str,
 ) -> Result<(), SendError> {
     let packet = Packet::of(message, offsets, default_room);
-    match &packet {
-        Packet::Chat(args) => socket.emit(packet.event(), args),
-        Packet::Deleted(args) => socket.emit(packet.event(), args),
-        Packet::Changed(args) => socket.emit(packet.event(), args),
-    }
+    socket.emit(packet.event(), &packet)
 }
 
 /// `message` (an entry of the log) as its packet, encoded once for any socket.
@@ -268,12 +275,7 @@ fn encode_entry(
     default_room: &str,
 ) -> Option<EncodedEvent> {
     let packet = Packet::of(message, offsets, default_room);
-    match &packet {
-        Packet::Chat(args) => socket.encode_event(packet.event(), args),
-        Packet::Deleted(args) => socket.encode_event(packet.event(), args),
-        Packet::Changed(args) => socket.encode_event(packet.event(), args),
-    }
-    .ok()
+    socket.encode_event(packet.event(), &packet).ok()
 }
 
 /// Queues each of `messages` as its event ([`emit_entry`]) for as many as fit

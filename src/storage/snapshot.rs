@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use redb::{
-    Database, Key, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
+    Database, Key, MultimapTableDefinition, MultimapTableHandle, ReadTransaction, ReadableDatabase,
     ReadableMultimapTable, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
-    Value, WriteTransaction,
+    TableHandle, Value, WriteTransaction,
 };
 
 use super::access::ROOM_ACCESS;
@@ -100,9 +100,52 @@ pub(super) fn copy(db: &SharedDb, dest: &Path) -> Result<u64, StoreError> {
             .map_err(read_err)?
             .len()
             .map_err(read_err)?;
+        // A table this list does not name (a later schema's, written here by mistake) would
+        // be left out silently: refuse the copy instead.
+        let names = |tables: Vec<String>| {
+            tables
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let missing: Vec<String> = names(table_names(&read)?)
+            .difference(&names(table_names_in(&write)?))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(StoreError::Open {
+                path: dest.to_path_buf(),
+                reason: format!("the copy lacks tables {missing:?}: this build cannot copy them"),
+            });
+        }
         write.commit().map_err(write_err)?;
         Ok(messages)
     })
+}
+
+/// The names of the tables (plain and multimap) a read transaction sees.
+fn table_names(read: &ReadTransaction) -> Result<Vec<String>, StoreError> {
+    let plain = read
+        .list_tables()
+        .map_err(read_err)?
+        .map(|t| t.name().to_string());
+    let multi = read
+        .list_multimap_tables()
+        .map_err(read_err)?
+        .map(|t| t.name().to_string());
+    Ok(plain.chain(multi).collect())
+}
+
+/// The same, in a write transaction.
+fn table_names_in(write: &WriteTransaction) -> Result<Vec<String>, StoreError> {
+    let plain = write
+        .list_tables()
+        .map_err(write_err)?
+        .map(|t| t.name().to_string());
+    let multi = write
+        .list_multimap_tables()
+        .map_err(write_err)?
+        .map(|t| t.name().to_string());
+    Ok(plain.chain(multi).collect())
 }
 
 #[cfg(test)]
@@ -152,6 +195,29 @@ mod tests {
             copy_writer.append_batch(&[sent], 4)?,
             vec![AppendOutcome::Duplicate(MessageId(1))],
             "the dedup index came along"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_table_the_copy_does_not_know_fails_the_copy_instead_of_vanishing() -> Result<(), StoreError>
+    {
+        let (dir, path) = temp_db();
+        let (reader, _writer) = Store::open(&path, TEST_CACHE_BYTES)?;
+        reader.db.with(|db| {
+            let write = db.begin_write().map_err(write_err)?;
+            let later: TableDefinition<u64, u64> = TableDefinition::new("a_later_schemas_table");
+            write
+                .open_table(later)
+                .map_err(write_err)?
+                .insert(1, 2)
+                .map_err(write_err)?;
+            write.commit().map_err(write_err)
+        })?;
+        let refused = reader.copy_to(&dir.path().join("copy.redb"));
+        assert!(
+            matches!(&refused, Err(StoreError::Open { reason, .. }) if reason.contains("a_later_schemas_table")),
+            "{refused:?}"
         );
         Ok(())
     }
