@@ -112,7 +112,7 @@ impl Health {
     }
 
     fn probed_at(&self, end: u64, hub: &Hub, now: Instant) {
-        hub.learn_log_end(end);
+        hub.probed(end);
         let mut state = self.state();
         state.last_ok = Some(now);
         let end = state.ends.back().map_or(end, |(_, last)| end.max(*last));
@@ -170,6 +170,7 @@ pub async fn probe_forever(
 ) {
     let mut every = Every::new(PROBE_EVERY, stop);
     let mut logged_problem = Some("starting".to_string());
+    hub.follow_stream();
     while every.tick().await {
         match tokio::time::timeout(PROBE_TIMEOUT, stream.info()).await {
             Ok(Ok(info)) if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => {

@@ -80,9 +80,10 @@ impl CatchUp {
         limits: BatchLimits,
     ) -> Self {
         let newest = hub.last_published();
-        // Above the log's end the offset means nothing here; at or below it (a cluster node
-        // still applying) the client gets what it asked for once this node has it.
-        let reset = after > hub.log_end();
+        // Beyond the log's end the offset means nothing here; at or below it (a cluster node
+        // still applying, or one that cannot see the stream's end) the client gets what it
+        // asked for once this node has it.
+        let reset = hub.beyond_log(after);
         let mut cursor = if reset { 0 } else { after };
         if let Some(latest_after) = latest_after {
             cursor = cursor.max(latest_after);
@@ -366,6 +367,52 @@ mod tests {
         );
         assert_eq!(latest.start(), 7);
         assert_eq!(read_all(&mut latest, 10).await, vec![vec![8, 9, 10]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cluster_node_asks_the_stream_before_it_takes_an_offset_for_another_databases() {
+        // A cluster node whose file and probe say 10, while other nodes gave a client ids up
+        // to 15. Found by the fault harness (tests/faults): a reader moving to such a node
+        // (one cut off from NATS, or one whose last probe was a second old) got the whole
+        // history again.
+        let rig = store_with(10);
+        let node = hub(&rig, 10, &[]);
+        node.follow_stream();
+        assert!(!node.beyond_log(15), "not exact: never at once");
+        // No probe answers (cut off from NATS): waited for, not another database's.
+        assert!(!node.beyond_stream(15).await);
+        let mut ahead = CatchUp::new(
+            node.clone(),
+            rig.reader.clone(),
+            default_room(),
+            15,
+            None,
+            LIMITS,
+        );
+        assert!(!ahead.reset());
+        assert!(read_all(&mut ahead, 10).await.is_empty());
+        // The probes find the stream at 20: 15 is real.
+        let probing = node.clone();
+        let probe = tokio::spawn(async move {
+            for _ in 0..2 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                probing.probed(20);
+            }
+        });
+        assert!(!node.beyond_stream(15).await);
+        probe.await.expect("probe");
+        // Two probes still find the stream at 20: 99 is another database's.
+        let probing = node.clone();
+        let probe = tokio::spawn(async move {
+            for _ in 0..2 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                probing.probed(20);
+            }
+        });
+        assert!(node.beyond_stream(99).await);
+        probe.await.expect("probe");
+        // A single node's end is exact: at once.
+        assert!(hub(&rig, 10, &[]).beyond_stream(11).await);
     }
 
     #[tokio::test]

@@ -14,8 +14,9 @@
 //! talk to sockets.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
@@ -24,6 +25,10 @@ use super::tail::{TailCache, TailLimits};
 use crate::access::AccessMap;
 use crate::message::SharedMessage;
 use crate::metrics;
+
+/// How long [`Hub::beyond_stream`] waits for a cluster node's probe to read the stream's end
+/// twice (it does once a second).
+const PROBE_WAIT: Duration = Duration::from_secs(3);
 
 /// See the module docs.
 pub struct Hub {
@@ -44,6 +49,12 @@ pub struct Hub {
     /// node learns of ids before it has applied them. A client offset above it comes from
     /// another database; one at or below it is waited for.
     log_end: AtomicU64,
+    /// Whether `log_end` is exact: on a single node it is; a cluster node learns the stream's
+    /// end from a probe once a second, so an offset a little above it may be an id another
+    /// node gave in the meantime ([`Self::beyond_stream`] waits for the probe).
+    log_end_exact: AtomicBool,
+    /// How many times a cluster node's probe has read the stream's end.
+    probes: watch::Sender<u64>,
     /// Every room's access state, as of the entries published.
     pub access: AccessMap,
 }
@@ -99,6 +110,8 @@ impl Hub {
             tail: Mutex::new(cache),
             published: watch::Sender::new(last_id),
             log_end: AtomicU64::new(last_id),
+            log_end_exact: AtomicBool::new(true),
+            probes: watch::Sender::new(0),
             access: AccessMap::default(),
         }
     }
@@ -233,6 +246,45 @@ impl Hub {
     /// The log is known to reach `id` (a cluster node saw it in the stream).
     pub fn learn_log_end(&self, id: u64) {
         self.log_end.fetch_max(id, Ordering::AcqRel);
+    }
+
+    /// This hub's log is a stream that other nodes write too: its end is learnt from probes
+    /// ([`Self::probed`]), not exact.
+    pub fn follow_stream(&self) {
+        self.log_end_exact.store(false, Ordering::Release);
+    }
+
+    /// A probe read the stream's end: `end`.
+    pub fn probed(&self, end: u64) {
+        self.learn_log_end(end);
+        self.probes.send_modify(|count| *count += 1);
+    }
+
+    /// Whether a client's `offset` lies beyond the log's end as this hub knows it exactly (a
+    /// single node's): such an offset came from another database and means nothing here.
+    pub fn beyond_log(&self, offset: u64) -> bool {
+        offset > self.log_end() && self.log_end_exact.load(Ordering::Acquire)
+    }
+
+    /// Whether a client's `offset` lies beyond the log's end: at once on a single node; on a
+    /// cluster node, whose end may lag the stream by a probe, only if it is still beyond after
+    /// two more probes (at most [`PROBE_WAIT`]). When the stream does not answer (a node cut
+    /// off from NATS), the offset may well be an id another node gave: not beyond, it is
+    /// waited for like one this node has not applied yet. Found by the fault harness
+    /// (tests/faults): a reader moving from one node to another got the whole history again.
+    pub async fn beyond_stream(&self, offset: u64) -> bool {
+        if offset <= self.log_end() {
+            return false;
+        }
+        if self.log_end_exact.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut probes = self.probes.subscribe();
+        let from = *probes.borrow_and_update();
+        match tokio::time::timeout(PROBE_WAIT, probes.wait_for(|count| *count >= from + 2)).await {
+            Ok(Ok(_)) => offset > self.log_end(),
+            _ => false,
+        }
     }
 
     /// Subscribes to live messages. Returns the id the stream starts after: the receiver gets

@@ -230,6 +230,8 @@ async fn admit(
         // Recovered: the last event it processed is what counts.
         Some(after) => (after, None, false),
         None if other_epoch => (0, handshake.latest, true),
+        // An offset beyond the log: another database's (a cluster node asks the stream).
+        None if state.hub.beyond_stream(handshake.offset).await => (0, handshake.latest, true),
         None => (handshake.offset, handshake.latest, false),
     };
     if let Some(pid) = &recovery.pid {

@@ -142,7 +142,7 @@ impl Recovery {
         offset: u64,
         user: Option<&str>,
     ) -> Result<Vec<(RoomKey, u64)>, &'static str> {
-        if offset > self.hub.log_end() {
+        if self.hub.beyond_stream(offset).await {
             return Err("unknown_offset");
         }
         let (reader, pid) = (self.reader.clone(), pid.to_string());
