@@ -212,6 +212,24 @@ impl Publish {
                 Err(e) => Err(e),
             };
             match outcome {
+                // nats-server 2.10 answers a duplicate of a message whose original is still
+                // being replicated with sequence 0: not an id. The original may yet fail (a
+                // leader change drops it), so ask again until the stream names the id.
+                // Found by the fault harness (tests/faults): clients were acked `{ id: 0 }`
+                // for messages no node stored.
+                Ok(ack) if ack.duplicate && ack.sequence == 0 => {
+                    let wait = backoff.next_wait();
+                    if Instant::now() + wait >= deadline {
+                        return Err(AppendError::Unavailable(
+                            "the stream has not stored the original of this retry yet".into(),
+                        ));
+                    }
+                    tracing::debug!(
+                        "publish answered as a duplicate still in flight, asking again"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt = self.send().await;
+                }
                 Ok(ack) => break ack,
                 Err(e) => {
                     health.publish_failed();
