@@ -15,8 +15,13 @@
 //!   still serves reads, replays and history from its replica; a load balancer moves the
 //!   clients that want to send.
 //!
-//! Stream info alone is not a quorum signal (an isolated ex-leader answers it for ~20 s), hence
-//! the publish outcomes.
+//! Stream info alone is not a quorum signal: a leader cut off from its replicas (or deaf to
+//! them) still answers it, with an end that the others have left behind, until it steps down.
+//! So a probe counts only if the leader it reached has heard from a majority of the replicas
+//! lately ([`has_quorum`]); an answer without one makes the node unready at once, like a
+//! failed publish. Found by the fault harness (tests/faults): a node whose only reachable NATS
+//! server was such a leader said ready for 12 s, and took a reader's offset, above that
+//! leader's stale end, for another database's.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,12 +50,36 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Bound on one probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A replica the stream's leader has not heard from for this long does not count towards its
+/// quorum (JetStream's replicas hear from their leader every second).
+const HEARD_WITHIN: Duration = Duration::from_secs(4);
+
+/// Whether the stream's leader, as `cluster` describes it, has heard from a majority of the
+/// stream's replicas (itself included) within [`HEARD_WITHIN`]. A stream without cluster
+/// information (one replica, or a single server) has.
+pub fn has_quorum(cluster: Option<&stream::ClusterInfo>) -> bool {
+    let Some(cluster) = cluster else {
+        return true;
+    };
+    if cluster.leader.is_none() {
+        return false;
+    }
+    let heard = cluster
+        .replicas
+        .iter()
+        .filter(|peer| !peer.offline && peer.active < HEARD_WITHIN)
+        .count();
+    let members = cluster.replicas.len() + 1;
+    (heard + 1) * 2 > members
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// The last time the stream answered with a leader, or a publish was acked.
     last_ok: Option<Instant>,
-    /// The last time a publish failed (timed out, no stream leader, disconnected).
-    last_failure: Option<Instant>,
+    /// The last time a publish failed (timed out, no stream leader, disconnected) or the
+    /// stream answered without a quorum, and which.
+    last_failure: Option<(Instant, &'static str)>,
     /// The stream's end as the probe saw it, once a second, for the last [`GATE`].
     ends: VecDeque<(Instant, u64)>,
 }
@@ -121,7 +150,15 @@ impl Health {
 
     /// A publish failed.
     pub fn publish_failed(&self) {
-        self.state().last_failure = Some(Instant::now());
+        self.state().last_failure = Some((Instant::now(), "the last publish failed"));
+    }
+
+    /// The stream answered, but its leader has no quorum.
+    pub fn no_quorum(&self) {
+        self.state().last_failure = Some((
+            Instant::now(),
+            "the stream's leader has not heard from a majority of its replicas",
+        ));
     }
 
     /// Whether the node can take messages now (see the module docs).
@@ -144,9 +181,7 @@ impl Health {
             (Some(ok), _) if now.saturating_duration_since(ok) >= FRESH => {
                 return Some("the stream has not answered lately (no leader or no quorum)".into());
             }
-            (Some(ok), Some(failure)) if failure >= ok => {
-                return Some("the last publish failed".into());
-            }
+            (Some(ok), Some((failure, why))) if failure >= ok => return Some(why.into()),
             _ => {}
         }
         match state.must_reach(self.gate, now) {
@@ -173,8 +208,12 @@ pub async fn probe_forever(
     hub.follow_stream();
     while every.tick().await {
         match tokio::time::timeout(PROBE_TIMEOUT, stream.info()).await {
-            Ok(Ok(info)) if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => {
+            Ok(Ok(info)) if has_quorum(info.cluster.as_ref()) => {
                 health.probed(info.state.last_sequence, &hub);
+            }
+            Ok(Ok(info)) if info.cluster.as_ref().is_some_and(|c| c.leader.is_some()) => {
+                tracing::debug!("stream probe: a leader without a quorum");
+                health.no_quorum();
             }
             Ok(Ok(_)) => tracing::debug!("stream probe: no leader"),
             Ok(Err(e)) => tracing::debug!("stream probe failed: {e}"),
@@ -203,6 +242,41 @@ mod tests {
             max_bytes: 1 << 20,
         };
         Hub::new(last, 8, tail, [])
+    }
+
+    #[test]
+    fn a_probe_counts_only_a_leader_that_heard_from_a_majority_lately() {
+        let cluster = |leader: Option<&str>, active_ms: &[u64], offline: bool| {
+            let replicas: Vec<_> = active_ms
+                .iter()
+                .enumerate()
+                .map(|(n, ms)| {
+                    serde_json::json!({
+                        "name": format!("n{n}"), "current": true, "offline": offline,
+                        "active": ms * 1_000_000,
+                    })
+                })
+                .collect();
+            serde_json::from_value::<stream::ClusterInfo>(
+                serde_json::json!({ "leader": leader, "replicas": replicas }),
+            )
+            .expect("cluster info")
+        };
+        assert!(has_quorum(None), "a single server");
+        assert!(has_quorum(Some(&cluster(Some("n0"), &[300, 800], false))));
+        assert!(
+            has_quorum(Some(&cluster(Some("n0"), &[300, 60_000], false))),
+            "two of three"
+        );
+        // The harness's cases: a leader cut off from both replicas, or deaf to them (one-way):
+        // it still answers, having heard from nobody for a while.
+        assert!(!has_quorum(Some(&cluster(
+            Some("n0"),
+            &[9_000, 12_000],
+            false
+        ))));
+        assert!(!has_quorum(Some(&cluster(Some("n0"), &[100, 100], true))));
+        assert!(!has_quorum(Some(&cluster(None, &[100, 100], false))));
     }
 
     #[test]

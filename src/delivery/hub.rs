@@ -46,8 +46,8 @@ pub struct Hub {
     /// waits for its applier).
     published: watch::Sender<u64>,
     /// The highest id known to exist in the log, published here or not yet: in a cluster, a
-    /// node learns of ids before it has applied them. A client offset above it comes from
-    /// another database; one at or below it is waited for.
+    /// node learns of ids before it has applied them. A client offset above it may come from
+    /// another database ([`Self::beyond_stream`]); one at or below it is waited for.
     log_end: AtomicU64,
     /// Whether `log_end` is exact: on a single node it is; a cluster node learns the stream's
     /// end from a probe once a second, so an offset a little above it may be an id another

@@ -5,21 +5,24 @@
 // Input:
 //   acks:     [{ content, room, id, duplicate, node, at }]  every ack a sender got
 //   unacked:  [{ content, room }]                           sent, never acked
+//   ackErrors: [{ content, error, node }]                    acks that carried no id
 //   readers:  [{ name, seen: [{ id, content, room }] }]     what each reader was given, in order
 //   stores:   { node: [{ id, content, room, event? }] }      every node's rows (`tidings export`)
 //   finals:   { node: { seen: [...] } }                     a reader per node after the run
-//   faults:   [{ kind, recoveredAfterMs, recoveryBoundMs, minority?, notReadyAfterMs, ... }]
+//   faults:   [{ kind, recoveredAfterMs, recoveryBoundMs, minority?, notReadyAfterMs,
+//               servedReads, ... }]
 //
 // The promises checked:
 //   - an acked message is stored exactly once on every node, under the id it was acked with;
 //   - no id was given to two different messages (acks across clients, and stores);
 //   - every node stores the same history, in one id order;
-//   - nothing is stored that no client sent;
+//   - nothing is stored that no client sent, and no valid message is refused (an unavailable
+//     cluster answers with silence, the client retries);
 //   - every reader saw each message at most once, in id order, each as stored, with no gap
 //     the history does not also have (between two ids a reader saw, it saw every stored id);
 //   - a reader per node after the run gets the whole history;
 //   - after each heal the cluster recovered within its bound; a node cut from the quorum said
-//     so on /healthz and acked nothing new.
+//     so on /healthz, acked nothing new and still served reads from its replica.
 
 'use strict';
 
@@ -32,9 +35,10 @@ function chatRows(rows) {
   return rows.filter((row) => !row.event);
 }
 
-function check({ acks, unacked = [], readers = [], stores, finals = {}, faults = [] }) {
+function check({ acks, unacked = [], ackErrors = [], readers = [], stores, finals = {}, faults = [] }) {
   const violations = [];
   const add = (kind, detail) => violations.push({ kind, ...detail });
+  for (const refused of ackErrors) add('ack with an error', refused);
 
   // Acks: one id per message, one message per id.
   const idOfContent = new Map();
@@ -159,9 +163,14 @@ function check({ acks, unacked = [], readers = [], stores, finals = {}, faults =
       });
     }
     for (const node of fault.minority || []) {
-      const notReady = fault.notReadyAfterMs?.[node];
-      if (notReady === null || notReady === undefined || notReady > fault.readinessBoundMs) {
+      // Only a fault held longer than the bound can show a node that failed to say so.
+      const notReady = fault.notReadyAfterMs?.[node] ?? null;
+      const heldLongEnough = fault.holdMs === undefined || fault.holdMs >= fault.readinessBoundMs;
+      if (heldLongEnough && (notReady === null || notReady > fault.readinessBoundMs)) {
         add('cut-off node still said ready', { fault: fault.kind, node, notReadyAfterMs: notReady ?? null });
+      }
+      if (fault.servedReads && fault.servedReads[node] === false) {
+        add('cut-off node served no reads', { fault: fault.kind, node });
       }
       const grace = fault.startedAt + fault.graceMs;
       for (const ack of acks) {

@@ -49,6 +49,12 @@ test('a message stored twice, and one stored that nobody sent', () => {
   assert.ok(found.includes('stored but never sent'), found);
 });
 
+test('a valid message answered with an error', () => {
+  const run = consistent();
+  run.ackErrors = [{ content: 's0-2', error: { error: 'not in room r2: join it first' }, node: 't1' }];
+  assert.deepStrictEqual(kinds(check(run)), ['ack with an error']);
+});
+
 test('one id acked for two messages, one message acked with two ids', () => {
   const run = consistent();
   run.acks.push({ content: 's9-9', room: 'general', id: 2, duplicate: false, nodeName: 't2', at: 2000 });
@@ -88,7 +94,7 @@ test('a reader given another message than stored, and a final reader short of th
   assert.ok(found.includes('final reader did not get the whole history'), found);
 });
 
-test('a fault without recovery, a cut-off node that said ready and acked', () => {
+test('a fault without recovery, a cut-off node that said ready, acked and served no reads', () => {
   const run = consistent();
   run.faults.push({
     kind: 'node-cut-from-nats',
@@ -99,14 +105,26 @@ test('a fault without recovery, a cut-off node that said ready and acked', () =>
     recoveryBoundMs: 60000,
     minority: ['t1'],
     notReadyAfterMs: { t1: null },
+    servedReads: { t1: false },
     readinessBoundMs: 10000,
   });
   const found = kinds(check(run));
-  assert.deepStrictEqual(found, ['acked on the minority side', 'cut-off node still said ready', 'no recovery within the bound']);
+  assert.deepStrictEqual(found, [
+    'acked on the minority side',
+    'cut-off node served no reads',
+    'cut-off node still said ready',
+    'no recovery within the bound',
+  ]);
+  // A fault shorter than the readiness bound does not require the node to have said so.
+  run.faults[0].holdMs = 6000;
+  assert.ok(!kinds(check(run)).includes('cut-off node still said ready'));
+  run.faults[0].holdMs = 15000;
+  assert.ok(kinds(check(run)).includes('cut-off node still said ready'));
   // A duplicate answered from the node's own replica is not a new ack.
   for (const ack of run.acks) ack.duplicate = true;
   run.faults[0].recoveredAfterMs = 500;
   run.faults[0].notReadyAfterMs.t1 = 4000;
+  run.faults[0].servedReads.t1 = true;
   assert.deepStrictEqual(check(run), []);
 });
 

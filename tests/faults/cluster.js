@@ -205,15 +205,19 @@ class Cluster {
     throw new Error(`not every node was ready within ${timeoutMs} ms: ${JSON.stringify(await this.health())}`);
   }
 
-  /** The NATS server leading the stream (its host name), as a server that answers says. */
-  async streamLeader() {
+  /**
+   * `pick(details)` of the stream's details (`/jsz?streams=true`) from the first server that
+   * answers with a value for it; null if none does.
+   */
+  async fromStreamDetails(pick) {
     for (const h of NATS) {
       const answer = await get(`http://${h.address}:8222/jsz?streams=true`, 1500);
       if (!answer || answer.status !== 200) continue;
       try {
         for (const account of JSON.parse(answer.body).account_details || []) {
           for (const stream of account.stream_detail || []) {
-            if (stream.name === STREAM && stream.cluster?.leader) return stream.cluster.leader;
+            const value = stream.name === STREAM ? pick(stream) : null;
+            if (value !== null && value !== undefined) return value;
           }
         }
       } catch {
@@ -223,22 +227,14 @@ class Cluster {
     return null;
   }
 
-  /** The stream's last sequence (its newest id), as a server that answers says. */
-  async streamLastSeq() {
-    for (const h of NATS) {
-      const answer = await get(`http://${h.address}:8222/jsz?streams=true`, 1500);
-      if (!answer || answer.status !== 200) continue;
-      try {
-        for (const account of JSON.parse(answer.body).account_details || []) {
-          for (const stream of account.stream_detail || []) {
-            if (stream.name === STREAM) return stream.state.last_seq;
-          }
-        }
-      } catch {
-        // Try the next server.
-      }
-    }
-    return null;
+  /** The NATS server leading the stream (its host name). */
+  streamLeader() {
+    return this.fromStreamDetails((stream) => stream.cluster?.leader);
+  }
+
+  /** The stream's last sequence (its newest id). */
+  streamLastSeq() {
+    return this.fromStreamDetails((stream) => stream.state?.last_seq);
   }
 
   pidOf(name) {

@@ -47,9 +47,10 @@ function random(seed) {
 }
 
 /**
- * Starts fault `kind` on `cluster`: resolves to `{ kind, target, minority, heal }`, where
- * `minority` lists the tidings nodes that can no longer reach a quorum (they must turn
- * unready and ack nothing new) and `heal()` undoes the fault. `choose(list)` picks a target
+ * Starts fault `kind` on `cluster`: resolves to `{ kind, target, minority, unreachable?, heal }`,
+ * where `minority` lists the tidings nodes that can no longer reach a quorum (they must turn
+ * unready, ack nothing new and still serve reads), `unreachable` the hosts the clients cannot
+ * reach either, and `heal()` undoes the fault. `choose(list)` picks a target
  * where the kind leaves a choice.
  */
 async function inject(kind, cluster, choose) {
@@ -66,7 +67,7 @@ async function inject(kind, cluster, choose) {
     case 'isolate-host': {
       const target = choose(net.HOSTS.map((h) => h.name));
       net.isolate(target);
-      return { kind, target, minority: [], heal: healNet };
+      return { kind, target, minority: [], unreachable: [target], heal: healNet };
     }
     case 'isolate-leader': {
       const target = await leader();
@@ -126,7 +127,7 @@ async function inject(kind, cluster, choose) {
  * The short schedule (CI): every kind once, in a fixed order, each `holdMs` long (the stall
  * its 20 s), the first choice of each (the first tidings node, the leader).
  */
-function shortSchedule(holdMs = 15000) {
+function shortSchedule(holdMs = 12000) {
   return KINDS.map((kind) => ({ kinds: [kind], holdMs, choose: (list) => list[0] }));
 }
 

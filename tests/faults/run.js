@@ -108,17 +108,22 @@ async function main() {
     for (const kind of step.kinds) injected.push(await nemesis.inject(kind, cluster, step.choose));
     const holdMs = Math.max(step.holdMs, ...injected.map((f) => f.fixedMs || 0));
     const minority = [...new Set(injected.flatMap((f) => f.minority))];
+    const unreachable = new Set(injected.flatMap((f) => f.unreachable || []));
     const description = injected.map((f) => `${f.kind} ${f.target}`).join(' + ');
     log(`fault: ${description} for ${holdMs / 1000} s`);
-    // While it holds: when each cut-off node stops saying ready.
-    const notReadyAfterMs = Object.fromEntries(minority.map((n) => [n, null]));
+    // While it holds: when each node stops saying ready (a cut-off node must; the others
+    // may, e.g. while their NATS server is frozen, and it is recorded).
+    const notReadyAfterMs = Object.fromEntries(names.map((n) => [n, null]));
+    // And, once it says so, whether it still serves reads from its replica.
+    const servedReads = Object.fromEntries(minority.filter((n) => !unreachable.has(n)).map((n) => [n, null]));
     while (Date.now() - startedAt < holdMs) {
-      if (minority.length > 0) {
-        const health = await cluster.health();
-        for (const node of minority) {
-          if (notReadyAfterMs[node] === null && health[node]?.status !== 200) {
-            notReadyAfterMs[node] = Date.now() - startedAt;
-          }
+      const health = await cluster.health();
+      for (const node of names) {
+        if (notReadyAfterMs[node] === null && health[node]?.status !== 200) {
+          notReadyAfterMs[node] = Date.now() - startedAt;
+        }
+        if (notReadyAfterMs[node] !== null && node in servedReads && servedReads[node] === null) {
+          servedReads[node] = await workload.servesReads(names.indexOf(node));
         }
       }
       await sleep(250);
@@ -146,6 +151,7 @@ async function main() {
       acksDuring: ackTimes.filter((t) => t >= startedAt && t < healedAt).length,
       minority,
       notReadyAfterMs,
+      servedReads,
       readinessBoundMs: READINESS_BOUND_MS,
       graceMs: GRACE_MS,
     };
@@ -153,7 +159,8 @@ async function main() {
     log(
       `healed: recovered after ${recoveredAfterMs ?? 'never'} ms; longest without acks ` +
         `${record.longestAckGapMs} ms; ${record.acksDuring} acks during the fault` +
-        (minority.length ? `; not ready after ${JSON.stringify(notReadyAfterMs)} ms` : ''),
+        `; not ready after ${JSON.stringify(notReadyAfterMs)} ms` +
+        (minority.length ? `; cut off, served reads: ${JSON.stringify(servedReads)}` : ''),
     );
     await sleep(step.quietMs ?? 3000);
   }
@@ -174,6 +181,7 @@ async function main() {
   const violations = check({
     acks: workload.acks,
     unacked: workload.unacked,
+    ackErrors: workload.ackErrors,
     readers: workload.readers,
     stores,
     finals: finalByName,

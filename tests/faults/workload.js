@@ -184,6 +184,23 @@ class Workload {
   }
 
   /**
+   * Whether node `n` serves reads now: a fresh client asking for the newest 5 messages of
+   * every room gets at least one within `timeoutMs` (a node cut off from NATS still serves
+   * its replica).
+   */
+  async servesReads(n, timeoutMs = 5000) {
+    let got = 0;
+    const socket = await connect(this.urls[n], { serverOffset: 0, rooms: ROOMS, latest: 5 }, () => {
+      got += 1;
+    });
+    if (!socket) return false;
+    const deadline = Date.now() + timeoutMs;
+    while (got === 0 && Date.now() < deadline) await sleep(50);
+    socket.close();
+    return got > 0;
+  }
+
+  /**
    * Readers again, after the run: one per node, from id 0 until they reach `lastId` (the
    * stream's end) or `timeoutMs` passes. What every node serves is checked against what it
    * stores.
