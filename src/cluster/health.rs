@@ -57,7 +57,7 @@ const HEARD_WITHIN: Duration = Duration::from_secs(4);
 /// Whether the stream's leader, as `cluster` describes it, has heard from a majority of the
 /// stream's replicas (itself included) within [`HEARD_WITHIN`]. A stream without cluster
 /// information (one replica, or a single server) has.
-pub fn has_quorum(cluster: Option<&stream::ClusterInfo>) -> bool {
+fn has_quorum(cluster: Option<&stream::ClusterInfo>) -> bool {
     let Some(cluster) = cluster else {
         return true;
     };

@@ -211,28 +211,19 @@ impl Publish {
                 },
                 Err(e) => Err(e),
             };
-            match outcome {
+            let problem = match outcome {
                 // nats-server 2.10 answers a duplicate of a message whose original is still
                 // being replicated with sequence 0: not an id. The original may yet fail (a
                 // leader change drops it), so ask again until the stream names the id.
                 // Found by the fault harness (tests/faults): clients were acked `{ id: 0 }`
                 // for messages no node stored.
                 Ok(ack) if ack.duplicate && ack.sequence == 0 => {
-                    let wait = backoff.next_wait();
-                    if Instant::now() + wait >= deadline {
-                        return Err(AppendError::Unavailable(
-                            "the stream has not stored the original of this retry yet".into(),
-                        ));
-                    }
-                    tracing::debug!(
-                        "publish answered as a duplicate still in flight, asking again"
-                    );
-                    tokio::time::sleep(wait).await;
-                    attempt = self.send().await;
+                    "the stream has not stored the original of this retry yet".to_string()
                 }
                 Ok(ack) => break ack,
                 Err(e) => {
                     health.publish_failed();
+                    let problem = format!("the stream did not acknowledge the message: {e}");
                     let retryable = matches!(
                         e.kind(),
                         PublishErrorKind::TimedOut
@@ -240,17 +231,19 @@ impl Publish {
                             | PublishErrorKind::BrokenPipe
                             | PublishErrorKind::MaxAckPending
                     );
-                    let wait = backoff.next_wait();
-                    if !retryable || Instant::now() + wait >= deadline {
-                        return Err(AppendError::Unavailable(format!(
-                            "the stream did not acknowledge the message: {e}"
-                        )));
+                    if !retryable {
+                        return Err(AppendError::Unavailable(problem));
                     }
-                    tracing::debug!("publish not acknowledged ({e}), retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt = self.send().await;
+                    problem
                 }
+            };
+            let wait = backoff.next_wait();
+            if Instant::now() + wait >= deadline {
+                return Err(AppendError::Unavailable(problem));
             }
+            tracing::debug!("publish not settled ({problem}), retrying");
+            tokio::time::sleep(wait).await;
+            attempt = self.send().await;
         };
         health.acked(ack.sequence, hub);
         // The sender's own copy comes from this node's replica: wait for the applier.

@@ -260,12 +260,6 @@ impl Hub {
         self.probes.send_modify(|count| *count += 1);
     }
 
-    /// Whether a client's `offset` lies beyond the log's end as this hub knows it exactly (a
-    /// single node's): such an offset came from another database and means nothing here.
-    pub fn beyond_log(&self, offset: u64) -> bool {
-        offset > self.log_end() && self.log_end_exact.load(Ordering::Acquire)
-    }
-
     /// Whether a client's `offset` lies beyond the log's end: at once on a single node; on a
     /// cluster node, whose end may lag the stream by a probe, only if it is still beyond after
     /// two more probes (at most [`PROBE_WAIT`]). When the stream does not answer (a node cut

@@ -320,7 +320,7 @@ async fn admit(
     );
     let sync = SyncPlan {
         epoch: state.epoch.clone(),
-        other_database: other_epoch || catch_up.reset(),
+        other_database: other_epoch,
         refused: refused
             .iter()
             .map(|room| state.rooms.name(room).to_string())

@@ -3,6 +3,7 @@
 //! in it), and written into a new file, which a server opens like the original: the same
 //! epoch, ids, rooms, sessions and access state.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use redb::{
@@ -16,49 +17,61 @@ use super::rooms::{ROOM_MESSAGES, ROOMS};
 use super::sessions::{SESSION_ROOMS, SESSION_USERS, SESSIONS};
 use super::{CLUSTER, DEDUP, MESSAGES, META, SETTINGS, SharedDb, StoreError, read_err, write_err};
 
-/// Copies every row of `definition` from `read` into `write` (nothing if `read` lacks it).
-fn copy_table<K: Key + 'static, V: Value + 'static>(
-    read: &ReadTransaction,
-    write: &WriteTransaction,
-    definition: TableDefinition<K, V>,
-) -> Result<(), StoreError> {
-    let source = match read.open_table(definition) {
-        Ok(source) => source,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(read_err(e)),
-    };
-    let mut target = write.open_table(definition).map_err(write_err)?;
-    for entry in source.iter().map_err(read_err)? {
-        let (key, value) = entry.map_err(read_err)?;
-        target
-            .insert(key.value(), value.value())
-            .map_err(write_err)?;
-    }
-    Ok(())
+/// Copies tables from one transaction into another, noting the names it copied.
+struct Copier<'a> {
+    read: &'a ReadTransaction,
+    write: &'a WriteTransaction,
+    copied: BTreeSet<String>,
 }
 
-/// [`copy_table`] for a multimap table.
-fn copy_multimap<K: Key + 'static, V: Key + 'static>(
-    read: &ReadTransaction,
-    write: &WriteTransaction,
-    definition: MultimapTableDefinition<K, V>,
-) -> Result<(), StoreError> {
-    let source = match read.open_multimap_table(definition) {
-        Ok(source) => source,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(read_err(e)),
-    };
-    let mut target = write.open_multimap_table(definition).map_err(write_err)?;
-    for entry in source.iter().map_err(read_err)? {
-        let (key, values) = entry.map_err(read_err)?;
-        for value in values {
-            let value = value.map_err(read_err)?;
+impl Copier<'_> {
+    /// Copies every row of `definition` (nothing if `read` lacks it).
+    fn table<K: Key + 'static, V: Value + 'static>(
+        &mut self,
+        definition: TableDefinition<K, V>,
+    ) -> Result<(), StoreError> {
+        self.copied.insert(definition.name().to_string());
+        let source = match self.read.open_table(definition) {
+            Ok(source) => source,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut target = self.write.open_table(definition).map_err(write_err)?;
+        for entry in source.iter().map_err(read_err)? {
+            let (key, value) = entry.map_err(read_err)?;
             target
                 .insert(key.value(), value.value())
                 .map_err(write_err)?;
         }
+        Ok(())
     }
-    Ok(())
+
+    /// [`Self::table`] for a multimap table.
+    fn multimap<K: Key + 'static, V: Key + 'static>(
+        &mut self,
+        definition: MultimapTableDefinition<K, V>,
+    ) -> Result<(), StoreError> {
+        self.copied.insert(definition.name().to_string());
+        let source = match self.read.open_multimap_table(definition) {
+            Ok(source) => source,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut target = self
+            .write
+            .open_multimap_table(definition)
+            .map_err(write_err)?;
+        for entry in source.iter().map_err(read_err)? {
+            let (key, values) = entry.map_err(read_err)?;
+            for value in values {
+                let value = value.map_err(read_err)?;
+                target
+                    .insert(key.value(), value.value())
+                    .map_err(write_err)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes a copy of `db` as it is now into a new database file at `dest` (which must not
@@ -84,17 +97,22 @@ pub(super) fn copy(db: &SharedDb, dest: &Path) -> Result<u64, StoreError> {
     db.with(|db| {
         let read = db.begin_read().map_err(read_err)?;
         let write = copy.begin_write().map_err(write_err)?;
-        copy_table(&read, &write, MESSAGES)?;
-        copy_multimap(&read, &write, DEDUP)?;
-        copy_table(&read, &write, META)?;
-        copy_table(&read, &write, CLUSTER)?;
-        copy_table(&read, &write, SETTINGS)?;
-        copy_table(&read, &write, ROOM_MESSAGES)?;
-        copy_table(&read, &write, ROOMS)?;
-        copy_table(&read, &write, ROOM_ACCESS)?;
-        copy_table(&read, &write, SESSIONS)?;
-        copy_table(&read, &write, SESSION_ROOMS)?;
-        copy_table(&read, &write, SESSION_USERS)?;
+        let mut copier = Copier {
+            read: &read,
+            write: &write,
+            copied: BTreeSet::new(),
+        };
+        copier.table(MESSAGES)?;
+        copier.multimap(DEDUP)?;
+        copier.table(META)?;
+        copier.table(CLUSTER)?;
+        copier.table(SETTINGS)?;
+        copier.table(ROOM_MESSAGES)?;
+        copier.table(ROOMS)?;
+        copier.table(ROOM_ACCESS)?;
+        copier.table(SESSIONS)?;
+        copier.table(SESSION_ROOMS)?;
+        copier.table(SESSION_USERS)?;
         let messages = read
             .open_table(MESSAGES)
             .map_err(read_err)?
@@ -102,13 +120,8 @@ pub(super) fn copy(db: &SharedDb, dest: &Path) -> Result<u64, StoreError> {
             .map_err(read_err)?;
         // A table this list does not name (a later schema's, written here by mistake) would
         // be left out silently: refuse the copy instead.
-        let names = |tables: Vec<String>| {
-            tables
-                .into_iter()
-                .collect::<std::collections::BTreeSet<_>>()
-        };
-        let missing: Vec<String> = names(table_names(&read)?)
-            .difference(&names(table_names_in(&write)?))
+        let missing: Vec<String> = table_names(&read)?
+            .difference(&copier.copied)
             .cloned()
             .collect();
         if !missing.is_empty() {
@@ -123,7 +136,7 @@ pub(super) fn copy(db: &SharedDb, dest: &Path) -> Result<u64, StoreError> {
 }
 
 /// The names of the tables (plain and multimap) a read transaction sees.
-fn table_names(read: &ReadTransaction) -> Result<Vec<String>, StoreError> {
+fn table_names(read: &ReadTransaction) -> Result<BTreeSet<String>, StoreError> {
     let plain = read
         .list_tables()
         .map_err(read_err)?
@@ -131,19 +144,6 @@ fn table_names(read: &ReadTransaction) -> Result<Vec<String>, StoreError> {
     let multi = read
         .list_multimap_tables()
         .map_err(read_err)?
-        .map(|t| t.name().to_string());
-    Ok(plain.chain(multi).collect())
-}
-
-/// The same, in a write transaction.
-fn table_names_in(write: &WriteTransaction) -> Result<Vec<String>, StoreError> {
-    let plain = write
-        .list_tables()
-        .map_err(write_err)?
-        .map(|t| t.name().to_string());
-    let multi = write
-        .list_multimap_tables()
-        .map_err(write_err)?
         .map(|t| t.name().to_string());
     Ok(plain.chain(multi).collect())
 }
